@@ -1,0 +1,41 @@
+//! Front-ends: parse flags, print llama.cpp-style output. No maths here.
+pub mod args;
+pub mod tokenize;
+
+use anyhow::Result;
+
+const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize when called by those names.";
+
+/// Which front-end a program name (multicall symlink) stands for.
+pub fn command_for_program(name: &str) -> Option<&'static str> {
+    let base = std::path::Path::new(name).file_name()?.to_str()?;
+    let base = base.strip_suffix(".exe").unwrap_or(base);
+    Some(match base {
+        "llama-cli" => "cli-cnv",
+        "llama-completion" | "llama-simple" => "cli",
+        "llama-tokenize" => "tokenize",
+        _ => return None,
+    })
+}
+
+pub fn main_with_args(argv: Vec<String>) -> Result<()> {
+    let prog = argv.first().cloned().unwrap_or_else(|| "rllama".into());
+    let (cmd, rest) = match command_for_program(&prog) {
+        Some(c) => (c.to_string(), argv[1..].to_vec()),
+        None => match argv.get(1) {
+            Some(c) => (c.clone(), argv[2..].to_vec()),
+            None => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+        },
+    };
+    match cmd.as_str() {
+        "tokenize" => tokenize::run(args::Args::new("rllama tokenize", rest)),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => anyhow::bail!("error: unknown command {other:?}\n{USAGE}"),
+    }
+}

@@ -1,0 +1,147 @@
+//! GGML quantization formats: block layouts, reference dequantization,
+//! activation quantization (Q8_0, Q8_1, Q8_K, F16, BF16) and the dot product of
+//! each weight type with its activation type, as ggml pairs them.
+//!
+//! The scalar functions in `legacy`, `kquants`, `float` are the truth; SIMD
+//! twins live in `simd` and are chosen once at start-up (`kernels`).
+
+pub mod blocks;
+pub mod float;
+pub mod kquants;
+pub mod legacy;
+pub mod simd;
+
+use crate::gguf::GgmlType;
+use blocks::*;
+
+/// Row-level kernels of one weight type, all on raw bytes.
+#[derive(Clone, Copy)]
+pub struct TypeKernels {
+    pub ty: GgmlType,
+    /// The activation type ggml pairs with this weight type (its vec_dot_type).
+    pub act: GgmlType,
+    pub dequantize: fn(&[u8], &mut [f32]),
+    /// Dot product of one weight row with one activation row (same element count).
+    pub vec_dot: fn(&[u8], &[u8]) -> f32,
+    /// Quantize an f32 row into the activation type.
+    pub quantize_act: fn(&[f32], &mut [u8]),
+}
+
+fn cast<B: Copy>(b: &[u8]) -> &[B] {
+    cast_blocks(b).expect("row bytes must be whole, aligned blocks")
+}
+fn cast_mut<B: Copy>(b: &mut [u8]) -> &mut [B] {
+    cast_blocks_mut(b).expect("row bytes must be whole, aligned blocks")
+}
+
+macro_rules! k32 {
+    ($blk:ty, $act:ident) => {
+        paste_k32!($blk, $act)
+    };
+}
+macro_rules! paste_k32 {
+    ($blk:ty, Q8_0) => {
+        (
+            GgmlType::Q8_0,
+            (|w, o| legacy::dequantize(cast::<$blk>(w), o)) as fn(&[u8], &mut [f32]),
+            (|w, a| legacy::dot_q8_0(cast::<$blk>(w), cast::<BlockQ8_0>(a))) as fn(&[u8], &[u8]) -> f32,
+            (|x, o| legacy::quantize_q8_0(x, cast_mut::<BlockQ8_0>(o))) as fn(&[f32], &mut [u8]),
+        )
+    };
+    ($blk:ty, Q8_1) => {
+        (
+            GgmlType::Q8_1,
+            (|w, o| legacy::dequantize(cast::<$blk>(w), o)) as fn(&[u8], &mut [f32]),
+            (|w, a| legacy::dot_q8_1(cast::<$blk>(w), cast::<BlockQ8_1>(a))) as fn(&[u8], &[u8]) -> f32,
+            (|x, o| legacy::quantize_q8_1(x, cast_mut::<BlockQ8_1>(o))) as fn(&[f32], &mut [u8]),
+        )
+    };
+}
+macro_rules! kk {
+    ($blk:ty) => {
+        (
+            GgmlType::Q8_K,
+            (|w, o| kquants::dequantize(cast::<$blk>(w), o)) as fn(&[u8], &mut [f32]),
+            (|w, a| kquants::dot_q8_k(cast::<$blk>(w), cast::<BlockQ8K>(a))) as fn(&[u8], &[u8]) -> f32,
+            (|x, o| kquants::quantize_q8_k(x, cast_mut::<BlockQ8K>(o))) as fn(&[f32], &mut [u8]),
+        )
+    };
+}
+
+/// The scalar reference kernels of a weight type (None for activation-only types).
+pub fn scalar_kernels(ty: GgmlType) -> Option<TypeKernels> {
+    use GgmlType::*;
+    let (act, dequantize, vec_dot, quantize_act) = match ty {
+        F32 => (
+            F32,
+            (|w, o| float::dequantize_f32(cast(w), o)) as fn(&[u8], &mut [f32]),
+            (|w, a| float::dot_f32(cast(w), cast(a))) as fn(&[u8], &[u8]) -> f32,
+            (|x, o| cast_mut::<f32>(o).copy_from_slice(x)) as fn(&[f32], &mut [u8]),
+        ),
+        F16 => (
+            F16,
+            (|w, o| float::dequantize_f16(cast(w), o)) as fn(&[u8], &mut [f32]),
+            (|w, a| float::dot_f16(cast(w), cast(a))) as fn(&[u8], &[u8]) -> f32,
+            (|x, o| float::quantize_f16(x, cast_mut(o))) as fn(&[f32], &mut [u8]),
+        ),
+        BF16 => (
+            BF16,
+            (|w, o| float::dequantize_bf16(cast(w), o)) as fn(&[u8], &mut [f32]),
+            (|w, a| float::dot_bf16(cast(w), cast(a))) as fn(&[u8], &[u8]) -> f32,
+            (|x, o| float::quantize_bf16(x, cast_mut(o))) as fn(&[f32], &mut [u8]),
+        ),
+        Q4_0 => k32!(BlockQ4_0, Q8_0),
+        Q4_1 => k32!(BlockQ4_1, Q8_1),
+        Q5_0 => k32!(BlockQ5_0, Q8_0),
+        Q5_1 => k32!(BlockQ5_1, Q8_1),
+        Q8_0 => k32!(BlockQ8_0, Q8_0),
+        IQ4_NL => k32!(BlockIQ4NL, Q8_0),
+        Q2_K => kk!(BlockQ2K),
+        Q3_K => kk!(BlockQ3K),
+        Q4_K => kk!(BlockQ4K),
+        Q5_K => kk!(BlockQ5K),
+        Q6_K => kk!(BlockQ6K),
+        IQ4_XS => kk!(BlockIQ4XS),
+        Q8_1 | Q8_K => return None,
+    };
+    Some(TypeKernels { ty, act, dequantize, vec_dot, quantize_act })
+}
+
+/// The fastest kernels for this machine (SIMD where available, else scalar).
+pub fn kernels(ty: GgmlType) -> Option<TypeKernels> {
+    let mut k = scalar_kernels(ty)?;
+    simd::upgrade(&mut k);
+    Some(k)
+}
+
+/// Dequantize a whole tensor's bytes (any supported weight type) to f32.
+pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    (scalar_kernels(ty).expect("weight type").dequantize)(bytes, out)
+}
+
+/// A byte buffer aligned to 8 bytes (activation blocks need 2- or 4-byte alignment).
+#[derive(Default, Clone)]
+pub struct AlignedBytes {
+    buf: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedBytes {
+    pub fn new(len: usize) -> Self {
+        AlignedBytes { buf: vec![0; len.div_ceil(8)], len }
+    }
+    pub fn resize(&mut self, len: usize) {
+        if self.buf.len() < len.div_ceil(8) {
+            self.buf.resize(len.div_ceil(8), 0);
+        }
+        self.len = len;
+    }
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: u64 storage viewed as bytes, within its length.
+        unsafe { std::slice::from_raw_parts(self.buf.as_ptr() as *const u8, self.len) }
+    }
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, exclusive borrow.
+        unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr() as *mut u8, self.len) }
+    }
+}

@@ -1,0 +1,246 @@
+//! Tokenizers configured from GGUF vocabularies, as llama.cpp runs them:
+//! special tokens are split out of the text first (control tokens only when
+//! `parse_special`), the rest goes to the model-specific algorithm.
+
+mod bpe;
+
+use crate::gguf::GgufFile;
+use anyhow::{bail, Result};
+use std::collections::HashMap;
+
+pub const TOKEN_TYPE_NORMAL: i32 = 1;
+pub const TOKEN_TYPE_UNKNOWN: i32 = 2;
+pub const TOKEN_TYPE_CONTROL: i32 = 3;
+pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+pub const TOKEN_TYPE_UNUSED: i32 = 5;
+pub const TOKEN_TYPE_BYTE: i32 = 6;
+
+enum Algo {
+    Bpe(bpe::Bpe),
+}
+
+pub struct Tokenizer {
+    pub model: String,
+    pub pre: String,
+    pub tokens: Vec<String>,
+    pub types: Vec<i32>,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub eot: Option<u32>,
+    pub add_bos: bool,
+    pub add_eos: bool,
+    /// End-of-generation tokens.
+    pub eog: Vec<u32>,
+    /// Special tokens (control, user-defined, unknown) longest text first.
+    special: Vec<u32>,
+    algo: Algo,
+}
+
+fn str_array(g: &GgufFile, key: &str) -> Result<Vec<String>> {
+    let Some(v) = g.get(key) else { bail!("missing metadata {key}") };
+    let Some(a) = v.as_array() else { bail!("metadata {key} is not an array") };
+    a.iter()
+        .map(|x| x.as_str().map(|s| s.to_string()).ok_or_else(|| anyhow::anyhow!("metadata {key}: not all elements are strings")))
+        .collect()
+}
+
+impl Tokenizer {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let model = g.get_str("tokenizer.ggml.model").unwrap_or("").to_string();
+        let pre = g.get_str("tokenizer.ggml.pre").unwrap_or("default").to_string();
+        let tokens = str_array(g, "tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        let types: Vec<i32> = match g.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
+            Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1) as i32).collect(),
+            None => vec![TOKEN_TYPE_NORMAL; n],
+        };
+        if types.len() != n {
+            bail!("tokenizer.ggml.token_type has {} entries for {} tokens", types.len(), n);
+        }
+        let id = |key: &str| -> Result<Option<u32>> {
+            match g.get_i64(key) {
+                None => Ok(None),
+                Some(v) if v >= 0 && (v as usize) < n => Ok(Some(v as u32)),
+                Some(v) if v < 0 => Ok(None),
+                Some(v) => bail!("metadata {key}: token id {v} is outside the vocabulary of {n}"),
+            }
+        };
+        let (algo, def_bos) = match model.as_str() {
+            "gpt2" => {
+                let merges = str_array(g, "tokenizer.ggml.merges")?;
+                (Algo::Bpe(bpe::Bpe::new(&tokens, &merges, &pre)?), false)
+            }
+            other => bail!("tokenizer model {other:?} is not supported (supported: gpt2)"),
+        };
+        let bos = id("tokenizer.ggml.bos_token_id")?;
+        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let mut eot = id("tokenizer.ggml.eot_token_id")?;
+        let eom = id("tokenizer.ggml.eom_token_id")?;
+        let add_bos = g.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(def_bos);
+        let add_eos = g.get_bool("tokenizer.ggml.add_eos_token").unwrap_or(false);
+
+        let mut types = types;
+        let mut eog: Vec<u32> = [eos, eot, eom].into_iter().flatten().collect();
+        const EOG_TEXTS: &[&str] = &[
+            "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
+            "<EOT>", "_<EOT>", "<|end_of_text|>", "<｜end▁of▁sentence｜>",
+        ];
+        for (i, t) in tokens.iter().enumerate() {
+            if EOG_TEXTS.contains(&t.as_str()) {
+                if eot.is_none() && t != "<|endoftext|>" && t != "<|end_of_text|>" {
+                    eot = Some(i as u32);
+                }
+                if !eog.contains(&(i as u32)) {
+                    eog.push(i as u32);
+                }
+                types[i] = TOKEN_TYPE_CONTROL;
+            }
+        }
+        let mut special: Vec<u32> = (0..n as u32)
+            .filter(|&i| matches!(types[i as usize], TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED | TOKEN_TYPE_UNKNOWN))
+            .filter(|&i| !tokens[i as usize].is_empty())
+            .collect();
+        special.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()));
+        Ok(Tokenizer { model, pre, tokens, types, bos, eos, eot, add_bos, add_eos, eog, special, algo })
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_eog(&self, t: u32) -> bool {
+        self.eog.contains(&t)
+    }
+
+    /// Tokenize like `llama_tokenize(text, add_special, parse_special)`.
+    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        if add_special && self.add_bos {
+            if let Some(b) = self.bos {
+                out.push(b);
+            }
+        }
+        for frag in self.partition(text, parse_special) {
+            match frag {
+                Frag::Token(t) => out.push(t),
+                Frag::Text(s) => match &self.algo {
+                    Algo::Bpe(b) => b.encode(s, &mut out)?,
+                },
+            }
+        }
+        if add_special && self.add_eos {
+            if let Some(e) = self.eos {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Split the text around special tokens, longest token text first.
+    fn partition<'a>(&self, text: &'a str, parse_special: bool) -> Vec<Frag<'a>> {
+        let mut frags = vec![Frag::Text(text)];
+        for &id in &self.special {
+            let ty = self.types[id as usize];
+            if !parse_special && (ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_UNKNOWN) {
+                continue;
+            }
+            let pat = self.tokens[id as usize].as_str();
+            let mut next = Vec::with_capacity(frags.len());
+            for f in frags {
+                match f {
+                    Frag::Text(mut s) => {
+                        while let Some(p) = s.find(pat) {
+                            if p > 0 {
+                                next.push(Frag::Text(&s[..p]));
+                            }
+                            next.push(Frag::Token(id));
+                            s = &s[p + pat.len()..];
+                        }
+                        if !s.is_empty() {
+                            next.push(Frag::Text(s));
+                        }
+                    }
+                    t => next.push(t),
+                }
+            }
+            frags = next;
+        }
+        frags
+    }
+
+    /// The bytes a token stands for (`llama_token_to_piece`); control tokens
+    /// give nothing unless `special`.
+    pub fn token_bytes(&self, id: u32, special: bool) -> Vec<u8> {
+        let Some(text) = self.tokens.get(id as usize) else { return Vec::new() };
+        let ty = self.types[id as usize];
+        if ty == TOKEN_TYPE_CONTROL && !special {
+            return Vec::new();
+        }
+        match &self.algo {
+            Algo::Bpe(_) => {
+                if ty == TOKEN_TYPE_USER_DEFINED || ty == TOKEN_TYPE_CONTROL {
+                    text.as_bytes().to_vec()
+                } else {
+                    bpe::decode_byte_level(text)
+                }
+            }
+        }
+    }
+
+    /// Lossy text of a sequence of tokens.
+    pub fn decode(&self, ids: &[u32], special: bool) -> String {
+        let mut b = Vec::new();
+        for &i in ids {
+            b.extend(self.token_bytes(i, special));
+        }
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    pub fn token_text(&self, id: u32) -> &str {
+        self.tokens.get(id as usize).map(|s| s.as_str()).unwrap_or("")
+    }
+
+    pub fn token_to_id(&self) -> HashMap<&str, u32> {
+        self.tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect()
+    }
+}
+
+enum Frag<'a> {
+    Text(&'a str),
+    Token(u32),
+}
+
+/// Streaming detokenizer: collects token bytes and releases only complete
+/// UTF-8 characters, so a multi-byte character split over tokens is never
+/// printed in halves.
+#[derive(Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) => match e.error_len() {
+                // an invalid sequence (not just an unfinished one): flush lossily
+                Some(_) => {
+                    let s = String::from_utf8_lossy(&self.pending).into_owned();
+                    self.pending.clear();
+                    return s;
+                }
+                None => e.valid_up_to(),
+            },
+        };
+        let s = String::from_utf8(self.pending[..valid].to_vec()).unwrap();
+        self.pending.drain(..valid);
+        s
+    }
+    /// Whatever is left at the end (lossy).
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
