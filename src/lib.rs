@@ -1,5 +1,10 @@
 //! rllama: GGUF language models on the CPU, speaking llama.cpp's language.
+pub mod decode;
 pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod ops;
 pub mod quant;
+pub mod sampling;
 pub mod tokenizer;
 pub mod cli;

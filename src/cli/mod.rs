@@ -1,5 +1,6 @@
 //! Front-ends: parse flags, print llama.cpp-style output. No maths here.
 pub mod args;
+pub mod completion;
 pub mod tokenize;
 
 use anyhow::Result;
@@ -32,6 +33,8 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
     };
     match cmd.as_str() {
         "tokenize" => tokenize::run(args::Args::new("rllama tokenize", rest)),
+        "cli" | "completion" => completion::run(args::Args::new("rllama cli", rest), false),
+        "cli-cnv" => completion::run(args::Args::new("llama-cli", rest), true),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

@@ -314,6 +314,10 @@ impl GgufFile {
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
         &self.data.bytes()[t.offset..t.offset + t.n_bytes]
     }
+    /// Bytes at an absolute offset (used by views that remember where their tensor lives).
+    pub fn tensor_data_at(&self, offset: usize, len: usize) -> &[u8] {
+        &self.data.bytes()[offset..offset + len]
+    }
     /// Whole file size in bytes.
     pub fn file_len(&self) -> usize {
         self.data.bytes().len()

@@ -1,0 +1,203 @@
+//! `rllama cli` (aliases `llama-completion`, `llama-cli`): raw completion with
+//! llama-completion's stdout (prompt, then the generated text) and its perf
+//! block on stderr.
+
+use super::args::{process_escapes, Args};
+use crate::decode::Session;
+use crate::model::Model;
+use crate::sampling::{Sampler, SamplerParams};
+use crate::tokenizer::{Tokenizer, Utf8Stream};
+use anyhow::{bail, Result};
+use std::io::Write;
+use std::time::Instant;
+
+const HELP: &str = "usage: rllama cli -m MODEL [-p PROMPT | -f FILE] [-n N] [-c N] [-b N] [-t N] [-s SEED]
+  sampling: --temp T --top-k K --top-p P --min-p P --repeat-penalty X --repeat-last-n N
+            --presence-penalty X --frequency-penalty X
+  other:    -e/--escape, --no-escape, --ignore-eos, -no-cnv, --log-disable, --verbose-prompt";
+
+pub struct CliOpts {
+    pub model: Option<String>,
+    pub prompt: String,
+    pub n_predict: i64,
+    pub n_ctx: usize,
+    pub n_batch: usize,
+    pub threads: Option<usize>,
+    pub sampling: SamplerParams,
+    pub escape: bool,
+    pub ignore_eos: bool,
+    pub conversation: bool,
+}
+
+impl Default for CliOpts {
+    fn default() -> Self {
+        CliOpts {
+            model: None,
+            prompt: String::new(),
+            n_predict: -1,
+            n_ctx: 4096,
+            n_batch: 2048,
+            threads: None,
+            sampling: SamplerParams::default(),
+            escape: true,
+            ignore_eos: false,
+            conversation: false,
+        }
+    }
+}
+
+pub fn parse(mut a: Args, conversation_default: bool) -> Result<Option<CliOpts>> {
+    let mut o = CliOpts { conversation: conversation_default, ..Default::default() };
+    while let Some(f) = a.next_flag() {
+        match f.as_str() {
+            "-m" | "--model" => o.model = Some(a.value(&f)?),
+            "-p" | "--prompt" => o.prompt = a.value(&f)?,
+            "-f" | "--file" => {
+                let p = a.value(&f)?;
+                match std::fs::read(&p) {
+                    Ok(b) => o.prompt = String::from_utf8_lossy(&b).into_owned(),
+                    Err(e) => bail!("error: cannot read prompt file {p}: {e}"),
+                }
+            }
+            "-n" | "--n-predict" | "--predict" => o.n_predict = a.parse(&f)?,
+            "-c" | "--ctx-size" => o.n_ctx = a.parse(&f)?,
+            "-b" | "--batch-size" | "-ub" | "--ubatch-size" => o.n_batch = a.parse(&f)?,
+            "-t" | "--threads" | "-tb" | "--threads-batch" => o.threads = Some(a.parse(&f)?),
+            "-s" | "--seed" => o.sampling.seed = a.parse::<i64>(&f).map(|s| s as u32)?,
+            "--temp" => o.sampling.temp = a.parse(&f)?,
+            "--top-k" => o.sampling.top_k = a.parse(&f)?,
+            "--top-p" => o.sampling.top_p = a.parse(&f)?,
+            "--min-p" => o.sampling.min_p = a.parse(&f)?,
+            "--repeat-penalty" => o.sampling.repeat_penalty = a.parse(&f)?,
+            "--repeat-last-n" => o.sampling.repeat_last_n = a.parse(&f)?,
+            "--presence-penalty" => o.sampling.presence_penalty = a.parse(&f)?,
+            "--frequency-penalty" => o.sampling.frequency_penalty = a.parse(&f)?,
+            "-e" | "--escape" => o.escape = true,
+            "--no-escape" => o.escape = false,
+            "--ignore-eos" => o.ignore_eos = true,
+            "-no-cnv" | "--no-conversation" => o.conversation = false,
+            "-cnv" | "--conversation" => o.conversation = true,
+            "--log-disable" | "--verbose-prompt" | "--no-warmup" | "--no-display-prompt" | "-fa" | "--flash-attn" => {
+                if f == "-fa" || f == "--flash-attn" {
+                    a.value(&f)?;
+                }
+            }
+            "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
+                a.value(&f)?;
+            }
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return Ok(None);
+            }
+            _ => return Err(a.unknown(&f)),
+        }
+    }
+    if o.escape {
+        o.prompt = process_escapes(&o.prompt);
+    }
+    Ok(Some(o))
+}
+
+pub fn set_threads(t: Option<usize>) {
+    let n = t.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4));
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+pub fn run(a: Args, conversation_default: bool) -> Result<()> {
+    let Some(o) = parse(a, conversation_default)? else { return Ok(()) };
+    if o.conversation {
+        bail!("error: conversation mode is not available yet; use -no-cnv (or llama-completion) for raw completion");
+    }
+    let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
+    set_threads(o.threads);
+    let t_start = Instant::now();
+    let model = Model::load(std::path::Path::new(&model_path))?;
+    let tok = Tokenizer::from_gguf(&model.g)?;
+    let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
+    let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
+
+    let prompt_toks = tok.encode(&o.prompt, true, true)?;
+    if prompt_toks.is_empty() {
+        bail!("error: the prompt is empty");
+    }
+    if prompt_toks.len() > n_ctx.saturating_sub(4) {
+        bail!("error: prompt is too long ({} tokens, max {})", prompt_toks.len(), n_ctx.saturating_sub(4));
+    }
+    let mut sess = Session::new(&model, n_ctx, o.n_batch);
+    let mut sampler = Sampler::new(o.sampling.clone());
+    let mut out = std::io::stdout().lock();
+    let mut stream = Utf8Stream::default();
+    for &t in &prompt_toks {
+        let s = stream.push(&tok.token_bytes(t, false));
+        out.write_all(s.as_bytes())?;
+        sampler.accept(t);
+    }
+    out.flush()?;
+    let mut logits = sess.prompt(&prompt_toks)?;
+    let mut n_gen = 0i64;
+    let mut ended = false;
+    loop {
+        if o.n_predict >= 0 && n_gen >= o.n_predict {
+            break;
+        }
+        if sess.kv.len >= n_ctx {
+            eprintln!("\ncontext full ({n_ctx} tokens), stopping generation");
+            break;
+        }
+        let ts = Instant::now();
+        let mut next = sampler.sample(&logits);
+        if o.ignore_eos && tok.is_eog(next) {
+            let mut l = logits.clone();
+            for &e in &tok.eog {
+                l[e as usize] = f32::NEG_INFINITY;
+            }
+            next = sampler.sample(&l);
+        }
+        sampler.accept(next);
+        sess.perf.t_sample_ms += ts.elapsed().as_secs_f64() * 1e3;
+        sess.perf.n_sample += 1;
+        if tok.is_eog(next) {
+            ended = true;
+            break;
+        }
+        let s = stream.push(&tok.token_bytes(next, false));
+        out.write_all(s.as_bytes())?;
+        out.flush()?;
+        n_gen += 1;
+        if o.n_predict >= 0 && n_gen >= o.n_predict {
+            break;
+        }
+        logits = sess.step(next)?;
+    }
+    out.write_all(stream.finish().as_bytes())?;
+    if ended {
+        out.write_all(b" [end of text]\n")?;
+    }
+    out.write_all(b"\n\n")?;
+    out.flush()?;
+    print_perf(&sess.perf, t_load_ms, t_start);
+    Ok(())
+}
+
+pub fn print_perf(p: &crate::decode::Perf, t_load_ms: f64, t_start: Instant) {
+    let per = |t: f64, n: usize| if n > 0 { t / n as f64 } else { 0.0 };
+    let tps = |t: f64, n: usize| if t > 0.0 { 1e3 / t * n as f64 } else { 0.0 };
+    let total = t_start.elapsed().as_secs_f64() * 1e3;
+    eprintln!();
+    eprintln!(
+        "common_perf_print:    sampling time = {:10.2} ms / {:5} runs   ({:8.2} ms per token, {:8.2} tokens per second)",
+        p.t_sample_ms, p.n_sample, per(p.t_sample_ms, p.n_sample), tps(p.t_sample_ms, p.n_sample)
+    );
+    eprintln!("common_perf_print:        load time = {:10.2} ms", t_load_ms);
+    eprintln!(
+        "common_perf_print: prompt eval time = {:10.2} ms / {:5} tokens ({:8.2} ms per token, {:8.2} tokens per second)",
+        p.t_prompt_ms, p.n_prompt, per(p.t_prompt_ms, p.n_prompt), tps(p.t_prompt_ms, p.n_prompt)
+    );
+    eprintln!(
+        "common_perf_print:        eval time = {:10.2} ms / {:5} runs   ({:8.2} ms per token, {:8.2} tokens per second)",
+        p.t_eval_ms, p.n_eval, per(p.t_eval_ms, p.n_eval), tps(p.t_eval_ms, p.n_eval)
+    );
+    eprintln!("common_perf_print:       total time = {:10.2} ms / {:5} tokens", total, p.n_prompt + p.n_eval);
+    eprintln!();
+    eprintln!("[ Prompt: {:.1} t/s | Generation: {:.1} t/s ]", tps(p.t_prompt_ms, p.n_prompt), tps(p.t_eval_ms, p.n_eval));
+}

@@ -1,0 +1,81 @@
+//! Model hyper-parameters read from GGUF metadata.
+
+use crate::gguf::GgufFile;
+use anyhow::{bail, Result};
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub arch: String,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    pub n_ff: usize,
+    pub eps: f32,
+    pub rope_base: f32,
+    pub rope_freq_scale: f32,
+    pub rope_dims: usize,
+    pub rope_neox: bool,
+}
+
+fn req(g: &GgufFile, key: &str) -> Result<usize> {
+    match g.get_i64(key) {
+        Some(v) if v > 0 && v < (1 << 40) => Ok(v as usize),
+        Some(v) => bail!("metadata {key} = {v} is out of range"),
+        None => bail!("missing metadata {key}"),
+    }
+}
+
+impl Config {
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let Some(arch) = g.get_str("general.architecture") else { bail!("missing metadata general.architecture") };
+        let arch = arch.to_string();
+        let rope_neox = match arch.as_str() {
+            "llama" | "mistral" => false,
+            "qwen2" | "gemma3" => true,
+            other => bail!("architecture {other:?} is not supported (supported: llama, qwen2)"),
+        };
+        let k = |s: &str| format!("{arch}.{s}");
+        let n_embd = req(g, &k("embedding_length"))?;
+        let n_head = req(g, &k("attention.head_count"))?;
+        let n_head_kv = g.get_i64(&k("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_head);
+        if n_head_kv == 0 || n_head % n_head_kv != 0 {
+            bail!("metadata {}: {n_head_kv} does not divide the head count {n_head}", k("attention.head_count_kv"));
+        }
+        let head_dim_k = g.get_i64(&k("attention.key_length")).map(|v| v as usize).unwrap_or(n_embd / n_head);
+        let head_dim_v = g.get_i64(&k("attention.value_length")).map(|v| v as usize).unwrap_or(n_embd / n_head);
+        let n_vocab = match g.get_i64(&k("vocab_size")) {
+            Some(v) if v > 0 => v as usize,
+            _ => g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0),
+        };
+        let rope_dims = g.get_i64(&k("rope.dimension_count")).map(|v| v as usize).unwrap_or(head_dim_k);
+        if rope_dims > head_dim_k || rope_dims % 2 != 0 {
+            bail!("metadata {}: {rope_dims} does not fit the head size {head_dim_k}", k("rope.dimension_count"));
+        }
+        let rope_freq_scale = match g.get_f64(&k("rope.scaling.factor")) {
+            Some(f) if f > 0.0 && g.get_str(&k("rope.scaling.type")).unwrap_or("linear") == "linear" => (1.0 / f) as f32,
+            _ => 1.0,
+        };
+        Ok(Config {
+            n_vocab,
+            n_ctx_train: g.get_i64(&k("context_length")).unwrap_or(2048).max(1) as usize,
+            n_embd,
+            n_layer: req(g, &k("block_count"))?,
+            n_head,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            n_ff: req(g, &k("feed_forward_length"))?,
+            eps: g.get_f64(&k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
+            rope_base: g.get_f64(&k("rope.freq_base")).unwrap_or(10000.0) as f32,
+            rope_freq_scale,
+            rope_dims,
+            rope_neox,
+            arch,
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! The llama family forward pass (llama, mistral, smollm; qwen2 with QKV bias):
+//! RMSNorm, RoPE, grouped-query attention over an f16 KV cache, SwiGLU FFN.
+
+use super::{Config, Outputs};
+use crate::gguf::{GgufFile, GgmlType};
+use crate::kv_cache::KvCache;
+use crate::ops::attention::attend_f16;
+use crate::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
+use crate::ops::norm::rms_norm_rows;
+use crate::ops::rope::{rope_apply, rope_cache};
+use crate::ops::{add_in_place, silu};
+use anyhow::{bail, Result};
+use half::f16;
+use rayon::prelude::*;
+use std::path::Path;
+use std::sync::Arc;
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    w_gate: QMatrix,
+    w_up: QMatrix,
+    w_down: QMatrix,
+}
+
+pub struct Model {
+    pub g: Arc<GgufFile>,
+    pub cfg: Config,
+    tok_embd: QMatrix,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    output: QMatrix,
+}
+
+fn matrix(g: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<QMatrix> {
+    let Some(t) = g.tensor(name) else { bail!("missing tensor {name}") };
+    let m = QMatrix::from_info(t)?;
+    if m.cols != cols || m.rows != rows {
+        bail!("tensor {name}: shape {:?}, expected [{cols}, {rows}]", t.dims);
+    }
+    Ok(m)
+}
+
+fn vector(g: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let Some(t) = g.tensor(name) else { bail!("missing tensor {name}") };
+    if t.n_elements() != n as u64 {
+        bail!("tensor {name}: {} elements, expected {n}", t.n_elements());
+    }
+    let mut out = vec![0.0; n];
+    if crate::quant::scalar_kernels(t.ty).is_none() || t.ty.block_elems() > n {
+        bail!("tensor {name}: unsupported type {}", t.ty.name());
+    }
+    crate::quant::dequantize_row(t.ty, g.tensor_data(t), &mut out);
+    Ok(out)
+}
+
+fn opt_vector(g: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+    if g.tensor(name).is_some() { vector(g, name, n).map(Some) } else { Ok(None) }
+}
+
+/// Scratch buffers of one forward call.
+#[derive(Default)]
+struct Scratch {
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    qa: QuantizedActs,
+}
+
+impl Model {
+    pub fn load(path: &Path) -> Result<Self> {
+        let g = Arc::new(GgufFile::open(path)?);
+        Self::from_gguf(g)
+    }
+
+    pub fn from_gguf(g: Arc<GgufFile>) -> Result<Self> {
+        let cfg = Config::from_gguf(&g)?;
+        let (d, hk, hv) = (cfg.n_embd, cfg.head_dim_k, cfg.head_dim_v);
+        let tok_embd = matrix(&g, "token_embd.weight", d, cfg.n_vocab)?;
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            layers.push(Layer {
+                attn_norm: vector(&g, &p("attn_norm.weight"), d)?,
+                wq: matrix(&g, &p("attn_q.weight"), d, cfg.n_head * hk)?,
+                wk: matrix(&g, &p("attn_k.weight"), d, cfg.n_head_kv * hk)?,
+                wv: matrix(&g, &p("attn_v.weight"), d, cfg.n_head_kv * hv)?,
+                bq: opt_vector(&g, &p("attn_q.bias"), cfg.n_head * hk)?,
+                bk: opt_vector(&g, &p("attn_k.bias"), cfg.n_head_kv * hk)?,
+                bv: opt_vector(&g, &p("attn_v.bias"), cfg.n_head_kv * hv)?,
+                wo: matrix(&g, &p("attn_output.weight"), cfg.n_head * hv, d)?,
+                ffn_norm: vector(&g, &p("ffn_norm.weight"), d)?,
+                w_gate: matrix(&g, &p("ffn_gate.weight"), d, cfg.n_ff)?,
+                w_up: matrix(&g, &p("ffn_up.weight"), d, cfg.n_ff)?,
+                w_down: matrix(&g, &p("ffn_down.weight"), cfg.n_ff, d)?,
+            });
+        }
+        let output_norm = vector(&g, "output_norm.weight", d)?;
+        let output = if g.tensor("output.weight").is_some() {
+            matrix(&g, "output.weight", d, cfg.n_vocab)?
+        } else {
+            tok_embd.clone()
+        };
+        Ok(Model { g, cfg, tok_embd, layers, output_norm, output })
+    }
+
+    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+        let c = &self.cfg;
+        KvCache::new(c.n_layer, n_ctx, c.n_head_kv * c.head_dim_k, c.n_head_kv * c.head_dim_v)
+    }
+
+    /// Number of parameters (elements of all tensors).
+    pub fn n_params(&self) -> u64 {
+        self.g.tensors.iter().map(|t| t.n_elements()).sum()
+    }
+
+    /// Run `tokens` at positions kv.len.. and return logits (n_vocab each) for
+    /// the rows asked for, in that order.
+    pub fn forward(&self, tokens: &[u32], kv: &mut KvCache, outputs: &Outputs) -> Result<Vec<f32>> {
+        let c = &self.cfg;
+        let n = tokens.len();
+        if n == 0 {
+            bail!("empty batch");
+        }
+        if kv.len + n > kv.n_ctx {
+            bail!("the context is full: {} + {n} tokens exceed the context size {}", kv.len, kv.n_ctx);
+        }
+        for &t in tokens {
+            if t as usize >= c.n_vocab {
+                bail!("token id {t} is outside the vocabulary of {}", c.n_vocab);
+            }
+        }
+        let out_rows = outputs.rows(n);
+        if out_rows.iter().any(|&r| r >= n) {
+            bail!("output row out of range");
+        }
+        let g = &*self.g;
+        let d = c.n_embd;
+        let (hk, hv) = (c.head_dim_k, c.head_dim_v);
+        let (nh, nkv) = (c.n_head, c.n_head_kv);
+        let pos0 = kv.len;
+        let mut s = Scratch::default();
+        let mut x = vec![0.0f32; n * d];
+        for (t, &tok) in tokens.iter().enumerate() {
+            self.tok_embd.dequantize_row(g, tok as usize, &mut x[t * d..(t + 1) * d]);
+        }
+        let mut rope_tab: Vec<Vec<(f32, f32)>> = Vec::with_capacity(n);
+        for t in 0..n {
+            let mut cache = Vec::new();
+            rope_cache(pos0 + t, c.rope_dims, c.rope_base, c.rope_freq_scale, &mut cache);
+            rope_tab.push(cache);
+        }
+        let scale = 1.0 / (hk as f32).sqrt();
+        let mut n_cur = n; // rows still carried (the last layer keeps only outputs)
+        for (il, l) in self.layers.iter().enumerate() {
+            s.h.resize(n_cur * d, 0.0);
+            rms_norm_rows(&x, &l.attn_norm, c.eps, &mut s.h);
+            s.q.resize(n * nh * hk, 0.0);
+            s.k.resize(n * nkv * hk, 0.0);
+            s.v.resize(n * nkv * hv, 0.0);
+            self.mm(&l.wq, &s.h, n, &mut s.qa, &mut s.q, true);
+            self.mm(&l.wk, &s.h, n, &mut s.qa, &mut s.k, false);
+            self.mm(&l.wv, &s.h, n, &mut s.qa, &mut s.v, false);
+            add_bias(&mut s.q, &l.bq);
+            add_bias(&mut s.k, &l.bk);
+            add_bias(&mut s.v, &l.bv);
+            for t in 0..n {
+                for h in 0..nh {
+                    rope_apply(&mut s.q[(t * nh + h) * hk..(t * nh + h + 1) * hk], c.rope_dims, c.rope_neox, &rope_tab[t]);
+                }
+                for h in 0..nkv {
+                    rope_apply(&mut s.k[(t * nkv + h) * hk..(t * nkv + h + 1) * hk], c.rope_dims, c.rope_neox, &rope_tab[t]);
+                }
+                let kr = kv.k_row_mut(il, pos0 + t);
+                for (o, &v) in kr.iter_mut().zip(&s.k[t * nkv * hk..(t + 1) * nkv * hk]) {
+                    *o = f16::from_f32(v).to_bits();
+                }
+                let vr = kv.v_row_mut(il, pos0 + t);
+                for (o, &v) in vr.iter_mut().zip(&s.v[t * nkv * hv..(t + 1) * nkv * hv]) {
+                    *o = f16::from_f32(v).to_bits();
+                }
+            }
+            // which token rows continue past this layer's attention
+            let last = il + 1 == self.layers.len();
+            let rows: Vec<usize> = if last { out_rows.clone() } else { (0..n).collect() };
+            let nr = rows.len();
+            s.att.resize(nr * nh * hv, 0.0);
+            let (kl, vl) = (kv.k_layer(il), kv.v_layer(il));
+            let (kdim, vdim) = (kv.k_dim, kv.v_dim);
+            let group = nh / nkv;
+            let q = &s.q;
+            s.att.par_chunks_mut(hv).enumerate().for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(qh, acc), (i, out)| {
+                    let (ri, h) = (i / nh, i % nh);
+                    let t = rows[ri];
+                    let kvh = h / group;
+                    let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
+                    attend_f16(
+                        qv,
+                        pos0 + t + 1,
+                        |p| &kl[p * kdim + kvh * hk..p * kdim + (kvh + 1) * hk],
+                        |p| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv],
+                        scale,
+                        0.0,
+                        out,
+                        qh,
+                        acc,
+                    );
+                },
+            );
+            s.o.resize(nr * d, 0.0);
+            self.mm(&l.wo, &s.att, nr, &mut s.qa, &mut s.o, true);
+            if last && nr != n_cur {
+                let mut nx = vec![0.0f32; nr * d];
+                for (i, &r) in rows.iter().enumerate() {
+                    nx[i * d..(i + 1) * d].copy_from_slice(&x[r * d..(r + 1) * d]);
+                }
+                x = nx;
+                n_cur = nr;
+            }
+            add_in_place(&mut x, &s.o);
+            // feed-forward
+            s.h.resize(n_cur * d, 0.0);
+            rms_norm_rows(&x, &l.ffn_norm, c.eps, &mut s.h);
+            s.gate.resize(n_cur * c.n_ff, 0.0);
+            s.up.resize(n_cur * c.n_ff, 0.0);
+            self.mm(&l.w_gate, &s.h, n_cur, &mut s.qa, &mut s.gate, true);
+            self.mm(&l.w_up, &s.h, n_cur, &mut s.qa, &mut s.up, false);
+            for (g, u) in s.gate.iter_mut().zip(&s.up) {
+                *g = silu(*g) * u;
+            }
+            s.o.resize(n_cur * d, 0.0);
+            self.mm(&l.w_down, &s.gate, n_cur, &mut s.qa, &mut s.o, true);
+            add_in_place(&mut x, &s.o);
+        }
+        kv.len = pos0 + n;
+        s.h.resize(n_cur * d, 0.0);
+        rms_norm_rows(&x, &self.output_norm, c.eps, &mut s.h);
+        let mut logits = vec![0.0f32; n_cur * c.n_vocab];
+        self.mm(&self.output, &s.h, n_cur, &mut s.qa, &mut logits, true);
+        Ok(logits)
+    }
+
+    /// out = W x for `n` rows of x; `fresh` says x changed since the last call,
+    /// otherwise quantized activations are reused when the format matches.
+    fn mm(&self, w: &QMatrix, x: &[f32], n: usize, qa: &mut QuantizedActs, out: &mut [f32], fresh: bool) {
+        if fresh || qa.act != Some(w.kern.act) || qa.n != n {
+            quantize_acts(w, &x[..n * w.cols], n, qa);
+        }
+        matmul_q(&self.g, w, qa, &mut out[..n * w.rows]);
+    }
+
+    pub fn weight_types(&self) -> Vec<GgmlType> {
+        let mut v: Vec<GgmlType> = self.g.tensors.iter().map(|t| t.ty).collect();
+        v.sort_by_key(|t| t.id());
+        v.dedup();
+        v
+    }
+}
+
+fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
+    if let Some(b) = b {
+        for row in x.chunks_mut(b.len()) {
+            add_in_place(row, b);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Per-architecture forward passes over a batch of tokens with a KV cache.
+mod config;
+mod llama;
+
+pub use config::Config;
+pub use llama::Model;
+
+/// Which positions of a batch to return logits for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outputs {
+    Last,
+    All,
+    Rows(Vec<usize>),
+}
+
+impl Outputs {
+    pub fn rows(&self, n: usize) -> Vec<usize> {
+        match self {
+            Outputs::Last => vec![n - 1],
+            Outputs::All => (0..n).collect(),
+            Outputs::Rows(r) => r.clone(),
+        }
+    }
+}

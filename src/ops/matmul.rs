@@ -1,0 +1,121 @@
+//! Matrix products of quantized weights with f32 activations, as ggml does
+//! them: the activations are first quantized to the weight type's activation
+//! format, then each output is one `vec_dot`. Work is split over rows (rayon);
+//! each weight row is read once and dotted with every token of the batch.
+
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::quant::{kernels, AlignedBytes, TypeKernels};
+use anyhow::{bail, Result};
+use rayon::prelude::*;
+
+/// A 2-D weight matrix in the file: `rows` rows of `cols` elements.
+#[derive(Clone)]
+pub struct QMatrix {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub row_bytes: usize,
+    offset: usize,
+    pub kern: TypeKernels,
+}
+
+impl QMatrix {
+    pub fn from_info(t: &TensorInfo) -> Result<Self> {
+        if t.dims.len() > 2 && t.dims[2..].iter().any(|&d| d != 1) {
+            bail!("tensor {}: expected a matrix, found dims {:?}", t.name, t.dims);
+        }
+        let Some(kern) = kernels(t.ty) else { bail!("tensor {}: type {} cannot be a weight", t.name, t.ty.name()) };
+        let cols = t.dims[0] as usize;
+        let rows = t.n_rows();
+        Ok(QMatrix { name: t.name.clone(), ty: t.ty, rows, cols, row_bytes: t.ty.row_bytes(cols).unwrap(), offset: t.offset, kern })
+    }
+
+    pub fn data<'a>(&self, g: &'a GgufFile) -> &'a [u8] {
+        let all = g.tensor_data_at(self.offset, self.rows * self.row_bytes);
+        all
+    }
+
+    pub fn row<'a>(&self, g: &'a GgufFile, r: usize) -> &'a [u8] {
+        &self.data(g)[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// Dequantize one row (e.g. an embedding lookup).
+    pub fn dequantize_row(&self, g: &GgufFile, r: usize, out: &mut [f32]) {
+        (self.kern.dequantize)(self.row(g, r), &mut out[..self.cols]);
+    }
+
+    /// Bytes of one activation row in this matrix's activation format.
+    pub fn act_row_bytes(&self) -> usize {
+        self.kern.act.row_bytes(self.cols).unwrap()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to write disjoint output elements from parallel tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// Activations quantized for one weight type.
+pub struct QuantizedActs {
+    pub buf: AlignedBytes,
+    pub row_bytes: usize,
+    pub n: usize,
+    pub act: Option<GgmlType>,
+}
+
+impl Default for QuantizedActs {
+    fn default() -> Self {
+        QuantizedActs { buf: AlignedBytes::default(), row_bytes: 0, n: 0, act: None }
+    }
+}
+
+/// Quantize `n` rows of `x` (each `w.cols` long) into `w`'s activation format.
+pub fn quantize_acts(w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs) {
+    let rb = w.act_row_bytes();
+    q.buf.resize(rb * n);
+    q.row_bytes = rb;
+    q.n = n;
+    q.act = Some(w.kern.act);
+    let f = w.kern.quantize_act;
+    let cols = w.cols;
+    let buf = q.buf.as_mut_slice();
+    if n >= 4 {
+        buf.par_chunks_mut(rb).zip(x.par_chunks(cols)).for_each(|(o, x)| f(x, o));
+    } else {
+        buf.chunks_mut(rb).zip(x.chunks(cols)).for_each(|(o, x)| f(x, o));
+    }
+}
+
+/// out[t * w.rows + r] = W[r] . x[t] for t < q.n, with `x` already quantized.
+pub fn matmul_q(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32]) {
+    let n = q.n;
+    assert_eq!(q.act, Some(w.kern.act));
+    assert!(out.len() >= n * w.rows);
+    let data = w.data(g);
+    let acts = q.buf.as_slice();
+    let rb = q.row_bytes;
+    let dot = w.kern.vec_dot;
+    let wrb = w.row_bytes;
+    let rows = w.rows;
+    let ptr = SendPtr(out.as_mut_ptr());
+    let chunk = (rows / (rayon::current_num_threads() * 8)).clamp(4, 64);
+    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let p = ptr;
+        for r in c * chunk..((c + 1) * chunk).min(rows) {
+            let wr = &data[r * wrb..(r + 1) * wrb];
+            for t in 0..n {
+                let v = dot(wr, &acts[t * rb..(t + 1) * rb]);
+                // SAFETY: (t, r) pairs are disjoint across tasks and within bounds (asserted above).
+                unsafe { *p.0.add(t * rows + r) = v };
+            }
+        }
+    });
+}
+
+/// Quantize and multiply in one call.
+pub fn matmul(g: &GgufFile, w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs, out: &mut [f32]) {
+    quantize_acts(w, x, n, q);
+    matmul_q(g, w, q, out);
+}

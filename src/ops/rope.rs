@@ -1,0 +1,35 @@
+//! Rotary position embedding, ggml's "normal" (adjacent pairs, llama) and
+//! "neox" (first half with second half, qwen2/gemma) modes, with ggml's
+//! angle recurrence computed in f32.
+
+/// cos/sin table for one position: `n_dims/2` pairs.
+pub fn rope_cache(pos: usize, n_dims: usize, base: f32, freq_scale: f32, cache: &mut Vec<(f32, f32)>) {
+    cache.clear();
+    let theta_scale = base.powf(-2.0 / n_dims as f32);
+    let mut theta = pos as f32;
+    for _ in 0..n_dims / 2 {
+        let t = theta * freq_scale;
+        cache.push((t.cos(), t.sin()));
+        theta *= theta_scale;
+    }
+}
+
+/// Rotate one head vector in place.
+pub fn rope_apply(x: &mut [f32], n_dims: usize, neox: bool, cache: &[(f32, f32)]) {
+    if neox {
+        let h = n_dims / 2;
+        for i in 0..h {
+            let (c, s) = cache[i];
+            let (x0, x1) = (x[i], x[i + h]);
+            x[i] = x0 * c - x1 * s;
+            x[i + h] = x0 * s + x1 * c;
+        }
+    } else {
+        for i in 0..n_dims / 2 {
+            let (c, s) = cache[i];
+            let (x0, x1) = (x[2 * i], x[2 * i + 1]);
+            x[2 * i] = x0 * c - x1 * s;
+            x[2 * i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
