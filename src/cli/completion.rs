@@ -144,6 +144,11 @@ pub fn run(a: Args, conversation_default: bool) -> Result<()> {
             eprintln!("\ncontext full ({n_ctx} tokens), stopping generation");
             break;
         }
+        if std::env::var_os("RLLAMA_DEBUG_TOP").is_some() {
+            let mut idx: Vec<usize> = (0..logits.len()).collect();
+            idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            eprintln!("[top] {:?}", idx[..3].iter().map(|&i| (tok.decode(&[i as u32], true), logits[i])).collect::<Vec<_>>());
+        }
         let ts = Instant::now();
         let mut next = sampler.sample(&logits);
         if o.ignore_eos && tok.is_eog(next) {

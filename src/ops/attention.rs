@@ -13,6 +13,42 @@ fn f2h(x: f32) -> u16 {
     f16::from_f32(x).to_bits()
 }
 
+/// f16 vector kernels of the attention loop, SIMD when available.
+pub mod f16v {
+    use super::{f2h, h2f};
+    #[cfg(target_arch = "x86_64")]
+    use crate::quant::simd::{avx2, has_avx2};
+
+    pub fn dot(a: &[u16], b: &[u16]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: avx2/fma/f16c detected at run time.
+            return unsafe { avx2::dot_f16_f16(a, b) };
+        }
+        a.iter().zip(b).map(|(&x, &y)| h2f(x) * h2f(y)).sum()
+    }
+    pub fn mad(acc: &mut [u16], v: &[u16], s: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: as above.
+            return unsafe { avx2::mad_f16(acc, v, s) };
+        }
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = f2h(h2f(x).mul_add(s, h2f(*a)));
+        }
+    }
+    pub fn scale(acc: &mut [u16], s: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if has_avx2() {
+            // SAFETY: as above.
+            return unsafe { avx2::scale_f16(acc, s) };
+        }
+        for a in acc.iter_mut() {
+            *a = f2h(h2f(*a) * s);
+        }
+    }
+}
+
 /// One query head against `n_kv` cached positions.
 /// `k_at(i)` / `v_at(i)` give the f16 key/value head vectors of position i.
 pub fn attend_f16<'a>(
@@ -23,24 +59,20 @@ pub fn attend_f16<'a>(
     scale: f32,
     softcap: f32,
     out: &mut [f32],
-    qh: &mut Vec<f32>,
+    qh: &mut Vec<u16>,
     acc: &mut Vec<u16>,
 ) {
     let dk = q.len();
     let dv = out.len();
     qh.clear();
-    qh.extend(q.iter().map(|&x| h2f(f2h(x))));
+    qh.extend(q.iter().map(|&x| f2h(x)));
     acc.clear();
     acc.resize(dv, 0);
     let mut m = f32::NEG_INFINITY;
     let mut s_sum = 0.0f32;
     for i in 0..n_kv {
         let k = k_at(i);
-        let mut dot = 0.0f32;
-        for d in 0..dk {
-            dot += h2f(k[d]) * qh[d];
-        }
-        let mut s = dot * scale;
+        let mut s = f16v::dot(&k[..dk], qh) * scale;
         if softcap != 0.0 {
             s = softcap * s.tanh();
         }
@@ -49,16 +81,12 @@ pub fn attend_f16<'a>(
             let mold = m;
             m = s;
             ms = (mold - m).exp();
-            for a in acc.iter_mut() {
-                *a = f2h(h2f(*a) * ms);
-            }
+            f16v::scale(acc, ms);
         } else {
             vs = (s - m).exp();
         }
         let v = v_at(i);
-        for d in 0..dv {
-            *acc.get_mut(d).unwrap() = f2h(h2f(v[d]).mul_add(vs, h2f(acc[d])));
-        }
+        f16v::mad(acc, &v[..dv], vs);
         s_sum = s_sum * ms + vs;
     }
     let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };

@@ -1,7 +1,36 @@
 //! SIMD twins of the scalar kernels, chosen once at start-up by runtime
-//! feature detection. Every twin is tested against its scalar reference.
+//! feature detection. Every twin is tested against its scalar reference
+//! (tests/quant_simd.rs).
 
 use super::TypeKernels;
 
+#[cfg(target_arch = "x86_64")]
+#[path = "avx2.rs"]
+pub mod avx2;
+
+/// Whether the AVX2 (+FMA, F16C) kernels can run here.
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::env::var_os("RLLAMA_NO_SIMD").is_none()
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Replace scalar kernels by the fastest SIMD twins this CPU supports.
-pub fn upgrade(_k: &mut TypeKernels) {}
+pub fn upgrade(k: &mut TypeKernels) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        if let Some(f) = avx2::vec_dot_for(k.ty) {
+            k.vec_dot = f;
+        }
+    }
+    let _ = k;
+}

@@ -1,0 +1,459 @@
+//! AVX2 (+FMA, F16C) kernels. Each weight format only says how to unpack a
+//! block into signed bytes; the integer dot product and the scaling are shared.
+//! Results equal the scalar reference up to float summation order.
+
+use crate::quant::blocks::*;
+use crate::quant::kquants::scale_min_k4;
+use crate::gguf::GgmlType;
+use std::arch::x86_64::*;
+
+type DotFn = fn(&[u8], &[u8]) -> f32;
+
+/// The AVX2 dot product for a weight type, if there is one.
+pub fn vec_dot_for(ty: GgmlType) -> Option<DotFn> {
+    use GgmlType::*;
+    // SAFETY (all wrappers): only installed after has_avx2() confirmed avx2, fma, f16c;
+    // byte slices are whole, aligned blocks (checked by cast_blocks).
+    Some(match ty {
+        Q4_0 => |w, a| unsafe { dot32_q8_0::<BlockQ4_0>(cb(w), cb(a)) },
+        Q5_0 => |w, a| unsafe { dot32_q8_0::<BlockQ5_0>(cb(w), cb(a)) },
+        Q8_0 => |w, a| unsafe { dot32_q8_0::<BlockQ8_0>(cb(w), cb(a)) },
+        IQ4_NL => |w, a| unsafe { dot32_q8_0::<BlockIQ4NL>(cb(w), cb(a)) },
+        Q4_1 => |w, a| unsafe { dot32_q8_1::<BlockQ4_1>(cb(w), cb(a)) },
+        Q5_1 => |w, a| unsafe { dot32_q8_1::<BlockQ5_1>(cb(w), cb(a)) },
+        Q2_K => |w, a| unsafe { dotk::<BlockQ2K>(cb(w), cb(a)) },
+        Q3_K => |w, a| unsafe { dotk::<BlockQ3K>(cb(w), cb(a)) },
+        Q4_K => |w, a| unsafe { dotk::<BlockQ4K>(cb(w), cb(a)) },
+        Q5_K => |w, a| unsafe { dotk::<BlockQ5K>(cb(w), cb(a)) },
+        Q6_K => |w, a| unsafe { dotk::<BlockQ6K>(cb(w), cb(a)) },
+        IQ4_XS => |w, a| unsafe { dotk::<BlockIQ4XS>(cb(w), cb(a)) },
+        F16 => |w, a| unsafe { dot_f16(cb(w), cb(a)) },
+        F32 => |w, a| unsafe { dot_f32(cb(w), cb(a)) },
+        _ => return None,
+    })
+}
+
+fn cb<B: Copy>(b: &[u8]) -> &[B] {
+    cast_blocks(b).expect("whole, aligned blocks")
+}
+
+#[inline(always)]
+unsafe fn hsum_f32(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Signed bytes times signed bytes, pairs summed into i16 (|w| <= 128, |a| <= 127).
+#[inline(always)]
+unsafe fn mul_i8_pairs(w: __m256i, a: __m256i) -> __m256i {
+    _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
+}
+
+/// Sums of 4 adjacent products as i32x8.
+#[inline(always)]
+unsafe fn dot_i8(w: __m256i, a: __m256i) -> __m256i {
+    _mm256_madd_epi16(mul_i8_pairs(w, a), _mm256_set1_epi16(1))
+}
+
+#[inline(always)]
+unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let t = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
+    let m = _mm_set1_epi8(0x0F);
+    let lo = _mm_and_si128(t, m);
+    let hi = _mm_and_si128(_mm_srli_epi16(t, 4), m);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// 0x10 in each byte whose bit is set in `bits` (bit j -> byte j).
+#[inline(always)]
+unsafe fn bits_to_0x10(bits: u32) -> __m256i {
+    let v = _mm256_set1_epi32(bits as i32);
+    let shuf = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let bytes = _mm256_shuffle_epi8(v, shuf);
+    let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let sel = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask);
+    _mm256_and_si256(sel, _mm256_set1_epi8(0x10))
+}
+
+#[inline(always)]
+unsafe fn iq4_lut(idx: __m256i) -> __m256i {
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    _mm256_shuffle_epi8(_mm256_set_m128i(t, t), idx)
+}
+
+/// A 32-element block unpacked to 32 signed bytes.
+pub trait Unpack32: Copy {
+    unsafe fn unpack_avx2(&self) -> __m256i;
+    fn d(&self) -> f32;
+    fn m(&self) -> f32 {
+        0.0
+    }
+}
+
+impl Unpack32 for BlockQ4_0 {
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> __m256i {
+        _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8))
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+}
+impl Unpack32 for BlockQ4_1 {
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> __m256i {
+        nibbles(&self.qs)
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+    fn m(&self) -> f32 {
+        f16_to_f32(self.m)
+    }
+}
+impl Unpack32 for BlockQ5_0 {
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> __m256i {
+        let q = _mm256_or_si256(nibbles(&self.qs), bits_to_0x10(u32::from_le_bytes(self.qh)));
+        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+}
+impl Unpack32 for BlockQ5_1 {
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> __m256i {
+        _mm256_or_si256(nibbles(&self.qs), bits_to_0x10(u32::from_le_bytes(self.qh)))
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+    fn m(&self) -> f32 {
+        f16_to_f32(self.m)
+    }
+}
+impl Unpack32 for BlockQ8_0 {
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> __m256i {
+        _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i)
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+}
+impl Unpack32 for BlockIQ4NL {
+    #[inline(always)]
+    unsafe fn unpack_avx2(&self) -> __m256i {
+        iq4_lut(nibbles(&self.qs))
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot32_q8_0<B: Unpack32>(w: &[B], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (w, a) in w.iter().zip(a) {
+        let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let p = _mm256_cvtepi32_ps(dot_i8(w.unpack_avx2(), av));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d() * f16_to_f32(a.d)), p, acc);
+    }
+    hsum_f32(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot32_q8_1<B: Unpack32>(w: &[B], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins = 0.0f32;
+    for (w, a) in w.iter().zip(a) {
+        let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+        let p = _mm256_cvtepi32_ps(dot_i8(w.unpack_avx2(), av));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d() * f16_to_f32(a.d)), p, acc);
+        mins += w.m() * f16_to_f32(a.s);
+    }
+    hsum_f32(acc) + mins
+}
+
+/// A 256-element super-block: 8 chunks of 32 signed bytes plus scales per 16.
+pub trait UnpackK: Copy {
+    /// Chunk c (0..8) = elements 32c..32c+32.
+    unsafe fn chunks(&self, out: &mut [__m256i; 8]);
+    /// Scales per 16 elements, mins per 16 (None if the format has none), d, dmin.
+    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32);
+}
+
+fn dup8(v: [u8; 8]) -> [i16; 16] {
+    let mut o = [0i16; 16];
+    for i in 0..16 {
+        o[i] = v[i / 2] as i16;
+    }
+    o
+}
+
+fn k4_scales(s: &[u8; 12]) -> ([i16; 16], [i16; 16]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        (sc[j], m[j]) = scale_min_k4(j, s);
+    }
+    (dup8(sc), dup8(m))
+}
+
+impl UnpackK for BlockQ4K {
+    #[inline(always)]
+    unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
+        let m = _mm256_set1_epi8(0x0F);
+        for c in 0..4 {
+            let b = _mm256_loadu_si256(self.qs.as_ptr().add(32 * c) as *const __m256i);
+            out[2 * c] = _mm256_and_si256(b, m);
+            out[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m);
+        }
+    }
+    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
+        let (sc, m) = k4_scales(&self.scales);
+        (sc, Some(m), f16_to_f32(self.d), f16_to_f32(self.dmin))
+    }
+}
+
+impl UnpackK for BlockQ5K {
+    #[inline(always)]
+    unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
+        let m = _mm256_set1_epi8(0x0F);
+        let qh = _mm256_loadu_si256(self.qh.as_ptr() as *const __m256i);
+        let sixteen = _mm256_set1_epi8(16);
+        for c in 0..4 {
+            let b = _mm256_loadu_si256(self.qs.as_ptr().add(32 * c) as *const __m256i);
+            let bit_lo = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+            let bit_hi = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+            let h_lo = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_lo), bit_lo), sixteen);
+            let h_hi = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit_hi), bit_hi), sixteen);
+            out[2 * c] = _mm256_or_si256(_mm256_and_si256(b, m), h_lo);
+            out[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m), h_hi);
+        }
+    }
+    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
+        let (sc, m) = k4_scales(&self.scales);
+        (sc, Some(m), f16_to_f32(self.d), f16_to_f32(self.dmin))
+    }
+}
+
+impl UnpackK for BlockQ6K {
+    #[inline(always)]
+    unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x03);
+        let off = _mm256_set1_epi8(32);
+        for n in 0..2 {
+            let l0 = _mm256_loadu_si256(self.ql.as_ptr().add(64 * n) as *const __m256i);
+            let l1 = _mm256_loadu_si256(self.ql.as_ptr().add(64 * n + 32) as *const __m256i);
+            let h = _mm256_loadu_si256(self.qh.as_ptr().add(32 * n) as *const __m256i);
+            let hb = |s: i32| -> __m256i {
+                let v = match s {
+                    0 => h,
+                    2 => _mm256_srli_epi16(h, 2),
+                    4 => _mm256_srli_epi16(h, 4),
+                    _ => _mm256_srli_epi16(h, 6),
+                };
+                _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
+            };
+            out[4 * n] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l0, m4), hb(0)), off);
+            out[4 * n + 1] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l1, m4), hb(2)), off);
+            out[4 * n + 2] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hb(4)), off);
+            out[4 * n + 3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hb(6)), off);
+        }
+    }
+    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
+        let mut sc = [0i16; 16];
+        for i in 0..16 {
+            sc[i] = self.scales[i] as i16;
+        }
+        (sc, None, f16_to_f32(self.d), 0.0)
+    }
+}
+
+impl UnpackK for BlockQ2K {
+    #[inline(always)]
+    unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
+        let m2 = _mm256_set1_epi8(3);
+        for n in 0..2 {
+            let q = _mm256_loadu_si256(self.qs.as_ptr().add(32 * n) as *const __m256i);
+            out[4 * n] = _mm256_and_si256(q, m2);
+            out[4 * n + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 2), m2);
+            out[4 * n + 2] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m2);
+            out[4 * n + 3] = _mm256_and_si256(_mm256_srli_epi16(q, 6), m2);
+        }
+    }
+    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
+        let (mut sc, mut m) = ([0i16; 16], [0i16; 16]);
+        for i in 0..16 {
+            sc[i] = (self.scales[i] & 0xF) as i16;
+            m[i] = (self.scales[i] >> 4) as i16;
+        }
+        (sc, Some(m), f16_to_f32(self.d), f16_to_f32(self.dmin))
+    }
+}
+
+impl UnpackK for BlockQ3K {
+    #[inline(always)]
+    unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
+        let m2 = _mm256_set1_epi8(3);
+        let hm = _mm256_loadu_si256(self.hmask.as_ptr() as *const __m256i);
+        let four = _mm256_set1_epi8(4);
+        for n in 0..2 {
+            let q = _mm256_loadu_si256(self.qs.as_ptr().add(32 * n) as *const __m256i);
+            for s in 0..4 {
+                let low = match s {
+                    0 => _mm256_and_si256(q, m2),
+                    1 => _mm256_and_si256(_mm256_srli_epi16(q, 2), m2),
+                    2 => _mm256_and_si256(_mm256_srli_epi16(q, 4), m2),
+                    _ => _mm256_and_si256(_mm256_srli_epi16(q, 6), m2),
+                };
+                let bit = _mm256_set1_epi8((1u8 << (4 * n + s)) as i8);
+                // subtract 4 where the high bit is clear
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
+                let sub = _mm256_andnot_si256(set, four);
+                out[4 * n + s] = _mm256_sub_epi8(low, sub);
+            }
+        }
+    }
+    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
+        let s = &self.scales;
+        let mut sc = [0i16; 16];
+        for j in 0..16 {
+            let lo = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
+            let hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+            sc[j] = (lo | (hi << 4)) as i16 - 32;
+        }
+        (sc, None, f16_to_f32(self.d), 0.0)
+    }
+}
+
+impl UnpackK for BlockIQ4XS {
+    #[inline(always)]
+    unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
+        for ib in 0..8 {
+            let qs: &[u8; 16] = self.qs[16 * ib..16 * ib + 16].try_into().unwrap();
+            out[ib] = iq4_lut(nibbles(qs));
+        }
+    }
+    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
+        let mut sc = [0i16; 16];
+        for ib in 0..8 {
+            let ls = ((self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | ((((self.scales_h >> (2 * ib)) & 3) as u8) << 4);
+            sc[2 * ib] = ls as i16 - 32;
+            sc[2 * ib + 1] = ls as i16 - 32;
+        }
+        (sc, None, f16_to_f32(self.d), 0.0)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dotk<B: UnpackK>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut mins_acc = 0.0f32;
+    let mut ch = [_mm256_setzero_si256(); 8];
+    for (w, a) in w.iter().zip(a) {
+        w.chunks(&mut ch);
+        let (sc, m, d, dmin) = w.scales();
+        let mut isum = _mm256_setzero_si256();
+        for c in 0..8 {
+            let av = _mm256_loadu_si256(a.qs.as_ptr().add(32 * c) as *const __m256i);
+            let p16 = mul_i8_pairs(ch[c], av);
+            // i16 lanes 0..8 hold elements 0..16 of the chunk, lanes 8..16 the rest
+            let (s0, s1) = (sc[2 * c], sc[2 * c + 1]);
+            let scv = _mm256_setr_epi16(s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1);
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scv));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(isum), acc);
+        if let Some(m) = m {
+            let mut msum = 0i32;
+            for g in 0..16 {
+                msum += a.bsums[g] as i32 * m[g] as i32;
+            }
+            mins_acc += dmin * a.d * msum as f32;
+        }
+    }
+    hsum_f32(acc) - mins_acc
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f16(w: &[u16], a: &[u16]) -> f32 {
+    let n = w.len().min(a.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(i) as *const __m128i));
+        let y = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+        acc = _mm256_fmadd_ps(x, y, acc);
+        i += 8;
+    }
+    let mut s = hsum_f32(acc);
+    while i < n {
+        s += f16_to_f32(w[i]) * f16_to_f32(a[i]);
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    let n = w.len().min(a.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(a.as_ptr().add(i)), acc);
+        i += 8;
+    }
+    let mut s = hsum_f32(acc);
+    while i < n {
+        s += w[i] * a[i];
+        i += 1;
+    }
+    s
+}
+
+/// acc[i] = f16(f32(v[i]) * s + f32(acc[i])), fused, as ggml_vec_mad_f16.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn mad_f16(acc: &mut [u16], v: &[u16], s: f32) {
+    let n = acc.len().min(v.len());
+    let sv = _mm256_set1_ps(s);
+    let mut i = 0;
+    while i + 8 <= n {
+        let y = _mm256_cvtph_ps(_mm_loadu_si128(acc.as_ptr().add(i) as *const __m128i));
+        let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
+        let r = _mm256_fmadd_ps(x, sv, y);
+        _mm_storeu_si128(acc.as_mut_ptr().add(i) as *mut __m128i, _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT));
+        i += 8;
+    }
+    while i < n {
+        acc[i] = f32_to_f16(f16_to_f32(v[i]).mul_add(s, f16_to_f32(acc[i])));
+        i += 1;
+    }
+}
+
+/// acc[i] = f16(f32(acc[i]) * s), as ggml_vec_scale_f16.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scale_f16(acc: &mut [u16], s: f32) {
+    let n = acc.len();
+    let sv = _mm256_set1_ps(s);
+    let mut i = 0;
+    while i + 8 <= n {
+        let y = _mm256_cvtph_ps(_mm_loadu_si128(acc.as_ptr().add(i) as *const __m128i));
+        _mm_storeu_si128(acc.as_mut_ptr().add(i) as *mut __m128i, _mm256_cvtps_ph(_mm256_mul_ps(y, sv), _MM_FROUND_TO_NEAREST_INT));
+        i += 8;
+    }
+    while i < n {
+        acc[i] = f32_to_f16(f16_to_f32(acc[i]) * s);
+        i += 1;
+    }
+}
+
+/// Dot of an f16 vector with an f16 vector, f32 accumulation.
+pub unsafe fn dot_f16_f16(a: &[u16], b: &[u16]) -> f32 {
+    dot_f16(a, b)
+}
