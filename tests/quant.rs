@@ -1,0 +1,265 @@
+//! Quant formats: vec_dot (scalar) equals dequantize-then-dot; every SIMD
+//! twin equals its scalar reference; dequantization equals the numpy
+//! dequantizers of the Python `gguf` package, bit for bit.
+mod common;
+use common::Rng;
+use rllama::gguf::{GgmlType, GgufFile};
+use rllama::quant::{dequantize_row, kernels, scalar_kernels, AlignedBytes};
+
+const WEIGHT_TYPES: &[GgmlType] = &[
+    GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+    GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K,
+    GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS,
+];
+
+/// Byte offsets of the f16 scale fields inside a block.
+fn f16_fields(t: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match t {
+        Q4_0 | Q5_0 | Q8_0 | IQ4_NL | IQ4_XS => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// `n_blocks` random blocks of `t` with finite scales; `mode` 1 = all quant bits set, 2 = all clear.
+fn random_row(t: GgmlType, n: usize, rng: &mut Rng, mode: u8) -> Vec<u8> {
+    match t {
+        GgmlType::F32 => (0..n).flat_map(|_| (rng.f32() * 4.0).to_le_bytes()).collect(),
+        GgmlType::F16 => (0..n).flat_map(|_| half::f16::from_f32(rng.f32() * 4.0).to_le_bytes()).collect(),
+        GgmlType::BF16 => (0..n).flat_map(|_| half::bf16::from_f32(rng.f32() * 4.0).to_le_bytes()).collect(),
+        _ => {
+            let bb = t.block_bytes();
+            let nb = n / t.block_elems();
+            let mut v = match mode {
+                1 => vec![0xFFu8; nb * bb],
+                2 => vec![0u8; nb * bb],
+                _ => rng.bytes(nb * bb),
+            };
+            for b in 0..nb {
+                for &o in f16_fields(t) {
+                    let x = half::f16::from_f32(rng.f32() * 0.05);
+                    v[b * bb + o..b * bb + o + 2].copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            v
+        }
+    }
+}
+
+fn acts(n: usize, rng: &mut Rng, mode: u8) -> Vec<f32> {
+    (0..n)
+        .map(|i| match mode {
+            1 => if i % 7 == 0 { 1e4 } else { rng.f32() },
+            2 => 0.0,
+            _ => rng.f32() * 3.0,
+        })
+        .collect()
+}
+
+fn aligned(v: &[u8]) -> AlignedBytes {
+    let mut a = AlignedBytes::new(v.len());
+    a.as_mut_slice().copy_from_slice(v);
+    a
+}
+
+/// Tolerance: f32 accumulation over n terms with per-block scaling; relative to sum |w_i a_i|.
+fn tol(w: &[f32], a: &[f32]) -> f64 {
+    let s: f64 = w.iter().zip(a).map(|(x, y)| (x * y).abs() as f64).sum();
+    2e-6 * s * (w.len() as f64).sqrt() / 16.0 + 1e-6
+}
+
+#[test]
+fn vec_dot_matches_dequantized_dot_and_simd_matches_scalar() {
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    for &t in WEIGHT_TYPES {
+        let sk = scalar_kernels(t).unwrap();
+        let fk = kernels(t).unwrap();
+        for &n in &[256usize, 2048] {
+            for mode in 0..3u8 {
+                for _ in 0..4 {
+                    let w = aligned(&random_row(t, n, &mut rng, mode));
+                    let x = acts(n, &mut rng, if mode == 0 { 0 } else { 1 });
+                    let mut q = AlignedBytes::new(sk.act.row_bytes(n).unwrap());
+                    (sk.quantize_act)(&x, q.as_mut_slice());
+                    // the activation as the kernel sees it
+                    let mut xa = vec![0f32; n];
+                    if matches!(sk.act, GgmlType::Q8_1 | GgmlType::Q8_K) {
+                        deq_act(sk.act, q.as_slice(), &mut xa);
+                    } else {
+                        dequantize_row(sk.act, q.as_slice(), &mut xa);
+                    }
+                    let mut wf = vec![0f32; n];
+                    dequantize_row(t, w.as_slice(), &mut wf);
+                    let mut exact: f64 = wf.iter().zip(&xa).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    if sk.act == GgmlType::Q8_1 {
+                        exact += q81_min_correction(t, w.as_slice(), q.as_slice());
+                    }
+                    let s = (sk.vec_dot)(w.as_slice(), q.as_slice()) as f64;
+                    let f = (fk.vec_dot)(w.as_slice(), q.as_slice()) as f64;
+                    let tl = tol(&wf, &xa);
+                    assert!((s - exact).abs() <= tl, "{t:?} n={n} mode={mode}: scalar {s} vs exact {exact} (tol {tl})");
+                    assert!((f - s).abs() <= tl, "{t:?} n={n} mode={mode}: simd {f} vs scalar {s} (tol {tl})");
+                }
+            }
+        }
+    }
+}
+
+/// Q8_1 stores s = d * sum(q) rounded to f16, and the min term of Q4_1/Q5_1
+/// uses that s: the part of m * s that q * d does not carry.
+fn q81_min_correction(t: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    use rllama::quant::blocks::*;
+    let bb = t.block_bytes();
+    let ab = cast_blocks::<BlockQ8_1>(a).unwrap();
+    let mut c = 0.0f64;
+    for (i, blk) in ab.iter().enumerate() {
+        let m = f16_to_f32(u16::from_le_bytes([w[i * bb + 2], w[i * bb + 3]])) as f64;
+        let d = f16_to_f32(blk.d) as f64;
+        let sum: i32 = blk.qs.iter().map(|&q| q as i32).sum();
+        c += m * (f16_to_f32(blk.s) as f64 - d * sum as f64);
+    }
+    c
+}
+
+/// Dequantize Q8_1 / Q8_K activation rows (not weight types, so not in dequantize_row).
+fn deq_act(t: GgmlType, b: &[u8], out: &mut [f32]) {
+    use rllama::quant::blocks::*;
+    match t {
+        GgmlType::Q8_1 => {
+            for (blk, o) in cast_blocks::<BlockQ8_1>(b).unwrap().iter().zip(out.chunks_mut(32)) {
+                let d = f16_to_f32(blk.d);
+                for (o, q) in o.iter_mut().zip(blk.qs) {
+                    *o = q as f32 * d;
+                }
+            }
+        }
+        GgmlType::Q8_K => {
+            for (blk, o) in cast_blocks::<BlockQ8K>(b).unwrap().iter().zip(out.chunks_mut(256)) {
+                for (o, q) in o.iter_mut().zip(blk.qs) {
+                    *o = q as f32 * blk.d;
+                }
+                for g in 0..16 {
+                    let s: i32 = blk.qs[g * 16..g * 16 + 16].iter().map(|&q| q as i32).sum();
+                    assert_eq!(s, blk.bsums[g] as i32);
+                }
+            }
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn activation_quantization_round_trips() {
+    let mut rng = Rng(42);
+    let x = acts(1024, &mut rng, 0);
+    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4_K] {
+        let k = scalar_kernels(t).unwrap();
+        let mut q = AlignedBytes::new(k.act.row_bytes(1024).unwrap());
+        (k.quantize_act)(&x, q.as_mut_slice());
+        let mut back = vec![0f32; 1024];
+        if k.act == GgmlType::Q8_0 {
+            dequantize_row(k.act, q.as_slice(), &mut back);
+        } else {
+            deq_act(k.act, q.as_slice(), &mut back);
+        }
+        let block = k.act.block_elems();
+        for (xb, bb) in x.chunks(block).zip(back.chunks(block)) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, b) in xb.iter().zip(bb) {
+                // half a quantization step (plus f16 rounding of the scale)
+                assert!((a - b).abs() <= amax / 127.0 * 0.5 + amax * 1e-3, "{t:?}: {a} -> {b}");
+            }
+        }
+    }
+}
+
+fn python_gguf() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import gguf, numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("SKIPPED: python3 with the gguf and numpy packages not found (pip install gguf numpy)");
+    }
+    ok
+}
+
+fn read_f32(p: &std::path::Path) -> Vec<f32> {
+    std::fs::read(p).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("rllama-quant-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn assert_bits_equal(t: &str, ours: &[f32], theirs: &[f32]) {
+    assert_eq!(ours.len(), theirs.len(), "{t}: length");
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{t}: element {i}: ours {a} numpy {b}");
+    }
+}
+
+#[test]
+fn dequantize_equals_numpy_on_random_blocks() {
+    if !python_gguf() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/dequant.py");
+    let mut rng = Rng(7);
+    for &t in WEIGHT_TYPES {
+        let n = 256 * 8;
+        let mut bytes = random_row(t, n, &mut rng, 0);
+        bytes.extend(random_row(t, 256, &mut rng, 1));
+        bytes.extend(random_row(t, 256, &mut rng, 2));
+        let n = n + 512;
+        let (inp, out) = (tmp(&format!("{}.bin", t.name())), tmp(&format!("{}.f32", t.name())));
+        std::fs::write(&inp, &bytes).unwrap();
+        let st = std::process::Command::new("python3")
+            .args([script, "blocks", t.name(), inp.to_str().unwrap(), out.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "python dequant failed for {t:?}");
+        let w = aligned(&bytes);
+        let mut ours = vec![0f32; n];
+        dequantize_row(t, w.as_slice(), &mut ours);
+        assert_bits_equal(t.name(), &ours, &read_f32(&out));
+    }
+}
+
+#[test]
+fn dequantize_equals_numpy_on_real_tensors() {
+    if !python_gguf() {
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/dequant.py");
+    let mut seen = std::collections::HashSet::new();
+    for m in [common::SMOLLM2, common::QWEN, common::GEMMA] {
+        let Some(path) = common::model(m) else { continue };
+        let g = GgufFile::open(&path).unwrap();
+        for t in &g.tensors {
+            if !seen.insert(t.ty) || t.dims.len() < 2 {
+                continue;
+            }
+            let rows = 4.min(t.n_rows());
+            let out = tmp(&format!("real-{}.f32", t.ty.name()));
+            let st = std::process::Command::new("python3")
+                .args([script, "tensor", path.to_str().unwrap(), &t.name, &rows.to_string(), out.to_str().unwrap()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let cols = t.row_len();
+            let rb = t.ty.row_bytes(cols).unwrap();
+            let mut ours = vec![0f32; rows * cols];
+            dequantize_row(t.ty, &g.tensor_data(t)[..rows * rb], &mut ours);
+            assert_bits_equal(&format!("{} ({})", t.name, t.ty.name()), &ours, &read_f32(&out));
+            eprintln!("{}: {} ({}) equal to numpy on {rows} rows", m, t.name, t.ty.name());
+        }
+    }
+}
