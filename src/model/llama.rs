@@ -8,7 +8,7 @@ use crate::ops::attention::attend_f16;
 use crate::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
 use crate::ops::norm::rms_norm_rows;
 use crate::ops::rope::{rope_apply, rope_cache};
-use crate::ops::{add_in_place, silu};
+use crate::ops::{add_in_place, swiglu};
 use anyhow::{bail, Result};
 use half::f16;
 use rayon::prelude::*;
@@ -239,9 +239,7 @@ impl Model {
             s.up.resize(n_cur * c.n_ff, 0.0);
             self.mm(&l.w_gate, &s.h, n_cur, &mut s.qa, &mut s.gate, true);
             self.mm(&l.w_up, &s.h, n_cur, &mut s.qa, &mut s.up, false);
-            for (g, u) in s.gate.iter_mut().zip(&s.up) {
-                *g = silu(*g) * u;
-            }
+            swiglu(&mut s.gate, &s.up);
             s.o.resize(n_cur * d, 0.0);
             self.mm(&l.w_down, &s.gate, n_cur, &mut s.qa, &mut s.o, true);
             add_in_place(&mut x, &s.o);

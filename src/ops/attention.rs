@@ -19,13 +19,50 @@ pub mod f16v {
     #[cfg(target_arch = "x86_64")]
     use crate::quant::simd::{avx2, has_avx2};
 
+    /// f16 dot product in ggml's AVX-512 summation order: four 16-lane fused
+    /// multiply-add accumulators over 64-element steps, reduced pairwise, the
+    /// tail added in f64. Matching that order keeps the f16 value accumulator
+    /// of the attention on the same roundings as llama.cpp.
     pub fn dot(a: &[u16], b: &[u16]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: avx2/fma/f16c detected at run time.
-            return unsafe { avx2::dot_f16_f16(a, b) };
+            return unsafe { avx2::dot_f16_ggml(a, b) };
         }
-        a.iter().zip(b).map(|(&x, &y)| h2f(x) * h2f(y)).sum()
+        dot_scalar(a, b)
+    }
+
+    pub fn dot_scalar(a: &[u16], b: &[u16]) -> f32 {
+        let n = a.len().min(b.len());
+        let np = n & !63;
+        let mut acc = [[0f32; 16]; 4];
+        for i in (0..np).step_by(64) {
+            for (j, accj) in acc.iter_mut().enumerate() {
+                for (l, s) in accj.iter_mut().enumerate() {
+                    let k = i + 16 * j + l;
+                    *s = h2f(a[k]).mul_add(h2f(b[k]), *s);
+                }
+            }
+        }
+        let mut v = [0f32; 16];
+        for l in 0..16 {
+            v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+        }
+        let mut sum = reduce16(&v) as f64;
+        for i in np..n {
+            sum += (h2f(a[i]) * h2f(b[i])) as f64;
+        }
+        sum as f32
+    }
+
+    /// _mm512_reduce_add_ps's tree: halves, quarters, then pairs.
+    pub fn reduce16(v: &[f32; 16]) -> f32 {
+        let mut t = [0f32; 8];
+        for i in 0..8 {
+            t[i] = v[i] + v[i + 8];
+        }
+        let u = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
+        (u[0] + u[2]) + (u[1] + u[3])
     }
     pub fn mad(acc: &mut [u16], v: &[u16], s: f32) {
         #[cfg(target_arch = "x86_64")]
