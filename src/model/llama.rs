@@ -173,6 +173,10 @@ impl Model {
             self.mm(&l.wq, &s.h, n, &mut s.qa, &mut s.q, true);
             self.mm(&l.wk, &s.h, n, &mut s.qa, &mut s.k, false);
             self.mm(&l.wv, &s.h, n, &mut s.qa, &mut s.v, false);
+            dbg_sum(&format!("attn_norm-{il}"), &s.h);
+            dbg_sum(&format!("Qcur-{il}"), &s.q);
+            dbg_sum(&format!("Kcur-{il}"), &s.k);
+            dbg_sum(&format!("Vcur-{il}"), &s.v);
             add_bias(&mut s.q, &l.bq);
             add_bias(&mut s.k, &l.bk);
             add_bias(&mut s.v, &l.bv);
@@ -221,6 +225,7 @@ impl Model {
                     );
                 },
             );
+            dbg_sum(&format!("kqv_out-{il}"), &s.att);
             s.o.resize(nr * d, 0.0);
             self.mm(&l.wo, &s.att, nr, &mut s.qa, &mut s.o, true);
             if last && nr != n_cur {
@@ -239,16 +244,23 @@ impl Model {
             s.up.resize(n_cur * c.n_ff, 0.0);
             self.mm(&l.w_gate, &s.h, n_cur, &mut s.qa, &mut s.gate, true);
             self.mm(&l.w_up, &s.h, n_cur, &mut s.qa, &mut s.up, false);
+            dbg_sum(&format!("ffn_norm-{il}"), &s.h);
+            dbg_sum(&format!("ffn_gate-{il}"), &s.gate);
+            dbg_sum(&format!("ffn_up-{il}"), &s.up);
             swiglu(&mut s.gate, &s.up);
+            dbg_sum(&format!("ffn_swiglu-{il}"), &s.gate);
             s.o.resize(n_cur * d, 0.0);
             self.mm(&l.w_down, &s.gate, n_cur, &mut s.qa, &mut s.o, true);
+            dbg_sum(&format!("ffn_out-{il}"), &s.o);
             add_in_place(&mut x, &s.o);
+            dbg_sum(&format!("l_out-{il}"), &x);
         }
         kv.len = pos0 + n;
         s.h.resize(n_cur * d, 0.0);
         rms_norm_rows(&x, &self.output_norm, c.eps, &mut s.h);
         let mut logits = vec![0.0f32; n_cur * c.n_vocab];
         self.mm(&self.output, &s.h, n_cur, &mut s.qa, &mut logits, true);
+        dbg_sum("result_output", &logits);
         Ok(logits)
     }
 
@@ -274,5 +286,12 @@ fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
         for row in x.chunks_mut(b.len()) {
             add_in_place(row, b);
         }
+    }
+}
+
+fn dbg_sum(name: &str, v: &[f32]) {
+    if std::env::var_os("RLLAMA_DEBUG_SUMS").is_some() {
+        let s: f64 = v.iter().map(|&x| x as f64).sum();
+        eprintln!("{name:>20} sum = {s:.6}  first = {:?}", &v[..3.min(v.len())]);
     }
 }
