@@ -124,7 +124,7 @@ pub fn attend_f16<'a>(
         }
         let v = v_at(i);
         f16v::mad(acc, &v[..dv], vs);
-        s_sum = s_sum * ms + vs;
+        s_sum = s_sum.mul_add(ms, vs); // fused, as ggml's compiled `S = S*ms + vs`
     }
     let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
     for d in 0..dv {

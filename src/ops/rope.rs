@@ -14,22 +14,23 @@ pub fn rope_cache(pos: usize, n_dims: usize, base: f32, freq_scale: f32, cache: 
     }
 }
 
-/// Rotate one head vector in place.
+/// Rotate one head vector in place. The fused multiply-adds are where
+/// ggml's compiled C (GCC contracts `a*b - c*d`) rounds once.
 pub fn rope_apply(x: &mut [f32], n_dims: usize, neox: bool, cache: &[(f32, f32)]) {
     if neox {
         let h = n_dims / 2;
         for i in 0..h {
             let (c, s) = cache[i];
             let (x0, x1) = (x[i], x[i + h]);
-            x[i] = x0 * c - x1 * s;
-            x[i + h] = x0 * s + x1 * c;
+            x[i] = x0.mul_add(c, -(x1 * s));
+            x[i + h] = x0.mul_add(s, x1 * c);
         }
     } else {
         for i in 0..n_dims / 2 {
             let (c, s) = cache[i];
             let (x0, x1) = (x[2 * i], x[2 * i + 1]);
-            x[2 * i] = x0 * c - x1 * s;
-            x[2 * i + 1] = x0 * s + x1 * c;
+            x[2 * i] = x0.mul_add(c, -(x1 * s));
+            x[2 * i + 1] = x0.mul_add(s, x1 * c);
         }
     }
 }
