@@ -92,3 +92,24 @@ pub fn process_escapes(s: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_llama_cpp() {
+        assert_eq!(process_escapes(r"a\nb\tc\\d\x41\q"), "a\nb\tc\\dA\\q");
+    }
+
+    #[test]
+    fn single_dash_long_flags_and_equals() {
+        let mut a = Args::new("t", vec!["-no-cnv".into(), "--temp=0.5".into(), "-n".into(), "3".into()]);
+        assert_eq!(a.next_flag().as_deref(), Some("-no-cnv"));
+        assert_eq!(a.next_flag().as_deref(), Some("--temp"));
+        assert_eq!(a.parse::<f32>("--temp").unwrap(), 0.5);
+        assert_eq!(a.next_flag().as_deref(), Some("-n"));
+        assert_eq!(a.parse::<i32>("-n").unwrap(), 3);
+        assert!(a.next_flag().is_none());
+    }
+}

@@ -42,3 +42,14 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
         other => anyhow::bail!("error: unknown command {other:?}\n{USAGE}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn multicall_names() {
+        assert_eq!(super::command_for_program("/usr/bin/llama-completion"), Some("cli"));
+        assert_eq!(super::command_for_program("llama-tokenize"), Some("tokenize"));
+        assert_eq!(super::command_for_program("llama-cli"), Some("cli-cnv"));
+        assert_eq!(super::command_for_program("rllama"), None);
+    }
+}

@@ -244,3 +244,21 @@ impl Utf8Stream {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Stream;
+
+    #[test]
+    fn stream_never_splits_a_character() {
+        let mut s = Utf8Stream::default();
+        let e = "é".as_bytes(); // 2 bytes
+        let j = "日".as_bytes(); // 3 bytes
+        assert_eq!(s.push(&e[..1]), "");
+        assert_eq!(s.push(&e[1..]), "é");
+        assert_eq!(s.push(&j[..2]), "");
+        assert_eq!(s.push(&[j[2], b'a']), "日a");
+        assert_eq!(s.push(&[0xE6]), "");
+        assert_eq!(s.finish(), "\u{FFFD}");
+    }
+}
