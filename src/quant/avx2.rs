@@ -3,7 +3,7 @@
 //! Results equal the scalar reference up to float summation order.
 
 use crate::quant::blocks::*;
-use crate::quant::kquants::scale_min_k4;
+use crate::quant::kquants::{BlockK, Scales};
 use crate::gguf::GgmlType;
 use std::arch::x86_64::*;
 
@@ -180,28 +180,11 @@ unsafe fn dot32_q8_1<B: Unpack32>(w: &[B], a: &[BlockQ8_1]) -> f32 {
     hsum_f32(acc) + mins
 }
 
-/// A 256-element super-block: 8 chunks of 32 signed bytes plus scales per 16.
-pub trait UnpackK: Copy {
+/// A 256-element super-block as 8 chunks of 32 signed bytes; its scales come
+/// from the scalar format's `BlockK::scales`.
+pub trait UnpackK: BlockK {
     /// Chunk c (0..8) = elements 32c..32c+32.
     unsafe fn chunks(&self, out: &mut [__m256i; 8]);
-    /// Scales per 16 elements, mins per 16 (None if the format has none), d, dmin.
-    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32);
-}
-
-fn dup8(v: [u8; 8]) -> [i16; 16] {
-    let mut o = [0i16; 16];
-    for i in 0..16 {
-        o[i] = v[i / 2] as i16;
-    }
-    o
-}
-
-fn k4_scales(s: &[u8; 12]) -> ([i16; 16], [i16; 16]) {
-    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
-    for j in 0..8 {
-        (sc[j], m[j]) = scale_min_k4(j, s);
-    }
-    (dup8(sc), dup8(m))
 }
 
 impl UnpackK for BlockQ4K {
@@ -213,10 +196,6 @@ impl UnpackK for BlockQ4K {
             out[2 * c] = _mm256_and_si256(b, m);
             out[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(b, 4), m);
         }
-    }
-    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
-        let (sc, m) = k4_scales(&self.scales);
-        (sc, Some(m), f16_to_f32(self.d), f16_to_f32(self.dmin))
     }
 }
 
@@ -235,10 +214,6 @@ impl UnpackK for BlockQ5K {
             out[2 * c] = _mm256_or_si256(_mm256_and_si256(b, m), h_lo);
             out[2 * c + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b, 4), m), h_hi);
         }
-    }
-    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
-        let (sc, m) = k4_scales(&self.scales);
-        (sc, Some(m), f16_to_f32(self.d), f16_to_f32(self.dmin))
     }
 }
 
@@ -267,13 +242,6 @@ impl UnpackK for BlockQ6K {
             out[4 * n + 3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hb(6)), off);
         }
     }
-    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
-        let mut sc = [0i16; 16];
-        for i in 0..16 {
-            sc[i] = self.scales[i] as i16;
-        }
-        (sc, None, f16_to_f32(self.d), 0.0)
-    }
 }
 
 impl UnpackK for BlockQ2K {
@@ -287,14 +255,6 @@ impl UnpackK for BlockQ2K {
             out[4 * n + 2] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m2);
             out[4 * n + 3] = _mm256_and_si256(_mm256_srli_epi16(q, 6), m2);
         }
-    }
-    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
-        let (mut sc, mut m) = ([0i16; 16], [0i16; 16]);
-        for i in 0..16 {
-            sc[i] = (self.scales[i] & 0xF) as i16;
-            m[i] = (self.scales[i] >> 4) as i16;
-        }
-        (sc, Some(m), f16_to_f32(self.d), f16_to_f32(self.dmin))
     }
 }
 
@@ -321,16 +281,6 @@ impl UnpackK for BlockQ3K {
             }
         }
     }
-    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
-        let s = &self.scales;
-        let mut sc = [0i16; 16];
-        for j in 0..16 {
-            let lo = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
-            let hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-            sc[j] = (lo | (hi << 4)) as i16 - 32;
-        }
-        (sc, None, f16_to_f32(self.d), 0.0)
-    }
 }
 
 impl UnpackK for BlockIQ4XS {
@@ -341,15 +291,6 @@ impl UnpackK for BlockIQ4XS {
             out[ib] = iq4_lut(nibbles(qs));
         }
     }
-    fn scales(&self) -> ([i16; 16], Option<[i16; 16]>, f32, f32) {
-        let mut sc = [0i16; 16];
-        for ib in 0..8 {
-            let ls = ((self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | ((((self.scales_h >> (2 * ib)) & 3) as u8) << 4);
-            sc[2 * ib] = ls as i16 - 32;
-            sc[2 * ib + 1] = ls as i16 - 32;
-        }
-        (sc, None, f16_to_f32(self.d), 0.0)
-    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -359,7 +300,7 @@ unsafe fn dotk<B: UnpackK>(w: &[B], a: &[BlockQ8K]) -> f32 {
     let mut ch = [_mm256_setzero_si256(); 8];
     for (w, a) in w.iter().zip(a) {
         w.chunks(&mut ch);
-        let (sc, m, d, dmin) = w.scales();
+        let Scales { sc, m, d, dmin } = w.scales();
         let mut isum = _mm256_setzero_si256();
         for c in 0..8 {
             let av = _mm256_loadu_si256(a.qs.as_ptr().add(32 * c) as *const __m256i);

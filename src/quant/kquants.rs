@@ -7,23 +7,22 @@ use super::blocks::*;
 
 pub const QK_K: usize = 256;
 
-/// A super-block unpacked: x[i] = (d * sc[i/16]) * q[i] - (dmin * m[i/16]).
-pub struct Unpacked {
-    pub q: [i8; QK_K],
+/// The scales of a super-block, one per 16 values:
+/// x[i] = (d * sc[i/16]) * q[i] - (dmin * m[i/16]).
+#[derive(Clone, Copy)]
+pub struct Scales {
     pub sc: [i16; 16],
-    pub m: [i16; 16],
+    /// Mins per 16 values; None for formats without (their dmin is 0).
+    pub m: Option<[i16; 16]>,
     pub d: f32,
     pub dmin: f32,
 }
 
-impl Unpacked {
-    fn new(d: f32, dmin: f32) -> Self {
-        Unpacked { q: [0; QK_K], sc: [0; 16], m: [0; 16], d, dmin }
-    }
-}
-
+/// A super-block format: scale decoding and the 256 integer values. The
+/// scalar reference and the SIMD kernels both take the scales from here.
 pub trait BlockK: Copy {
-    fn unpack(&self) -> Unpacked;
+    fn scales(&self) -> Scales;
+    fn quants(&self, q: &mut [i8; QK_K]);
 }
 
 /// 6-bit scale and min j (0..8) of Q4_K / Q5_K.
@@ -36,103 +35,111 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
+/// Q4_K / Q5_K: 8 scale/min pairs, each serving 32 values (two groups of 16).
+fn scales_k4(s: &[u8; 12], d: u16, dmin: u16) -> Scales {
+    let (mut sc, mut m) = ([0i16; 16], [0i16; 16]);
+    for j in 0..8 {
+        let (a, b) = scale_min_k4(j, s);
+        sc[2 * j] = a as i16;
+        sc[2 * j + 1] = a as i16;
+        m[2 * j] = b as i16;
+        m[2 * j + 1] = b as i16;
+    }
+    Scales { sc, m: Some(m), d: f16_to_f32(d), dmin: f16_to_f32(dmin) }
+}
+
 impl BlockK for BlockQ2K {
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked::new(f16_to_f32(self.d), f16_to_f32(self.dmin));
+    fn scales(&self) -> Scales {
+        let (mut sc, mut m) = ([0i16; 16], [0i16; 16]);
         for i in 0..16 {
-            u.sc[i] = (self.scales[i] & 0xF) as i16;
-            u.m[i] = (self.scales[i] >> 4) as i16;
+            sc[i] = (self.scales[i] & 0xF) as i16;
+            m[i] = (self.scales[i] >> 4) as i16;
         }
+        Scales { sc, m: Some(m), d: f16_to_f32(self.d), dmin: f16_to_f32(self.dmin) }
+    }
+    fn quants(&self, q: &mut [i8; QK_K]) {
         // 2 halves of 128; in each, 4 shifts over 32 bytes (two groups of 16)
         for n in 0..2 {
             for s in 0..4 {
                 for l in 0..32 {
-                    u.q[n * 128 + s * 32 + l] = ((self.qs[n * 32 + l] >> (2 * s)) & 3) as i8;
+                    q[n * 128 + s * 32 + l] = ((self.qs[n * 32 + l] >> (2 * s)) & 3) as i8;
                 }
             }
         }
-        u
     }
 }
 
 impl BlockK for BlockQ3K {
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked::new(f16_to_f32(self.d), 0.0);
+    fn scales(&self) -> Scales {
         let s = &self.scales;
+        let mut sc = [0i16; 16];
         for j in 0..16 {
             // low 4 bits from bytes 0..8, high 2 bits from bytes 8..12
             let lo = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
             let hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-            u.sc[j] = (lo | (hi << 4)) as i16 - 32;
+            sc[j] = (lo | (hi << 4)) as i16 - 32;
         }
+        Scales { sc, m: None, d: f16_to_f32(self.d), dmin: 0.0 }
+    }
+    fn quants(&self, q: &mut [i8; QK_K]) {
         let mut m = 1u8;
         for n in 0..2 {
             for sh in 0..4 {
                 for l in 0..32 {
                     let low = ((self.qs[n * 32 + l] >> (2 * sh)) & 3) as i8;
                     let high = if self.hmask[l] & m != 0 { 0 } else { 4 };
-                    u.q[n * 128 + sh * 32 + l] = low - high;
+                    q[n * 128 + sh * 32 + l] = low - high;
                 }
                 m <<= 1;
             }
         }
-        u
     }
 }
 
 impl BlockK for BlockQ4K {
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked::new(f16_to_f32(self.d), f16_to_f32(self.dmin));
-        for j in 0..8 {
-            let (sc, m) = scale_min_k4(j, &self.scales);
-            u.sc[2 * j] = sc as i16;
-            u.sc[2 * j + 1] = sc as i16;
-            u.m[2 * j] = m as i16;
-            u.m[2 * j + 1] = m as i16;
-        }
+    fn scales(&self) -> Scales {
+        scales_k4(&self.scales, self.d, self.dmin)
+    }
+    fn quants(&self, q: &mut [i8; QK_K]) {
         for c in 0..4 {
             for l in 0..32 {
                 let b = self.qs[c * 32 + l];
-                u.q[c * 64 + l] = (b & 0xF) as i8;
-                u.q[c * 64 + 32 + l] = (b >> 4) as i8;
+                q[c * 64 + l] = (b & 0xF) as i8;
+                q[c * 64 + 32 + l] = (b >> 4) as i8;
             }
         }
-        u
     }
 }
 
 impl BlockK for BlockQ5K {
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked::new(f16_to_f32(self.d), f16_to_f32(self.dmin));
-        for j in 0..8 {
-            let (sc, m) = scale_min_k4(j, &self.scales);
-            u.sc[2 * j] = sc as i16;
-            u.sc[2 * j + 1] = sc as i16;
-            u.m[2 * j] = m as i16;
-            u.m[2 * j + 1] = m as i16;
-        }
+    fn scales(&self) -> Scales {
+        scales_k4(&self.scales, self.d, self.dmin)
+    }
+    fn quants(&self, q: &mut [i8; QK_K]) {
         for c in 0..4 {
             let (u1, u2) = (1u8 << (2 * c), 2u8 << (2 * c));
             for l in 0..32 {
                 let b = self.qs[c * 32 + l];
                 let h = self.qh[l];
-                u.q[c * 64 + l] = ((b & 0xF) + if h & u1 != 0 { 16 } else { 0 }) as i8;
-                u.q[c * 64 + 32 + l] = ((b >> 4) + if h & u2 != 0 { 16 } else { 0 }) as i8;
+                q[c * 64 + l] = ((b & 0xF) + if h & u1 != 0 { 16 } else { 0 }) as i8;
+                q[c * 64 + 32 + l] = ((b >> 4) + if h & u2 != 0 { 16 } else { 0 }) as i8;
             }
         }
-        u
     }
 }
 
 impl BlockK for BlockQ6K {
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked::new(f16_to_f32(self.d), 0.0);
+    fn scales(&self) -> Scales {
+        let mut sc = [0i16; 16];
         for j in 0..16 {
-            u.sc[j] = self.scales[j] as i16;
+            sc[j] = self.scales[j] as i16;
         }
+        Scales { sc, m: None, d: f16_to_f32(self.d), dmin: 0.0 }
+    }
+    fn quants(&self, q: &mut [i8; QK_K]) {
         for n in 0..2 {
             let (ql, qh) = (&self.ql[n * 64..], &self.qh[n * 32..]);
-            let y = &mut u.q[n * 128..];
+            let y = &mut q[n * 128..];
             for l in 0..32 {
                 y[l] = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i8 - 32;
                 y[l + 32] = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
@@ -140,36 +147,42 @@ impl BlockK for BlockQ6K {
                 y[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
             }
         }
-        u
     }
 }
 
 impl BlockK for BlockIQ4XS {
-    fn unpack(&self) -> Unpacked {
-        let mut u = Unpacked::new(f16_to_f32(self.d), 0.0);
+    fn scales(&self) -> Scales {
+        let mut sc = [0i16; 16];
         for ib in 0..8 {
             let ls = ((self.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF) | ((((self.scales_h >> (2 * ib)) & 3) as u8) << 4);
-            u.sc[2 * ib] = ls as i16 - 32;
-            u.sc[2 * ib + 1] = ls as i16 - 32;
+            sc[2 * ib] = ls as i16 - 32;
+            sc[2 * ib + 1] = ls as i16 - 32;
+        }
+        Scales { sc, m: None, d: f16_to_f32(self.d), dmin: 0.0 }
+    }
+    fn quants(&self, q: &mut [i8; QK_K]) {
+        for ib in 0..8 {
             for j in 0..16 {
                 let b = self.qs[ib * 16 + j];
-                u.q[ib * 32 + j] = KVALUES_IQ4NL[(b & 0xF) as usize];
-                u.q[ib * 32 + 16 + j] = KVALUES_IQ4NL[(b >> 4) as usize];
+                q[ib * 32 + j] = KVALUES_IQ4NL[(b & 0xF) as usize];
+                q[ib * 32 + 16 + j] = KVALUES_IQ4NL[(b >> 4) as usize];
             }
         }
-        u
     }
 }
 
 /// Reference dequantization in ggml's operation order.
 pub fn dequantize<B: BlockK>(blocks: &[B], out: &mut [f32]) {
+    let mut q = [0i8; QK_K];
     for (b, y) in blocks.iter().zip(out.chunks_exact_mut(QK_K)) {
-        let u = b.unpack();
+        let s = b.scales();
+        b.quants(&mut q);
+        let m = s.m.unwrap_or([0; 16]);
         for g in 0..16 {
-            let dl = u.d * u.sc[g] as f32;
-            let ml = u.dmin * u.m[g] as f32;
+            let dl = s.d * s.sc[g] as f32;
+            let ml = s.dmin * m[g] as f32;
             for i in g * 16..g * 16 + 16 {
-                y[i] = dl * u.q[i] as f32 - ml;
+                y[i] = dl * q[i] as f32 - ml;
             }
         }
     }
@@ -179,16 +192,19 @@ pub fn dequantize<B: BlockK>(blocks: &[B], out: &mut [f32]) {
 /// within a super-block, then one float multiply per super-block.
 pub fn dot_q8_k<B: BlockK>(w: &[B], a: &[BlockQ8K]) -> f32 {
     let mut sum = 0.0f32;
+    let mut q = [0i8; QK_K];
     for (w, a) in w.iter().zip(a) {
-        let u = w.unpack();
+        let sc = w.scales();
+        w.quants(&mut q);
+        let m = sc.m.unwrap_or([0; 16]);
         let mut isum = 0i32;
         let mut msum = 0i32;
         for g in 0..16 {
-            let s: i32 = (g * 16..g * 16 + 16).map(|i| u.q[i] as i32 * a.qs[i] as i32).sum();
-            isum += s * u.sc[g] as i32;
-            msum += a.bsums[g] as i32 * u.m[g] as i32;
+            let s: i32 = (g * 16..g * 16 + 16).map(|i| q[i] as i32 * a.qs[i] as i32).sum();
+            isum += s * sc.sc[g] as i32;
+            msum += a.bsums[g] as i32 * m[g] as i32;
         }
-        sum += u.d * a.d * isum as f32 - u.dmin * a.d * msum as f32;
+        sum += sc.d * a.d * isum as f32 - sc.dmin * a.d * msum as f32;
     }
     sum
 }
