@@ -39,7 +39,4 @@ impl KvCache {
     pub fn v_layer(&self, layer: usize) -> &[u16] {
         &self.v[layer]
     }
-    pub fn bytes(&self) -> usize {
-        self.k.len() * self.n_ctx * (self.k_dim + self.v_dim) * 2
-    }
 }

@@ -96,7 +96,7 @@ impl Sampler {
             let mut keep = self.cands.len();
             for (i, c) in self.cands.iter().enumerate() {
                 cum += c.p;
-                if cum >= p.top_p && i + 1 >= 1 {
+                if cum >= p.top_p {
                     keep = i + 1;
                     break;
                 }

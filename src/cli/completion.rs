@@ -77,12 +77,9 @@ pub fn parse(mut a: Args, conversation_default: bool) -> Result<Option<CliOpts>>
             "--ignore-eos" => o.ignore_eos = true,
             "-no-cnv" | "--no-conversation" => o.conversation = false,
             "-cnv" | "--conversation" => o.conversation = true,
-            "--log-disable" | "--verbose-prompt" | "--no-warmup" | "--no-display-prompt" | "-fa" | "--flash-attn" => {
-                if f == "-fa" || f == "--flash-attn" {
-                    a.value(&f)?;
-                }
-            }
-            "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
+            "--log-disable" | "--verbose-prompt" | "--no-warmup" | "--no-display-prompt" => {}
+            // accepted for compatibility; their values change nothing on the CPU
+            "-fa" | "--flash-attn" | "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
                 a.value(&f)?;
             }
             "-h" | "--help" => {
@@ -136,6 +133,7 @@ pub fn run(a: Args, conversation_default: bool) -> Result<()> {
     let mut logits = sess.prompt(&prompt_toks)?;
     let mut n_gen = 0i64;
     let mut ended = false;
+    let debug_top = std::env::var_os("RLLAMA_DEBUG_TOP").is_some();
     loop {
         if o.n_predict >= 0 && n_gen >= o.n_predict {
             break;
@@ -144,7 +142,7 @@ pub fn run(a: Args, conversation_default: bool) -> Result<()> {
             eprintln!("\ncontext full ({n_ctx} tokens), stopping generation");
             break;
         }
-        if std::env::var_os("RLLAMA_DEBUG_TOP").is_some() {
+        if debug_top {
             let mut idx: Vec<usize> = (0..logits.len()).collect();
             idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
             eprintln!("[top] {:?}", idx[..3].iter().map(|&i| (tok.decode(&[i as u32], true), logits[i])).collect::<Vec<_>>());

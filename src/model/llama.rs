@@ -2,7 +2,7 @@
 //! RMSNorm, RoPE, grouped-query attention over an f16 KV cache, SwiGLU FFN.
 
 use super::{Config, Outputs};
-use crate::gguf::{GgufFile, GgmlType};
+use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 use crate::ops::attention::attend_f16;
 use crate::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
@@ -272,13 +272,6 @@ impl Model {
         }
         matmul_q(&self.g, w, qa, &mut out[..n * w.rows]);
     }
-
-    pub fn weight_types(&self) -> Vec<GgmlType> {
-        let mut v: Vec<GgmlType> = self.g.tensors.iter().map(|t| t.ty).collect();
-        v.sort_by_key(|t| t.id());
-        v.dedup();
-        v
-    }
 }
 
 fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
@@ -289,8 +282,11 @@ fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
     }
 }
 
+/// With RLLAMA_DEBUG_SUMS set, print each intermediate's sum (compare with
+/// llama-eval-callback). The variable is read once.
 fn dbg_sum(name: &str, v: &[f32]) {
-    if std::env::var_os("RLLAMA_DEBUG_SUMS").is_some() {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("RLLAMA_DEBUG_SUMS").is_some()) {
         let s: f64 = v.iter().map(|&x| x as f64).sum();
         eprintln!("{name:>20} sum = {s:.6}  first = {:?}", &v[..3.min(v.len())]);
     }

@@ -32,8 +32,7 @@ impl QMatrix {
     }
 
     pub fn data<'a>(&self, g: &'a GgufFile) -> &'a [u8] {
-        let all = g.tensor_data_at(self.offset, self.rows * self.row_bytes);
-        all
+        g.tensor_data_at(self.offset, self.rows * self.row_bytes)
     }
 
     pub fn row<'a>(&self, g: &'a GgufFile, r: usize) -> &'a [u8] {

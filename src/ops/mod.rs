@@ -4,12 +4,6 @@ pub mod matmul;
 pub mod norm;
 pub mod rope;
 
-/// SiLU as ggml: x / (1 + e^-x).
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 /// e^x as ggml's vectorised `ggml_v_expf` computes it (a degree-5 polynomial
 /// on the reduced argument, then scaling by 2^n); used by ggml's SwiGLU, so
 /// using it keeps our FFN activations bit-identical to llama.cpp's.
@@ -62,14 +56,6 @@ pub fn swiglu(g: &mut [f32], u: &[f32]) {
     for (g, u) in g.iter_mut().zip(u) {
         *g = silu_ggml(*g) * u;
     }
-}
-
-/// GELU, tanh approximation, as ggml.
-#[inline]
-pub fn gelu(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const C: f32 = 0.044715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + C * x * x)).tanh())
 }
 
 pub fn add_in_place(a: &mut [f32], b: &[f32]) {

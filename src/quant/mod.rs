@@ -35,11 +35,6 @@ fn cast_mut<B: Copy>(b: &mut [u8]) -> &mut [B] {
 }
 
 macro_rules! k32 {
-    ($blk:ty, $act:ident) => {
-        paste_k32!($blk, $act)
-    };
-}
-macro_rules! paste_k32 {
     ($blk:ty, Q8_0) => {
         (
             GgmlType::Q8_0,

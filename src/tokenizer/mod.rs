@@ -6,7 +6,6 @@ mod bpe;
 
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};
-use std::collections::HashMap;
 
 pub const TOKEN_TYPE_NORMAL: i32 = 1;
 pub const TOKEN_TYPE_UNKNOWN: i32 = 2;
@@ -198,10 +197,6 @@ impl Tokenizer {
 
     pub fn token_text(&self, id: u32) -> &str {
         self.tokens.get(id as usize).map(|s| s.as_str()).unwrap_or("")
-    }
-
-    pub fn token_to_id(&self) -> HashMap<&str, u32> {
-        self.tokens.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect()
     }
 }
 
