@@ -103,6 +103,11 @@ fn vec_dot_matches_dequantized_dot_and_simd_matches_scalar() {
                     let tl = tol(&wf, &xa);
                     assert!((s - exact).abs() <= tl, "{t:?} n={n} mode={mode}: scalar {s} vs exact {exact} (tol {tl})");
                     assert!((f - s).abs() <= tl, "{t:?} n={n} mode={mode}: simd {f} vs scalar {s} (tol {tl})");
+                    // the batched roundings (groups of four, wide batches, remainders)
+                    for (nb, tok) in [(4, 0), (5, 4), (8, 0), (9, 8)] {
+                        let b = (fk.dot_for(nb, tok))(w.as_slice(), q.as_slice()) as f64;
+                        assert!((b - s).abs() <= tl, "{t:?} n={n} mode={mode}: batch {nb}/{tok} {b} vs scalar {s}");
+                    }
                 }
             }
         }

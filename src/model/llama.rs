@@ -286,6 +286,11 @@ fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
 /// llama-eval-callback). The variable is read once.
 fn dbg_sum(name: &str, v: &[f32]) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    static DIR: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    if let Some(dir) = DIR.get_or_init(|| std::env::var_os("RLLAMA_DUMP_DIR")) {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let _ = std::fs::write(std::path::Path::new(dir).join(format!("{name}.bin")), bytes);
+    }
     if *ON.get_or_init(|| std::env::var_os("RLLAMA_DEBUG_SUMS").is_some()) {
         let s: f64 = v.iter().map(|&x| x as f64).sum();
         eprintln!("{name:>20} sum = {s:.6}  first = {:?}", &v[..3.min(v.len())]);

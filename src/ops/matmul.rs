@@ -95,7 +95,7 @@ pub fn matmul_q(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32]) {
     let data = w.data(g);
     let acts = q.buf.as_slice();
     let rb = q.row_bytes;
-    let dot = w.kern.vec_dot;
+    let kern = w.kern;
     let wrb = w.row_bytes;
     let rows = w.rows;
     let ptr = SendPtr(out.as_mut_ptr());
@@ -105,6 +105,7 @@ pub fn matmul_q(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32]) {
         for r in c * chunk..((c + 1) * chunk).min(rows) {
             let wr = &data[r * wrb..(r + 1) * wrb];
             for t in 0..n {
+                let dot = kern.dot_for(n, t);
                 let v = dot(wr, &acts[t * rb..(t + 1) * rb]);
                 // SAFETY: (t, r) pairs are disjoint across tasks and within bounds (asserted above).
                 unsafe { *p.0.add(t * rows + r) = v };

@@ -5,6 +5,7 @@
 use crate::quant::blocks::*;
 use crate::quant::kquants::{BlockK, Scales};
 use crate::gguf::GgmlType;
+use crate::quant::BatchDot;
 use std::arch::x86_64::*;
 
 type DotFn = fn(&[u8], &[u8]) -> f32;
@@ -23,7 +24,7 @@ pub fn vec_dot_for(ty: GgmlType) -> Option<DotFn> {
         Q5_1 => |w, a| unsafe { dot32_q8_1::<BlockQ5_1>(cb(w), cb(a)) },
         Q2_K => |w, a| unsafe { dotk::<BlockQ2K>(cb(w), cb(a)) },
         Q3_K => |w, a| unsafe { dotk::<BlockQ3K>(cb(w), cb(a)) },
-        Q4_K => |w, a| unsafe { dotk::<BlockQ4K>(cb(w), cb(a)) },
+        Q4_K => |w, a| unsafe { dot_q4k_repacked(cb(w), cb(a), false) },
         Q5_K => |w, a| unsafe { dotk::<BlockQ5K>(cb(w), cb(a)) },
         Q6_K => |w, a| unsafe { dotk::<BlockQ6K>(cb(w), cb(a)) },
         IQ4_XS => |w, a| unsafe { dotk::<BlockIQ4XS>(cb(w), cb(a)) },
@@ -31,6 +32,23 @@ pub fn vec_dot_for(ty: GgmlType) -> Option<DotFn> {
         F32 => |w, a| unsafe { dot_f32(cb(w), cb(a)) },
         _ => return None,
     })
+}
+
+/// How batched matmuls round, where it differs from `vec_dot_for`: Q4_K is
+/// repacked (GEMM over groups of four tokens), the other K-quants go through
+/// llama.cpp's tiled matmul from 8 tokens on.
+pub fn batch_dot_for(ty: GgmlType) -> BatchDot {
+    use GgmlType::*;
+    // SAFETY: as in vec_dot_for.
+    match ty {
+        Q4_K => BatchDot::Groups4(|w, a| unsafe { dot_q4k_repacked(cb(w), cb(a), true) }),
+        Q2_K => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockQ2K>(cb(w), cb(a)) }),
+        Q3_K => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockQ3K>(cb(w), cb(a)) }),
+        Q5_K => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockQ5K>(cb(w), cb(a)) }),
+        Q6_K => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockQ6K>(cb(w), cb(a)) }),
+        IQ4_XS => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockIQ4XS>(cb(w), cb(a)) }),
+        _ => BatchDot::Same,
+    }
 }
 
 fn cb<B: Copy>(b: &[u8]) -> &[B] {
@@ -183,6 +201,9 @@ unsafe fn dot32_q8_1<B: Unpack32>(w: &[B], a: &[BlockQ8_1]) -> f32 {
 /// A 256-element super-block as 8 chunks of 32 signed bytes; its scales come
 /// from the scalar format's `BlockK::scales`.
 pub trait UnpackK: BlockK {
+    /// The chunks hold `q + BIAS`; `dotk` takes `BIAS * sum(a)` off per chunk
+    /// lane through the Q8_K block sums (ggml's lane layout for Q6_K).
+    const BIAS: i32 = 0;
     /// Chunk c (0..8) = elements 32c..32c+32.
     unsafe fn chunks(&self, out: &mut [__m256i; 8]);
 }
@@ -218,11 +239,11 @@ impl UnpackK for BlockQ5K {
 }
 
 impl UnpackK for BlockQ6K {
+    const BIAS: i32 = 32;
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         let m4 = _mm256_set1_epi8(0x0F);
         let m2 = _mm256_set1_epi8(0x03);
-        let off = _mm256_set1_epi8(32);
         for n in 0..2 {
             let l0 = _mm256_loadu_si256(self.ql.as_ptr().add(64 * n) as *const __m256i);
             let l1 = _mm256_loadu_si256(self.ql.as_ptr().add(64 * n + 32) as *const __m256i);
@@ -236,10 +257,10 @@ impl UnpackK for BlockQ6K {
                 };
                 _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
             };
-            out[4 * n] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l0, m4), hb(0)), off);
-            out[4 * n + 1] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l1, m4), hb(2)), off);
-            out[4 * n + 2] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hb(4)), off);
-            out[4 * n + 3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hb(6)), off);
+            out[4 * n] = _mm256_or_si256(_mm256_and_si256(l0, m4), hb(0));
+            out[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hb(2));
+            out[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hb(4));
+            out[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hb(6));
         }
     }
 }
@@ -310,6 +331,13 @@ unsafe fn dotk<B: UnpackK>(w: &[B], a: &[BlockQ8K]) -> f32 {
             let scv = _mm256_setr_epi16(s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1);
             isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p16, scv));
         }
+        if B::BIAS != 0 {
+            // lane c: BIAS * (bsums[2c] sc[2c] + bsums[2c+1] sc[2c+1])
+            let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+            let scv = _mm256_loadu_si256(sc.as_ptr() as *const __m256i);
+            let sub = _mm256_mullo_epi32(_mm256_madd_epi16(bs, scv), _mm256_set1_epi32(B::BIAS));
+            isum = _mm256_sub_epi32(isum, sub);
+        }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(isum), acc);
         if let Some(m) = m {
             let mut msum = 0i32;
@@ -320,6 +348,78 @@ unsafe fn dotk<B: UnpackK>(w: &[B], a: &[BlockQ8K]) -> f32 {
         }
     }
     hsum_f32(acc) - mins_acc
+}
+
+/// Q4_K in the rounding of llama.cpp's x86 kernels for Q4_K repacked as
+/// q4_K_8x8 (what it runs on every AVX2 machine): per row, exact integer sums
+/// over a whole super-block (GEMV, one token) or over each 64 elements (GEMM,
+/// groups of four tokens; `per_64`), each folded into one scalar FMA chain,
+/// the mins into a second chain subtracted at the end.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_q4k_repacked(w: &[BlockQ4K], a: &[BlockQ8K], per_64: bool) -> f32 {
+    let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
+    let mut ch = [_mm256_setzero_si256(); 8];
+    for (w, a) in w.iter().zip(a) {
+        w.chunks(&mut ch);
+        let Scales { sc, m, d, dmin } = w.scales();
+        let m = m.unwrap_or([0; 16]);
+        let (dd, dm) = (d * a.d, dmin * a.d);
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for c in 0..8 {
+            let av = _mm256_loadu_si256(a.qs.as_ptr().add(32 * c) as *const __m256i);
+            isum += sc[2 * c] as i32 * hsum_i32(dot_i8(ch[c], av));
+            msum += m[2 * c] as i32 * (a.bsums[2 * c] as i32 + a.bsums[2 * c + 1] as i32);
+            if per_64 && c % 2 == 1 {
+                acc = (isum as f32).mul_add(dd, acc);
+                acc_min = (msum as f32).mul_add(dm, acc_min);
+                (isum, msum) = (0, 0);
+            }
+        }
+        if !per_64 {
+            acc = (isum as f32).mul_add(dd, acc);
+            acc_min = (msum as f32).mul_add(dm, acc_min);
+        }
+    }
+    acc - acc_min
+}
+
+/// K-quants in the rounding of llama.cpp's tiled matmul (AVX-512 VNNI build):
+/// per super-block the exact integer sum is scaled by the weight's d (and its
+/// min term fused off), then fused into the accumulator times the token's d.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dotk_tiled<B: UnpackK>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut ch = [_mm256_setzero_si256(); 8];
+    for (w, a) in w.iter().zip(a) {
+        w.chunks(&mut ch);
+        let Scales { sc, m, d, dmin } = w.scales();
+        let mut isum = _mm256_setzero_si256();
+        for c in 0..8 {
+            let av = _mm256_loadu_si256(a.qs.as_ptr().add(32 * c) as *const __m256i);
+            let (s0, s1) = (sc[2 * c], sc[2 * c + 1]);
+            let scv = _mm256_setr_epi16(s0, s0, s0, s0, s0, s0, s0, s0, s1, s1, s1, s1, s1, s1, s1, s1);
+            isum = _mm256_add_epi32(isum, _mm256_madd_epi16(mul_i8_pairs(ch[c], av), scv));
+        }
+        let mut isum = hsum_i32(isum);
+        if B::BIAS != 0 {
+            isum -= B::BIAS * (0..16).map(|g| a.bsums[g] as i32 * sc[g] as i32).sum::<i32>();
+        }
+        let mut r = isum as f32 * d;
+        if let Some(m) = m {
+            let msum: i32 = (0..16).map(|g| a.bsums[g] as i32 * m[g] as i32).sum();
+            r = (-dmin).mul_add(msum as f32, r);
+        }
+        acc = r.mul_add(a.d, acc);
+    }
+    acc
+}
+
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -23,8 +23,35 @@ pub struct TypeKernels {
     pub dequantize: fn(&[u8], &mut [f32]),
     /// Dot product of one weight row with one activation row (same element count).
     pub vec_dot: fn(&[u8], &[u8]) -> f32,
+    /// How llama.cpp rounds this type in batched matmuls (see `dot_for`).
+    pub batch: BatchDot,
     /// Quantize an f32 row into the activation type.
     pub quantize_act: fn(&[f32], &mut [u8]),
+}
+
+/// The same dot product with another float rounding, as llama.cpp's x86
+/// batched kernels compute it; the integer parts are identical.
+#[derive(Clone, Copy)]
+pub enum BatchDot {
+    /// Every token uses `vec_dot`.
+    Same,
+    /// Tokens in whole groups of four use this (the repacked GEMM), the
+    /// remaining `n % 4` use `vec_dot` (the GEMV).
+    Groups4(fn(&[u8], &[u8]) -> f32),
+    /// Batches of at least 8 tokens use this for every token (the tiled
+    /// K-quant matmul), smaller batches `vec_dot`.
+    Wide(fn(&[u8], &[u8]) -> f32),
+}
+
+impl TypeKernels {
+    /// The dot to use for token `t` of a matmul over `n` tokens.
+    pub fn dot_for(&self, n: usize, t: usize) -> fn(&[u8], &[u8]) -> f32 {
+        match self.batch {
+            BatchDot::Groups4(f) if t < n - n % 4 => f,
+            BatchDot::Wide(f) if n >= 8 => f,
+            _ => self.vec_dot,
+        }
+    }
 }
 
 fn cast<B: Copy>(b: &[u8]) -> &[B] {
@@ -99,7 +126,7 @@ pub fn scalar_kernels(ty: GgmlType) -> Option<TypeKernels> {
         IQ4_XS => kk!(BlockIQ4XS),
         Q8_1 | Q8_K => return None,
     };
-    Some(TypeKernels { ty, act, dequantize, vec_dot, quantize_act })
+    Some(TypeKernels { ty, act, dequantize, vec_dot, batch: BatchDot::Same, quantize_act })
 }
 
 /// The fastest kernels for this machine (SIMD where available, else scalar).

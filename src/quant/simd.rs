@@ -30,6 +30,7 @@ pub fn upgrade(k: &mut TypeKernels) {
     if has_avx2() {
         if let Some(f) = avx2::vec_dot_for(k.ty) {
             k.vec_dot = f;
+            k.batch = avx2::batch_dot_for(k.ty);
         }
     }
     let _ = k;
