@@ -3,6 +3,7 @@
 //! `parse_special`), the rest goes to the model-specific algorithm.
 
 mod bpe;
+mod spm;
 
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};
@@ -16,6 +17,7 @@ pub const TOKEN_TYPE_BYTE: i32 = 6;
 
 enum Algo {
     Bpe(bpe::Bpe),
+    Spm(spm::Spm),
 }
 
 pub struct Tokenizer {
@@ -28,6 +30,9 @@ pub struct Tokenizer {
     pub eot: Option<u32>,
     pub add_bos: bool,
     pub add_eos: bool,
+    /// SentencePiece: put a space before text that starts the prompt or
+    /// follows a special token.
+    pub add_space_prefix: bool,
     /// End-of-generation tokens.
     pub eog: Vec<u32>,
     /// Special tokens (control, user-defined, unknown) longest text first.
@@ -64,15 +69,26 @@ impl Tokenizer {
                 Some(v) => bail!("metadata {key}: token id {v} is outside the vocabulary of {n}"),
             }
         };
-        let (algo, def_bos) = match model.as_str() {
+        // (algorithm, default add_bos, default BOS/EOS ids)
+        let (algo, def_bos, def_ids) = match model.as_str() {
             "gpt2" => {
                 let merges = str_array(g, "tokenizer.ggml.merges")?;
-                (Algo::Bpe(bpe::Bpe::new(&tokens, &merges, &pre)?), false)
+                (Algo::Bpe(bpe::Bpe::new(&tokens, &merges, &pre)?), false, (None, None))
             }
-            other => bail!("tokenizer model {other:?} is not supported (supported: gpt2)"),
+            "llama" => {
+                let scores: Vec<f32> = match g.get("tokenizer.ggml.scores").and_then(|v| v.as_array()) {
+                    Some(a) => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
+                    None => vec![0.0; n],
+                };
+                let ok = |i: u32| (i as usize) < n;
+                (Algo::Spm(spm::Spm::new(&tokens, scores)?), true, (Some(1).filter(|&i| ok(i)), Some(2).filter(|&i| ok(i))))
+            }
+            other => bail!("tokenizer model {other:?} is not supported (supported: gpt2, llama)"),
         };
-        let bos = id("tokenizer.ggml.bos_token_id")?;
-        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let bos = id("tokenizer.ggml.bos_token_id")?.or(def_ids.0);
+        let eos = id("tokenizer.ggml.eos_token_id")?.or(def_ids.1);
+        let is_spm = matches!(algo, Algo::Spm(_));
+        let add_space_prefix = g.get_bool("tokenizer.ggml.add_space_prefix").unwrap_or(is_spm);
         let mut eot = id("tokenizer.ggml.eot_token_id")?;
         let eom = id("tokenizer.ggml.eom_token_id")?;
         let add_bos = g.get_bool("tokenizer.ggml.add_bos_token").unwrap_or(def_bos);
@@ -100,7 +116,7 @@ impl Tokenizer {
             .filter(|&i| !tokens[i as usize].is_empty())
             .collect();
         special.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()));
-        Ok(Tokenizer { model, pre, tokens, types, bos, eos, eot, add_bos, add_eos, eog, special, algo })
+        Ok(Tokenizer { model, pre, tokens, types, bos, eos, eot, add_bos, add_eos, add_space_prefix, eog, special, algo })
     }
 
     pub fn n_vocab(&self) -> usize {
@@ -119,12 +135,27 @@ impl Tokenizer {
                 out.push(b);
             }
         }
+        let mut prev_special = true;
         for frag in self.partition(text, parse_special) {
             match frag {
-                Frag::Token(t) => out.push(t),
-                Frag::Text(s) => match &self.algo {
-                    Algo::Bpe(b) => b.encode(s, &mut out)?,
-                },
+                Frag::Token(t) => {
+                    out.push(t);
+                    prev_special = true;
+                }
+                Frag::Text(s) => {
+                    match &self.algo {
+                        Algo::Bpe(b) => b.encode(s, &mut out)?,
+                        Algo::Spm(m) => {
+                            let mut t = String::with_capacity(s.len() + 3);
+                            if self.add_space_prefix && prev_special {
+                                t.push(' ');
+                            }
+                            t.push_str(s);
+                            m.encode(&t.replace(' ', "\u{2581}"), &mut out)?;
+                        }
+                    }
+                    prev_special = false;
+                }
             }
         }
         if add_special && self.add_eos {
@@ -172,17 +203,18 @@ impl Tokenizer {
     pub fn token_bytes(&self, id: u32, special: bool) -> Vec<u8> {
         let Some(text) = self.tokens.get(id as usize) else { return Vec::new() };
         let ty = self.types[id as usize];
-        if ty == TOKEN_TYPE_CONTROL && !special {
-            return Vec::new();
-        }
-        match &self.algo {
-            Algo::Bpe(_) => {
-                if ty == TOKEN_TYPE_USER_DEFINED || ty == TOKEN_TYPE_CONTROL {
-                    text.as_bytes().to_vec()
-                } else {
-                    bpe::decode_byte_level(text)
-                }
-            }
+        match ty {
+            TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN if !special => Vec::new(),
+            TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN | TOKEN_TYPE_USER_DEFINED => text.as_bytes().to_vec(),
+            TOKEN_TYPE_NORMAL => match &self.algo {
+                Algo::Bpe(_) => bpe::decode_byte_level(text),
+                Algo::Spm(_) => text.replace('\u{2581}', " ").into_bytes(),
+            },
+            TOKEN_TYPE_BYTE => match spm::byte_of_token(text) {
+                Some(b) => vec![b],
+                None => bpe::decode_byte_level(text),
+            },
+            _ => Vec::new(), // unused
         }
     }
 
