@@ -101,3 +101,13 @@ fn perplexity_smollm2() {
 fn perplexity_qwen() {
     ppl(1);
 }
+
+#[test]
+fn greedy_gemma() {
+    greedy(MODELS[2].0, MODELS[2].1, 4);
+}
+
+#[test]
+fn perplexity_gemma() {
+    ppl(2);
+}

@@ -20,6 +20,28 @@ pub struct Config {
     pub rope_freq_scale: f32,
     pub rope_dims: usize,
     pub rope_neox: bool,
+    /// Embeddings are multiplied by this (gemma: sqrt(n_embd)).
+    pub embd_scale: Option<f32>,
+    /// Q is multiplied by this before attention, which then uses no scale
+    /// (gemma); otherwise attention scales by 1/sqrt(head_dim_k).
+    pub q_scale: Option<f32>,
+    pub ffn_act: FfnAct,
+    /// Sliding-window attention: window size (0 = none) and which layers use it.
+    pub swa_window: usize,
+    pub swa_layers: Vec<bool>,
+    pub rope_base_swa: f32,
+    pub rope_freq_scale_swa: f32,
+    /// Final logits become c * tanh(logit / c) when c > 0.
+    pub logit_softcap: f32,
+}
+
+/// The gated FFN's activation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FfnAct {
+    /// SwiGLU: silu(gate) * up.
+    Silu,
+    /// GeGLU: gelu_tanh(gate) * up, through ggml's f16 table.
+    Gelu,
 }
 
 fn req(g: &GgufFile, key: &str) -> Result<usize> {
@@ -37,7 +59,7 @@ impl Config {
         let rope_neox = match arch.as_str() {
             "llama" | "mistral" => false,
             "qwen2" | "gemma3" => true,
-            other => bail!("architecture {other:?} is not supported (supported: llama, qwen2)"),
+            other => bail!("architecture {other:?} is not supported (supported: llama, mistral, qwen2, gemma3)"),
         };
         let k = |s: &str| format!("{arch}.{s}");
         let n_embd = req(g, &k("embedding_length"))?;
@@ -60,18 +82,47 @@ impl Config {
             Some(f) if f > 0.0 && g.get_str(&k("rope.scaling.type")).unwrap_or("linear") == "linear" => (1.0 / f) as f32,
             _ => 1.0,
         };
+        let n_layer = req(g, &k("block_count"))?;
+        let gemma = arch == "gemma3";
+        let rope_base = g.get_f64(&k("rope.freq_base")).unwrap_or(10000.0) as f32;
+        let swa_window = if gemma { g.get_i64(&k("attention.sliding_window")).unwrap_or(0).max(0) as usize } else { 0 };
+        let swa_layers = if swa_window == 0 {
+            vec![false; n_layer]
+        } else if let Some(a) = g.get(&k("attention.sliding_window_pattern")).and_then(|v| v.as_array()) {
+            if a.len() < n_layer {
+                bail!("metadata {}: {} entries for {n_layer} layers", k("attention.sliding_window_pattern"), a.len());
+            }
+            a.iter().take(n_layer).map(|v| v.as_bool().unwrap_or(false)).collect()
+        } else {
+            // every `pattern`-th layer is global, the others slide
+            let pattern = g.get_i64(&k("attention.sliding_window_pattern")).unwrap_or(6).max(0) as usize;
+            (0..n_layer).map(|il| pattern == 0 || il % pattern < pattern - 1).collect()
+        };
+        let q_scale = gemma.then(|| {
+            // gemma 3 27B scales by the model width per head, the others by the key length
+            let d = if n_layer == 62 { n_embd / n_head } else { head_dim_k };
+            1.0 / (d as f32).sqrt()
+        });
         Ok(Config {
+            embd_scale: gemma.then(|| (n_embd as f32).sqrt()),
+            q_scale,
+            ffn_act: if gemma { FfnAct::Gelu } else { FfnAct::Silu },
+            swa_window,
+            swa_layers,
+            rope_base_swa: g.get_f64(&k("rope.freq_base_swa")).unwrap_or(10000.0) as f32,
+            rope_freq_scale_swa: 1.0,
+            logit_softcap: g.get_f64(&k("final_logit_softcapping")).unwrap_or(0.0) as f32,
             n_vocab,
             n_ctx_train: g.get_i64(&k("context_length")).unwrap_or(2048).max(1) as usize,
             n_embd,
-            n_layer: req(g, &k("block_count"))?,
+            n_layer,
             n_head,
             n_head_kv,
             head_dim_k,
             head_dim_v,
             n_ff: req(g, &k("feed_forward_length"))?,
             eps: g.get_f64(&k("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
-            rope_base: g.get_f64(&k("rope.freq_base")).unwrap_or(10000.0) as f32,
+            rope_base,
             rope_freq_scale,
             rope_dims,
             rope_neox,

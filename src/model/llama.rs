@@ -1,6 +1,9 @@
-//! The llama family forward pass (llama, mistral, smollm; qwen2 with QKV bias):
-//! RMSNorm, RoPE, grouped-query attention over an f16 KV cache, SwiGLU FFN.
+//! The llama family forward pass (llama, mistral, smollm; qwen2 with QKV bias;
+//! gemma3 with Q/K norms, post-norms, GeGLU, sliding-window layers and scaled
+//! embeddings): RMSNorm, RoPE, grouped-query attention over an f16 KV cache,
+//! gated FFN.
 
+use super::config::FfnAct;
 use super::{Config, Outputs};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
@@ -8,7 +11,7 @@ use crate::ops::attention::attend_f16;
 use crate::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
 use crate::ops::norm::rms_norm_rows;
 use crate::ops::rope::{rope_apply, rope_cache};
-use crate::ops::{add_in_place, swiglu};
+use crate::ops::{add_in_place, geglu, swiglu};
 use anyhow::{bail, Result};
 use half::f16;
 use rayon::prelude::*;
@@ -28,6 +31,10 @@ struct Layer {
     w_gate: QMatrix,
     w_up: QMatrix,
     w_down: QMatrix,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    post_ffn_norm: Option<Vec<f32>>,
 }
 
 pub struct Model {
@@ -76,6 +83,7 @@ struct Scratch {
     o: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    tmp: Vec<f32>,
     qa: QuantizedActs,
 }
 
@@ -105,6 +113,10 @@ impl Model {
                 w_gate: matrix(&g, &p("ffn_gate.weight"), d, cfg.n_ff)?,
                 w_up: matrix(&g, &p("ffn_up.weight"), d, cfg.n_ff)?,
                 w_down: matrix(&g, &p("ffn_down.weight"), cfg.n_ff, d)?,
+                q_norm: opt_vector(&g, &p("attn_q_norm.weight"), hk)?,
+                k_norm: opt_vector(&g, &p("attn_k_norm.weight"), hk)?,
+                post_attn_norm: opt_vector(&g, &p("post_attention_norm.weight"), d)?,
+                post_ffn_norm: opt_vector(&g, &p("post_ffw_norm.weight"), d)?,
             });
         }
         let output_norm = vector(&g, "output_norm.weight", d)?;
@@ -154,17 +166,28 @@ impl Model {
         let mut s = Scratch::default();
         let mut x = vec![0.0f32; n * d];
         for (t, &tok) in tokens.iter().enumerate() {
-            self.tok_embd.dequantize_row(g, tok as usize, &mut x[t * d..(t + 1) * d]);
+            let row = &mut x[t * d..(t + 1) * d];
+            self.tok_embd.dequantize_row(g, tok as usize, row);
+            if let Some(s) = c.embd_scale {
+                row.iter_mut().for_each(|v| *v *= s);
+            }
         }
-        let mut rope_tab: Vec<Vec<(f32, f32)>> = Vec::with_capacity(n);
-        for t in 0..n {
-            let mut cache = Vec::new();
-            rope_cache(pos0 + t, c.rope_dims, c.rope_base, c.rope_freq_scale, &mut cache);
-            rope_tab.push(cache);
-        }
-        let scale = 1.0 / (hk as f32).sqrt();
+        let tables = |base: f32, fs: f32| -> Vec<Vec<(f32, f32)>> {
+            (0..n)
+                .map(|t| {
+                    let mut cache = Vec::new();
+                    rope_cache(pos0 + t, c.rope_dims, base, fs, &mut cache);
+                    cache
+                })
+                .collect()
+        };
+        let rope_tab = tables(c.rope_base, c.rope_freq_scale);
+        let rope_tab_swa = if c.swa_layers.iter().any(|&b| b) { tables(c.rope_base_swa, c.rope_freq_scale_swa) } else { Vec::new() };
+        let scale = if c.q_scale.is_some() { 1.0 } else { 1.0 / (hk as f32).sqrt() };
         let mut n_cur = n; // rows still carried (the last layer keeps only outputs)
         for (il, l) in self.layers.iter().enumerate() {
+            let swa = c.swa_layers[il];
+            let rope_tab = if swa { &rope_tab_swa } else { &rope_tab };
             s.h.resize(n_cur * d, 0.0);
             rms_norm_rows(&x, &l.attn_norm, c.eps, &mut s.h);
             s.q.resize(n * nh * hk, 0.0);
@@ -180,9 +203,19 @@ impl Model {
             add_bias(&mut s.q, &l.bq);
             add_bias(&mut s.k, &l.bk);
             add_bias(&mut s.v, &l.bv);
+            if let Some(w) = &l.q_norm {
+                norm_in_place(&mut s.q, w, c.eps, &mut s.tmp);
+            }
+            if let Some(w) = &l.k_norm {
+                norm_in_place(&mut s.k, w, c.eps, &mut s.tmp);
+            }
             for t in 0..n {
                 for h in 0..nh {
-                    rope_apply(&mut s.q[(t * nh + h) * hk..(t * nh + h + 1) * hk], c.rope_dims, c.rope_neox, &rope_tab[t]);
+                    let qh = &mut s.q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
+                    rope_apply(qh, c.rope_dims, c.rope_neox, &rope_tab[t]);
+                    if let Some(qs) = c.q_scale {
+                        qh.iter_mut().for_each(|v| *v *= qs);
+                    }
                 }
                 for h in 0..nkv {
                     rope_apply(&mut s.k[(t * nkv + h) * hk..(t * nkv + h + 1) * hk], c.rope_dims, c.rope_neox, &rope_tab[t]);
@@ -211,10 +244,12 @@ impl Model {
                     let (ri, h) = (i / nh, i % nh);
                     let t = rows[ri];
                     let kvh = h / group;
+                    let p = pos0 + t;
+                    let first = if swa { (p + 1).saturating_sub(c.swa_window) } else { 0 };
                     let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
                     attend_f16(
                         qv,
-                        pos0 + t + 1,
+                        first..p + 1,
                         |p| &kl[p * kdim + kvh * hk..p * kdim + (kvh + 1) * hk],
                         |p| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv],
                         scale,
@@ -236,6 +271,9 @@ impl Model {
                 x = nx;
                 n_cur = nr;
             }
+            if let Some(w) = &l.post_attn_norm {
+                norm_in_place(&mut s.o, w, c.eps, &mut s.tmp);
+            }
             add_in_place(&mut x, &s.o);
             // feed-forward
             s.h.resize(n_cur * d, 0.0);
@@ -247,11 +285,17 @@ impl Model {
             dbg_sum(&format!("ffn_norm-{il}"), &s.h);
             dbg_sum(&format!("ffn_gate-{il}"), &s.gate);
             dbg_sum(&format!("ffn_up-{il}"), &s.up);
-            swiglu(&mut s.gate, &s.up);
+            match c.ffn_act {
+                FfnAct::Silu => swiglu(&mut s.gate, &s.up),
+                FfnAct::Gelu => geglu(&mut s.gate, &s.up),
+            }
             dbg_sum(&format!("ffn_swiglu-{il}"), &s.gate);
             s.o.resize(n_cur * d, 0.0);
             self.mm(&l.w_down, &s.gate, n_cur, &mut s.qa, &mut s.o, true);
             dbg_sum(&format!("ffn_out-{il}"), &s.o);
+            if let Some(w) = &l.post_ffn_norm {
+                norm_in_place(&mut s.o, w, c.eps, &mut s.tmp);
+            }
             add_in_place(&mut x, &s.o);
             dbg_sum(&format!("l_out-{il}"), &x);
         }
@@ -260,6 +304,10 @@ impl Model {
         rms_norm_rows(&x, &self.output_norm, c.eps, &mut s.h);
         let mut logits = vec![0.0f32; n_cur * c.n_vocab];
         self.mm(&self.output, &s.h, n_cur, &mut s.qa, &mut logits, true);
+        if c.logit_softcap > 0.0 {
+            let (inv, cap) = (1.0 / c.logit_softcap, c.logit_softcap);
+            logits.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
+        }
         dbg_sum("result_output", &logits);
         Ok(logits)
     }
@@ -272,6 +320,13 @@ impl Model {
         }
         matmul_q(&self.g, w, qa, &mut out[..n * w.rows]);
     }
+}
+
+/// RMS-normalize each `w.len()` row of `x` in place (`tmp` is scratch).
+fn norm_in_place(x: &mut [f32], w: &[f32], eps: f32, tmp: &mut Vec<f32>) {
+    tmp.clear();
+    tmp.extend_from_slice(x);
+    rms_norm_rows(tmp, w, eps, x);
 }
 
 fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {

@@ -86,11 +86,12 @@ pub mod f16v {
     }
 }
 
-/// One query head against `n_kv` cached positions.
-/// `k_at(i)` / `v_at(i)` give the f16 key/value head vectors of position i.
+/// One query head against the cached positions `kv` (a sliding window starts
+/// past 0). `k_at(i)` / `v_at(i)` give the f16 key/value head vectors of
+/// position i.
 pub fn attend_f16<'a>(
     q: &[f32],
-    n_kv: usize,
+    kv: std::ops::Range<usize>,
     k_at: impl Fn(usize) -> &'a [u16],
     v_at: impl Fn(usize) -> &'a [u16],
     scale: f32,
@@ -107,7 +108,7 @@ pub fn attend_f16<'a>(
     acc.resize(dv, 0);
     let mut m = f32::NEG_INFINITY;
     let mut s_sum = 0.0f32;
-    for i in 0..n_kv {
+    for i in kv {
         let k = k_at(i);
         let mut s = f16v::dot(&k[..dk], qh) * scale;
         if softcap != 0.0 {

@@ -58,6 +58,37 @@ pub fn swiglu(g: &mut [f32], u: &[f32]) {
     }
 }
 
+/// GELU (tanh form) as ggml tabulates it at start-up, evaluated with the same
+/// contractions GCC makes there: (0.5x)(1 + tanh((s x) fma(a x, x, 1))).
+fn gelu_f32(x: f32) -> f32 {
+    let a = f32::from_bits(0x3D37_2713); // 0.044715
+    let s = f32::from_bits(0x3F4C_422A); // sqrt(2/pi)
+    let inner = (a * x).mul_add(x, 1.0);
+    (0.5 * x) * (1.0 + ((s * x) * inner).tanh())
+}
+
+/// ggml's GELU lookup: the f16 result for every f16 input.
+fn gelu_table() -> &'static [u16] {
+    static T: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    T.get_or_init(|| (0..=u16::MAX).map(|h| half::f16::from_f32(gelu_f32(half::f16::from_bits(h).to_f32())).to_bits()).collect())
+}
+
+/// y[i] = gelu(g[i]) * u[i] in place of g, as ggml's GeGLU: the input rounded
+/// to f16 and looked up, exact passes outside [-10, 10].
+pub fn geglu(g: &mut [f32], u: &[f32]) {
+    let t = gelu_table();
+    for (g, u) in g.iter_mut().zip(u) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            half::f16::from_bits(t[half::f16::from_f32(x).to_bits() as usize]).to_f32() * u
+        };
+    }
+}
+
 pub fn add_in_place(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
 }
