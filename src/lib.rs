@@ -8,4 +8,5 @@ pub mod perplexity;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
+pub mod chat;
 pub mod cli;

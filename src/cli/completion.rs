@@ -14,7 +14,14 @@ use std::time::Instant;
 const HELP: &str = "usage: rllama cli -m MODEL [-p PROMPT | -f FILE] [-n N] [-c N] [-b N] [-t N] [-s SEED]
   sampling: --temp T --top-k K --top-p P --min-p P --repeat-penalty X --repeat-last-n N
             --presence-penalty X --frequency-penalty X
-  other:    -e/--escape, --no-escape, --ignore-eos, -no-cnv, --log-disable, --verbose-prompt";
+  chat:     -cnv/--conversation, -no-cnv/--no-conversation, -sys/--system-prompt TEXT,
+            --chat-template NAME|JINJA, --chat-template-file FILE, -st/--single-turn,
+            -i/--interactive, -r/--reverse-prompt TEXT, --in-prefix TEXT, --in-suffix TEXT,
+            --multiline-input, --no-show-timings
+  other:    -e/--escape, --no-escape, --ignore-eos, --log-disable, --verbose-prompt
+
+In a chat: /exit (or EOF, or a second Ctrl-C) ends, /clear starts over, /regen redoes the
+last reply; Ctrl-C stops the current reply. A line ending in \\ continues on the next line.";
 
 pub struct CliOpts {
     pub model: Option<String>,
@@ -27,6 +34,16 @@ pub struct CliOpts {
     pub escape: bool,
     pub ignore_eos: bool,
     pub conversation: bool,
+    pub interactive: bool,
+    pub single_turn: bool,
+    pub system_prompt: String,
+    /// `--chat-template` (a built-in name or Jinja) or a template file's text.
+    pub chat_template: Option<String>,
+    pub reverse_prompts: Vec<String>,
+    pub in_prefix: String,
+    pub in_suffix: String,
+    pub multiline: bool,
+    pub show_timings: bool,
 }
 
 impl Default for CliOpts {
@@ -42,6 +59,15 @@ impl Default for CliOpts {
             escape: true,
             ignore_eos: false,
             conversation: false,
+            interactive: false,
+            single_turn: false,
+            system_prompt: String::new(),
+            chat_template: None,
+            reverse_prompts: Vec::new(),
+            in_prefix: String::new(),
+            in_suffix: String::new(),
+            multiline: false,
+            show_timings: true,
         }
     }
 }
@@ -77,6 +103,31 @@ pub fn parse(mut a: Args, conversation_default: bool) -> Result<Option<CliOpts>>
             "--ignore-eos" => o.ignore_eos = true,
             "-no-cnv" | "--no-conversation" => o.conversation = false,
             "-cnv" | "--conversation" => o.conversation = true,
+            "-i" | "--interactive" | "--interactive-first" => o.interactive = true,
+            "-st" | "--single-turn" => o.single_turn = true,
+            "-sys" | "--system-prompt" => o.system_prompt = a.value(&f)?,
+            "-sysf" | "--system-prompt-file" => {
+                let p = a.value(&f)?;
+                match std::fs::read(&p) {
+                    Ok(b) => o.system_prompt = String::from_utf8_lossy(&b).into_owned(),
+                    Err(e) => bail!("error: cannot read system prompt file {p}: {e}"),
+                }
+            }
+            "--chat-template" => o.chat_template = Some(a.value(&f)?),
+            "--chat-template-file" => {
+                let p = a.value(&f)?;
+                match std::fs::read(&p) {
+                    Ok(b) => o.chat_template = Some(String::from_utf8_lossy(&b).into_owned()),
+                    Err(e) => bail!("error: cannot read chat template file {p}: {e}"),
+                }
+            }
+            "-r" | "--reverse-prompt" => o.reverse_prompts.push(a.value(&f)?),
+            "--in-prefix" => o.in_prefix = a.value(&f)?,
+            "--in-suffix" => o.in_suffix = a.value(&f)?,
+            "--in-prefix-bos" | "--jinja" | "--no-jinja" | "--simple-io" | "--color" | "-co" => {}
+            "-mli" | "--multiline-input" => o.multiline = true,
+            "--show-timings" => o.show_timings = true,
+            "--no-show-timings" => o.show_timings = false,
             "--log-disable" | "--verbose-prompt" | "--no-warmup" | "--no-display-prompt" => {}
             // accepted for compatibility; their values change nothing on the CPU
             "-fa" | "--flash-attn" | "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
@@ -91,6 +142,9 @@ pub fn parse(mut a: Args, conversation_default: bool) -> Result<Option<CliOpts>>
     }
     if o.escape {
         o.prompt = process_escapes(&o.prompt);
+        o.in_prefix = process_escapes(&o.in_prefix);
+        o.in_suffix = process_escapes(&o.in_suffix);
+        o.reverse_prompts = o.reverse_prompts.iter().map(|r| process_escapes(r)).collect();
     }
     Ok(Some(o))
 }
@@ -102,10 +156,10 @@ pub fn set_threads(t: Option<usize>) {
 
 pub fn run(a: Args, conversation_default: bool) -> Result<()> {
     let Some(o) = parse(a, conversation_default)? else { return Ok(()) };
-    if o.conversation {
-        bail!("error: conversation mode is not available yet; use -no-cnv (or llama-completion) for raw completion");
-    }
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
+    if o.conversation || o.interactive {
+        return super::chat::run(&o, &model_path);
+    }
     set_threads(o.threads);
     let t_start = Instant::now();
     let model = Model::load(std::path::Path::new(&model_path))?;

@@ -1,5 +1,6 @@
 //! Front-ends: parse flags, print llama.cpp-style output. No maths here.
 pub mod args;
+pub mod chat;
 pub mod completion;
 pub mod tokenize;
 

@@ -1,0 +1,136 @@
+//! Chat templates of the three models rendered for a 3-turn conversation
+//! (expected strings written by hand from each template's text), and an
+//! end-to-end conversation through `rllama cli -cnv` on stdin.
+mod common;
+use rllama::chat::{ChatTemplate, Message};
+use rllama::gguf::GgufFile;
+use rllama::tokenizer::Tokenizer;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn conversation(system: bool) -> Vec<Message> {
+    let mut m = Vec::new();
+    if system {
+        m.push(Message::new("system", "You are terse."));
+    }
+    m.push(Message::new("user", "Hi!"));
+    m.push(Message::new("assistant", "Hello."));
+    m.push(Message::new("user", "What is 2+2?"));
+    m.push(Message::new("assistant", "4."));
+    m.push(Message::new("user", "And 3+3?"));
+    m
+}
+
+/// The ChatML turns every one of the three files ends up with (SmolLM2 and
+/// Qwen store ChatML-style templates; Gemma's file has none, so llama.cpp's
+/// ChatML fallback applies).
+fn chatml(system: &str) -> String {
+    format!(
+        "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n\
+         <|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n4.<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n\
+         <|im_start|>assistant\n"
+    )
+}
+
+fn template(file: &str, choice: Option<&str>) -> Option<ChatTemplate> {
+    let path = common::model(file)?;
+    let g = GgufFile::open(&path).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    Some(ChatTemplate::new(choice, &g, &tok).unwrap())
+}
+
+#[test]
+fn smollm2_template() {
+    let Some(t) = template(common::SMOLLM2, None) else { return };
+    assert_eq!(t.render(&conversation(true), true).unwrap(), chatml("You are terse."));
+    // without a system message the template supplies its own
+    let want = chatml("You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+    assert_eq!(t.render(&conversation(false), true).unwrap(), want);
+}
+
+#[test]
+fn qwen_template() {
+    let Some(t) = template(common::QWEN, None) else { return };
+    assert_eq!(t.render(&conversation(true), true).unwrap(), chatml("You are terse."));
+    let want = chatml("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
+    assert_eq!(t.render(&conversation(false), true).unwrap(), want);
+    // no generation prompt: ends after the last user turn
+    let s = t.render(&conversation(true), false).unwrap();
+    assert!(s.ends_with("And 3+3?<|im_end|>\n"), "{s:?}");
+}
+
+#[test]
+fn gemma_templates() {
+    let Some(t) = template(common::GEMMA, None) else { return };
+    assert_eq!(t.render(&conversation(true), true).unwrap(), chatml("You are terse."));
+    // the built-in gemma turn format; the leading <bos> is left to the tokenizer
+    let t = template(common::GEMMA, Some("gemma")).unwrap();
+    assert_eq!(
+        t.render(&conversation(true), true).unwrap(),
+        "<start_of_turn>user\nYou are terse.\n\nHi!<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n\
+         <start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n4.<end_of_turn>\n\
+         <start_of_turn>user\nAnd 3+3?<end_of_turn>\n<start_of_turn>model\n"
+    );
+}
+
+#[test]
+fn template_from_the_command_line() {
+    let Some(t) = template(common::SMOLLM2, Some("{% for m in messages %}[{{ m.role }}:{{ m.content | upper }}]{% endfor %}")) else {
+        return;
+    };
+    assert_eq!(t.render(&[Message::new("user", "hi")], true).unwrap(), "[user:HI]");
+}
+
+fn perf_count(stderr: &str, what: &str) -> usize {
+    let line = stderr.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what:?} line in {stderr}"));
+    let after = line.split('/').nth(1).unwrap();
+    after.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Two user turns on stdin: the second turn evaluates only the tokens the
+/// first did not (KV cache kept), and both replies end at the end-of-turn
+/// token, well before the -n limit.
+#[test]
+fn two_turns_reuse_the_cache_and_stop_at_end_of_turn() {
+    let Some(path) = common::model(common::SMOLLM2) else { return };
+    let mut child = Command::new(common::bin())
+        .args(["cli", "-m", path.to_str().unwrap(), "-cnv", "--temp", "0", "-n", "200", "-t", "2"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Say hello.\nSay goodbye.\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stdout.matches("[ Prompt:").count(), 2, "{stdout}");
+    assert!(stdout.contains("> Say goodbye.\n"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("Exiting..."), "{stdout}");
+
+    // tokens of the whole conversation at the second turn
+    let g = GgufFile::open(&path).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let t = ChatTemplate::new(None, &g, &tok).unwrap();
+    let first = tok.encode(&t.render(&[Message::new("user", "Say hello.")], true).unwrap(), true, true).unwrap();
+    let prompt_tokens = perf_count(&stderr, "prompt eval time");
+    let sampled = perf_count(&stderr, "sampling time");
+    let evaluated = perf_count(&stderr, "  eval time");
+    // each reply's last sampled token is the end of turn, never evaluated
+    assert_eq!(sampled, evaluated + 2, "{stderr}");
+    assert!(evaluated < 2 * 200, "{stderr}");
+    // turn 2 re-renders turn 1 + reply + the new message; with the cache kept it
+    // evaluates only what follows the reply
+    let reply1 = stdout.split("> Say goodbye.").next().unwrap();
+    let reply1 = reply1.rsplit("Say hello.\n").next().unwrap().split("\n\n[ Prompt:").next().unwrap().trim_end_matches('\n');
+    let msgs = [Message::new("user", "Say hello."), Message::new("assistant", reply1), Message::new("user", "Say goodbye.")];
+    let second = tok.encode(&t.render(&msgs, true).unwrap(), true, true).unwrap();
+    assert!(
+        prompt_tokens < first.len() + second.len() - first.len() / 2,
+        "prompt tokens {prompt_tokens}: turn 1 {} + turn 2 {} suggests the cache was not reused",
+        first.len(),
+        second.len()
+    );
+    assert!(prompt_tokens <= second.len(), "prompt tokens {prompt_tokens} > whole conversation {}", second.len());
+}
