@@ -157,7 +157,7 @@ pub fn run(o: &CliOpts, model_path: &str) -> Result<()> {
     let tok = Tokenizer::from_gguf(&model.g)?;
     let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
     let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
-    let mut sess = Session::new(&model, n_ctx, o.n_batch);
+    let mut sess = Session::new(&model, n_ctx, o.n_batch.min(o.n_ubatch));
     let mut sampler = Sampler::new(o.sampling.clone());
     install_ctrl_c();
     if o.conversation {

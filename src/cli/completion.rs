@@ -29,6 +29,8 @@ pub struct CliOpts {
     pub n_predict: i64,
     pub n_ctx: usize,
     pub n_batch: usize,
+    /// Tokens per forward pass (llama.cpp's micro-batch).
+    pub n_ubatch: usize,
     pub threads: Option<usize>,
     pub sampling: SamplerParams,
     pub escape: bool,
@@ -54,6 +56,7 @@ impl Default for CliOpts {
             n_predict: -1,
             n_ctx: 4096,
             n_batch: 2048,
+            n_ubatch: 512,
             threads: None,
             sampling: SamplerParams::default(),
             escape: true,
@@ -87,7 +90,8 @@ pub fn parse(mut a: Args, conversation_default: bool) -> Result<Option<CliOpts>>
             }
             "-n" | "--n-predict" | "--predict" => o.n_predict = a.parse(&f)?,
             "-c" | "--ctx-size" => o.n_ctx = a.parse(&f)?,
-            "-b" | "--batch-size" | "-ub" | "--ubatch-size" => o.n_batch = a.parse(&f)?,
+            "-b" | "--batch-size" => o.n_batch = a.parse(&f)?,
+            "-ub" | "--ubatch-size" => o.n_ubatch = a.parse(&f)?,
             "-t" | "--threads" | "-tb" | "--threads-batch" => o.threads = Some(a.parse(&f)?),
             "-s" | "--seed" => o.sampling.seed = a.parse::<i64>(&f).map(|s| s as u32)?,
             "--temp" => o.sampling.temp = a.parse(&f)?,
@@ -174,7 +178,7 @@ pub fn run(a: Args, conversation_default: bool) -> Result<()> {
     if prompt_toks.len() > n_ctx.saturating_sub(4) {
         bail!("error: prompt is too long ({} tokens, max {})", prompt_toks.len(), n_ctx.saturating_sub(4));
     }
-    let mut sess = Session::new(&model, n_ctx, o.n_batch);
+    let mut sess = Session::new(&model, n_ctx, o.n_batch.min(o.n_ubatch));
     let mut sampler = Sampler::new(o.sampling.clone());
     let mut out = std::io::stdout().lock();
     let mut stream = Utf8Stream::default();

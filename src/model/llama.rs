@@ -7,8 +7,8 @@ use super::config::FfnAct;
 use super::{Config, Outputs};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
-use crate::ops::attention::attend_f16;
-use crate::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
+use crate::ops::attention::{attend_f16, attend_tiled, FA_TILE};
+use crate::ops::matmul::{matmul_q, matmul_q_in_batch, quantize_acts, QMatrix, QuantizedActs};
 use crate::ops::norm::rms_norm_rows;
 use crate::ops::rope::{rope_apply, rope_cache};
 use crate::ops::{add_in_place, geglu, swiglu};
@@ -238,31 +238,30 @@ impl Model {
             let (kdim, vdim) = (kv.k_dim, kv.v_dim);
             let group = nh / nkv;
             let q = &s.q;
+            // ggml switches to its tiled f32 kernel from FA_TILE queries on
+            let tiled = n >= FA_TILE;
             s.att.par_chunks_mut(hv).enumerate().for_each_init(
-                || (Vec::new(), Vec::new()),
-                |(qh, acc), (i, out)| {
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(qh, acc, acc32), (i, out)| {
                     let (ri, h) = (i / nh, i % nh);
                     let t = rows[ri];
                     let kvh = h / group;
                     let p = pos0 + t;
                     let first = if swa { (p + 1).saturating_sub(c.swa_window) } else { 0 };
                     let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
-                    attend_f16(
-                        qv,
-                        first..p + 1,
-                        |p| &kl[p * kdim + kvh * hk..p * kdim + (kvh + 1) * hk],
-                        |p| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv],
-                        scale,
-                        0.0,
-                        out,
-                        qh,
-                        acc,
-                    );
+                    let k_at = |p: usize| &kl[p * kdim + kvh * hk..p * kdim + (kvh + 1) * hk];
+                    let v_at = |p: usize| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv];
+                    if tiled {
+                        attend_tiled(qv, first..p + 1, k_at, v_at, scale, out, acc32);
+                    } else {
+                        attend_f16(qv, first..p + 1, k_at, v_at, scale, 0.0, out, qh, acc);
+                    }
                 },
             );
             dbg_sum(&format!("kqv_out-{il}"), &s.att);
             s.o.resize(nr * d, 0.0);
-            self.mm(&l.wo, &s.att, nr, &mut s.qa, &mut s.o, true);
+            quantize_acts(&l.wo, &s.att[..nr * l.wo.cols], nr, &mut s.qa);
+            matmul_q_in_batch(g, &l.wo, &s.qa, &mut s.o[..nr * d], Some((n, &rows)));
             if last && nr != n_cur {
                 let mut nx = vec![0.0f32; nr * d];
                 for (i, &r) in rows.iter().enumerate() {

@@ -132,3 +132,80 @@ pub fn attend_f16<'a>(
         out[d] = h2f(acc[d]) * inv;
     }
 }
+
+/// Key positions per tile of ggml's tiled flash attention.
+pub const FA_TILE: usize = 64;
+
+/// One query head the way ggml's tiled flash attention computes batches of
+/// at least `FA_TILE` queries: the query stays f32, K and V are widened to
+/// f32, and the keys go in tiles of 64 positions (aligned at multiples of 64):
+/// scores as fused chains over the head dimension, one online-softmax update
+/// per tile (libm exp for the rescale, ggml_v_expf and the AVX-512 reduction
+/// tree for the weights, their sum in f64), values as fused chains over the
+/// tile into an f32 accumulator.
+pub fn attend_tiled<'a>(
+    q: &[f32],
+    kv: std::ops::Range<usize>,
+    k_at: impl Fn(usize) -> &'a [u16],
+    v_at: impl Fn(usize) -> &'a [u16],
+    scale: f32,
+    out: &mut [f32],
+    acc: &mut Vec<f32>,
+) {
+    let dv = out.len();
+    acc.clear();
+    acc.resize(dv, 0.0);
+    let mut m = f32::NEG_INFINITY;
+    let mut s_sum = 0.0f32;
+    let mut w = [0f32; FA_TILE];
+    let mut t0 = kv.start / FA_TILE * FA_TILE;
+    while t0 < kv.end {
+        let mut tile_max = f32::NEG_INFINITY;
+        for (tk, wk) in w.iter_mut().enumerate() {
+            let p = t0 + tk;
+            *wk = if kv.contains(&p) {
+                let k = k_at(p);
+                let mut s = 0.0f32;
+                for (&qd, &kd) in q.iter().zip(k) {
+                    s = qd.mul_add(h2f(kd), s);
+                }
+                s * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+            tile_max = if tile_max > *wk { tile_max } else { *wk };
+        }
+        if tile_max != f32::NEG_INFINITY {
+            let m_new = m.max(tile_max);
+            if m_new > m {
+                let ms = (m - m_new).exp();
+                acc.iter_mut().for_each(|a| *a *= ms);
+                s_sum *= ms;
+            }
+            m = m_new;
+            let mut sum = 0.0f64;
+            for g in w.chunks_mut(16) {
+                for x in g.iter_mut() {
+                    *x = super::expf_ggml(*x - m);
+                }
+                sum += f16v::reduce16(&(&*g).try_into().unwrap()) as f64;
+            }
+            s_sum = (s_sum as f64 + sum) as f32;
+            for (tk, &wk) in w.iter().enumerate() {
+                let p = t0 + tk;
+                if !kv.contains(&p) {
+                    continue; // weight 0: ggml's fused add of 0 * v changes nothing
+                }
+                let v = v_at(p);
+                for (a, &vd) in acc.iter_mut().zip(&v[..dv]) {
+                    *a = wk.mul_add(h2f(vd), *a);
+                }
+            }
+        }
+        t0 += FA_TILE;
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    for (o, a) in out.iter_mut().zip(acc.iter()) {
+        *o = a * inv;
+    }
+}

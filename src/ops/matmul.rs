@@ -89,6 +89,13 @@ pub fn quantize_acts(w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs) {
 
 /// out[t * w.rows + r] = W[r] . x[t] for t < q.n, with `x` already quantized.
 pub fn matmul_q(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32]) {
+    matmul_q_in_batch(g, w, q, out, None)
+}
+
+/// `matmul_q` for rows that stand for tokens `ids` of a batch of `n` tokens:
+/// the rounding ggml uses depends on the batch, and llama.cpp multiplies the
+/// whole batch where only some rows are kept (the last layer's outputs).
+pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch: Option<(usize, &[usize])>) {
     let n = q.n;
     assert_eq!(q.act, Some(w.kern.act));
     assert!(out.len() >= n * w.rows);
@@ -105,7 +112,10 @@ pub fn matmul_q(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32]) {
         for r in c * chunk..((c + 1) * chunk).min(rows) {
             let wr = &data[r * wrb..(r + 1) * wrb];
             for t in 0..n {
-                let dot = kern.dot_for(n, t);
+                let dot = match batch {
+                    Some((nb, ids)) => kern.dot_for(nb, ids[t]),
+                    None => kern.dot_for(n, t),
+                };
                 let v = dot(wr, &acts[t * rb..(t + 1) * rb]);
                 // SAFETY: (t, r) pairs are disjoint across tasks and within bounds (asserted above).
                 unsafe { *p.0.add(t * rows + r) = v };
