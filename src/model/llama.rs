@@ -238,26 +238,41 @@ impl Model {
             let (kdim, vdim) = (kv.k_dim, kv.v_dim);
             let group = nh / nkv;
             let q = &s.q;
-            // ggml switches to its tiled f32 kernel from FA_TILE queries on
-            let tiled = n >= FA_TILE;
-            s.att.par_chunks_mut(hv).enumerate().for_each_init(
-                || (Vec::new(), Vec::new(), Vec::new()),
-                |(qh, acc, acc32), (i, out)| {
-                    let (ri, h) = (i / nh, i % nh);
-                    let t = rows[ri];
-                    let kvh = h / group;
-                    let p = pos0 + t;
-                    let first = if swa { (p + 1).saturating_sub(c.swa_window) } else { 0 };
-                    let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
-                    let k_at = |p: usize| &kl[p * kdim + kvh * hk..p * kdim + (kvh + 1) * hk];
-                    let v_at = |p: usize| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv];
-                    if tiled {
-                        attend_tiled(qv, first..p + 1, k_at, v_at, scale, out, acc32);
-                    } else {
-                        attend_f16(qv, first..p + 1, k_at, v_at, scale, 0.0, out, qh, acc);
+            let first_pos = |t: usize| if swa { (pos0 + t + 1).saturating_sub(c.swa_window) } else { 0 };
+            let k_at = |kvh: usize| move |p: usize| &kl[p * kdim + kvh * hk..p * kdim + (kvh + 1) * hk];
+            let v_at = |kvh: usize| move |p: usize| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv];
+            if n >= FA_TILE {
+                // ggml's tiled f32 kernel: per head, blocks of FA_TILE query rows
+                let blocks: Vec<(usize, usize)> =
+                    (0..nh).flat_map(|h| (0..nr).step_by(FA_TILE).map(move |r0| (h, r0))).collect();
+                let res: Vec<Vec<f32>> = blocks
+                    .par_iter()
+                    .map(|&(h, r0)| {
+                        let rr = &rows[r0..(r0 + FA_TILE).min(nr)];
+                        let qs: Vec<&[f32]> = rr.iter().map(|&t| &q[(t * nh + h) * hk..(t * nh + h + 1) * hk]).collect();
+                        let ranges: Vec<_> = rr.iter().map(|&t| first_pos(t)..pos0 + t + 1).collect();
+                        let mut o = vec![0f32; rr.len() * hv];
+                        attend_tiled(&qs, &ranges, k_at(h / group), v_at(h / group), scale, hv, &mut o);
+                        o
+                    })
+                    .collect();
+                for (&(h, r0), o) in blocks.iter().zip(&res) {
+                    for (k, ov) in o.chunks(hv).enumerate() {
+                        let ri = r0 + k;
+                        s.att[(ri * nh + h) * hv..(ri * nh + h + 1) * hv].copy_from_slice(ov);
                     }
-                },
-            );
+                }
+            } else {
+                s.att.par_chunks_mut(hv).enumerate().for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(qh, acc), (i, out)| {
+                        let (ri, h) = (i / nh, i % nh);
+                        let t = rows[ri];
+                        let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
+                        attend_f16(qv, first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group), scale, 0.0, out, qh, acc);
+                    },
+                );
+            }
             dbg_sum(&format!("kqv_out-{il}"), &s.att);
             s.o.resize(nr * d, 0.0);
             quantize_acts(&l.wo, &s.att[..nr * l.wo.cols], nr, &mut s.qa);

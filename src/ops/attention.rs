@@ -136,76 +136,146 @@ pub fn attend_f16<'a>(
 /// Key positions per tile of ggml's tiled flash attention.
 pub const FA_TILE: usize = 64;
 
-/// One query head the way ggml's tiled flash attention computes batches of
-/// at least `FA_TILE` queries: the query stays f32, K and V are widened to
+/// Queries of one head the way ggml's tiled flash attention computes batches
+/// of at least `FA_TILE` queries: each query stays f32, K and V are widened to
 /// f32, and the keys go in tiles of 64 positions (aligned at multiples of 64):
 /// scores as fused chains over the head dimension, one online-softmax update
 /// per tile (libm exp for the rescale, ggml_v_expf and the AVX-512 reduction
 /// tree for the weights, their sum in f64), values as fused chains over the
-/// tile into an f32 accumulator.
+/// tile into an f32 accumulator. `ranges[i]` are the positions query i sees;
+/// `out` holds the results, `dv` per query.
 pub fn attend_tiled<'a>(
-    q: &[f32],
-    kv: std::ops::Range<usize>,
+    qs: &[&[f32]],
+    ranges: &[std::ops::Range<usize>],
     k_at: impl Fn(usize) -> &'a [u16],
     v_at: impl Fn(usize) -> &'a [u16],
     scale: f32,
+    dv: usize,
     out: &mut [f32],
-    acc: &mut Vec<f32>,
 ) {
-    let dv = out.len();
-    acc.clear();
-    acc.resize(dv, 0.0);
-    let mut m = f32::NEG_INFINITY;
-    let mut s_sum = 0.0f32;
-    let mut w = [0f32; FA_TILE];
-    let mut t0 = kv.start / FA_TILE * FA_TILE;
-    while t0 < kv.end {
-        let mut tile_max = f32::NEG_INFINITY;
-        for (tk, wk) in w.iter_mut().enumerate() {
-            let p = t0 + tk;
-            *wk = if kv.contains(&p) {
-                let k = k_at(p);
-                let mut s = 0.0f32;
-                for (&qd, &kd) in q.iter().zip(k) {
-                    s = qd.mul_add(h2f(kd), s);
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::simd::has_avx2() {
+        // SAFETY: avx2/fma detected at run time; the body is plain Rust.
+        return unsafe { tiled_fma(qs, ranges, &k_at, &v_at, scale, dv, out) };
+    }
+    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tiled_fma<'a>(
+    qs: &[&[f32]],
+    ranges: &[std::ops::Range<usize>],
+    k_at: &dyn Fn(usize) -> &'a [u16],
+    v_at: &dyn Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+) {
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out)
+}
+
+/// The tiled kernel; the loops over keys and over value dimensions are the
+/// independent lanes (the compiler vectorises them), each lane a sequential
+/// fused chain as in ggml's simd_gemm.
+#[inline(always)]
+fn tiled_body<'a>(
+    qs: &[&[f32]],
+    ranges: &[std::ops::Range<usize>],
+    k_at: &dyn Fn(usize) -> &'a [u16],
+    v_at: &dyn Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+) {
+    const T: usize = FA_TILE;
+    let nq = qs.len();
+    if nq == 0 {
+        return;
+    }
+    let dk = qs[0].len();
+    let lo = ranges.iter().map(|r| r.start).min().unwrap_or(0) / T * T;
+    let hi = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+    let mut kt = vec![0f32; dk * T]; // [d][key]
+    let mut vt = vec![0f32; T * dv]; // [key][d]
+    let mut m = vec![f32::NEG_INFINITY; nq];
+    let mut s_sum = vec![0f32; nq];
+    let acc = &mut out[..nq * dv];
+    acc.iter_mut().for_each(|a| *a = 0.0);
+    let mut w = [0f32; T];
+    let mut t0 = lo;
+    while t0 < hi {
+        let n_in = (hi - t0).min(T);
+        for tk in 0..T {
+            if tk < n_in {
+                let k = k_at(t0 + tk);
+                for d in 0..dk {
+                    kt[d * T + tk] = h2f(k[d]);
                 }
-                s * scale
+                let v = v_at(t0 + tk);
+                for d in 0..dv {
+                    vt[tk * dv + d] = h2f(v[d]);
+                }
             } else {
-                f32::NEG_INFINITY
-            };
-            tile_max = if tile_max > *wk { tile_max } else { *wk };
-        }
-        if tile_max != f32::NEG_INFINITY {
-            let m_new = m.max(tile_max);
-            if m_new > m {
-                let ms = (m - m_new).exp();
-                acc.iter_mut().for_each(|a| *a *= ms);
-                s_sum *= ms;
+                for d in 0..dk {
+                    kt[d * T + tk] = 0.0;
+                }
             }
-            m = m_new;
+        }
+        for (i, q) in qs.iter().enumerate() {
+            let r = &ranges[i];
+            if r.end <= t0 || r.start >= t0 + T {
+                continue;
+            }
+            let mut sc = [0f32; T];
+            for d in 0..dk {
+                let qd = q[d];
+                let row = &kt[d * T..d * T + T];
+                for j in 0..T {
+                    sc[j] = qd.mul_add(row[j], sc[j]);
+                }
+            }
+            let mut tile_max = f32::NEG_INFINITY;
+            for j in 0..T {
+                let p = t0 + j;
+                w[j] = if p >= r.start && p < r.end { sc[j] * scale } else { f32::NEG_INFINITY };
+                tile_max = if tile_max > w[j] { tile_max } else { w[j] };
+            }
+            if tile_max == f32::NEG_INFINITY {
+                continue;
+            }
+            let a = &mut acc[i * dv..(i + 1) * dv];
+            let m_new = m[i].max(tile_max);
+            if m_new > m[i] {
+                let ms = (m[i] - m_new).exp();
+                a.iter_mut().for_each(|x| *x *= ms);
+                s_sum[i] *= ms;
+            }
+            m[i] = m_new;
             let mut sum = 0.0f64;
             for g in w.chunks_mut(16) {
                 for x in g.iter_mut() {
-                    *x = super::expf_ggml(*x - m);
+                    *x = super::expf_ggml(*x - m_new);
                 }
                 sum += f16v::reduce16(&(&*g).try_into().unwrap()) as f64;
             }
-            s_sum = (s_sum as f64 + sum) as f32;
-            for (tk, &wk) in w.iter().enumerate() {
-                let p = t0 + tk;
-                if !kv.contains(&p) {
+            s_sum[i] = (s_sum[i] as f64 + sum) as f32;
+            for j in 0..T {
+                let p = t0 + j;
+                if p < r.start || p >= r.end {
                     continue; // weight 0: ggml's fused add of 0 * v changes nothing
                 }
-                let v = v_at(p);
-                for (a, &vd) in acc.iter_mut().zip(&v[..dv]) {
-                    *a = wk.mul_add(h2f(vd), *a);
+                let wj = w[j];
+                let vrow = &vt[j * dv..(j + 1) * dv];
+                for d in 0..dv {
+                    a[d] = wj.mul_add(vrow[d], a[d]);
                 }
             }
         }
-        t0 += FA_TILE;
+        t0 += T;
     }
-    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    for (o, a) in out.iter_mut().zip(acc.iter()) {
-        *o = a * inv;
+    for i in 0..nq {
+        let inv = if s_sum[i] == 0.0 { 0.0 } else { 1.0 / s_sum[i] };
+        acc[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= inv);
     }
 }
