@@ -1,12 +1,13 @@
 //! Front-ends: parse flags, print llama.cpp-style output. No maths here.
 pub mod args;
+pub mod bench;
 pub mod chat;
 pub mod completion;
 pub mod tokenize;
 
 use anyhow::Result;
 
-const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize when called by those names.";
+const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench when called by those names.";
 
 /// Which front-end a program name (multicall symlink) stands for.
 pub fn command_for_program(name: &str) -> Option<&'static str> {
@@ -16,6 +17,7 @@ pub fn command_for_program(name: &str) -> Option<&'static str> {
         "llama-cli" => "cli-cnv",
         "llama-completion" | "llama-simple" => "cli",
         "llama-tokenize" => "tokenize",
+        "llama-bench" => "bench",
         _ => return None,
     })
 }
@@ -34,6 +36,7 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
     };
     match cmd.as_str() {
         "tokenize" => tokenize::run(args::Args::new("rllama tokenize", rest)),
+        "bench" => bench::run(args::Args::new("rllama bench", rest)),
         "cli" | "completion" => completion::run(args::Args::new("rllama cli", rest), false),
         "cli-cnv" => completion::run(args::Args::new("llama-cli", rest), true),
         "-h" | "--help" | "help" => {

@@ -1,0 +1,714 @@
+//! `rllama bench` (alias `llama-bench`): llama-bench's tests, statistics and
+//! output formats. pp = one prompt of random tokens processed in batches; tg =
+//! one token per step; pg = both; each test warmed up once, then repeated -r
+//! times, reporting the mean and sample standard deviation of per-repetition
+//! tokens per second.
+
+use super::args::Args;
+use crate::decode::Session;
+use crate::model::Model;
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use std::io::Write;
+use std::time::Instant;
+
+const HELP: &str = "usage: rllama bench [options]
+  -m, --model FILE         (several, or comma separated)
+  -p, --n-prompt N         (default: 512)
+  -n, --n-gen N            (default: 128)
+  -pg PP,TG                prompt then generation
+  -d, --n-depth N          tokens in the KV cache before the test (default: 0)
+  -b, --batch-size N       (default: 2048)
+  -ub, --ubatch-size N     (default: 512)
+  -t, --threads N          (default: number of cores)
+  -r, --repetitions N      (default: 5)
+  -o, --output FMT         md|csv|json|jsonl (default: md)
+  -oe, --output-err FMT    md|csv|json|jsonl|none (default: none)
+  --no-warmup, --progress, -v
+Several values: comma lists, or ranges first-last, first-last+step, first-last*mult.
+Accepted and ignored (CPU only): -ngl, -fa, -mmp, -sm, -mg, -nkvo, -ctk f16, -ctv f16, --numa, --prio, --delay.";
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Format {
+    None,
+    Md,
+    Csv,
+    Json,
+    Jsonl,
+}
+
+fn parse_format(s: &str) -> Result<Format> {
+    Ok(match s {
+        "none" => Format::None,
+        "md" => Format::Md,
+        "csv" => Format::Csv,
+        "json" => Format::Json,
+        "jsonl" => Format::Jsonl,
+        _ => bail!("error: unknown output format {s:?} (md, csv, json, jsonl)"),
+    })
+}
+
+/// llama-bench's integer lists: `a,b,c`, `first-last`, `first-last+step`, `first-last*mult`.
+pub fn parse_int_range(s: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let bad = || anyhow::anyhow!("error: invalid range {s:?}");
+        let (first, rest) = match part.find('-') {
+            Some(i) => (&part[..i], Some(&part[i + 1..])),
+            None => (part, None),
+        };
+        let first: usize = first.parse().map_err(|_| bad())?;
+        let (last, op, step) = match rest {
+            None => (first, '+', 1),
+            Some(r) => match r.find(['+', '*']) {
+                Some(i) => (
+                    r[..i].parse::<usize>().map_err(|_| bad())?,
+                    r.as_bytes()[i] as char,
+                    r[i + 1..].parse::<usize>().map_err(|_| bad())?,
+                ),
+                None => (r.parse::<usize>().map_err(|_| bad())?, '+', 1),
+            },
+        };
+        let mut i = first;
+        while i <= last {
+            out.push(i);
+            let next = if op == '+' { i + step } else { i * step };
+            if next <= i {
+                bail!("error: invalid range {s:?}");
+            }
+            i = next;
+        }
+    }
+    Ok(out)
+}
+
+pub struct BenchOpts {
+    pub models: Vec<String>,
+    pub n_prompt: Vec<usize>,
+    pub n_gen: Vec<usize>,
+    pub n_pg: Vec<(usize, usize)>,
+    pub n_depth: Vec<usize>,
+    pub n_batch: Vec<usize>,
+    pub n_ubatch: Vec<usize>,
+    pub threads: Vec<usize>,
+    pub reps: usize,
+    pub output: Format,
+    pub output_err: Format,
+    pub warmup: bool,
+    pub progress: bool,
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
+}
+
+pub fn parse(mut a: Args) -> Result<Option<BenchOpts>> {
+    let mut o = BenchOpts {
+        models: vec![],
+        n_prompt: vec![],
+        n_gen: vec![],
+        n_pg: vec![],
+        n_depth: vec![],
+        n_batch: vec![],
+        n_ubatch: vec![],
+        threads: vec![],
+        reps: 5,
+        output: Format::Md,
+        output_err: Format::None,
+        warmup: true,
+        progress: false,
+    };
+    while let Some(f) = a.next_flag() {
+        match f.as_str() {
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return Ok(None);
+            }
+            "-m" | "--model" => o.models.extend(a.value(&f)?.split(',').map(String::from)),
+            "-p" | "--n-prompt" => o.n_prompt.extend(parse_int_range(&a.value(&f)?)?),
+            "-n" | "--n-gen" => o.n_gen.extend(parse_int_range(&a.value(&f)?)?),
+            "-pg" => {
+                let v = a.value(&f)?;
+                let p: Vec<&str> = v.split(',').collect();
+                let (Some(pp), Some(tg), 2) = (p.first().and_then(|x| x.parse().ok()), p.get(1).and_then(|x| x.parse().ok()), p.len()) else {
+                    bail!("error: invalid value {v:?} for -pg (expected PP,TG)")
+                };
+                o.n_pg.push((pp, tg));
+            }
+            "-d" | "--n-depth" => o.n_depth.extend(parse_int_range(&a.value(&f)?)?),
+            "-b" | "--batch-size" => o.n_batch.extend(parse_int_range(&a.value(&f)?)?),
+            "-ub" | "--ubatch-size" => o.n_ubatch.extend(parse_int_range(&a.value(&f)?)?),
+            "-t" | "--threads" => o.threads.extend(parse_int_range(&a.value(&f)?)?),
+            "-r" | "--repetitions" => o.reps = a.parse(&f)?,
+            "-o" | "--output" => o.output = parse_format(&a.value(&f)?)?,
+            "-oe" | "--output-err" => o.output_err = parse_format(&a.value(&f)?)?,
+            "--no-warmup" => o.warmup = false,
+            "--progress" => o.progress = true,
+            "-v" | "--verbose" => {}
+            "-ngl" | "--n-gpu-layers" | "-fa" | "--flash-attn" | "-mmp" | "--mmap" | "-sm" | "--split-mode"
+            | "-mg" | "--main-gpu" | "-nkvo" | "--no-kv-offload" | "--numa" | "--prio" | "--delay" | "--poll"
+            | "-embd" | "--embeddings" | "--repack" => {
+                a.value(&f)?;
+            }
+            "-ctk" | "--cache-type-k" | "-ctv" | "--cache-type-v" => {
+                let v = a.value(&f)?;
+                if v != "f16" {
+                    bail!("error: {f} {v}: only f16 is supported by rllama bench");
+                }
+            }
+            _ => return Err(a.unknown(&f)),
+        }
+    }
+    if o.models.is_empty() {
+        bail!("error: a model is required (-m MODEL)");
+    }
+    if o.reps == 0 {
+        bail!("error: -r must be at least 1");
+    }
+    if o.n_prompt.is_empty() {
+        o.n_prompt.push(512);
+    }
+    if o.n_gen.is_empty() {
+        o.n_gen.push(128);
+    }
+    for (v, d) in [(&mut o.n_depth, 0), (&mut o.n_batch, 2048), (&mut o.n_ubatch, 512), (&mut o.threads, default_threads())] {
+        if v.is_empty() {
+            v.push(d);
+        }
+    }
+    if o.n_batch.contains(&0) || o.n_ubatch.contains(&0) || o.threads.contains(&0) {
+        bail!("error: -b, -ub and -t must be at least 1");
+    }
+    Ok(Some(o))
+}
+
+/// One test to run: llama-bench's cmd_params_instance, the parts rllama has.
+#[derive(Clone, Debug)]
+struct Instance {
+    model: String,
+    n_prompt: usize,
+    n_gen: usize,
+    n_depth: usize,
+    n_batch: usize,
+    n_ubatch: usize,
+    threads: usize,
+}
+
+fn instances(o: &BenchOpts) -> Vec<Instance> {
+    let mut v = Vec::new();
+    for m in &o.models {
+        for &n_batch in &o.n_batch {
+            for &n_ubatch in &o.n_ubatch {
+                for &threads in &o.threads {
+                    for &n_depth in &o.n_depth {
+                        let base = Instance { model: m.clone(), n_prompt: 0, n_gen: 0, n_depth, n_batch, n_ubatch, threads };
+                        let tests = o.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0))
+                            .chain(o.n_gen.iter().filter(|&&g| g > 0).map(|&g| (0, g)))
+                            .chain(o.n_pg.iter().copied().filter(|&(p, g)| p > 0 || g > 0));
+                        for (p, g) in tests {
+                            v.push(Instance { n_prompt: p, n_gen: g, ..base.clone() });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    v
+}
+
+/// A finished test: llama-bench's `test` record.
+pub struct TestResult {
+    model_filename: String,
+    model_type: String,
+    model_size: u64,
+    model_n_params: u64,
+    inst_n_batch: usize,
+    inst_n_ubatch: usize,
+    n_threads: usize,
+    n_prompt: usize,
+    n_gen: usize,
+    n_depth: usize,
+    test_time: String,
+    samples_ns: Vec<u64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+}
+
+/// Sample standard deviation (n - 1), 0 for fewer than two samples, as llama-bench.
+fn stdev(v: &[f64]) -> f64 {
+    if v.len() < 2 {
+        return 0.0;
+    }
+    let m = mean(v);
+    let sq = v.iter().map(|x| x * x).sum::<f64>();
+    ((sq - v.len() as f64 * m * m) / (v.len() as f64 - 1.0)).max(0.0).sqrt()
+}
+
+impl TestResult {
+    fn ts(&self) -> Vec<f64> {
+        let n = (self.n_prompt + self.n_gen) as f64;
+        self.samples_ns.iter().map(|&t| 1e9 * n / t as f64).collect()
+    }
+    fn ns(&self) -> Vec<f64> {
+        self.samples_ns.iter().map(|&t| t as f64).collect()
+    }
+    pub fn avg_ts(&self) -> f64 {
+        mean(&self.ts())
+    }
+    pub fn stdev_ts(&self) -> f64 {
+        stdev(&self.ts())
+    }
+    fn test_name(&self) -> String {
+        let mut s = if self.n_prompt > 0 && self.n_gen == 0 {
+            format!("pp{}", self.n_prompt)
+        } else if self.n_gen > 0 && self.n_prompt == 0 {
+            format!("tg{}", self.n_gen)
+        } else {
+            format!("pp{}+tg{}", self.n_prompt, self.n_gen)
+        };
+        if self.n_depth > 0 {
+            s += &format!(" @ d{}", self.n_depth);
+        }
+        s
+    }
+
+    /// (field, value, kind) in llama-bench's field order; kind: s string, i int, b bool, f float.
+    fn fields(&self) -> Vec<(&'static str, String, char)> {
+        let n = |x: usize| x.to_string();
+        vec![
+            ("build_commit", BUILD_COMMIT.to_string(), 's'),
+            ("build_number", "0".into(), 'i'),
+            ("cpu_info", cpu_info(), 's'),
+            ("gpu_info", String::new(), 's'),
+            ("backends", "CPU".into(), 's'),
+            ("model_filename", self.model_filename.clone(), 's'),
+            ("model_type", self.model_type.clone(), 's'),
+            ("model_size", self.model_size.to_string(), 'i'),
+            ("model_n_params", self.model_n_params.to_string(), 'i'),
+            ("n_batch", n(self.inst_n_batch), 'i'),
+            ("n_ubatch", n(self.inst_n_ubatch), 'i'),
+            ("n_threads", n(self.n_threads), 'i'),
+            ("cpu_mask", "0x0".into(), 's'),
+            ("cpu_strict", "0".into(), 'b'),
+            ("poll", "50".into(), 'i'),
+            ("type_k", "f16".into(), 's'),
+            ("type_v", "f16".into(), 's'),
+            ("n_gpu_layers", "-1".into(), 'i'),
+            ("n_cpu_moe", "0".into(), 'i'),
+            ("split_mode", "layer".into(), 's'),
+            ("main_gpu", "0".into(), 'i'),
+            ("no_kv_offload", "0".into(), 'b'),
+            ("flash_attn", "-1".into(), 'i'),
+            ("devices", "auto".into(), 's'),
+            ("tensor_split", "0.00".into(), 's'),
+            ("tensor_buft_overrides", "none".into(), 's'),
+            ("load_mode", "auto".into(), 's'),
+            ("lazy_mode", "auto".into(), 's'),
+            ("embeddings", "0".into(), 'b'),
+            ("no_op_offload", "0".into(), 'i'),
+            ("no_host", "0".into(), 'b'),
+            ("repack", "1".into(), 'b'),
+            ("fit_target", "0".into(), 'i'),
+            ("fit_min_ctx", "0".into(), 'i'),
+            ("n_prompt", n(self.n_prompt), 'i'),
+            ("n_gen", n(self.n_gen), 'i'),
+            ("n_depth", n(self.n_depth), 'i'),
+            ("test_time", self.test_time.clone(), 's'),
+            ("avg_ns", format!("{}", mean(&self.ns()) as u64), 'i'),
+            ("stddev_ns", format!("{}", stdev(&self.ns()) as u64), 'i'),
+            ("avg_ts", format!("{:.6}", self.avg_ts()), 'f'),
+            ("stddev_ts", format!("{:.6}", self.stdev_ts()), 'f'),
+        ]
+    }
+}
+
+const BUILD_COMMIT: &str = match option_env!("RLLAMA_GIT_COMMIT") {
+    Some(c) => c,
+    None => "unknown",
+};
+
+fn cpu_info() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+fn json_value(v: &str, kind: char) -> String {
+    match kind {
+        's' => serde_json::Value::String(v.to_string()).to_string(),
+        'b' => (if v == "0" { "false" } else { "true" }).to_string(),
+        _ => v.to_string(),
+    }
+}
+
+fn join<T: std::fmt::Display>(v: &[T]) -> String {
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn fmt_ts(x: f64) -> String {
+    // C's %g with 6 significant digits, as std::to_string of a double is not: llama-bench joins samples_ts with operator<<.
+    let s = format!("{x:.6e}");
+    let (m, e) = s.split_once('e').unwrap();
+    let e: i32 = e.parse().unwrap();
+    if (-5..6).contains(&e) {
+        let decimals = (5 - e).max(0) as usize;
+        let t = format!("{x:.decimals$}");
+        if t.contains('.') { t.trim_end_matches('0').trim_end_matches('.').to_string() } else { t }
+    } else {
+        let m = m.trim_end_matches('0').trim_end_matches('.');
+        format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
+    }
+}
+
+/// Markdown columns: llama-bench shows threads for the CPU backend, n_batch /
+/// n_ubatch only when they differ from the defaults.
+fn md_columns(o: &BenchOpts) -> Vec<(&'static str, &'static str, i32)> {
+    let mut c = vec![("model", "model", -30), ("size", "size", 10), ("params", "params", 10), ("backend", "backend", -10), ("n_threads", "threads", 7)];
+    if o.n_batch != [2048] {
+        c.push(("n_batch", "n_batch", 7));
+    }
+    if o.n_ubatch != [512] {
+        c.push(("n_ubatch", "n_ubatch", 8));
+    }
+    c.push(("test", "test", 15));
+    c.push(("t/s", "t/s", 20));
+    c
+}
+
+pub struct Printer<'a> {
+    fmt: Format,
+    out: Box<dyn Write + 'a>,
+    first: bool,
+    cols: Vec<(&'static str, &'static str, i32)>,
+}
+
+fn pad(s: &str, w: i32) -> String {
+    let n = s.chars().count();
+    let wa = w.unsigned_abs() as usize;
+    if n >= wa {
+        s.to_string()
+    } else if w < 0 {
+        format!("{s}{}", " ".repeat(wa - n))
+    } else {
+        format!("{}{s}", " ".repeat(wa - n))
+    }
+}
+
+impl<'a> Printer<'a> {
+    pub fn new(fmt: Format, out: Box<dyn Write + 'a>, o: &BenchOpts) -> Self {
+        Printer { fmt, out, first: true, cols: md_columns(o) }
+    }
+
+    pub fn header(&mut self) -> Result<()> {
+        match self.fmt {
+            Format::Md => {
+                let mut l1 = String::from("|");
+                let mut l2 = String::from("|");
+                for &(_, name, w) in &self.cols {
+                    l1 += &format!(" {} |", pad(name, w));
+                    l2 += &format!(" {}{} |", "-".repeat(w.unsigned_abs() as usize - 1), if w > 0 { ':' } else { '-' });
+                }
+                writeln!(self.out, "{l1}\n{l2}")?;
+            }
+            Format::Csv => {
+                let dummy = TestResult::dummy();
+                let names: Vec<&str> = dummy.fields().iter().map(|f| f.0).collect();
+                writeln!(self.out, "{}", names.join(","))?;
+            }
+            Format::Json => writeln!(self.out, "[")?,
+            Format::Jsonl | Format::None => {}
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    pub fn test(&mut self, t: &TestResult) -> Result<()> {
+        match self.fmt {
+            Format::Md => {
+                let mut line = String::from("|");
+                for &(key, _, w) in &self.cols {
+                    let v = match key {
+                        "model" => t.model_type.clone(),
+                        "size" => {
+                            let s = t.model_size as f64;
+                            if t.model_size < 1 << 30 { format!("{:.2} MiB", s / 1048576.0) } else { format!("{:.2} GiB", s / 1073741824.0) }
+                        }
+                        "params" => {
+                            let p = t.model_n_params as f64;
+                            if t.model_n_params < 1_000_000_000 { format!("{:.2} M", p / 1e6) } else { format!("{:.2} B", p / 1e9) }
+                        }
+                        "backend" => "CPU".into(),
+                        "n_threads" => t.n_threads.to_string(),
+                        "n_batch" => t.inst_n_batch.to_string(),
+                        "n_ubatch" => t.inst_n_ubatch.to_string(),
+                        "test" => t.test_name(),
+                        _ => format!("{:.2} ± {:.2}", t.avg_ts(), t.stdev_ts()),
+                    };
+                    line += &format!(" {} |", pad(&v, w));
+                }
+                writeln!(self.out, "{line}")?;
+            }
+            Format::Csv => {
+                let vals: Vec<String> = t.fields().iter().map(|(_, v, _)| format!("\"{}\"", v.replace('"', "\"\""))).collect();
+                writeln!(self.out, "{}", vals.join(","))?;
+            }
+            Format::Json => {
+                if !self.first {
+                    writeln!(self.out, ",")?;
+                }
+                writeln!(self.out, "  {{")?;
+                for (k, v, kind) in t.fields() {
+                    writeln!(self.out, "    \"{k}\": {},", json_value(&v, kind))?;
+                }
+                writeln!(self.out, "    \"samples_ns\": [ {} ],", join(&t.samples_ns))?;
+                let ts: Vec<String> = t.ts().iter().map(|&x| fmt_ts(x)).collect();
+                writeln!(self.out, "    \"samples_ts\": [ {} ]", ts.join(", "))?;
+                write!(self.out, "  }}")?;
+            }
+            Format::Jsonl => {
+                let mut line = String::from("{");
+                for (k, v, kind) in t.fields() {
+                    line += &format!("\"{k}\": {}, ", json_value(&v, kind));
+                }
+                let ts: Vec<String> = t.ts().iter().map(|&x| fmt_ts(x)).collect();
+                line += &format!("\"samples_ns\": [ {} ],\"samples_ts\": [ {} ]}}", join(&t.samples_ns), ts.join(", "));
+                writeln!(self.out, "{line}")?;
+            }
+            Format::None => {}
+        }
+        self.first = false;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    pub fn footer(&mut self) -> Result<()> {
+        match self.fmt {
+            Format::Md => writeln!(self.out, "\nbuild: {BUILD_COMMIT} (0)")?,
+            Format::Json => writeln!(self.out, "\n]")?,
+            _ => {}
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}
+
+impl TestResult {
+    fn dummy() -> Self {
+        TestResult {
+            model_filename: String::new(),
+            model_type: String::new(),
+            model_size: 0,
+            model_n_params: 0,
+            inst_n_batch: 0,
+            inst_n_ubatch: 0,
+            n_threads: 0,
+            n_prompt: 0,
+            n_gen: 0,
+            n_depth: 0,
+            test_time: String::new(),
+            samples_ns: vec![],
+        }
+    }
+}
+
+/// llama.cpp's model description: `<arch> <size class> <file type>`.
+pub fn model_desc(m: &Model) -> String {
+    let c = &m.cfg;
+    let size = match (c.arch.as_str(), c.n_layer) {
+        ("llama", 16 | 22) => "1B",
+        ("llama", 26 | 28) => "3B",
+        ("llama", 30) => "256M",
+        ("llama", 32) => if c.n_vocab == 49152 { "3B" } else if c.n_vocab < 40000 { "7B" } else { "8B" },
+        ("llama", 36) => "8B",
+        ("llama", 40) => "13B",
+        ("qwen2", 24) => if c.n_embd == 1024 { "0.5B" } else { "1B" },
+        ("qwen2", 28) => if c.n_embd == 1536 { "1.5B" } else { "7B" },
+        ("qwen2", 32) => "7B",
+        ("qwen2", 36) => "3B",
+        ("gemma3", 18) => "270M",
+        ("gemma3", 26) => "1B",
+        ("gemma3", 34) => "4B",
+        ("gemma3", 48) => "12B",
+        ("gemma3", 62) => "27B",
+        _ => "?B",
+    };
+    format!("{} {size} {}", c.arch, ftype_name(m))
+}
+
+fn ftype_name(m: &Model) -> String {
+    let names = [
+        (0, "all F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (7, "Q8_0"), (8, "Q5_0"), (9, "Q5_1"),
+        (10, "Q2_K - Medium"), (11, "Q3_K - Small"), (12, "Q3_K - Medium"), (13, "Q3_K - Large"),
+        (14, "Q4_K - Small"), (15, "Q4_K - Medium"), (16, "Q5_K - Small"), (17, "Q5_K - Medium"),
+        (18, "Q6_K"), (21, "Q2_K - Small"), (25, "IQ4_NL - 4.5 bpw"), (30, "IQ4_XS - 4.25 bpw"), (32, "BF16"),
+    ];
+    match m.g.get_i64("general.file_type") {
+        Some(ft) => names.iter().find(|n| n.0 == ft).map(|n| n.1.to_string()).unwrap_or_else(|| "unknown, may not work".into()),
+        None => "all F32".into(),
+    }
+}
+
+fn utc_now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mth = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if mth <= 2 { 1 } else { 0 };
+    format!("{y:04}-{mth:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Random tokens for a prompt as llama-bench feeds them: BOS first when the model adds one.
+fn prompt_tokens(m: &Model, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<u32>) -> Vec<u32> {
+    let nv = m.cfg.n_vocab as u32;
+    (0..n).map(|i| if i == 0 { bos.unwrap_or_else(|| rng.gen_range(0..nv)) } else { rng.gen_range(0..nv) }).collect()
+}
+
+fn run_prompt(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<u32>) -> Result<()> {
+    let toks = prompt_tokens(s.model, rng, n, bos);
+    s.prompt(&toks)?;
+    Ok(())
+}
+
+fn run_gen(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<u32>) -> Result<()> {
+    let nv = s.model.cfg.n_vocab as u32;
+    let mut t = bos.unwrap_or_else(|| rng.gen_range(0..nv));
+    for _ in 0..n {
+        s.step(t)?;
+        t = rng.gen_range(0..nv);
+    }
+    Ok(())
+}
+
+fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng: &mut rand::rngs::StdRng, idx: usize, total: usize) -> Result<TestResult> {
+    let n_ctx = inst.n_prompt + inst.n_gen + inst.n_depth;
+    let mut s = Session::new(m, n_ctx.max(1), inst.n_batch.min(inst.n_ubatch));
+    let progress = |what: &str| {
+        if o.progress {
+            eprintln!("llama-bench: benchmark {idx}/{total}: {what}");
+        }
+    };
+    if o.warmup {
+        if inst.n_prompt > 0 {
+            progress("warmup prompt run");
+            run_prompt(&mut s, rng, inst.n_prompt, bos)?;
+        }
+        if inst.n_gen > 0 {
+            progress("warmup generation run");
+            if s.kv.len >= n_ctx {
+                s.kv.truncate(0);
+            }
+            run_gen(&mut s, rng, 1, bos)?;
+        }
+    }
+    let mut samples = Vec::with_capacity(o.reps);
+    for i in 0..o.reps {
+        s.kv.truncate(0);
+        if inst.n_depth > 0 {
+            progress(&format!("depth run {}/{}", i + 1, o.reps));
+            run_prompt(&mut s, rng, inst.n_depth, bos)?;
+        }
+        let t0 = Instant::now();
+        if inst.n_prompt > 0 {
+            progress(&format!("prompt run {}/{}", i + 1, o.reps));
+            run_prompt(&mut s, rng, inst.n_prompt, bos)?;
+        }
+        if inst.n_gen > 0 {
+            progress(&format!("generation run {}/{}", i + 1, o.reps));
+            run_gen(&mut s, rng, inst.n_gen, bos)?;
+        }
+        samples.push((t0.elapsed().as_nanos() as u64).max(1));
+    }
+    Ok(TestResult {
+        model_filename: inst.model.clone(),
+        model_type: model_desc(m),
+        model_size: m.g.tensors.iter().map(|t| t.n_bytes as u64).sum(),
+        model_n_params: m.n_params(),
+        inst_n_batch: inst.n_batch,
+        inst_n_ubatch: inst.n_ubatch,
+        n_threads: inst.threads,
+        n_prompt: inst.n_prompt,
+        n_gen: inst.n_gen,
+        n_depth: inst.n_depth,
+        test_time: utc_now_rfc3339(),
+        samples_ns: samples,
+    })
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let Some(o) = parse(a)? else { return Ok(()) };
+    let insts = instances(&o);
+    let mut p = Printer::new(o.output, Box::new(std::io::stdout()), &o);
+    let mut pe = Printer::new(o.output_err, Box::new(std::io::stderr()), &o);
+    p.header()?;
+    pe.header()?;
+    // llama-bench seeds nothing: std::rand's default stream. Ours is fixed too.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let mut loaded: Option<(String, Model, Option<u32>)> = None;
+    for (i, inst) in insts.iter().enumerate() {
+        if o.progress {
+            eprintln!("llama-bench: benchmark {}/{}: starting", i + 1, insts.len());
+        }
+        if loaded.as_ref().map(|l| &l.0) != Some(&inst.model) {
+            drop(loaded.take());
+            let m = Model::load(std::path::Path::new(&inst.model)).with_context(|| format!("error: failed to load model '{}'", inst.model))?;
+            let tok = crate::tokenizer::Tokenizer::from_gguf(&m.g)?;
+            let bos = if tok.add_bos { tok.bos } else { None };
+            loaded = Some((inst.model.clone(), m, bos));
+        }
+        let (_, m, bos) = loaded.as_ref().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(inst.threads).build()?;
+        let r = pool.install(|| run_instance(m, inst, &o, *bos, &mut rng, i + 1, insts.len()))?;
+        p.test(&r)?;
+        pe.test(&r)?;
+    }
+    p.footer()?;
+    pe.footer()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int_ranges_like_llama_bench() {
+        assert_eq!(parse_int_range("1,2,4").unwrap(), vec![1, 2, 4]);
+        assert_eq!(parse_int_range("1-4").unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(parse_int_range("1-9+4").unwrap(), vec![1, 5, 9]);
+        assert_eq!(parse_int_range("1-16*2").unwrap(), vec![1, 2, 4, 8, 16]);
+        assert_eq!(parse_int_range("8,1-2").unwrap(), vec![8, 1, 2]);
+        assert!(parse_int_range("1-4*1").is_err());
+        assert!(parse_int_range("x").is_err());
+        assert!(parse_int_range("").is_err());
+    }
+
+    #[test]
+    fn sample_stdev() {
+        assert_eq!(stdev(&[1.0]), 0.0);
+        assert!((stdev(&[1.0, 2.0, 3.0, 4.0]) - 1.2909944).abs() < 1e-6);
+    }
+
+    #[test]
+    fn printf_g_style() {
+        assert_eq!(fmt_ts(297.624123), "297.624");
+        assert_eq!(fmt_ts(1234567.0), "1.23457e+06");
+        assert_eq!(fmt_ts(50.0), "50");
+    }
+
+    #[test]
+    fn rfc3339() {
+        let s = utc_now_rfc3339();
+        assert_eq!(s.len(), 20);
+        assert!(s.ends_with('Z'));
+    }
+}
