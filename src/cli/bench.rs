@@ -350,7 +350,7 @@ fn join<T: std::fmt::Display>(v: &[T]) -> String {
 
 fn fmt_ts(x: f64) -> String {
     // C's %g with 6 significant digits, as std::to_string of a double is not: llama-bench joins samples_ts with operator<<.
-    let s = format!("{x:.6e}");
+    let s = format!("{x:.5e}");
     let (m, e) = s.split_once('e').unwrap();
     let e: i32 = e.parse().unwrap();
     if (-5..6).contains(&e) {
