@@ -4,6 +4,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod ops;
+pub mod parallel;
 pub mod perplexity;
 pub mod quant;
 pub mod sampling;

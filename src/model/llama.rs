@@ -14,7 +14,7 @@ use crate::ops::rope::{rope_apply, rope_cache};
 use crate::ops::{add_in_place, geglu, swiglu};
 use anyhow::{bail, Result};
 use half::f16;
-use rayon::prelude::*;
+use crate::parallel::{self, SendPtr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -245,33 +245,35 @@ impl Model {
                 // ggml's tiled f32 kernel: per head, blocks of FA_TILE query rows
                 let blocks: Vec<(usize, usize)> =
                     (0..nh).flat_map(|h| (0..nr).step_by(FA_TILE).map(move |r0| (h, r0))).collect();
-                let res: Vec<Vec<f32>> = blocks
-                    .par_iter()
-                    .map(|&(h, r0)| {
-                        let rr = &rows[r0..(r0 + FA_TILE).min(nr)];
-                        let qs: Vec<&[f32]> = rr.iter().map(|&t| &q[(t * nh + h) * hk..(t * nh + h + 1) * hk]).collect();
-                        let ranges: Vec<_> = rr.iter().map(|&t| first_pos(t)..pos0 + t + 1).collect();
-                        let mut o = vec![0f32; rr.len() * hv];
-                        attend_tiled(&qs, &ranges, k_at(h / group), v_at(h / group), scale, hv, &mut o);
-                        o
-                    })
-                    .collect();
-                for (&(h, r0), o) in blocks.iter().zip(&res) {
+                let att = SendPtr(s.att.as_mut_ptr());
+                parallel::for_each(blocks.len(), |b| {
+                    let (h, r0) = blocks[b];
+                    let rr = &rows[r0..(r0 + FA_TILE).min(nr)];
+                    let qs: Vec<&[f32]> = rr.iter().map(|&t| &q[(t * nh + h) * hk..(t * nh + h + 1) * hk]).collect();
+                    let ranges: Vec<_> = rr.iter().map(|&t| first_pos(t)..pos0 + t + 1).collect();
+                    let mut o = vec![0f32; rr.len() * hv];
+                    attend_tiled(&qs, &ranges, k_at(h / group), v_at(h / group), scale, hv, &mut o);
                     for (k, ov) in o.chunks(hv).enumerate() {
                         let ri = r0 + k;
-                        s.att[(ri * nh + h) * hv..(ri * nh + h + 1) * hv].copy_from_slice(ov);
+                        // SAFETY: (row, head) slots are disjoint across items and inside s.att.
+                        unsafe { std::ptr::copy_nonoverlapping(ov.as_ptr(), att.get().add((ri * nh + h) * hv), hv) };
                     }
-                }
+                });
             } else {
-                s.att.par_chunks_mut(hv).enumerate().for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(qh, acc), (i, out)| {
-                        let (ri, h) = (i / nh, i % nh);
-                        let t = rows[ri];
-                        let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
-                        attend_f16(qv, first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group), scale, 0.0, out, qh, acc);
-                    },
-                );
+                let att = SendPtr(s.att.as_mut_ptr());
+                parallel::for_each(nr * nh, |i| {
+                    thread_local! {
+                        static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+                    }
+                    let (ri, h) = (i / nh, i % nh);
+                    let t = rows[ri];
+                    let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
+                    // SAFETY: slot i of s.att, disjoint across items.
+                    let out = unsafe { std::slice::from_raw_parts_mut(att.get().add(i * hv), hv) };
+                    SCRATCH.with_borrow_mut(|(qh, acc)| {
+                        attend_f16(qv, first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group), scale, 0.0, out, qh, acc)
+                    });
+                });
             }
             dbg_sum(&format!("kqv_out-{il}"), &s.att);
             s.o.resize(nr * d, 0.0);

@@ -1,12 +1,12 @@
 //! Matrix products of quantized weights with f32 activations, as ggml does
 //! them: the activations are first quantized to the weight type's activation
-//! format, then each output is one `vec_dot`. Work is split over rows (rayon);
+//! format, then each output is one `vec_dot`. Work is split over rows (crate::parallel);
 //! each weight row is read once and dotted with every token of the batch.
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::quant::{kernels, AlignedBytes, TypeKernels};
 use anyhow::{bail, Result};
-use rayon::prelude::*;
+use crate::parallel::{self, SendPtr};
 
 /// A 2-D weight matrix in the file: `rows` rows of `cols` elements.
 #[derive(Clone)]
@@ -50,12 +50,6 @@ impl QMatrix {
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to write disjoint output elements from parallel tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
 /// Activations quantized for one weight type.
 pub struct QuantizedActs {
     pub buf: AlignedBytes,
@@ -81,7 +75,12 @@ pub fn quantize_acts(w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs) {
     let cols = w.cols;
     let buf = q.buf.as_mut_slice();
     if n >= 4 {
-        buf.par_chunks_mut(rb).zip(x.par_chunks(cols)).for_each(|(o, x)| f(x, o));
+        let p = SendPtr(buf.as_mut_ptr());
+        parallel::for_each(n, |t| {
+            // SAFETY: row t of the buffer, disjoint per item.
+            let o = unsafe { std::slice::from_raw_parts_mut(p.get().add(t * rb), rb) };
+            f(&x[t * cols..(t + 1) * cols], o)
+        });
     } else {
         buf.chunks_mut(rb).zip(x.chunks(cols)).for_each(|(o, x)| f(x, o));
     }
@@ -106,8 +105,8 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
     let wrb = w.row_bytes;
     let rows = w.rows;
     let ptr = SendPtr(out.as_mut_ptr());
-    let chunk = (rows / (rayon::current_num_threads() * 8)).clamp(4, 64);
-    (0..rows.div_ceil(chunk)).into_par_iter().for_each(|c| {
+    let chunk = (rows / (parallel::n_threads() * 8)).clamp(4, 64);
+    parallel::for_each(rows.div_ceil(chunk), |c| {
         let p = ptr;
         for r in c * chunk..((c + 1) * chunk).min(rows) {
             let wr = &data[r * wrb..(r + 1) * wrb];
