@@ -114,6 +114,43 @@ fn vec_dot_matches_dequantized_dot_and_simd_matches_scalar() {
     }
 }
 
+/// Every multi-row, multi-token kernel gives, pair for pair, the bits of `vec_dot`.
+#[test]
+fn gemm_kernels_equal_vec_dot_bit_for_bit() {
+    let mut rng = Rng(0x51ED_2701_AB12_3456);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::env::var_os("RLLAMA_NO_SIMD").is_none() {
+        assert!(!rllama::quant::simd::gemm_variants(GgmlType::Q4_0).is_empty(), "AVX2 machine without gemm kernels");
+    }
+    for &t in WEIGHT_TYPES {
+        let fk = kernels(t).unwrap();
+        for (name, gemm) in rllama::quant::simd::gemm_variants(t) {
+            for &(n, rows, ntok) in &[(256usize, 9usize, 7usize), (2048, 4, 1), (64, 13, 11)] {
+                for mode in 0..3u8 {
+                    let rb = t.row_bytes(n).unwrap();
+                    let w = aligned(&(0..rows).flat_map(|_| random_row(t, n, &mut rng, mode)).collect::<Vec<u8>>());
+                    let arb = fk.act.row_bytes(n).unwrap();
+                    let mut q = AlignedBytes::new(arb * ntok);
+                    for k in 0..ntok {
+                        let x = acts(n, &mut rng, if mode == 0 { 0 } else { 1 });
+                        (fk.quantize_act)(&x, &mut q.as_mut_slice()[k * arb..(k + 1) * arb]);
+                    }
+                    let mut out = vec![f32::NAN; rows * ntok];
+                    // SAFETY: rows x ntok outputs, buffers sized for them.
+                    unsafe { gemm(w.as_slice(), rb, rows, q.as_slice(), arb, ntok, out.as_mut_ptr(), rows) };
+                    for k in 0..ntok {
+                        for r in 0..rows {
+                            let e = (fk.vec_dot)(&w.as_slice()[r * rb..(r + 1) * rb], &q.as_slice()[k * arb..(k + 1) * arb]);
+                            let g = out[k * rows + r];
+                            assert_eq!(g.to_bits(), e.to_bits(), "{t:?} {name} n={n} mode={mode} row {r} token {k}: {g} vs {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Q8_1 stores s = d * sum(q) rounded to f16, and the min term of Q4_1/Q5_1
 /// uses that s: the part of m * s that q * d does not carry.
 fn q81_min_correction(t: GgmlType, w: &[u8], a: &[u8]) -> f64 {

@@ -105,7 +105,16 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
     let wrb = w.row_bytes;
     let rows = w.rows;
     let ptr = SendPtr(out.as_mut_ptr());
-    let chunk = (rows / (parallel::n_threads() * 8)).clamp(4, 64);
+    let chunk = (rows / (parallel::n_threads() * 8)).clamp(4, 64).next_multiple_of(4);
+    if let (Some(gemm), crate::quant::BatchDot::Same) = (kern.gemm, kern.batch) {
+        parallel::for_each(rows.div_ceil(chunk), |c| {
+            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+            // SAFETY: rows r0..r1 of the weights, all q.n activation rows, and
+            // outputs (t, r) for r in r0..r1 only: disjoint across items, in bounds.
+            unsafe { gemm(&data[r0 * wrb..r1 * wrb], wrb, r1 - r0, acts, rb, n, ptr.get().add(r0), rows) };
+        });
+        return;
+    }
     parallel::for_each(rows.div_ceil(chunk), |c| {
         let p = ptr;
         for r in c * chunk..((c + 1) * chunk).min(rows) {
@@ -117,7 +126,7 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
                 };
                 let v = dot(wr, &acts[t * rb..(t + 1) * rb]);
                 // SAFETY: (t, r) pairs are disjoint across tasks and within bounds (asserted above).
-                unsafe { *p.0.add(t * rows + r) = v };
+                unsafe { *p.get().add(t * rows + r) = v };
             }
         }
     });

@@ -16,12 +16,12 @@ pub fn vec_dot_for(ty: GgmlType) -> Option<DotFn> {
     // SAFETY (all wrappers): only installed after has_avx2() confirmed avx2, fma, f16c;
     // byte slices are whole, aligned blocks (checked by cast_blocks).
     Some(match ty {
-        Q4_0 => |w, a| unsafe { dot32_q8_0::<BlockQ4_0>(cb(w), cb(a)) },
-        Q5_0 => |w, a| unsafe { dot32_q8_0::<BlockQ5_0>(cb(w), cb(a)) },
-        Q8_0 => |w, a| unsafe { dot32_q8_0::<BlockQ8_0>(cb(w), cb(a)) },
-        IQ4_NL => |w, a| unsafe { dot32_q8_0::<BlockIQ4NL>(cb(w), cb(a)) },
-        Q4_1 => |w, a| unsafe { dot32_q8_1::<BlockQ4_1>(cb(w), cb(a)) },
-        Q5_1 => |w, a| unsafe { dot32_q8_1::<BlockQ5_1>(cb(w), cb(a)) },
+        Q4_0 => |w, a| unsafe { dot32::<BlockQ4_0, BlockQ8_0>(cb(w), cb(a)) },
+        Q5_0 => |w, a| unsafe { dot32::<BlockQ5_0, BlockQ8_0>(cb(w), cb(a)) },
+        Q8_0 => |w, a| unsafe { dot32::<BlockQ8_0, BlockQ8_0>(cb(w), cb(a)) },
+        IQ4_NL => |w, a| unsafe { dot32::<BlockIQ4NL, BlockQ8_0>(cb(w), cb(a)) },
+        Q4_1 => |w, a| unsafe { dot32::<BlockQ4_1, BlockQ8_1>(cb(w), cb(a)) },
+        Q5_1 => |w, a| unsafe { dot32::<BlockQ5_1, BlockQ8_1>(cb(w), cb(a)) },
         Q2_K => |w, a| unsafe { dotk::<BlockQ2K>(cb(w), cb(a)) },
         Q3_K => |w, a| unsafe { dotk::<BlockQ3K>(cb(w), cb(a)) },
         Q4_K => |w, a| unsafe { dot_q4k_repacked(cb(w), cb(a), false) },
@@ -49,6 +49,62 @@ pub fn batch_dot_for(ty: GgmlType) -> BatchDot {
         IQ4_XS => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockIQ4XS>(cb(w), cb(a)) }),
         _ => BatchDot::Same,
     }
+}
+
+/// The multi-row, multi-token kernel of a weight type, if it has one; the
+/// AVX-512 VNNI variant where the CPU has it (same integers, same floats).
+pub fn gemm_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
+    use GgmlType::*;
+    let vnni = has_vnni();
+    macro_rules! pick {
+        ($b:ty, $a:ty) => {
+            if vnni { gemm32_vnni::<$b, $a> as crate::quant::GemmFn } else { gemm32_avx2::<$b, $a> as crate::quant::GemmFn }
+        };
+    }
+    Some(match ty {
+        Q4_0 => pick!(BlockQ4_0, BlockQ8_0),
+        Q5_0 => pick!(BlockQ5_0, BlockQ8_0),
+        Q8_0 => pick!(BlockQ8_0, BlockQ8_0),
+        IQ4_NL => pick!(BlockIQ4NL, BlockQ8_0),
+        Q4_1 => pick!(BlockQ4_1, BlockQ8_1),
+        Q5_1 => pick!(BlockQ5_1, BlockQ8_1),
+        _ => return None,
+    })
+}
+
+/// Every multi-row kernel variant this CPU can run for a type (tests).
+pub fn gemm_variants(ty: GgmlType) -> Vec<(&'static str, crate::quant::GemmFn)> {
+    use GgmlType::*;
+    macro_rules! both {
+        ($b:ty, $a:ty) => {{
+            let mut v = vec![("avx2", gemm32_avx2::<$b, $a> as crate::quant::GemmFn)];
+            if has_vnni() {
+                v.push(("avx512vnni", gemm32_vnni::<$b, $a> as crate::quant::GemmFn));
+            }
+            v
+        }};
+    }
+    match ty {
+        Q4_0 => both!(BlockQ4_0, BlockQ8_0),
+        Q5_0 => both!(BlockQ5_0, BlockQ8_0),
+        Q8_0 => both!(BlockQ8_0, BlockQ8_0),
+        IQ4_NL => both!(BlockIQ4NL, BlockQ8_0),
+        Q4_1 => both!(BlockQ4_1, BlockQ8_1),
+        Q5_1 => both!(BlockQ5_1, BlockQ8_1),
+        _ => vec![],
+    }
+}
+
+/// AVX-512 with VNNI on 256-bit vectors (and RLLAMA_NO_AVX512 unset).
+pub fn has_vnni() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::env::var_os("RLLAMA_NO_AVX512").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+    })
 }
 
 fn cb<B: Copy>(b: &[u8]) -> &[B] {
@@ -105,10 +161,14 @@ unsafe fn iq4_lut(idx: __m256i) -> __m256i {
 
 /// A 32-element block unpacked to 32 signed bytes.
 pub trait Unpack32: Copy {
+    /// Whether the block has a min (`m`), paired with Q8_1's `s`.
+    const HAS_M: bool = false;
     unsafe fn unpack_avx2(&self) -> __m256i;
-    fn d(&self) -> f32;
-    fn m(&self) -> f32 {
-        0.0
+    /// The f16 bits of the scale.
+    fn d(&self) -> u16;
+    /// The f16 bits of the min.
+    fn m(&self) -> u16 {
+        0
     }
 }
 
@@ -117,20 +177,21 @@ impl Unpack32 for BlockQ4_0 {
     unsafe fn unpack_avx2(&self) -> __m256i {
         _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8))
     }
-    fn d(&self) -> f32 {
-        f16_to_f32(self.d)
+    fn d(&self) -> u16 {
+        self.d
     }
 }
 impl Unpack32 for BlockQ4_1 {
+    const HAS_M: bool = true;
     #[inline(always)]
     unsafe fn unpack_avx2(&self) -> __m256i {
         nibbles(&self.qs)
     }
-    fn d(&self) -> f32 {
-        f16_to_f32(self.d)
+    fn d(&self) -> u16 {
+        self.d
     }
-    fn m(&self) -> f32 {
-        f16_to_f32(self.m)
+    fn m(&self) -> u16 {
+        self.m
     }
 }
 impl Unpack32 for BlockQ5_0 {
@@ -139,20 +200,21 @@ impl Unpack32 for BlockQ5_0 {
         let q = _mm256_or_si256(nibbles(&self.qs), bits_to_0x10(u32::from_le_bytes(self.qh)));
         _mm256_sub_epi8(q, _mm256_set1_epi8(16))
     }
-    fn d(&self) -> f32 {
-        f16_to_f32(self.d)
+    fn d(&self) -> u16 {
+        self.d
     }
 }
 impl Unpack32 for BlockQ5_1 {
+    const HAS_M: bool = true;
     #[inline(always)]
     unsafe fn unpack_avx2(&self) -> __m256i {
         _mm256_or_si256(nibbles(&self.qs), bits_to_0x10(u32::from_le_bytes(self.qh)))
     }
-    fn d(&self) -> f32 {
-        f16_to_f32(self.d)
+    fn d(&self) -> u16 {
+        self.d
     }
-    fn m(&self) -> f32 {
-        f16_to_f32(self.m)
+    fn m(&self) -> u16 {
+        self.m
     }
 }
 impl Unpack32 for BlockQ8_0 {
@@ -160,8 +222,8 @@ impl Unpack32 for BlockQ8_0 {
     unsafe fn unpack_avx2(&self) -> __m256i {
         _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i)
     }
-    fn d(&self) -> f32 {
-        f16_to_f32(self.d)
+    fn d(&self) -> u16 {
+        self.d
     }
 }
 impl Unpack32 for BlockIQ4NL {
@@ -169,33 +231,167 @@ impl Unpack32 for BlockIQ4NL {
     unsafe fn unpack_avx2(&self) -> __m256i {
         iq4_lut(nibbles(&self.qs))
     }
-    fn d(&self) -> f32 {
-        f16_to_f32(self.d)
+    fn d(&self) -> u16 {
+        self.d
+    }
+}
+
+/// f16 bits to f32 with F16C.
+#[inline]
+#[target_feature(enable = "f16c")]
+unsafe fn h2f(h: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// An activation block of 32 signed bytes (Q8_0 or Q8_1).
+pub trait Act32: Copy {
+    fn qs(&self) -> &[i8; 32];
+    fn d(&self) -> u16;
+    /// Q8_1: f16 bits of d * sum(qs).
+    fn s(&self) -> u16 {
+        0
+    }
+}
+impl Act32 for BlockQ8_0 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> u16 {
+        self.d
+    }
+}
+impl Act32 for BlockQ8_1 {
+    #[inline(always)]
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    #[inline(always)]
+    fn d(&self) -> u16 {
+        self.d
+    }
+    #[inline(always)]
+    fn s(&self) -> u16 {
+        self.s
+    }
+}
+
+/// ggml's AVX2 vec_dot for 32-element blocks, for R weight rows times T
+/// tokens at once: each weight block is unpacked once and each activation
+/// block loaded once, while every (row, token) pair keeps its own accumulator
+/// in exactly the single-pair order (per block acc = fma(dw * da, isum, acc);
+/// the mins fused into a scalar chain; hsum at the end).
+#[inline(always)]
+unsafe fn tile32<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool>(
+    w: [&[B]; R],
+    a: [&[A]; T],
+) -> [[f32; R]; T] {
+    let nb = w[0].len();
+    let mut acc = [[_mm256_setzero_ps(); R]; T];
+    let mut mins = [[0.0f32; R]; T];
+    for b in 0..nb {
+        let mut wv = [_mm256_setzero_si256(); R];
+        let mut wd = [0.0f32; R];
+        for r in 0..R {
+            let blk = w[r].get_unchecked(b);
+            wv[r] = blk.unpack_avx2();
+            wd[r] = h2f(blk.d());
+        }
+        for t in 0..T {
+            let ab = a[t].get_unchecked(b);
+            let av = _mm256_loadu_si256(ab.qs().as_ptr() as *const __m256i);
+            let ad = h2f(ab.d());
+            for r in 0..R {
+                let isum = if VNNI { dot_i8_vnni::<B>(wv[r], av) } else { dot_i8(wv[r], av) };
+                let p = _mm256_cvtepi32_ps(isum);
+                acc[t][r] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * ad), p, acc[t][r]);
+                if B::HAS_M {
+                    let m = h2f(w[r].get_unchecked(b).m());
+                    mins[t][r] = m.mul_add(h2f(ab.s()), mins[t][r]);
+                }
+            }
+        }
+    }
+    let mut out = [[0.0f32; R]; T];
+    for t in 0..T {
+        for r in 0..R {
+            out[t][r] = if B::HAS_M { hsum_f32(acc[t][r]) + mins[t][r] } else { hsum_f32(acc[t][r]) };
+        }
+    }
+    out
+}
+
+/// Sums of 4 adjacent byte products with AVX-512 VNNI (same integers as `dot_i8`).
+#[inline(always)]
+unsafe fn dot_i8_vnni<B: Unpack32>(w: __m256i, a: __m256i) -> __m256i {
+    if B::HAS_M {
+        // unsigned weights: one instruction
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, a)
+    } else {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot32_q8_0<B: Unpack32>(w: &[B], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (w, a) in w.iter().zip(a) {
-        let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let p = _mm256_cvtepi32_ps(dot_i8(w.unpack_avx2(), av));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d() * f16_to_f32(a.d)), p, acc);
+unsafe fn dot32<B: Unpack32, A: Act32>(w: &[B], a: &[A]) -> f32 {
+    tile32::<B, A, 1, 1, false>([w], [a])[0][0]
+}
+
+/// Rows r0.. (up to 4 at a time) of a weight matrix times every token of a
+/// quantized activation batch: out[t * rows_total + r].
+#[inline(always)]
+unsafe fn gemm32_body<B: Unpack32, A: Act32, const VNNI: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+    let row = |r: usize| -> &[B] { cb(&w[r * wrb..(r + 1) * wrb]) };
+    let act = |t: usize| -> &[A] { cb(&a[t * arb..(t + 1) * arb]) };
+    let mut r = 0;
+    while r + 4 <= nrows {
+        let ws = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+        let mut t = 0;
+        let tt = if VNNI { 4 } else { 2 };
+        while t + tt <= ntok {
+            if VNNI {
+                let o = tile32::<B, A, 4, 4, VNNI>(ws, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
+                for (k, ot) in o.iter().enumerate() {
+                    for (i, &v) in ot.iter().enumerate() {
+                        *out.add((t + k) * ostride + r + i) = v;
+                    }
+                }
+            } else {
+                let o = tile32::<B, A, 4, 2, VNNI>(ws, [act(t), act(t + 1)]);
+                for (k, ot) in o.iter().enumerate() {
+                    for (i, &v) in ot.iter().enumerate() {
+                        *out.add((t + k) * ostride + r + i) = v;
+                    }
+                }
+            }
+            t += tt;
+        }
+        while t < ntok {
+            let o = tile32::<B, A, 4, 1, VNNI>(ws, [act(t)]);
+            for (i, &v) in o[0].iter().enumerate() {
+                *out.add(t * ostride + r + i) = v;
+            }
+            t += 1;
+        }
+        r += 4;
     }
-    hsum_f32(acc)
+    while r < nrows {
+        for t in 0..ntok {
+            *out.add(t * ostride + r) = tile32::<B, A, 1, 1, VNNI>([row(r)], [act(t)])[0][0];
+        }
+        r += 1;
+    }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot32_q8_1<B: Unpack32>(w: &[B], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0.0f32;
-    for (w, a) in w.iter().zip(a) {
-        let av = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let p = _mm256_cvtepi32_ps(dot_i8(w.unpack_avx2(), av));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d() * f16_to_f32(a.d)), p, acc);
-        mins = w.m().mul_add(f16_to_f32(a.s), mins);
-    }
-    hsum_f32(acc) + mins
+unsafe fn gemm32_avx2<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+    gemm32_body::<B, A, false>(w, wrb, nrows, a, arb, ntok, out, ostride)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw")]
+unsafe fn gemm32_vnni<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+    gemm32_body::<B, A, true>(w, wrb, nrows, a, arb, ntok, out, ostride)
 }
 
 /// A 256-element super-block as 8 chunks of 32 signed bytes; its scales come

@@ -27,7 +27,18 @@ pub struct TypeKernels {
     pub batch: BatchDot,
     /// Quantize an f32 row into the activation type.
     pub quantize_act: fn(&[f32], &mut [u8]),
+    /// Many rows times many tokens at once, each pair rounded as `vec_dot`
+    /// (types whose batched rounding is `BatchDot::Same`).
+    pub gemm: Option<GemmFn>,
 }
+
+/// `gemm(w, w_row_bytes, n_rows, acts, act_row_bytes, n_tok, out, out_stride)`
+/// writes out[t * out_stride + r] = vec_dot(row r, token t).
+///
+/// # Safety
+/// `w` holds `n_rows` rows, `acts` `n_tok` rows, of the kernel's types; `out`
+/// is valid for every index written; the CPU has the features the kernel needs.
+pub type GemmFn = unsafe fn(&[u8], usize, usize, &[u8], usize, usize, *mut f32, usize);
 
 /// The same dot product with another float rounding, as llama.cpp's x86
 /// batched kernels compute it; the integer parts are identical.
@@ -126,7 +137,7 @@ pub fn scalar_kernels(ty: GgmlType) -> Option<TypeKernels> {
         IQ4_XS => kk!(BlockIQ4XS),
         Q8_1 | Q8_K => return None,
     };
-    Some(TypeKernels { ty, act, dequantize, vec_dot, batch: BatchDot::Same, quantize_act })
+    Some(TypeKernels { ty, act, dequantize, vec_dot, batch: BatchDot::Same, quantize_act, gemm: None })
 }
 
 /// The fastest kernels for this machine (SIMD where available, else scalar).

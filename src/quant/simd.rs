@@ -31,7 +31,18 @@ pub fn upgrade(k: &mut TypeKernels) {
         if let Some(f) = avx2::vec_dot_for(k.ty) {
             k.vec_dot = f;
             k.batch = avx2::batch_dot_for(k.ty);
+            k.gemm = avx2::gemm_for(k.ty);
         }
     }
     let _ = k;
+}
+
+/// The multi-row kernels this CPU can run for a type, by name (tests compare each with vec_dot).
+pub fn gemm_variants(ty: crate::gguf::GgmlType) -> Vec<(&'static str, super::GemmFn)> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        return avx2::gemm_variants(ty);
+    }
+    let _ = ty;
+    Vec::new()
 }
