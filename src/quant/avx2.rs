@@ -338,49 +338,62 @@ unsafe fn dot32<B: Unpack32, A: Act32>(w: &[B], a: &[A]) -> f32 {
     tile32::<B, A, 1, 1, false>([w], [a])[0][0]
 }
 
-/// Rows r0.. (up to 4 at a time) of a weight matrix times every token of a
-/// quantized activation batch: out[t * rows_total + r].
+/// One R x T tile stored to out[t * ostride + r].
 #[inline(always)]
-unsafe fn gemm32_body<B: Unpack32, A: Act32, const VNNI: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
-    let row = |r: usize| -> &[B] { cb(&w[r * wrb..(r + 1) * wrb]) };
-    let act = |t: usize| -> &[A] { cb(&a[t * arb..(t + 1) * arb]) };
+unsafe fn tile32_store<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool>(
+    w: &[u8], wrb: usize, r: usize, a: &[u8], arb: usize, t: usize, out: *mut f32, ostride: usize,
+) {
+    let ws: [&[B]; R] = std::array::from_fn(|i| cb(&w[(r + i) * wrb..(r + i + 1) * wrb]));
+    let acts: [&[A]; T] = std::array::from_fn(|k| cb(&a[(t + k) * arb..(t + k + 1) * arb]));
+    let o = tile32::<B, A, R, T, VNNI>(ws, acts);
+    for k in 0..T {
+        for i in 0..R {
+            *out.add((t + k) * ostride + r + i) = o[k][i];
+        }
+    }
+}
+
+/// All rows of a weight slice times all tokens, in R x T tiles (smaller at the edges).
+#[inline(always)]
+unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool>(
+    w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize,
+) {
     let mut r = 0;
-    while r + 4 <= nrows {
-        let ws = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+    while r + R <= nrows {
         let mut t = 0;
-        let tt = if VNNI { 4 } else { 2 };
-        while t + tt <= ntok {
-            if VNNI {
-                let o = tile32::<B, A, 4, 4, VNNI>(ws, [act(t), act(t + 1), act(t + 2), act(t + 3)]);
-                for (k, ot) in o.iter().enumerate() {
-                    for (i, &v) in ot.iter().enumerate() {
-                        *out.add((t + k) * ostride + r + i) = v;
-                    }
-                }
-            } else {
-                let o = tile32::<B, A, 4, 2, VNNI>(ws, [act(t), act(t + 1)]);
-                for (k, ot) in o.iter().enumerate() {
-                    for (i, &v) in ot.iter().enumerate() {
-                        *out.add((t + k) * ostride + r + i) = v;
-                    }
-                }
-            }
-            t += tt;
+        while t + T <= ntok {
+            tile32_store::<B, A, R, T, VNNI>(w, wrb, r, a, arb, t, out, ostride);
+            t += T;
         }
         while t < ntok {
-            let o = tile32::<B, A, 4, 1, VNNI>(ws, [act(t)]);
-            for (i, &v) in o[0].iter().enumerate() {
-                *out.add(t * ostride + r + i) = v;
-            }
+            tile32_store::<B, A, R, 1, VNNI>(w, wrb, r, a, arb, t, out, ostride);
             t += 1;
         }
-        r += 4;
+        r += R;
     }
     while r < nrows {
-        for t in 0..ntok {
-            *out.add(t * ostride + r) = tile32::<B, A, 1, 1, VNNI>([row(r)], [act(t)])[0][0];
+        let mut t = 0;
+        while t + T <= ntok {
+            tile32_store::<B, A, 1, T, VNNI>(w, wrb, r, a, arb, t, out, ostride);
+            t += T;
+        }
+        while t < ntok {
+            tile32_store::<B, A, 1, 1, VNNI>(w, wrb, r, a, arb, t, out, ostride);
+            t += 1;
         }
         r += 1;
+    }
+}
+
+/// Tile shape: single tokens go row by row (one weight stream, best for
+/// generation); batches use 2 rows x 4 tokens, the shape that measured fastest
+/// for SmolLM2/Qwen pp4 and pp512 (4 x 4 spilled registers, 1 x 4 re-read weights).
+#[inline(always)]
+unsafe fn gemm32_body<B: Unpack32, A: Act32, const VNNI: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+    if ntok == 1 {
+        gemm32_tiles::<B, A, 1, 1, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    } else {
+        gemm32_tiles::<B, A, 2, 4, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
     }
 }
 

@@ -1,0 +1,50 @@
+//! Matmuls of the real models' weight matrices (skipped when the model files
+//! are absent): every distinct (type, shape) of SmolLM2, Qwen2.5 and Gemma 3,
+//! for 1, 4 and 64 tokens, on the runtime-selected kernels and rllama's thread
+//! team: `cargo bench --bench matmul` (RLLAMA_MODELS overrides the cache).
+use criterion::{criterion_group, criterion_main, Criterion};
+use rllama::gguf::GgufFile;
+use rllama::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
+
+fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("RLLAMA_MODELS")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/rllama/models"))
+}
+
+fn bench(c: &mut Criterion) {
+    let files = ["SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "gemma-3-270m-q4_k_m.gguf"];
+    let tokens: Vec<usize> = std::env::var("MM_TOKENS").ok().map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![1, 4, 64]);
+    for f in files {
+        let path = models_dir().join(f);
+        let Ok(g) = GgufFile::open(&path) else {
+            eprintln!("skipping {f}: not in {}", models_dir().display());
+            continue;
+        };
+        let mut seen = std::collections::HashSet::new();
+        for t in g.tensors.clone() {
+            if t.dims.len() != 2 || t.name == "token_embd.weight" && g.tensor("output.weight").is_some() {
+                continue;
+            }
+            let Ok(w) = QMatrix::from_info(&t) else { continue };
+            if !seen.insert((w.ty, w.rows, w.cols)) {
+                continue;
+            }
+            for &n in &tokens {
+                let x: Vec<f32> = (0..n * w.cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+                let mut q = QuantizedActs::default();
+                quantize_acts(&w, &x, n, &mut q);
+                let mut out = vec![0f32; n * w.rows];
+                let name = format!("{}/{} {}x{} n={n}", f.split('-').next().unwrap(), w.ty.name(), w.rows, w.cols);
+                c.bench_function(&name, |b| b.iter(|| matmul_q(&g, &w, &q, &mut out)));
+            }
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
