@@ -236,11 +236,18 @@ impl Unpack32 for BlockIQ4NL {
     }
 }
 
-/// f16 bits to f32 with F16C.
+/// f16 bits to f32 with F16C. The conversion is an opaque asm block so that
+/// its input is a fully written register (movd): with the intrinsic LLVM
+/// loads the bits with `pinsrw` into whatever register is free, often the
+/// accumulator, which chained every block's scale to the previous block's FMA
+/// (a ~17-cycle loop-carried path; Q8_0 generation ran 1.7x slower than ggml).
 #[inline]
 #[target_feature(enable = "f16c")]
 unsafe fn h2f(h: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+    let x = _mm_cvtsi32_si128(h as i32);
+    let r: __m128;
+    std::arch::asm!("vcvtph2ps {r}, {x}", x = in(xmm_reg) x, r = lateout(xmm_reg) r, options(pure, nomem, nostack, preserves_flags));
+    _mm_cvtss_f32(r)
 }
 
 /// An activation block of 32 signed bytes (Q8_0 or Q8_1).
@@ -385,13 +392,18 @@ unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, co
     }
 }
 
-/// Tile shape: single tokens go row by row (one weight stream, best for
-/// generation); batches use 2 rows x 4 tokens, the shape that measured fastest
-/// for SmolLM2/Qwen pp4 and pp512 (4 x 4 spilled registers, 1 x 4 re-read weights).
+/// Tile shape. Single tokens go row by row; small batches (speculative
+/// verification, pp4) 1 row x 4 tokens; big batches 2 rows x 4 tokens.
+/// Measured on Qwen's 151936x896 Q8_0 output matrix, one thread
+/// (benches/matmul.rs): n=4 1x4 11 ms, 2x4 29 ms, 4x4 45 ms (two or more
+/// weight streams per tile stall on memory when weights are not reused
+/// enough); n=64 1x4 200 ms, 2x4 170 ms, 4x4 238 ms (register spills).
 #[inline(always)]
 unsafe fn gemm32_body<B: Unpack32, A: Act32, const VNNI: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
     if ntok == 1 {
         gemm32_tiles::<B, A, 1, 1, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    } else if ntok < 16 {
+        gemm32_tiles::<B, A, 1, 4, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else {
         gemm32_tiles::<B, A, 2, 4, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
     }
