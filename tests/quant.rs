@@ -114,7 +114,8 @@ fn vec_dot_matches_dequantized_dot_and_simd_matches_scalar() {
     }
 }
 
-/// Every multi-row, multi-token kernel gives, pair for pair, the bits of `vec_dot`.
+/// Every multi-row, multi-token kernel gives, pair for pair, the bits of
+/// `dot_for` (vec_dot, or the batched rounding of K-quants).
 #[test]
 fn gemm_kernels_equal_vec_dot_bit_for_bit() {
     let mut rng = Rng(0x51ED_2701_AB12_3456);
@@ -125,7 +126,12 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
     for &t in WEIGHT_TYPES {
         let fk = kernels(t).unwrap();
         for (name, gemm) in rllama::quant::simd::gemm_variants(t) {
-            for &(n, rows, ntok) in &[(256usize, 9usize, 7usize), (2048, 4, 1), (64, 13, 11)] {
+            let cases: &[(usize, usize, usize)] = if t.block_elems() == 256 {
+                &[(256, 9, 7), (2048, 4, 1), (512, 13, 11), (256, 5, 20), (256, 3, 4)]
+            } else {
+                &[(256, 9, 7), (2048, 4, 1), (64, 13, 11)]
+            };
+            for &(n, rows, ntok) in cases {
                 for mode in 0..3u8 {
                     let rb = t.row_bytes(n).unwrap();
                     let w = aligned(&(0..rows).flat_map(|_| random_row(t, n, &mut rng, mode)).collect::<Vec<u8>>());
@@ -140,7 +146,7 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
                     unsafe { gemm(w.as_slice(), rb, rows, q.as_slice(), arb, ntok, out.as_mut_ptr(), rows) };
                     for k in 0..ntok {
                         for r in 0..rows {
-                            let e = (fk.vec_dot)(&w.as_slice()[r * rb..(r + 1) * rb], &q.as_slice()[k * arb..(k + 1) * arb]);
+                            let e = (fk.dot_for(ntok, k))(&w.as_slice()[r * rb..(r + 1) * rb], &q.as_slice()[k * arb..(k + 1) * arb]);
                             let g = out[k * rows + r];
                             assert_eq!(g.to_bits(), e.to_bits(), "{t:?} {name} n={n} mode={mode} row {r} token {k}: {g} vs {e}");
                         }

@@ -106,7 +106,10 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
     let rows = w.rows;
     let ptr = SendPtr(out.as_mut_ptr());
     let chunk = (rows / (parallel::n_threads() * 8)).clamp(4, 64).next_multiple_of(4);
-    if let (Some(gemm), crate::quant::BatchDot::Same) = (kern.gemm, kern.batch) {
+    // the gemm kernels round as a whole batch of n; rows kept from a bigger
+    // batch go pair by pair unless the rounding does not depend on the batch
+    let same = matches!(kern.batch, crate::quant::BatchDot::Same);
+    if let (Some(gemm), true) = (kern.gemm, batch.is_none() || same) {
         parallel::for_each(rows.div_ceil(chunk), |c| {
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
             // SAFETY: rows r0..r1 of the weights, all q.n activation rows, and

@@ -8,6 +8,9 @@ use crate::gguf::GgmlType;
 use crate::quant::BatchDot;
 use std::arch::x86_64::*;
 
+#[path = "avx2_kgemm.rs"]
+mod kgemm;
+
 type DotFn = fn(&[u8], &[u8]) -> f32;
 
 /// The AVX2 dot product for a weight type, if there is one.
@@ -61,7 +64,18 @@ pub fn gemm_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
             if vnni { gemm32_vnni::<$b, $a> as crate::quant::GemmFn } else { gemm32_avx2::<$b, $a> as crate::quant::GemmFn }
         };
     }
+    macro_rules! pickk {
+        ($b:ty, $q4:expr) => {
+            if vnni { kgemm::kgemm_vnni::<$b, $q4> as crate::quant::GemmFn } else { kgemm::kgemm_avx2::<$b, $q4> as crate::quant::GemmFn }
+        };
+    }
     Some(match ty {
+        Q2_K => pickk!(BlockQ2K, false),
+        Q3_K => pickk!(BlockQ3K, false),
+        Q4_K => pickk!(BlockQ4K, true),
+        Q5_K => pickk!(BlockQ5K, false),
+        Q6_K => pickk!(BlockQ6K, false),
+        IQ4_XS => pickk!(BlockIQ4XS, false),
         Q4_0 => pick!(BlockQ4_0, BlockQ8_0),
         Q5_0 => pick!(BlockQ5_0, BlockQ8_0),
         Q8_0 => pick!(BlockQ8_0, BlockQ8_0),
@@ -84,7 +98,22 @@ pub fn gemm_variants(ty: GgmlType) -> Vec<(&'static str, crate::quant::GemmFn)> 
             v
         }};
     }
+    macro_rules! bothk {
+        ($b:ty, $q4:expr) => {{
+            let mut v = vec![("avx2", kgemm::kgemm_avx2::<$b, $q4> as crate::quant::GemmFn)];
+            if has_vnni() {
+                v.push(("avx512vnni", kgemm::kgemm_vnni::<$b, $q4> as crate::quant::GemmFn));
+            }
+            v
+        }};
+    }
     match ty {
+        Q2_K => bothk!(BlockQ2K, false),
+        Q3_K => bothk!(BlockQ3K, false),
+        Q4_K => bothk!(BlockQ4K, true),
+        Q5_K => bothk!(BlockQ5K, false),
+        Q6_K => bothk!(BlockQ6K, false),
+        IQ4_XS => bothk!(BlockIQ4XS, false),
         Q4_0 => both!(BlockQ4_0, BlockQ8_0),
         Q5_0 => both!(BlockQ5_0, BlockQ8_0),
         Q8_0 => both!(BlockQ8_0, BlockQ8_0),
@@ -425,6 +454,8 @@ pub trait UnpackK: BlockK {
     /// The chunks hold `q + BIAS`; `dotk` takes `BIAS * sum(a)` off per chunk
     /// lane through the Q8_K block sums (ggml's lane layout for Q6_K).
     const BIAS: i32 = 0;
+    /// Whether chunks hold negative values (else 0..=127: `maddubs`'s unsigned side).
+    const SIGNED: bool = false;
     /// Chunk c (0..8) = elements 32c..32c+32.
     unsafe fn chunks(&self, out: &mut [__m256i; 8]);
 }
@@ -501,6 +532,7 @@ impl UnpackK for BlockQ2K {
 }
 
 impl UnpackK for BlockQ3K {
+    const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         let m2 = _mm256_set1_epi8(3);
@@ -526,6 +558,7 @@ impl UnpackK for BlockQ3K {
 }
 
 impl UnpackK for BlockIQ4XS {
+    const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         for ib in 0..8 {

@@ -27,13 +27,13 @@ pub struct TypeKernels {
     pub batch: BatchDot,
     /// Quantize an f32 row into the activation type.
     pub quantize_act: fn(&[f32], &mut [u8]),
-    /// Many rows times many tokens at once, each pair rounded as `vec_dot`
-    /// (types whose batched rounding is `BatchDot::Same`).
+    /// Many rows times many tokens at once, each pair rounded as
+    /// `dot_for(n_tok, t)`.
     pub gemm: Option<GemmFn>,
 }
 
 /// `gemm(w, w_row_bytes, n_rows, acts, act_row_bytes, n_tok, out, out_stride)`
-/// writes out[t * out_stride + r] = vec_dot(row r, token t).
+/// writes out[t * out_stride + r] = dot_for(n_tok, t)(row r, token t).
 ///
 /// # Safety
 /// `w` holds `n_rows` rows, `acts` `n_tok` rows, of the kernel's types; `out`
