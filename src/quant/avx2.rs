@@ -456,11 +456,61 @@ pub trait UnpackK: BlockK {
     const BIAS: i32 = 0;
     /// Whether chunks hold negative values (else 0..=127: `maddubs`'s unsigned side).
     const SIGNED: bool = false;
+    /// Whether the format has mins (`Scales::m` is Some).
+    const HAS_MIN: bool = false;
     /// Chunk c (0..8) = elements 32c..32c+32.
     unsafe fn chunks(&self, out: &mut [__m256i; 8]);
+    /// The scales (and mins) as 16 i16 lanes, the same numbers as
+    /// `BlockK::scales`, built in registers: wide loads of the scalar
+    /// decoder's narrow stores stall store forwarding.
+    #[inline(always)]
+    unsafe fn scales_v(&self) -> ScalesV {
+        let s = self.scales();
+        let m = s.m.unwrap_or([0; 16]);
+        ScalesV {
+            sc16: _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i),
+            m16: _mm256_loadu_si256(m.as_ptr() as *const __m256i),
+            d: s.d,
+            dmin: s.dmin,
+        }
+    }
+}
+
+/// `Scales` in vectors (`m16` zero where the format has no mins).
+#[derive(Clone, Copy)]
+pub struct ScalesV {
+    pub sc16: __m256i,
+    pub m16: __m256i,
+    pub d: f32,
+    pub dmin: f32,
+}
+
+/// Q4_K / Q5_K: the 12 packed bytes to 8 scales and 8 mins (bytes), each
+/// doubled to the 16 groups of 16 (ggml's u32 mask trick, in registers).
+#[inline(always)]
+unsafe fn scales_k4_v(q: &[u8; 12], d: u16, dmin: u16) -> ScalesV {
+    let u = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let (k1, k2, k3) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
+    let sc_lo = u0 & k1;
+    let sc_hi = (u2 & k2) | (((u0 >> 6) & k3) << 4);
+    let m_lo = u1 & k1;
+    let m_hi = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4);
+    let v = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
+    ScalesV {
+        sc16: _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v)),
+        m16: _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v)),
+        d: h2f(d),
+        dmin: h2f(dmin),
+    }
 }
 
 impl UnpackK for BlockQ4K {
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn scales_v(&self) -> ScalesV {
+        scales_k4_v(&self.scales, self.d, self.dmin)
+    }
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         let m = _mm256_set1_epi8(0x0F);
@@ -473,6 +523,11 @@ impl UnpackK for BlockQ4K {
 }
 
 impl UnpackK for BlockQ5K {
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn scales_v(&self) -> ScalesV {
+        scales_k4_v(&self.scales, self.d, self.dmin)
+    }
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         let m = _mm256_set1_epi8(0x0F);
@@ -492,6 +547,11 @@ impl UnpackK for BlockQ5K {
 
 impl UnpackK for BlockQ6K {
     const BIAS: i32 = 32;
+    #[inline(always)]
+    unsafe fn scales_v(&self) -> ScalesV {
+        let sc = _mm_loadu_si128(self.scales.as_ptr() as *const __m128i);
+        ScalesV { sc16: _mm256_cvtepi8_epi16(sc), m16: _mm256_setzero_si256(), d: h2f(self.d), dmin: 0.0 }
+    }
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         let m4 = _mm256_set1_epi8(0x0F);
@@ -518,6 +578,18 @@ impl UnpackK for BlockQ6K {
 }
 
 impl UnpackK for BlockQ2K {
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn scales_v(&self) -> ScalesV {
+        let b = _mm_loadu_si128(self.scales.as_ptr() as *const __m128i);
+        let m4 = _mm_set1_epi8(0x0F);
+        ScalesV {
+            sc16: _mm256_cvtepu8_epi16(_mm_and_si128(b, m4)),
+            m16: _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(b, 4), m4)),
+            d: h2f(self.d),
+            dmin: h2f(self.dmin),
+        }
+    }
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         let m2 = _mm256_set1_epi8(3);

@@ -9,9 +9,8 @@
 //! per-super-block chain from 8, and for Q4_K the repacked GEMV / per-64 GEMM.
 //! tests/quant.rs compares every pair's bits with `dot_for`.
 
-use super::{hsum_f32, hsum_i32, UnpackK};
+use super::{hsum_f32, hsum_i32, ScalesV, UnpackK};
 use crate::quant::blocks::{cast_blocks, BlockQ8K};
-use crate::quant::kquants::Scales;
 use std::arch::x86_64::*;
 
 /// Float rounding of one token (see the module doc).
@@ -31,9 +30,7 @@ struct WBlock {
     sg: [__m256i; 8],
     /// Chunk c's two 16-element scales as i16 x 16 (8 copies each).
     scv: [__m256i; 8],
-    sc16: __m256i,
-    m16: __m256i,
-    s: Scales,
+    s: ScalesV,
 }
 
 #[derive(Clone, Copy)]
@@ -54,11 +51,12 @@ unsafe fn unpack<B: UnpackK>(w: &B) -> WBlock {
             ch[c] = _mm256_abs_epi8(ch[c]);
         }
     }
-    let s = w.scales();
-    let scv = std::array::from_fn(|c| _mm256_setr_m128i(_mm_set1_epi16(s.sc[2 * c]), _mm_set1_epi16(s.sc[2 * c + 1])));
-    let sc16 = _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i);
-    let m16 = _mm256_loadu_si256(s.m.unwrap_or([0; 16]).as_ptr() as *const __m256i);
-    WBlock { ch, sg, scv, sc16, m16, s }
+    let s = w.scales_v();
+    // i32 lane c of sc16 = (sc[2c], sc[2c+1]): broadcast it, then spread
+    // sc[2c] over the low 128 bits and sc[2c+1] over the high
+    let spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    let scv = std::array::from_fn(|c| _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(s.sc16, _mm256_set1_epi32(c as i32)), spread));
+    WBlock { ch, sg, scv, s }
 }
 
 /// Scaled integer sums of one super-block and one token: `P` partial vectors
@@ -93,29 +91,29 @@ unsafe fn step<B: UnpackK, const MODE: u8, const VNNI: bool>(wb: &WBlock, a: &Bl
         LANES => {
             let mut isum = sums::<B, 1, VNNI>(wb, a)[0];
             if B::BIAS != 0 {
-                isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(_mm256_madd_epi16(bs, wb.sc16), _mm256_set1_epi32(B::BIAS)));
+                isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(_mm256_madd_epi16(bs, wb.s.sc16), _mm256_set1_epi32(B::BIAS)));
             }
             st.lanes = _mm256_fmadd_ps(_mm256_set1_ps(s.d * a.d), _mm256_cvtepi32_ps(isum), st.lanes);
-            if s.m.is_some() {
-                let msum = hsum_i32(_mm256_madd_epi16(bs, wb.m16));
+            if B::HAS_MIN {
+                let msum = hsum_i32(_mm256_madd_epi16(bs, wb.s.m16));
                 st.acc_min += s.dmin * a.d * msum as f32;
             }
         }
         TILED => {
             let mut isum = sums::<B, 1, VNNI>(wb, a)[0];
             if B::BIAS != 0 {
-                isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(_mm256_madd_epi16(bs, wb.sc16), _mm256_set1_epi32(B::BIAS)));
+                isum = _mm256_sub_epi32(isum, _mm256_mullo_epi32(_mm256_madd_epi16(bs, wb.s.sc16), _mm256_set1_epi32(B::BIAS)));
             }
             let mut r = hsum_i32(isum) as f32 * s.d;
-            if s.m.is_some() {
-                let msum = hsum_i32(_mm256_madd_epi16(bs, wb.m16));
+            if B::HAS_MIN {
+                let msum = hsum_i32(_mm256_madd_epi16(bs, wb.s.m16));
                 r = (-s.dmin).mul_add(msum as f32, r);
             }
             st.acc = r.mul_add(a.d, st.acc);
         }
         Q4_GEMV => {
             let isum = hsum_i32(sums::<B, 1, VNNI>(wb, a)[0]);
-            let msum = hsum_i32(_mm256_madd_epi16(bs, wb.m16));
+            let msum = hsum_i32(_mm256_madd_epi16(bs, wb.s.m16));
             st.acc = (isum as f32).mul_add(s.d * a.d, st.acc);
             st.acc_min = (msum as f32).mul_add(s.dmin * a.d, st.acc_min);
         }
@@ -125,7 +123,7 @@ unsafe fn step<B: UnpackK, const MODE: u8, const VNNI: bool>(wb: &WBlock, a: &Bl
             let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
             let is = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
             // lane j of madd = chunk j's min term; per 64 = lanes 2k + 2k+1
-            let mh = _mm256_hadd_epi32(_mm256_madd_epi16(bs, wb.m16), _mm256_setzero_si256());
+            let mh = _mm256_hadd_epi32(_mm256_madd_epi16(bs, wb.s.m16), _mm256_setzero_si256());
             let ms = _mm_unpacklo_epi64(_mm256_castsi256_si128(mh), _mm256_extracti128_si256(mh, 1));
             let (mut iv, mut mv) = ([0i32; 4], [0i32; 4]);
             _mm_storeu_si128(iv.as_mut_ptr() as *mut __m128i, is);

@@ -36,6 +36,7 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
 }
 
 /// Q4_K / Q5_K: 8 scale/min pairs, each serving 32 values (two groups of 16).
+#[inline(always)]
 fn scales_k4(s: &[u8; 12], d: u16, dmin: u16) -> Scales {
     let (mut sc, mut m) = ([0i16; 16], [0i16; 16]);
     for j in 0..8 {
