@@ -225,6 +225,31 @@ fn activation_quantization_round_trips() {
     }
 }
 
+/// The SIMD activation quantizers write the scalar quantizers' bytes: random
+/// rows, rows with outliers, zeros, ties between +max and -max, halves.
+#[test]
+fn simd_activation_quantization_equals_scalar() {
+    let mut rng = Rng(7);
+    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q4_K] {
+        let (s, f) = (scalar_kernels(t).unwrap(), kernels(t).unwrap());
+        let n = 1024;
+        for mode in 0..6u8 {
+            let mut x = acts(n, &mut rng, mode.min(2));
+            match mode {
+                3 => x.iter_mut().enumerate().for_each(|(i, v)| *v = if i % 9 == 0 { -2.0 } else if i % 5 == 0 { 2.0 } else { *v }),
+                4 => x.iter_mut().enumerate().for_each(|(i, v)| *v = if i % 9 == 0 { 2.0 } else if i % 5 == 0 { -2.0 } else { *v }),
+                5 => x.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 64) as f32 * 0.5 - 16.0),
+                _ => {}
+            }
+            let rb = s.act.row_bytes(n).unwrap();
+            let (mut a, mut b) = (AlignedBytes::new(rb), AlignedBytes::new(rb));
+            (s.quantize_act)(&x, a.as_mut_slice());
+            (f.quantize_act)(&x, b.as_mut_slice());
+            assert!(a.as_slice() == b.as_slice(), "{:?} mode {mode}: SIMD quantization differs", s.act);
+        }
+    }
+}
+
 fn python_gguf() -> bool {
     let ok = std::process::Command::new("python3")
         .args(["-c", "import gguf, numpy"])

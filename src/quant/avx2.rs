@@ -10,6 +10,8 @@ use std::arch::x86_64::*;
 
 #[path = "avx2_kgemm.rs"]
 mod kgemm;
+#[path = "avx2_quantize.rs"]
+mod quantize;
 
 type DotFn = fn(&[u8], &[u8]) -> f32;
 
@@ -33,6 +35,18 @@ pub fn vec_dot_for(ty: GgmlType) -> Option<DotFn> {
         IQ4_XS => |w, a| unsafe { dotk::<BlockIQ4XS>(cb(w), cb(a)) },
         F16 => |w, a| unsafe { dot_f16(cb(w), cb(a)) },
         F32 => |w, a| unsafe { dot_f32(cb(w), cb(a)) },
+        _ => return None,
+    })
+}
+
+/// The AVX2 quantizer of an activation type (same bytes as the scalar one).
+pub fn quantize_for(act: GgmlType) -> Option<fn(&[f32], &mut [u8])> {
+    use GgmlType::*;
+    // SAFETY: as in vec_dot_for.
+    Some(match act {
+        Q8_0 => |x, o| unsafe { quantize::quantize_q8_0(x, cast_blocks_mut(o).expect("Q8_0 blocks")) },
+        Q8_1 => |x, o| unsafe { quantize::quantize_q8_1(x, cast_blocks_mut(o).expect("Q8_1 blocks")) },
+        Q8_K => |x, o| unsafe { quantize::quantize_q8_k(x, cast_blocks_mut(o).expect("Q8_K blocks")) },
         _ => return None,
     })
 }

@@ -33,6 +33,9 @@ pub fn upgrade(k: &mut TypeKernels) {
             k.batch = avx2::batch_dot_for(k.ty);
             k.gemm = avx2::gemm_for(k.ty);
         }
+        if let Some(f) = avx2::quantize_for(k.act) {
+            k.quantize_act = f;
+        }
     }
     let _ = k;
 }
