@@ -129,7 +129,7 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
             let cases: &[(usize, usize, usize)] = if t.block_elems() == 256 {
                 &[(256, 9, 7), (2048, 4, 1), (512, 13, 11), (256, 5, 20), (256, 3, 4)]
             } else {
-                &[(256, 9, 7), (2048, 4, 1), (64, 13, 11)]
+                &[(256, 9, 7), (2048, 4, 1), (64, 13, 11), (256, 9, 17), (64, 13, 20)]
             };
             for &(n, rows, ntok) in cases {
                 for mode in 0..3u8 {

@@ -12,6 +12,8 @@ use std::arch::x86_64::*;
 mod kgemm;
 #[path = "avx2_quantize.rs"]
 mod quantize;
+#[path = "avx512_gemm32.rs"]
+mod zmm;
 
 type DotFn = fn(&[u8], &[u8]) -> f32;
 
@@ -75,7 +77,7 @@ pub fn gemm_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
     let vnni = has_vnni();
     macro_rules! pick {
         ($b:ty, $a:ty) => {
-            if vnni { gemm32_vnni::<$b, $a> as crate::quant::GemmFn } else { gemm32_avx2::<$b, $a> as crate::quant::GemmFn }
+            if vnni { zmm::gemm32_zmm::<$b, $a> as crate::quant::GemmFn } else { gemm32_avx2::<$b, $a> as crate::quant::GemmFn }
         };
     }
     macro_rules! pickk {
@@ -108,6 +110,7 @@ pub fn gemm_variants(ty: GgmlType) -> Vec<(&'static str, crate::quant::GemmFn)> 
             let mut v = vec![("avx2", gemm32_avx2::<$b, $a> as crate::quant::GemmFn)];
             if has_vnni() {
                 v.push(("avx512vnni", gemm32_vnni::<$b, $a> as crate::quant::GemmFn));
+                v.push(("avx512vnni-zmm", zmm::gemm32_zmm::<$b, $a> as crate::quant::GemmFn));
             }
             v
         }};
@@ -213,12 +216,28 @@ pub trait Unpack32: Copy {
     fn m(&self) -> u16 {
         0
     }
+    /// The block as unsigned bytes `q + OFF` (VNNI `vpdpbusd` takes the
+    /// weights unsigned; OFF * sum(a) comes off through the activation sums).
+    const OFF: i32 = if Self::HAS_M { 0 } else { 128 };
+    #[inline(always)]
+    unsafe fn unpack_u8(&self) -> __m256i {
+        if Self::HAS_M {
+            self.unpack_avx2()
+        } else {
+            _mm256_xor_si256(self.unpack_avx2(), _mm256_set1_epi8(-128))
+        }
+    }
 }
 
 impl Unpack32 for BlockQ4_0 {
     #[inline(always)]
     unsafe fn unpack_avx2(&self) -> __m256i {
         _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8))
+    }
+    const OFF: i32 = 8;
+    #[inline(always)]
+    unsafe fn unpack_u8(&self) -> __m256i {
+        nibbles(&self.qs)
     }
     fn d(&self) -> u16 {
         self.d
@@ -240,8 +259,12 @@ impl Unpack32 for BlockQ4_1 {
 impl Unpack32 for BlockQ5_0 {
     #[inline(always)]
     unsafe fn unpack_avx2(&self) -> __m256i {
-        let q = _mm256_or_si256(nibbles(&self.qs), bits_to_0x10(u32::from_le_bytes(self.qh)));
-        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+        _mm256_sub_epi8(self.unpack_u8(), _mm256_set1_epi8(16))
+    }
+    const OFF: i32 = 16;
+    #[inline(always)]
+    unsafe fn unpack_u8(&self) -> __m256i {
+        _mm256_or_si256(nibbles(&self.qs), bits_to_0x10(u32::from_le_bytes(self.qh)))
     }
     fn d(&self) -> u16 {
         self.d
