@@ -26,7 +26,8 @@ fn bench(c: &mut Criterion) {
             if t.dims.len() != 2 || t.name == "token_embd.weight" && g.tensor("output.weight").is_some() {
                 continue;
             }
-            let Ok(w) = QMatrix::from_info(&t) else { continue };
+            let Ok(mut w) = QMatrix::from_info(&t) else { continue };
+            w.pack(&g);
             if !seen.insert((w.ty, w.rows, w.cols)) {
                 continue;
             }

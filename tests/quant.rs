@@ -125,7 +125,9 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
     }
     for &t in WEIGHT_TYPES {
         let fk = kernels(t).unwrap();
-        for (name, gemm) in rllama::quant::simd::gemm_variants(t) {
+        let plain = rllama::quant::simd::gemm_variants(t).into_iter().map(|(n, f)| (n, f, false));
+        let packed = rllama::quant::simd::gemm_packed_variants(t).into_iter().map(|(n, f)| (n, f, true));
+        for (name, gemm, is_packed) in plain.chain(packed) {
             let cases: &[(usize, usize, usize)] = if t.block_elems() == 256 {
                 &[(256, 9, 7), (2048, 4, 1), (512, 13, 11), (256, 5, 20), (256, 3, 4)]
             } else {
@@ -142,8 +144,9 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
                         (fk.quantize_act)(&x, &mut q.as_mut_slice()[k * arb..(k + 1) * arb]);
                     }
                     let mut out = vec![f32::NAN; rows * ntok];
+                    let wk = if is_packed { rllama::quant::pack_rows(w.as_slice(), rows, rb, t.block_bytes()) } else { w.clone() };
                     // SAFETY: rows x ntok outputs, buffers sized for them.
-                    unsafe { gemm(w.as_slice(), rb, rows, q.as_slice(), arb, ntok, out.as_mut_ptr(), rows) };
+                    unsafe { gemm(wk.as_slice(), rb, rows, q.as_slice(), arb, ntok, out.as_mut_ptr(), rows) };
                     for k in 0..ntok {
                         for r in 0..rows {
                             let e = (fk.dot_for(ntok, k))(&w.as_slice()[r * rb..(r + 1) * rb], &q.as_slice()[k * arb..(k + 1) * arb]);

@@ -48,9 +48,13 @@ pub struct Model {
 
 fn matrix(g: &GgufFile, name: &str, cols: usize, rows: usize) -> Result<QMatrix> {
     let Some(t) = g.tensor(name) else { bail!("missing tensor {name}") };
-    let m = QMatrix::from_info(t)?;
+    let mut m = QMatrix::from_info(t)?;
     if m.cols != cols || m.rows != rows {
         bail!("tensor {name}: shape {:?}, expected [{cols}, {rows}]", t.dims);
+    }
+    // token_embd is only read row by row (unless it is also the output, packed below)
+    if name != "token_embd.weight" {
+        m.pack(g);
     }
     Ok(m)
 }
@@ -123,7 +127,9 @@ impl Model {
         let output = if g.tensor("output.weight").is_some() {
             matrix(&g, "output.weight", d, cfg.n_vocab)?
         } else {
-            tok_embd.clone()
+            let mut o = tok_embd.clone();
+            o.pack(&g);
+            o
         };
         Ok(Model { g, cfg, tok_embd, layers, output_norm, output })
     }

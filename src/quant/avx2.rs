@@ -102,6 +102,34 @@ pub fn gemm_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
     })
 }
 
+/// The kernel over rows packed by `crate::quant::pack_rows`, for the 32-element block types.
+pub fn gemm_packed_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
+    gemm_packed_variants(ty).pop().map(|(_, f)| f)
+}
+
+/// Every packed-rows kernel variant this CPU can run for a type (tests); the fastest last.
+pub fn gemm_packed_variants(ty: GgmlType) -> Vec<(&'static str, crate::quant::GemmFn)> {
+    use GgmlType::*;
+    macro_rules! both {
+        ($b:ty, $a:ty) => {{
+            let mut v = vec![("avx2-x4", gemm32x4_avx2::<$b, $a> as crate::quant::GemmFn)];
+            if has_vnni() {
+                v.push(("avx512vnni-x4", zmm::gemm32x4_zmm::<$b, $a> as crate::quant::GemmFn));
+            }
+            v
+        }};
+    }
+    match ty {
+        Q4_0 => both!(BlockQ4_0, BlockQ8_0),
+        Q5_0 => both!(BlockQ5_0, BlockQ8_0),
+        Q8_0 => both!(BlockQ8_0, BlockQ8_0),
+        IQ4_NL => both!(BlockIQ4NL, BlockQ8_0),
+        Q4_1 => both!(BlockQ4_1, BlockQ8_1),
+        Q5_1 => both!(BlockQ5_1, BlockQ8_1),
+        _ => vec![],
+    }
+}
+
 /// Every multi-row kernel variant this CPU can run for a type (tests).
 pub fn gemm_variants(ty: GgmlType) -> Vec<(&'static str, crate::quant::GemmFn)> {
     use GgmlType::*;
@@ -356,18 +384,19 @@ impl Act32 for BlockQ8_1 {
 /// in exactly the single-pair order (per block acc = fma(dw * da, isum, acc);
 /// the mins fused into a scalar chain; hsum at the end).
 #[inline(always)]
-unsafe fn tile32<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool>(
+unsafe fn tile32<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool, const S: usize>(
     w: [&[B]; R],
     a: [&[A]; T],
 ) -> [[f32; R]; T] {
-    let nb = w[0].len();
+    // block b of row r is w[r][b * S] (S = R for rows packed by `pack_rows`)
+    let nb = a[0].len();
     let mut acc = [[_mm256_setzero_ps(); R]; T];
     let mut mins = [[0.0f32; R]; T];
     for b in 0..nb {
         let mut wv = [_mm256_setzero_si256(); R];
         let mut wd = [0.0f32; R];
         for r in 0..R {
-            let blk = w[r].get_unchecked(b);
+            let blk = w[r].get_unchecked(b * S);
             wv[r] = blk.unpack_avx2();
             wd[r] = h2f(blk.d());
         }
@@ -380,7 +409,7 @@ unsafe fn tile32<B: Unpack32, A: Act32, const R: usize, const T: usize, const VN
                 let p = _mm256_cvtepi32_ps(isum);
                 acc[t][r] = _mm256_fmadd_ps(_mm256_set1_ps(wd[r] * ad), p, acc[t][r]);
                 if B::HAS_M {
-                    let m = h2f(w[r].get_unchecked(b).m());
+                    let m = h2f(w[r].get_unchecked(b * S).m());
                     mins[t][r] = m.mul_add(h2f(ab.s()), mins[t][r]);
                 }
             }
@@ -408,17 +437,29 @@ unsafe fn dot_i8_vnni<B: Unpack32>(w: __m256i, a: __m256i) -> __m256i {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot32<B: Unpack32, A: Act32>(w: &[B], a: &[A]) -> f32 {
-    tile32::<B, A, 1, 1, false>([w], [a])[0][0]
+    tile32::<B, A, 1, 1, false, 1>([w], [a])[0][0]
+}
+
+/// Rows r..r+R as block slices: plain rows (S = 1), or a group of R rows
+/// packed block-interleaved (S = R; see `crate::quant::pack_rows`).
+#[inline(always)]
+fn row_blocks<B: Copy, const R: usize, const S: usize>(w: &[u8], wrb: usize, r: usize) -> [&[B]; R] {
+    if S == 1 {
+        std::array::from_fn(|i| cb(&w[(r + i) * wrb..(r + i + 1) * wrb]))
+    } else {
+        let g: &[B] = cb(&w[r * wrb..(r + R) * wrb]);
+        std::array::from_fn(|i| &g[i..])
+    }
 }
 
 /// One R x T tile stored to out[t * ostride + r].
 #[inline(always)]
-unsafe fn tile32_store<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool>(
+unsafe fn tile32_store<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool, const S: usize>(
     w: &[u8], wrb: usize, r: usize, a: &[u8], arb: usize, t: usize, out: *mut f32, ostride: usize,
 ) {
-    let ws: [&[B]; R] = std::array::from_fn(|i| cb(&w[(r + i) * wrb..(r + i + 1) * wrb]));
+    let ws = row_blocks::<B, R, S>(w, wrb, r);
     let acts: [&[A]; T] = std::array::from_fn(|k| cb(&a[(t + k) * arb..(t + k + 1) * arb]));
-    let o = tile32::<B, A, R, T, VNNI>(ws, acts);
+    let o = tile32::<B, A, R, T, VNNI, S>(ws, acts);
     for k in 0..T {
         for i in 0..R {
             *out.add((t + k) * ostride + r + i) = o[k][i];
@@ -426,20 +467,21 @@ unsafe fn tile32_store<B: Unpack32, A: Act32, const R: usize, const T: usize, co
     }
 }
 
-/// All rows of a weight slice times all tokens, in R x T tiles (smaller at the edges).
+/// All rows of a weight slice times all tokens, in R x T tiles (smaller at
+/// the edges). S = R: the slice is packed by R rows (its tail rows plain).
 #[inline(always)]
-unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool>(
+unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool, const S: usize>(
     w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize,
 ) {
     let mut r = 0;
     while r + R <= nrows {
         let mut t = 0;
         while t + T <= ntok {
-            tile32_store::<B, A, R, T, VNNI>(w, wrb, r, a, arb, t, out, ostride);
+            tile32_store::<B, A, R, T, VNNI, S>(w, wrb, r, a, arb, t, out, ostride);
             t += T;
         }
         while t < ntok {
-            tile32_store::<B, A, R, 1, VNNI>(w, wrb, r, a, arb, t, out, ostride);
+            tile32_store::<B, A, R, 1, VNNI, S>(w, wrb, r, a, arb, t, out, ostride);
             t += 1;
         }
         r += R;
@@ -447,11 +489,11 @@ unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, co
     while r < nrows {
         let mut t = 0;
         while t + T <= ntok {
-            tile32_store::<B, A, 1, T, VNNI>(w, wrb, r, a, arb, t, out, ostride);
+            tile32_store::<B, A, 1, T, VNNI, 1>(w, wrb, r, a, arb, t, out, ostride);
             t += T;
         }
         while t < ntok {
-            tile32_store::<B, A, 1, 1, VNNI>(w, wrb, r, a, arb, t, out, ostride);
+            tile32_store::<B, A, 1, 1, VNNI, 1>(w, wrb, r, a, arb, t, out, ostride);
             t += 1;
         }
         r += 1;
@@ -467,12 +509,28 @@ unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, co
 #[inline(always)]
 unsafe fn gemm32_body<B: Unpack32, A: Act32, const VNNI: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
     if ntok == 1 {
-        gemm32_tiles::<B, A, 1, 1, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
+        gemm32_tiles::<B, A, 1, 1, VNNI, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else if ntok < 16 {
-        gemm32_tiles::<B, A, 1, 4, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
+        gemm32_tiles::<B, A, 1, 4, VNNI, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else {
-        gemm32_tiles::<B, A, 2, 4, VNNI>(w, wrb, nrows, a, arb, ntok, out, ostride)
+        gemm32_tiles::<B, A, 2, 4, VNNI, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
     }
+}
+
+/// Rows packed by 4 (`crate::quant::pack_rows`): 4 rows x 1 token (four
+/// independent FMA chains from one sequential weight stream) or x 2 tokens.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm32x4_avx2<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+    if ntok == 1 {
+        gemm32_tiles::<B, A, 4, 1, false, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    } else {
+        gemm32_tiles::<B, A, 4, 2, false, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw")]
+unsafe fn gemm32x4_vnni_ymm<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+    gemm32_tiles::<B, A, 4, 1, true, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

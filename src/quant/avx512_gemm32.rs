@@ -6,7 +6,7 @@
 //! exact: OFF * sum(a) is subtracted inside the dot), so every pair keeps
 //! its bits (tests/quant.rs, gemm_kernels_equal_vec_dot_bit_for_bit).
 
-use super::{cb, h2f, hsum_f32, Act32, Unpack32};
+use super::{cb, h2f, hsum_f32, row_blocks, Act32, Unpack32};
 use std::arch::x86_64::*;
 
 #[inline(always)]
@@ -21,8 +21,8 @@ unsafe fn join(lo: __m256, hi: __m256) -> __m512 {
 
 /// R rows times P token pairs; result [pair][token of the pair][row].
 #[inline(always)]
-unsafe fn tile<B: Unpack32, A: Act32, const R: usize, const P: usize>(w: [&[B]; R], a: [[&[A]; 2]; P]) -> [[[f32; R]; 2]; P] {
-    let nb = w[0].len();
+unsafe fn tile<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: usize>(w: [&[B]; R], a: [[&[A]; 2]; P]) -> [[[f32; R]; 2]; P] {
+    let nb = a[0][0].len();
     let mut acc = [[_mm512_setzero_ps(); R]; P];
     let mut mins = [[[0.0f32; R]; 2]; P];
     let offv = _mm512_set1_epi8(B::OFF as u8 as i8);
@@ -31,7 +31,7 @@ unsafe fn tile<B: Unpack32, A: Act32, const R: usize, const P: usize>(w: [&[B]; 
         let mut wd = [_mm512_setzero_ps(); R];
         let mut wm = [0.0f32; R];
         for r in 0..R {
-            let blk = w[r].get_unchecked(b);
+            let blk = w[r].get_unchecked(b * S);
             wv[r] = _mm512_broadcast_i64x4(blk.unpack_u8());
             wd[r] = _mm512_set1_ps(h2f(blk.d()));
             if B::HAS_M {
@@ -76,13 +76,13 @@ unsafe fn tile<B: Unpack32, A: Act32, const R: usize, const P: usize>(w: [&[B]; 
 /// One R x P tile: rows r.., pairs p.. (the second token of the last pair
 /// repeats the first when ntok is odd; its result is dropped).
 #[inline(always)]
-unsafe fn tile_store<B: Unpack32, A: Act32, const R: usize, const P: usize>(
+unsafe fn tile_store<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: usize>(
     w: &[u8], wrb: usize, r: usize, a: &[u8], arb: usize, ntok: usize, p: usize, out: *mut f32, ostride: usize,
 ) {
-    let ws: [&[B]; R] = std::array::from_fn(|i| cb(&w[(r + i) * wrb..(r + i + 1) * wrb]));
+    let ws = row_blocks::<B, R, S>(w, wrb, r);
     let act = |t: usize| -> &[A] { cb(&a[t * arb..(t + 1) * arb]) };
     let acts: [[&[A]; 2]; P] = std::array::from_fn(|j| [act(2 * (p + j)), act((2 * (p + j) + 1).min(ntok - 1))]);
-    let o = tile::<B, A, R, P>(ws, acts);
+    let o = tile::<B, A, R, P, S>(ws, acts);
     for j in 0..P {
         for k in 0..2 {
             let t = 2 * (p + j) + k;
@@ -96,7 +96,7 @@ unsafe fn tile_store<B: Unpack32, A: Act32, const R: usize, const P: usize>(
 }
 
 #[inline(always)]
-unsafe fn tiles<B: Unpack32, A: Act32, const R: usize, const P: usize>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+unsafe fn tiles<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: usize>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
     let npairs = ntok.div_ceil(2);
     let mut r = 0;
     while r < nrows {
@@ -104,17 +104,17 @@ unsafe fn tiles<B: Unpack32, A: Act32, const R: usize, const P: usize>(w: &[u8],
         let mut p = 0;
         while p + P <= npairs {
             if one_row {
-                tile_store::<B, A, 1, P>(w, wrb, r, a, arb, ntok, p, out, ostride);
+                tile_store::<B, A, 1, P, 1>(w, wrb, r, a, arb, ntok, p, out, ostride);
             } else {
-                tile_store::<B, A, R, P>(w, wrb, r, a, arb, ntok, p, out, ostride);
+                tile_store::<B, A, R, P, S>(w, wrb, r, a, arb, ntok, p, out, ostride);
             }
             p += P;
         }
         while p < npairs {
             if one_row {
-                tile_store::<B, A, 1, 1>(w, wrb, r, a, arb, ntok, p, out, ostride);
+                tile_store::<B, A, 1, 1, 1>(w, wrb, r, a, arb, ntok, p, out, ostride);
             } else {
-                tile_store::<B, A, R, 1>(w, wrb, r, a, arb, ntok, p, out, ostride);
+                tile_store::<B, A, R, 1, S>(w, wrb, r, a, arb, ntok, p, out, ostride);
             }
             p += 1;
         }
@@ -133,8 +133,21 @@ pub(super) unsafe fn gemm32_zmm<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nro
     if ntok == 1 {
         super::gemm32_vnni::<B, A>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else if ntok < 16 {
-        tiles::<B, A, 1, 2>(w, wrb, nrows, a, arb, ntok, out, ostride)
+        tiles::<B, A, 1, 2, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else {
-        tiles::<B, A, 4, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
+        tiles::<B, A, 4, 4, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    }
+}
+
+/// Rows packed by 4 (`crate::quant::pack_rows`): one sequential weight
+/// stream for 4 rows, so small batches can take 4-row tiles too.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw")]
+pub(super) unsafe fn gemm32x4_zmm<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+    if ntok == 1 {
+        super::gemm32x4_vnni_ymm::<B, A>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    } else if ntok < 16 {
+        tiles::<B, A, 4, 2, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    } else {
+        tiles::<B, A, 4, 4, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
     }
 }

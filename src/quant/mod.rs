@@ -30,6 +30,36 @@ pub struct TypeKernels {
     /// Many rows times many tokens at once, each pair rounded as
     /// `dot_for(n_tok, t)`.
     pub gemm: Option<GemmFn>,
+    /// `gemm` over rows packed by `pack_rows` (same results, bit for bit).
+    pub gemm_packed: Option<GemmFn>,
+}
+
+/// Rows per group of the packed layout.
+pub const PACK_ROWS: usize = 4;
+
+/// Weight rows repacked for the multi-row kernels: each group of
+/// `PACK_ROWS` rows stores its blocks interleaved (block b of rows 0..4, then
+/// block b + 1, ...), so a 4-row tile reads one sequential stream; rows past
+/// the last whole group stay plain. A group takes the bytes of its rows, so
+/// rows r0.. (r0 a multiple of 4) start at byte r0 * row_bytes as before.
+pub fn pack_rows(data: &[u8], rows: usize, row_bytes: usize, block_bytes: usize) -> AlignedBytes {
+    let mut out = AlignedBytes::new(rows * row_bytes);
+    let o = out.as_mut_slice();
+    let nb = row_bytes / block_bytes;
+    let groups = rows / PACK_ROWS;
+    for g in 0..groups {
+        let base = g * PACK_ROWS * row_bytes;
+        for b in 0..nb {
+            for i in 0..PACK_ROWS {
+                let src = base + i * row_bytes + b * block_bytes;
+                let dst = base + (b * PACK_ROWS + i) * block_bytes;
+                o[dst..dst + block_bytes].copy_from_slice(&data[src..src + block_bytes]);
+            }
+        }
+    }
+    let tail = groups * PACK_ROWS * row_bytes;
+    o[tail..].copy_from_slice(&data[tail..rows * row_bytes]);
+    out
 }
 
 /// `gemm(w, w_row_bytes, n_rows, acts, act_row_bytes, n_tok, out, out_stride)`
@@ -137,7 +167,7 @@ pub fn scalar_kernels(ty: GgmlType) -> Option<TypeKernels> {
         IQ4_XS => kk!(BlockIQ4XS),
         Q8_1 | Q8_K => return None,
     };
-    Some(TypeKernels { ty, act, dequantize, vec_dot, batch: BatchDot::Same, quantize_act, gemm: None })
+    Some(TypeKernels { ty, act, dequantize, vec_dot, batch: BatchDot::Same, quantize_act, gemm: None, gemm_packed: None })
 }
 
 /// The fastest kernels for this machine (SIMD where available, else scalar).

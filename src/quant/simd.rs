@@ -32,12 +32,23 @@ pub fn upgrade(k: &mut TypeKernels) {
             k.vec_dot = f;
             k.batch = avx2::batch_dot_for(k.ty);
             k.gemm = avx2::gemm_for(k.ty);
+            k.gemm_packed = avx2::gemm_packed_for(k.ty);
         }
         if let Some(f) = avx2::quantize_for(k.act) {
             k.quantize_act = f;
         }
     }
     let _ = k;
+}
+
+/// The kernels over packed rows this CPU can run for a type, by name (tests).
+pub fn gemm_packed_variants(ty: crate::gguf::GgmlType) -> Vec<(&'static str, super::GemmFn)> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        return avx2::gemm_packed_variants(ty);
+    }
+    let _ = ty;
+    Vec::new()
 }
 
 /// The multi-row kernels this CPU can run for a type, by name (tests compare each with vec_dot).
