@@ -202,10 +202,10 @@ impl Model {
             self.mm(&l.wq, &s.h, n, &mut s.qa, &mut s.q, true);
             self.mm(&l.wk, &s.h, n, &mut s.qa, &mut s.k, false);
             self.mm(&l.wv, &s.h, n, &mut s.qa, &mut s.v, false);
-            dbg_sum(&format!("attn_norm-{il}"), &s.h);
-            dbg_sum(&format!("Qcur-{il}"), &s.q);
-            dbg_sum(&format!("Kcur-{il}"), &s.k);
-            dbg_sum(&format!("Vcur-{il}"), &s.v);
+            dbg_sum(|| format!("attn_norm-{il}"), &s.h);
+            dbg_sum(|| format!("Qcur-{il}"), &s.q);
+            dbg_sum(|| format!("Kcur-{il}"), &s.k);
+            dbg_sum(|| format!("Vcur-{il}"), &s.v);
             add_bias(&mut s.q, &l.bq);
             add_bias(&mut s.k, &l.bk);
             add_bias(&mut s.v, &l.bv);
@@ -281,7 +281,7 @@ impl Model {
                     });
                 });
             }
-            dbg_sum(&format!("kqv_out-{il}"), &s.att);
+            dbg_sum(|| format!("kqv_out-{il}"), &s.att);
             s.o.resize(nr * d, 0.0);
             quantize_acts(&l.wo, &s.att[..nr * l.wo.cols], nr, &mut s.qa);
             matmul_q_in_batch(g, &l.wo, &s.qa, &mut s.o[..nr * d], Some((n, &rows)));
@@ -304,22 +304,22 @@ impl Model {
             s.up.resize(n_cur * c.n_ff, 0.0);
             self.mm(&l.w_gate, &s.h, n_cur, &mut s.qa, &mut s.gate, true);
             self.mm(&l.w_up, &s.h, n_cur, &mut s.qa, &mut s.up, false);
-            dbg_sum(&format!("ffn_norm-{il}"), &s.h);
-            dbg_sum(&format!("ffn_gate-{il}"), &s.gate);
-            dbg_sum(&format!("ffn_up-{il}"), &s.up);
+            dbg_sum(|| format!("ffn_norm-{il}"), &s.h);
+            dbg_sum(|| format!("ffn_gate-{il}"), &s.gate);
+            dbg_sum(|| format!("ffn_up-{il}"), &s.up);
             match c.ffn_act {
                 FfnAct::Silu => swiglu(&mut s.gate, &s.up),
                 FfnAct::Gelu => geglu(&mut s.gate, &s.up),
             }
-            dbg_sum(&format!("ffn_swiglu-{il}"), &s.gate);
+            dbg_sum(|| format!("ffn_swiglu-{il}"), &s.gate);
             s.o.resize(n_cur * d, 0.0);
             self.mm(&l.w_down, &s.gate, n_cur, &mut s.qa, &mut s.o, true);
-            dbg_sum(&format!("ffn_out-{il}"), &s.o);
+            dbg_sum(|| format!("ffn_out-{il}"), &s.o);
             if let Some(w) = &l.post_ffn_norm {
                 norm_in_place(&mut s.o, w, c.eps, &mut s.tmp);
             }
             add_in_place(&mut x, &s.o);
-            dbg_sum(&format!("l_out-{il}"), &x);
+            dbg_sum(|| format!("l_out-{il}"), &x);
         }
         kv.len = pos0 + n;
         s.h.resize(n_cur * d, 0.0);
@@ -330,7 +330,7 @@ impl Model {
             let (inv, cap) = (1.0 / c.logit_softcap, c.logit_softcap);
             logits.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
         }
-        dbg_sum("result_output", &logits);
+        dbg_sum(|| "result_output".to_string(), &logits);
         Ok(logits)
     }
 
@@ -361,14 +361,22 @@ fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
 
 /// With RLLAMA_DEBUG_SUMS set, print each intermediate's sum (compare with
 /// llama-eval-callback). The variable is read once.
-fn dbg_sum(name: &str, v: &[f32]) {
+/// Debug output of an intermediate tensor (RLLAMA_DUMP_DIR / RLLAMA_DEBUG_SUMS);
+/// the name is built only when one of them is set.
+fn dbg_sum(name: impl Fn() -> String, v: &[f32]) {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     static DIR: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
-    if let Some(dir) = DIR.get_or_init(|| std::env::var_os("RLLAMA_DUMP_DIR")) {
+    let dir = DIR.get_or_init(|| std::env::var_os("RLLAMA_DUMP_DIR"));
+    let on = *ON.get_or_init(|| std::env::var_os("RLLAMA_DEBUG_SUMS").is_some());
+    if dir.is_none() && !on {
+        return;
+    }
+    let name = name();
+    if let Some(dir) = dir {
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         let _ = std::fs::write(std::path::Path::new(dir).join(format!("{name}.bin")), bytes);
     }
-    if *ON.get_or_init(|| std::env::var_os("RLLAMA_DEBUG_SUMS").is_some()) {
+    if on {
         let s: f64 = v.iter().map(|&x| x as f64).sum();
         eprintln!("{name:>20} sum = {s:.6}  first = {:?}", &v[..3.min(v.len())]);
     }

@@ -655,19 +655,16 @@ impl UnpackK for BlockQ6K {
             let l0 = _mm256_loadu_si256(self.ql.as_ptr().add(64 * n) as *const __m256i);
             let l1 = _mm256_loadu_si256(self.ql.as_ptr().add(64 * n + 32) as *const __m256i);
             let h = _mm256_loadu_si256(self.qh.as_ptr().add(32 * n) as *const __m256i);
-            let hb = |s: i32| -> __m256i {
-                let v = match s {
-                    0 => h,
-                    2 => _mm256_srli_epi16(h, 2),
-                    4 => _mm256_srli_epi16(h, 4),
-                    _ => _mm256_srli_epi16(h, 6),
-                };
-                _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
-            };
-            out[4 * n] = _mm256_or_si256(_mm256_and_si256(l0, m4), hb(0));
-            out[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hb(2));
-            out[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hb(4));
-            out[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hb(6));
+            // bits 2s..2s+2 of qh moved to bits 4..6 (no closure: closures
+            // do not inherit target features)
+            let hb0 = _mm256_slli_epi16(_mm256_and_si256(h, m2), 4);
+            let hb2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4);
+            let hb4 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4);
+            let hb6 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4);
+            out[4 * n] = _mm256_or_si256(_mm256_and_si256(l0, m4), hb0);
+            out[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), hb2);
+            out[4 * n + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), hb4);
+            out[4 * n + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), hb6);
         }
     }
 }

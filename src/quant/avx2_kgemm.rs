@@ -55,7 +55,12 @@ unsafe fn unpack<B: UnpackK>(w: &B) -> WBlock {
     // i32 lane c of sc16 = (sc[2c], sc[2c+1]): broadcast it, then spread
     // sc[2c] over the low 128 bits and sc[2c+1] over the high
     let spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    let scv = std::array::from_fn(|c| _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(s.sc16, _mm256_set1_epi32(c as i32)), spread));
+    // (a loop, not array::from_fn: closures do not inherit target features,
+    // and an out-of-line intrinsic per call halved Gemma's generation)
+    let mut scv = [_mm256_setzero_si256(); 8];
+    for (c, v) in scv.iter_mut().enumerate() {
+        *v = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(s.sc16, _mm256_set1_epi32(c as i32)), spread);
+    }
     WBlock { ch, sg, scv, s }
 }
 

@@ -23,11 +23,14 @@ unsafe fn hmin(v: __m256) -> f32 {
 /// round(x[i] * s) as i32 for 32 values.
 #[inline(always)]
 unsafe fn round32(x: &[f32], s: f32) -> [__m256i; 4] {
+    // loops, not closures: closures do not inherit target features
     let sv = _mm256_set1_ps(s);
-    std::array::from_fn(|k| {
+    let mut out = [_mm256_setzero_si256(); 4];
+    for (k, o) in out.iter_mut().enumerate() {
         let v = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(8 * k)), sv);
-        _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
-    })
+        *o = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    out
 }
 
 /// Four i32 x 8 vectors (|v| <= 127) to 32 bytes in order.
@@ -41,8 +44,10 @@ unsafe fn pack32(i: [__m256i; 4]) -> __m256i {
 #[inline(always)]
 unsafe fn q32(x: &[f32]) -> (f32, __m256i, [__m256i; 4]) {
     let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
-    let l = |k: usize| _mm256_and_ps(_mm256_loadu_ps(x.as_ptr().add(8 * k)), abs);
-    let amax = hmax(_mm256_max_ps(_mm256_max_ps(l(0), l(1)), _mm256_max_ps(l(2), l(3))));
+    let p = x.as_ptr();
+    let (l0, l1) = (_mm256_and_ps(_mm256_loadu_ps(p), abs), _mm256_and_ps(_mm256_loadu_ps(p.add(8)), abs));
+    let (l2, l3) = (_mm256_and_ps(_mm256_loadu_ps(p.add(16)), abs), _mm256_and_ps(_mm256_loadu_ps(p.add(24)), abs));
+    let amax = hmax(_mm256_max_ps(_mm256_max_ps(l0, l1), _mm256_max_ps(l2, l3)));
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let i = round32(x, id);
@@ -96,7 +101,10 @@ pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
         let iscale = -127.0 / max;
         let top = _mm256_set1_epi32(127);
         for c in 0..8 {
-            let i = round32(&x[32 * c..], iscale).map(|v| _mm256_min_epi32(v, top));
+            let mut i = round32(&x[32 * c..], iscale);
+            for v in i.iter_mut() {
+                *v = _mm256_min_epi32(*v, top);
+            }
             _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * c) as *mut __m256i, pack32(i));
             // groups of 16: (i0 + i1), (i2 + i3)
             b.bsums[2 * c] = super::hsum_i32(_mm256_add_epi32(i[0], i[1])) as i16;
