@@ -697,6 +697,19 @@ impl UnpackK for BlockQ2K {
 
 impl UnpackK for BlockQ3K {
     const SIGNED: bool = true;
+    /// sc[j] = (low 4 bits from bytes 0..8 | 2 high bits from bytes 8..12) - 32.
+    #[inline(always)]
+    unsafe fn scales_v(&self) -> ScalesV {
+        let s = &self.scales;
+        let v = _mm_loadl_epi64(s.as_ptr() as *const __m128i);
+        let m4 = _mm_set1_epi8(0x0F);
+        let lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+        // i32 lane k = bytes 8..12 shifted right by 2k: byte 4k + m = s[8 + m] >> 2k
+        let x = u32::from_le_bytes([s[8], s[9], s[10], s[11]]) as i32;
+        let hi = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32(x), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+        let sc = _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+        ScalesV { sc16: _mm256_cvtepi8_epi16(sc), m16: _mm256_setzero_si256(), d: h2f(self.d), dmin: 0.0 }
+    }
     #[inline(always)]
     unsafe fn chunks(&self, out: &mut [__m256i; 8]) {
         let m2 = _mm256_set1_epi8(3);
