@@ -52,14 +52,16 @@ unsafe fn unpack<B: UnpackK>(w: &B) -> WBlock {
         }
     }
     let s = w.scales_v();
-    // i32 lane c of sc16 = (sc[2c], sc[2c+1]): broadcast it, then spread
-    // sc[2c] over the low 128 bits and sc[2c+1] over the high
-    let spread = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
-    // (a loop, not array::from_fn: closures do not inherit target features,
-    // and an out-of-line intrinsic per call halved Gemma's generation)
+    // chunk c's pair (sc[2c], sc[2c+1]) sits at bytes 4(c%4).. of 128-bit half
+    // c/4 of sc16: broadcast each half, then one vpshufb spreads sc[2c] over
+    // the low 128 bits and sc[2c+1] over the high. (A loop, not
+    // array::from_fn: closures do not inherit target features.)
+    let halves = [_mm256_permute2x128_si256(s.sc16, s.sc16, 0x00), _mm256_permute2x128_si256(s.sc16, s.sc16, 0x11)];
     let mut scv = [_mm256_setzero_si256(); 8];
     for (c, v) in scv.iter_mut().enumerate() {
-        *v = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(s.sc16, _mm256_set1_epi32(c as i32)), spread);
+        let k = (4 * (c % 4)) as i8;
+        let (a, b) = (_mm_setr_epi8(k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1), _mm_setr_epi8(k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3));
+        *v = _mm256_shuffle_epi8(halves[c / 4], _mm256_setr_m128i(a, b));
     }
     WBlock { ch, sg, scv, s }
 }
