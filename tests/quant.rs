@@ -121,13 +121,12 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
     let mut rng = Rng(0x51ED_2701_AB12_3456);
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::env::var_os("RLLAMA_NO_SIMD").is_none() {
-        assert!(!rllama::quant::simd::gemm_variants(GgmlType::Q4_0).is_empty(), "AVX2 machine without gemm kernels");
+        assert!(!rllama::quant::simd::gemm_variants(GgmlType::Q4_0, false).is_empty(), "AVX2 machine without gemm kernels");
     }
     for &t in WEIGHT_TYPES {
         let fk = kernels(t).unwrap();
-        let plain = rllama::quant::simd::gemm_variants(t).into_iter().map(|(n, f)| (n, f, false));
-        let packed = rllama::quant::simd::gemm_packed_variants(t).into_iter().map(|(n, f)| (n, f, true));
-        for (name, gemm, is_packed) in plain.chain(packed) {
+        let variants = |p: bool| rllama::quant::simd::gemm_variants(t, p).into_iter().map(move |(n, f)| (n, f, p));
+        for (name, gemm, is_packed) in variants(false).chain(variants(true)) {
             let cases: &[(usize, usize, usize)] = if t.block_elems() == 256 {
                 &[(256, 9, 7), (2048, 4, 1), (512, 13, 11), (256, 5, 20), (256, 3, 4)]
             } else {

@@ -130,22 +130,18 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
     // the gemm kernels round as a whole batch of n; rows kept from a bigger
     // batch go pair by pair unless the rounding does not depend on the batch
     let same = matches!(kern.batch, crate::quant::BatchDot::Same);
-    if let (Some(p), Some(gemm)) = (&w.packed, kern.gemm_packed) {
-        let data = p.as_slice();
-        // chunks start at multiples of 4 rows: whole packed groups
-        parallel::for_each(rows.div_ceil(chunk), |c| {
-            let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
-            // SAFETY: as below; r0 is a multiple of PACK_ROWS (chunk is).
-            unsafe { gemm(&data[r0 * wrb..r1 * wrb], wrb, r1 - r0, acts, rb, n, ptr.get().add(r0), rows) };
-        });
-        return;
-    }
-    if let (Some(gemm), true) = (kern.gemm, batch.is_none() || same) {
+    let gemm = match (&w.packed, kern.gemm_packed, kern.gemm) {
+        // packed rows (chunks start at multiples of 4 rows: whole groups)
+        (Some(p), Some(f), _) if batch.is_none() || same => Some((p.as_slice(), f)),
+        (_, _, Some(f)) if batch.is_none() || same => Some((data, f)),
+        _ => None,
+    };
+    if let Some((wdata, gemm)) = gemm {
         parallel::for_each(rows.div_ceil(chunk), |c| {
             let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
             // SAFETY: rows r0..r1 of the weights, all q.n activation rows, and
             // outputs (t, r) for r in r0..r1 only: disjoint across items, in bounds.
-            unsafe { gemm(&data[r0 * wrb..r1 * wrb], wrb, r1 - r0, acts, rb, n, ptr.get().add(r0), rows) };
+            unsafe { gemm(&wdata[r0 * wrb..r1 * wrb], wrb, r1 - r0, acts, rb, n, ptr.get().add(r0), rows) };
         });
         return;
     }

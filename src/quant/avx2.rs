@@ -73,98 +73,63 @@ pub fn batch_dot_for(ty: GgmlType) -> BatchDot {
 /// The multi-row, multi-token kernel of a weight type, if it has one; the
 /// AVX-512 VNNI variant where the CPU has it (same integers, same floats).
 pub fn gemm_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
+    gemm_variants(ty, false).pop().map(|(_, f)| f)
+}
+
+/// The kernel over rows packed by `crate::quant::pack_rows` (32-element block types).
+pub fn gemm_packed_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
+    gemm_variants(ty, true).pop().map(|(_, f)| f)
+}
+
+/// Every multi-row kernel variant this CPU can run for a type, over plain or
+/// packed rows (tests compare them all); the fastest last.
+pub fn gemm_variants(ty: GgmlType, packed: bool) -> Vec<(&'static str, crate::quant::GemmFn)> {
+    use crate::quant::GemmFn;
     use GgmlType::*;
     let vnni = has_vnni();
-    macro_rules! pick {
-        ($b:ty, $a:ty) => {
-            if vnni { zmm::gemm32_zmm::<$b, $a> as crate::quant::GemmFn } else { gemm32_avx2::<$b, $a> as crate::quant::GemmFn }
-        };
-    }
-    macro_rules! pickk {
-        ($b:ty, $q4:expr) => {
-            if vnni { kgemm::kgemm_vnni::<$b, $q4> as crate::quant::GemmFn } else { kgemm::kgemm_avx2::<$b, $q4> as crate::quant::GemmFn }
-        };
-    }
-    Some(match ty {
-        Q2_K => pickk!(BlockQ2K, false),
-        Q3_K => pickk!(BlockQ3K, false),
-        Q4_K => pickk!(BlockQ4K, true),
-        Q5_K => pickk!(BlockQ5K, false),
-        Q6_K => pickk!(BlockQ6K, false),
-        IQ4_XS => pickk!(BlockIQ4XS, false),
-        Q4_0 => pick!(BlockQ4_0, BlockQ8_0),
-        Q5_0 => pick!(BlockQ5_0, BlockQ8_0),
-        Q8_0 => pick!(BlockQ8_0, BlockQ8_0),
-        IQ4_NL => pick!(BlockIQ4NL, BlockQ8_0),
-        Q4_1 => pick!(BlockQ4_1, BlockQ8_1),
-        Q5_1 => pick!(BlockQ5_1, BlockQ8_1),
-        _ => return None,
-    })
-}
-
-/// The kernel over rows packed by `crate::quant::pack_rows`, for the 32-element block types.
-pub fn gemm_packed_for(ty: GgmlType) -> Option<crate::quant::GemmFn> {
-    gemm_packed_variants(ty).pop().map(|(_, f)| f)
-}
-
-/// Every packed-rows kernel variant this CPU can run for a type (tests); the fastest last.
-pub fn gemm_packed_variants(ty: GgmlType) -> Vec<(&'static str, crate::quant::GemmFn)> {
-    use GgmlType::*;
-    macro_rules! both {
+    macro_rules! b32 {
         ($b:ty, $a:ty) => {{
-            let mut v = vec![("avx2-x4", gemm32x4_avx2::<$b, $a> as crate::quant::GemmFn)];
-            if has_vnni() {
-                v.push(("avx512vnni-x4", zmm::gemm32x4_zmm::<$b, $a> as crate::quant::GemmFn));
+            if packed {
+                let mut v = vec![("avx2-x4", gemm32x4_avx2::<$b, $a> as GemmFn)];
+                if vnni {
+                    v.push(("avx512vnni-x4", zmm::gemm32x4_zmm::<$b, $a> as GemmFn));
+                }
+                v
+            } else {
+                let mut v = vec![("avx2", gemm32_avx2::<$b, $a> as GemmFn)];
+                if vnni {
+                    v.push(("avx512vnni", gemm32_vnni::<$b, $a> as GemmFn));
+                    v.push(("avx512vnni-zmm", zmm::gemm32_zmm::<$b, $a> as GemmFn));
+                }
+                v
             }
-            v
         }};
     }
-    match ty {
-        Q4_0 => both!(BlockQ4_0, BlockQ8_0),
-        Q5_0 => both!(BlockQ5_0, BlockQ8_0),
-        Q8_0 => both!(BlockQ8_0, BlockQ8_0),
-        IQ4_NL => both!(BlockIQ4NL, BlockQ8_0),
-        Q4_1 => both!(BlockQ4_1, BlockQ8_1),
-        Q5_1 => both!(BlockQ5_1, BlockQ8_1),
-        _ => vec![],
-    }
-}
-
-/// Every multi-row kernel variant this CPU can run for a type (tests).
-pub fn gemm_variants(ty: GgmlType) -> Vec<(&'static str, crate::quant::GemmFn)> {
-    use GgmlType::*;
-    macro_rules! both {
-        ($b:ty, $a:ty) => {{
-            let mut v = vec![("avx2", gemm32_avx2::<$b, $a> as crate::quant::GemmFn)];
-            if has_vnni() {
-                v.push(("avx512vnni", gemm32_vnni::<$b, $a> as crate::quant::GemmFn));
-                v.push(("avx512vnni-zmm", zmm::gemm32_zmm::<$b, $a> as crate::quant::GemmFn));
-            }
-            v
-        }};
-    }
-    macro_rules! bothk {
+    macro_rules! bk {
         ($b:ty, $q4:expr) => {{
-            let mut v = vec![("avx2", kgemm::kgemm_avx2::<$b, $q4> as crate::quant::GemmFn)];
-            if has_vnni() {
-                v.push(("avx512vnni", kgemm::kgemm_vnni::<$b, $q4> as crate::quant::GemmFn));
+            let mut v = Vec::new();
+            if !packed {
+                v.push(("avx2", kgemm::kgemm_avx2::<$b, $q4> as GemmFn));
+                if vnni {
+                    v.push(("avx512vnni", kgemm::kgemm_vnni::<$b, $q4> as GemmFn));
+                }
             }
             v
         }};
     }
     match ty {
-        Q2_K => bothk!(BlockQ2K, false),
-        Q3_K => bothk!(BlockQ3K, false),
-        Q4_K => bothk!(BlockQ4K, true),
-        Q5_K => bothk!(BlockQ5K, false),
-        Q6_K => bothk!(BlockQ6K, false),
-        IQ4_XS => bothk!(BlockIQ4XS, false),
-        Q4_0 => both!(BlockQ4_0, BlockQ8_0),
-        Q5_0 => both!(BlockQ5_0, BlockQ8_0),
-        Q8_0 => both!(BlockQ8_0, BlockQ8_0),
-        IQ4_NL => both!(BlockIQ4NL, BlockQ8_0),
-        Q4_1 => both!(BlockQ4_1, BlockQ8_1),
-        Q5_1 => both!(BlockQ5_1, BlockQ8_1),
+        Q2_K => bk!(BlockQ2K, false),
+        Q3_K => bk!(BlockQ3K, false),
+        Q4_K => bk!(BlockQ4K, true),
+        Q5_K => bk!(BlockQ5K, false),
+        Q6_K => bk!(BlockQ6K, false),
+        IQ4_XS => bk!(BlockIQ4XS, false),
+        Q4_0 => b32!(BlockQ4_0, BlockQ8_0),
+        Q5_0 => b32!(BlockQ5_0, BlockQ8_0),
+        Q8_0 => b32!(BlockQ8_0, BlockQ8_0),
+        IQ4_NL => b32!(BlockIQ4NL, BlockQ8_0),
+        Q4_1 => b32!(BlockQ4_1, BlockQ8_1),
+        Q5_1 => b32!(BlockQ5_1, BlockQ8_1),
         _ => vec![],
     }
 }

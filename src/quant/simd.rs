@@ -41,22 +41,13 @@ pub fn upgrade(k: &mut TypeKernels) {
     let _ = k;
 }
 
-/// The kernels over packed rows this CPU can run for a type, by name (tests).
-pub fn gemm_packed_variants(ty: crate::gguf::GgmlType) -> Vec<(&'static str, super::GemmFn)> {
+/// The multi-row kernels this CPU can run for a type, over plain or packed
+/// rows, by name (tests compare each with `dot_for`).
+pub fn gemm_variants(ty: crate::gguf::GgmlType, packed: bool) -> Vec<(&'static str, super::GemmFn)> {
     #[cfg(target_arch = "x86_64")]
     if has_avx2() {
-        return avx2::gemm_packed_variants(ty);
+        return avx2::gemm_variants(ty, packed);
     }
-    let _ = ty;
-    Vec::new()
-}
-
-/// The multi-row kernels this CPU can run for a type, by name (tests compare each with vec_dot).
-pub fn gemm_variants(ty: crate::gguf::GgmlType) -> Vec<(&'static str, super::GemmFn)> {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        return avx2::gemm_variants(ty);
-    }
-    let _ = ty;
+    let _ = (ty, packed);
     Vec::new()
 }
