@@ -3,11 +3,12 @@ pub mod args;
 pub mod bench;
 pub mod chat;
 pub mod completion;
+pub mod perplexity;
 pub mod tokenize;
 
 use anyhow::Result;
 
-const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench when called by those names.";
+const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity when called by those names.";
 
 /// Which front-end a program name (multicall symlink) stands for.
 pub fn command_for_program(name: &str) -> Option<&'static str> {
@@ -18,6 +19,7 @@ pub fn command_for_program(name: &str) -> Option<&'static str> {
         "llama-completion" | "llama-simple" => "cli",
         "llama-tokenize" => "tokenize",
         "llama-bench" => "bench",
+        "llama-perplexity" => "perplexity",
         _ => return None,
     })
 }
@@ -37,6 +39,7 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
     match cmd.as_str() {
         "tokenize" => tokenize::run(args::Args::new("rllama tokenize", rest)),
         "bench" => bench::run(args::Args::new("rllama bench", rest)),
+        "perplexity" => perplexity::run(args::Args::new("rllama perplexity", rest)),
         "cli" | "completion" => completion::run(args::Args::new("rllama cli", rest), false),
         "cli-cnv" => completion::run(args::Args::new("llama-cli", rest), true),
         "-h" | "--help" | "help" => {

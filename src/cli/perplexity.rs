@@ -1,0 +1,323 @@
+//! `rllama perplexity` (alias `llama-perplexity`): perplexity over a text file,
+//! saving base log-probabilities (`--kl-divergence-base`) and KL divergence
+//! against them (`--kl-divergence`), with llama-perplexity's output: progress
+//! and the KLD table on stdout, the rest on stderr.
+
+use super::args::Args;
+use super::completion::set_threads;
+use crate::model::Model;
+use crate::perplexity::logits_file::LogitsReader;
+use crate::perplexity::logprob::{covariance, mean_and_uncertainty, median, percentile, KldSums};
+use crate::perplexity::{self as ppl};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::time::Instant;
+
+const HELP: &str = "usage: rllama perplexity -m MODEL -f FILE [-c N] [-b N] [--chunks N] [-t N]
+  --kl-divergence-base FILE   save the base model's log-probabilities (alias --save-all-logits)
+  --kl-divergence             with --kl-divergence-base FILE: KL divergence against that file
+  --ppl-output-type 0|1       progress as [i]ppl (0) or one line per chunk (1)";
+
+struct Opts {
+    model: Option<String>,
+    text: Option<String>,
+    n_ctx: usize,
+    n_batch: usize,
+    chunks: Option<usize>,
+    threads: Option<usize>,
+    logits_file: Option<String>,
+    kl_divergence: bool,
+    output_type: u32,
+}
+
+fn parse(mut a: Args) -> Result<Option<Opts>> {
+    let mut o = Opts {
+        model: None,
+        text: None,
+        n_ctx: 512,
+        n_batch: 2048,
+        chunks: None,
+        threads: None,
+        logits_file: None,
+        kl_divergence: false,
+        output_type: 0,
+    };
+    while let Some(f) = a.next_flag() {
+        match f.as_str() {
+            "-m" | "--model" => o.model = Some(a.value(&f)?),
+            "-f" | "--file" => {
+                let p = a.value(&f)?;
+                let b = std::fs::read(&p).with_context(|| format!("error: cannot read {p}"))?;
+                o.text = Some(String::from_utf8_lossy(&b).into_owned());
+            }
+            "-c" | "--ctx-size" => o.n_ctx = a.parse(&f)?,
+            "-b" | "--batch-size" => o.n_batch = a.parse(&f)?,
+            "--chunks" => {
+                let c: i64 = a.parse(&f)?;
+                o.chunks = (c >= 0).then_some(c as usize);
+            }
+            "-t" | "--threads" | "-tb" | "--threads-batch" => o.threads = Some(a.parse(&f)?),
+            "--kl-divergence-base" | "--save-all-logits" => o.logits_file = Some(a.value(&f)?),
+            "--kl-divergence" => o.kl_divergence = true,
+            "--ppl-output-type" => {
+                o.output_type = a.parse(&f)?;
+                if o.output_type > 1 {
+                    bail!("error: --ppl-output-type takes 0 or 1");
+                }
+            }
+            "--ppl-stride" => {
+                let s: i64 = a.parse(&f)?;
+                if s > 0 {
+                    bail!("error: --ppl-stride > 0 (strided perplexity) is not supported by rllama; use the default 0");
+                }
+            }
+            // Accepted for command-line compatibility; no effect on a CPU-only build.
+            "-ub" | "--ubatch-size" | "-ngl" | "--n-gpu-layers" | "--gpu-layers" | "-s" | "--seed" | "-fa" | "--flash-attn" => {
+                a.value(&f)?;
+            }
+            "--log-disable" | "--no-mmap" | "--mlock" | "-e" | "--escape" | "--no-escape" => {}
+            "-h" | "--help" => {
+                println!("{HELP}");
+                return Ok(None);
+            }
+            _ => return Err(a.unknown(&f)),
+        }
+    }
+    if o.n_ctx == 0 {
+        bail!("error: perplexity tool requires '--ctx-size' > 0");
+    }
+    Ok(Some(o))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let Some(o) = parse(a)? else { return Ok(()) };
+    let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)\n{HELP}") };
+    if o.kl_divergence && o.logits_file.is_none() {
+        bail!("error: --kl-divergence needs the base model's file: --kl-divergence-base FILE");
+    }
+    if !o.kl_divergence && o.text.is_none() {
+        bail!("error: a text file is required (-f FILE)\n{HELP}");
+    }
+    // Open the base file before the (slower) model load so a wrong path fails at once.
+    let base = match (&o.logits_file, o.kl_divergence) {
+        (Some(p), true) => Some(LogitsReader::open(p).map_err(|e| anyhow::anyhow!("error: kl_divergence: {e:#}"))?),
+        _ => None,
+    };
+    set_threads(o.threads);
+    let model = Model::load(std::path::Path::new(&model_path))?;
+    let tok = Tokenizer::from_gguf(&model.g)?;
+    let bos = if tok.add_bos { tok.bos } else { None };
+    match base {
+        Some(b) => run_kld(&o, &model, b, bos),
+        None => run_ppl(&o, &model, &tok, bos),
+    }
+}
+
+/// llama.cpp's batch_size / n_seq for a context of n_ctx.
+fn batch_and_seq(n_batch: usize, n_ctx: usize) -> (usize, usize) {
+    let n_seq = (n_batch / n_ctx).max(1);
+    (n_batch.min(n_seq * n_ctx), n_seq)
+}
+
+fn print_eta(tag: &str, t_chunk: f64, n_seq: usize, n_chunk: usize) {
+    eprint!("{tag}: {:.2} seconds per pass - ETA ", t_chunk * n_seq.min(n_chunk) as f64);
+    let mut total = (t_chunk * n_chunk as f64) as i64;
+    let mut out = std::io::stdout().lock();
+    if total >= 3600 {
+        let _ = write!(out, "{} hours ", total / 3600);
+        total %= 3600;
+    }
+    let _ = writeln!(out, "{:.2} minutes", total as f64 / 60.0);
+    let _ = out.flush();
+}
+
+fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result<()> {
+    let text = o.text.as_deref().unwrap_or_default();
+    let t0 = Instant::now();
+    eprintln!("perplexity: tokenizing the input ..");
+    let tokens = tok.encode(text, true, false)?;
+    eprintln!("perplexity: tokenization took {:.4} ms", t0.elapsed().as_secs_f64() * 1e3);
+    let n_chunk = ppl::n_chunks(tokens.len(), o.n_ctx, o.chunks)?;
+    let (batch, n_seq) = batch_and_seq(o.n_batch, o.n_ctx);
+    // Write the base file under a temporary name: a failed run leaves no half file.
+    let tmp = o.logits_file.as_ref().map(|p| format!("{p}.rllama-tmp"));
+    let mut file = match (&o.logits_file, &tmp) {
+        (Some(p), Some(t)) => {
+            eprintln!("perplexity: saving all logits to {p}");
+            let f = std::fs::File::create(t).with_context(|| format!("error: perplexity: failed to open {p} for writing"))?;
+            Some(std::io::BufWriter::with_capacity(1 << 20, f))
+        }
+        _ => None,
+    };
+    eprintln!("perplexity: calculating perplexity over {n_chunk} chunks, n_ctx={}, batch_size={batch}, n_seq={n_seq}", o.n_ctx);
+    let mut t_chunk = Instant::now();
+    let n_ctx = o.n_ctx;
+    let output_type = o.output_type;
+    let mut on_chunk = |c: usize, running: f64| {
+        if c == 0 {
+            print_eta("perplexity", t_chunk.elapsed().as_secs_f64(), n_seq, n_chunk);
+        }
+        let mut out = std::io::stdout().lock();
+        if output_type == 0 {
+            let _ = write!(out, "[{}]{:.4},", c + 1, running);
+        } else {
+            let _ = writeln!(out, "{:8}  {:.4}", c * n_ctx, running);
+        }
+        let _ = out.flush();
+        t_chunk = Instant::now();
+    };
+    let save = file.as_mut().map(|f| f as &mut dyn Write);
+    let r = ppl::perplexity(model, &tokens, bos, o.n_ctx, Some(n_chunk), o.n_batch, save, &mut on_chunk);
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(t) = &tmp {
+                let _ = std::fs::remove_file(t);
+            }
+            return Err(e);
+        }
+    };
+    drop(file);
+    if let (Some(p), Some(t)) = (&o.logits_file, &tmp) {
+        std::fs::rename(t, p).with_context(|| format!("error: cannot write {p}"))?;
+    }
+    println!();
+    match r.ppl_err {
+        Some(err) => eprintln!("Final estimate: PPL = {:.4} +/- {:.5}", r.ppl, err),
+        None => eprintln!("Unexpected negative standard deviation of log(prob)"),
+    }
+    println!();
+    Ok(())
+}
+
+fn run_kld(o: &Opts, model: &Model, mut base: LogitsReader, bos: Option<u32>) -> Result<()> {
+    let (batch, n_seq) = batch_and_seq(o.n_batch, base.n_ctx);
+    let n_chunk = base.n_chunk;
+    eprintln!("kl_divergence: computing over {n_chunk} chunks, n_ctx={}, batch_size={batch}, n_seq={n_seq}", base.n_ctx);
+    let mut t_chunk = Instant::now();
+    let mut on_chunk = |c: usize, k: &KldSums| {
+        let mut out = std::io::stdout().lock();
+        if c == 0 {
+            print_eta("kl_divergence", t_chunk.elapsed().as_secs_f64(), n_seq, n_chunk);
+            let _ = writeln!(out);
+            let _ = writeln!(out, "chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              Δp RMS            Same top p");
+        }
+        let _ = writeln!(out, "{}", chunk_line(c, k));
+        let _ = out.flush();
+        t_chunk = Instant::now();
+    };
+    let mut r = ppl::kl_divergence(model, &mut base, bos, o.n_batch, &mut on_chunk).map_err(|e| anyhow::anyhow!("error: kl_divergence: {e:#}"))?;
+    println!();
+    if r.sums.count >= 100 {
+        print!("{}", summary(&r.sums, &mut r.kld_values, &mut r.p_diff_values));
+    }
+    println!();
+    Ok(())
+}
+
+struct Derived {
+    ppl: (f64, f64),
+    ppl_base: (f64, f64),
+    log_ppl: (f64, f64),
+    log_ppl_base: (f64, f64),
+    log_ppl_cov: f64,
+    ratio: (f64, f64),
+    kld: (f64, f64),
+    rms_dp: (f64, f64),
+    same_top: f64,
+}
+
+fn derive(k: &KldSums) -> Derived {
+    let log_ppl = mean_and_uncertainty(k.sum_nll, k.sum_nll2, k.count);
+    let log_ppl_base = mean_and_uncertainty(k.sum_nll_base, k.sum_nll_base2, k.count);
+    let ppl = log_ppl.0.exp();
+    let ppl_base = log_ppl_base.0.exp();
+    let log_ppl_cov = covariance(k.sum_nll, k.sum_nll_base, k.sum_nll_nll_base, k.count);
+    let ratio_unc = (log_ppl.1 * log_ppl.1 + log_ppl_base.1 * log_ppl_base.1 - 2.0 * log_ppl_cov).sqrt();
+    let mse = mean_and_uncertainty(k.sum_p_diff2, k.sum_p_diff4, k.count);
+    let rms = mse.0.sqrt();
+    Derived {
+        ppl: (ppl, ppl * log_ppl.1),
+        ppl_base: (ppl_base, ppl_base * log_ppl_base.1),
+        log_ppl,
+        log_ppl_base,
+        log_ppl_cov,
+        ratio: (log_ppl.0 - log_ppl_base.0, ratio_unc),
+        kld: mean_and_uncertainty(k.sum_kld, k.sum_kld2, k.count),
+        rms_dp: (rms, 0.5 / rms * mse.1),
+        same_top: k.n_same_top as f64 / k.count as f64,
+    }
+}
+
+/// One row of llama-perplexity's per-chunk KLD table.
+fn chunk_line(c: usize, k: &KldSums) -> String {
+    let d = derive(k);
+    let top_unc = (d.same_top * (1.0 - d.same_top) / (k.count as f64 - 1.0)).sqrt();
+    format!(
+        "{:4}    {:9.4} ± {:9.4}    {:10.5} ± {:10.5}    {:10.5} ± {:10.5}    {:6.3} ± {:6.3} %    {:6.3} ± {:6.3} %",
+        c + 1,
+        d.ppl.0,
+        d.ppl.1,
+        d.ratio.0,
+        d.ratio.1,
+        d.kld.0,
+        d.kld.1,
+        100.0 * d.rms_dp.0,
+        100.0 * d.rms_dp.1,
+        100.0 * d.same_top,
+        100.0 * top_unc
+    )
+}
+
+/// llama-perplexity's three statistics blocks after a KLD run.
+fn summary(k: &KldSums, kld: &mut [f32], dp: &mut [f32]) -> String {
+    kld.sort_by(f32::total_cmp);
+    dp.sort_by(f32::total_cmp);
+    let d = derive(k);
+    let mut s = String::new();
+    let mut line = |l: String| {
+        s.push_str(&l);
+        s.push('\n');
+    };
+    line("====== Perplexity statistics ======".into());
+    line(format!("Mean PPL(Q)                   : {:10.6} ± {:10.6}", d.ppl.0, d.ppl.1));
+    line(format!("Mean PPL(base)                : {:10.6} ± {:10.6}", d.ppl_base.0, d.ppl_base.1));
+    let cor = d.log_ppl_cov / (d.log_ppl.1 * d.log_ppl_base.1);
+    line(format!("Cor(ln(PPL(Q)), ln(PPL(base))): {:6.2}%", 100.0 * cor));
+    line(format!("Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}", d.ratio.0, d.ratio.1));
+    let r = d.ratio.0.exp();
+    line(format!("Mean PPL(Q)/PPL(base)         : {:10.6} ± {:10.6}", r, r * d.ratio.1));
+    let ppl_cov = d.ppl.0 * d.ppl_base.0 * d.log_ppl_cov;
+    let diff_unc = (d.ppl.1 * d.ppl.1 + d.ppl_base.1 * d.ppl_base.1 - 2.0 * ppl_cov).sqrt();
+    line(format!("Mean PPL(Q)-PPL(base)         : {:10.6} ± {:10.6}", d.ppl.0 - d.ppl_base.0, diff_unc));
+    line(String::new());
+    line("====== KL divergence statistics ======".into());
+    line(format!("Mean    KLD: {:10.6} ± {:10.6}", d.kld.0, d.kld.1));
+    line(format!("Maximum KLD: {:10.6}", kld[kld.len() - 1]));
+    for (name, f) in [("99.9%", 0.999f32), ("99.0%", 0.990), ("95.0%", 0.950), ("90.0%", 0.900)] {
+        line(format!("{name}   KLD: {:10.6}", percentile(kld, f)));
+    }
+    line(format!("Median  KLD: {:10.6}", median(kld)));
+    for (name, f) in [("10.0%", 0.100f32), (" 5.0%", 0.050), (" 1.0%", 0.010), (" 0.1%", 0.001)] {
+        line(format!("{name}   KLD: {:10.6}", percentile(kld, f)));
+    }
+    line(format!("Minimum KLD: {:10.6}", kld[0]));
+    line(String::new());
+    line("====== Token probability statistics ======".into());
+    let p = mean_and_uncertainty(k.sum_p_diff, k.sum_p_diff2, k.count);
+    line(format!("Mean    Δp: {:6.3} ± {:5.3} %", 100.0 * p.0, 100.0 * p.1));
+    line(format!("Maximum Δp: {:6.3}%", 100.0 * dp[dp.len() - 1]));
+    for (name, f) in [("99.9%", 0.999f32), ("99.0%", 0.990), ("95.0%", 0.950), ("90.0%", 0.900), ("75.0%", 0.750)] {
+        line(format!("{name}   Δp: {:6.3}%", 100.0 * percentile(dp, f)));
+    }
+    line(format!("Median  Δp: {:6.3}%", 100.0 * median(dp)));
+    for (name, f) in [("25.0%", 0.250f32), ("10.0%", 0.100), (" 5.0%", 0.050), (" 1.0%", 0.010), (" 0.1%", 0.001)] {
+        line(format!("{name}   Δp: {:6.3}%", 100.0 * percentile(dp, f)));
+    }
+    line(format!("Minimum Δp: {:6.3}%", 100.0 * dp[0]));
+    line(format!("RMS Δp    : {:6.3} ± {:5.3} %", 100.0 * d.rms_dp.0, 100.0 * d.rms_dp.1));
+    let top_unc = (d.same_top * (1.0 - d.same_top) / (k.count as f64 - 1.0)).sqrt();
+    line(format!("Same top p: {:6.3} ± {:5.3} %", 100.0 * d.same_top, 100.0 * top_unc));
+    s
+}
