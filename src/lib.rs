@@ -7,6 +7,7 @@ pub mod ops;
 pub mod parallel;
 pub mod perplexity;
 pub mod quant;
+pub mod quantize_model;
 pub mod sampling;
 pub mod tokenizer;
 pub mod chat;

@@ -81,12 +81,14 @@ impl GgufWriter {
         Ok(())
     }
 
-    /// The whole file image.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// Header (magic, metadata, tensor infos) for tensors of these (name,
+    /// dims, type, data bytes), padded to the alignment: the data follow, each
+    /// tensor padded to the alignment. Lets large files be streamed.
+    pub fn header(&self, tensors: &[(&str, &[u64], GgmlType, usize)]) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(b"GGUF");
         out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
         let mut md = self.metadata.clone();
         if self.alignment != 32 && !md.iter().any(|(k, _)| k == "general.alignment") {
             md.push(("general.alignment".into(), Value::U32(self.alignment as u32)));
@@ -99,17 +101,26 @@ impl GgufWriter {
         }
         let a = self.alignment as usize;
         let mut off = 0usize;
-        for (name, dims, ty, data) in &self.tensors {
+        for (name, dims, ty, len) in tensors {
             put_str(&mut out, name);
             out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-            for d in dims {
+            for d in dims.iter() {
                 out.extend_from_slice(&d.to_le_bytes());
             }
             out.extend_from_slice(&ty.id().to_le_bytes());
             out.extend_from_slice(&(off as u64).to_le_bytes());
-            off += data.len().div_ceil(a) * a;
+            off += len.div_ceil(a) * a;
         }
         out.resize(out.len().div_ceil(a) * a, 0);
+        out
+    }
+
+    /// The whole file image.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let infos: Vec<(&str, &[u64], GgmlType, usize)> =
+            self.tensors.iter().map(|(n, d, t, data)| (n.as_str(), d.as_slice(), *t, data.len())).collect();
+        let mut out = self.header(&infos);
+        let a = self.alignment as usize;
         for (_, _, _, data) in &self.tensors {
             out.extend_from_slice(data);
             out.resize(out.len().div_ceil(a) * a, 0);

@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod float;
 pub mod kquants;
 pub mod legacy;
+pub mod quantize;
 pub mod simd;
 
 use crate::gguf::GgmlType;

@@ -1,0 +1,153 @@
+//! `rllama quantize` (alias `llama-quantize`): SRC [DST] TYPE [nthreads], with
+//! llama-quantize's flags, per-tensor lines and size summary, plus a progress
+//! bar on a terminal.
+
+use super::args::Args;
+use crate::gguf::GgmlType;
+use crate::quantize_model::ftype::{Ftype, OPTIONS, UNSUPPORTED};
+use crate::quantize_model::plan::Params;
+use crate::quantize_model::{quantize_file, Progress};
+use anyhow::{bail, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::Instant;
+
+fn usage() -> String {
+    let mut s = String::from(
+        "usage: rllama quantize [--help] [--allow-requantize] [--leave-output-tensor] [--pure]
+       [--output-tensor-type ggml_type] [--token-embedding-type ggml_type]
+       model-f32.gguf [model-quant.gguf] type [nthreads]
+
+  --allow-requantize        allow requantizing tensors that have already been quantized
+  --leave-output-tensor     leave output.weight un(re)quantized
+  --pure                    disable k-quant mixtures and quantize all tensors to the same type
+  --output-tensor-type T    use this ggml_type for the output.weight tensor
+  --token-embedding-type T  use this ggml_type for the token embeddings tensor
+
+allowed quantization types:
+",
+    );
+    for (name, ft, _, desc) in OPTIONS {
+        s.push_str(&format!("  {:2}  or  {:<7} : {}\n", ft.id(), name, desc));
+    }
+    s
+}
+
+fn parse_type(flag: &str, v: &str) -> Result<GgmlType> {
+    match GgmlType::from_name(v) {
+        Some(t) if crate::quant::quantize::can_quantize(t) => Ok(t),
+        _ => bail!("error: {flag}: unknown or unsupported ggml type {v:?}"),
+    }
+}
+
+fn parse_ftype(s: &str) -> Result<Option<(Ftype, &'static str)>> {
+    if let Some(f) = Ftype::parse(s) {
+        return Ok(Some(f));
+    }
+    if UNSUPPORTED.iter().any(|u| u.eq_ignore_ascii_case(s)) {
+        bail!("error: quantization type {s} is not supported by rllama (it needs an importance matrix or a grid rllama does not implement)");
+    }
+    Ok(None)
+}
+
+struct Bar {
+    bar: ProgressBar,
+}
+
+impl Progress for Bar {
+    fn line(&mut self, s: &str) {
+        self.bar.suspend(|| eprintln!("{s}"));
+    }
+    fn advance(&mut self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+}
+
+pub fn run(mut a: Args) -> Result<()> {
+    let mut p = Params { quantize_output: true, ..Default::default() };
+    let mut pos: Vec<String> = Vec::new();
+    while let Some(f) = a.next_flag() {
+        match f.as_str() {
+            "--allow-requantize" => p.allow_requantize = true,
+            "--leave-output-tensor" => p.quantize_output = false,
+            "--pure" => p.pure = true,
+            "--output-tensor-type" => p.output_tensor_type = Some(parse_type(&f, &a.value(&f)?)?),
+            "--token-embedding-type" => p.token_embedding_type = Some(parse_type(&f, &a.value(&f)?)?),
+            "-h" | "--help" => {
+                println!("{}", usage());
+                return Ok(());
+            }
+            s if s.starts_with('-') && s.len() > 1 && s.parse::<i64>().is_err() => {
+                bail!("error: invalid argument: {s} (see rllama quantize --help; --imatrix, --tensor-type, --keep-split and --dry-run are not supported)")
+            }
+            _ => pos.push(f),
+        }
+    }
+    if pos.len() < 2 {
+        bail!("error: bad arguments: need SRC [DST] TYPE [nthreads] (see rllama quantize --help)");
+    }
+    let src = PathBuf::from(&pos[0]);
+    // SRC TYPE [n] or SRC DST TYPE [n], as llama-quantize tells them apart.
+    let (dst, (ft, ft_name), rest) = match parse_ftype(&pos[1])? {
+        Some(f) => {
+            let dir = src.parent().map(|d| d.to_path_buf()).unwrap_or_default();
+            (dir.join(format!("ggml-model-{}.gguf", f.1)), f, &pos[2..])
+        }
+        None => {
+            let Some(t) = pos.get(2) else { bail!("error: missing quantization type") };
+            match parse_ftype(t)? {
+                Some(f) => (PathBuf::from(&pos[1]), f, &pos[3..]),
+                None => bail!("error: invalid quantization type {t:?} (see rllama quantize --help)"),
+            }
+        }
+    };
+    let nthread: Option<usize> = match rest.first() {
+        Some(n) => match n.parse::<i64>() {
+            Ok(v) => (v > 0).then_some(v as usize),
+            Err(_) => bail!("error: invalid nthread {n:?}"),
+        },
+        None => None,
+    };
+    if rest.len() > 1 {
+        bail!("error: unexpected argument {:?}", rest[1]);
+    }
+    if !src.is_file() {
+        bail!("error: cannot read {}: no such file", src.display());
+    }
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(&src), std::fs::canonicalize(&dst)) {
+        if a == b {
+            bail!("error: input and output files are the same: '{}'", src.display());
+        }
+    }
+    match dst.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) if !d.is_dir() => bail!("error: cannot write {}: folder {} does not exist", dst.display(), d.display()),
+        _ => {}
+    }
+    super::completion::set_threads(nthread);
+    eprint!("main: quantizing '{}' to '{}' as {ft_name}", src.display(), dst.display());
+    if let Some(n) = nthread {
+        eprint!(" using {n} threads");
+    }
+    eprintln!();
+    let t0 = Instant::now();
+    let total = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed_precise} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut prog = Bar { bar };
+    let r = quantize_file(&src, &dst, ft, &p, &mut prog);
+    prog.bar.finish_and_clear();
+    let r = r.map_err(|e| anyhow::anyhow!("error: failed to quantize model from '{}': {e:#}", src.display()))?;
+    let bpw = |b: u64| b as f64 * 8.0 / r.n_elements.max(1) as f64;
+    eprintln!("llama_model_quantize_impl: model size  = {:8.2} MiB ({:.2} BPW)", r.size_org as f64 / 1048576.0, bpw(r.size_org));
+    eprintln!("llama_model_quantize_impl: quant size  = {:8.2} MiB ({:.2} BPW)", r.size_new as f64 / 1048576.0, bpw(r.size_new));
+    if r.n_fallback > 0 {
+        eprintln!("llama_model_quantize_impl: WARNING: {} of {} tensor(s) required fallback quantization", r.n_fallback, r.n_tensors);
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    println!();
+    println!("main: quantize time = {ms:8.2} ms");
+    println!("main:    total time = {ms:8.2} ms");
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! ggml's IQ4_NL / IQ4_XS quantizer (quantize_row_iq4_nl_impl) as
+//! llama-quantize runs it without an importance matrix: weights x^2, a
+//! +-7 step search of the block scale, best grid index per value.
+
+use super::kquants::nearest_int;
+use crate::quant::blocks::*;
+
+const GROUP_MAX_EPS: f32 = 1e-15;
+const NTRY: i32 = 7;
+
+/// Index of the grid value nearest to x (ggml's best_index_int8).
+fn best_index(values: &[i8; 16], x: f32) -> u8 {
+    if x <= values[0] as f32 {
+        return 0;
+    }
+    if x >= values[15] as f32 {
+        return 15;
+    }
+    let (mut ml, mut mu) = (0usize, 15usize);
+    while mu - ml > 1 {
+        let mav = (ml + mu) / 2;
+        if x < values[mav] as f32 {
+            mu = mav;
+        } else {
+            ml = mav;
+        }
+    }
+    if x - (values[mu - 1] as f32) < values[mu] as f32 - x {
+        (mu - 1) as u8
+    } else {
+        mu as u8
+    }
+}
+
+/// Best scale of one 32-value block (0 for an all-zero block); fills `l`.
+fn block_scale(xb: &[f32], l: &mut [u8]) -> f32 {
+    let v = &KVALUES_IQ4NL;
+    let mut weight = [0.0f32; 32];
+    for (w, &x) in weight.iter_mut().zip(xb) {
+        *w = x * x;
+    }
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &x in xb {
+        if x.abs() > amax {
+            amax = x.abs();
+            max = x;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        return 0.0;
+    }
+    let mut d = -max / v[0] as f32;
+    let mut id = 1.0 / d;
+    let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
+    for j in 0..xb.len() {
+        let k = best_index(v, id * xb[j]);
+        l[j] = k;
+        let q = v[k as usize] as f32;
+        let w = weight[j];
+        sumqx += w * q * xb[j];
+        sumq2 += w * q * q;
+    }
+    d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+    let mut best = d * sumqx;
+    for itry in -NTRY..=NTRY {
+        id = (itry + v[0] as i32) as f32 / max;
+        sumqx = 0.0;
+        sumq2 = 0.0;
+        for j in 0..xb.len() {
+            let q = v[best_index(v, id * xb[j]) as usize] as f32;
+            let w = weight[j];
+            sumqx += w * q * xb[j];
+            sumq2 += w * q * q;
+        }
+        if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+            d = sumqx / sumq2;
+            best = d * sumqx;
+        }
+    }
+    d
+}
+
+fn pack_nibbles(l: &[u8], qs: &mut [u8]) {
+    for i in 0..l.len() / 32 {
+        for j in 0..16 {
+            qs[16 * i + j] = l[32 * i + j] | (l[32 * i + 16 + j] << 4);
+        }
+    }
+}
+
+pub fn iq4_nl(x: &[f32], y: &mut [BlockIQ4NL]) {
+    let mut l = [0u8; 32];
+    for (x, b) in x.chunks_exact(32).zip(y) {
+        let s = block_scale(x, &mut l);
+        b.d = f32_to_f16(s);
+        let id = if s != 0.0 { 1.0 / s } else { 0.0 };
+        for j in 0..32 {
+            l[j] = best_index(&KVALUES_IQ4NL, id * x[j]);
+        }
+        pack_nibbles(&l, &mut b.qs);
+    }
+}
+
+pub fn iq4_xs(x: &[f32], y: &mut [BlockIQ4XS]) {
+    let mut l = [0u8; 256];
+    for (x, b) in x.chunks_exact(256).zip(y) {
+        let mut scales = [0.0f32; 8];
+        let (mut max_scale, mut amax_scale) = (0.0f32, 0.0f32);
+        for ib in 0..8 {
+            scales[ib] = block_scale(&x[32 * ib..32 * ib + 32], &mut l[32 * ib..32 * ib + 32]);
+            if scales[ib].abs() > amax_scale {
+                amax_scale = scales[ib].abs();
+                max_scale = scales[ib];
+            }
+        }
+        b.scales_h = 0;
+        b.scales_l = [0; 4];
+        let d = -max_scale / 32.0;
+        b.d = f32_to_f16(d);
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for ib in 0..8 {
+            let mut lv = nearest_int(id * scales[ib]).clamp(-32, 31);
+            let dl = d * lv as f32;
+            let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+            for j in 0..32 {
+                l[32 * ib + j] = best_index(&KVALUES_IQ4NL, idl * x[32 * ib + j]);
+            }
+            lv += 32;
+            let (lo, hi) = ((lv & 0xF) as u8, (lv >> 4) as u16);
+            if ib % 2 == 0 {
+                b.scales_l[ib / 2] = lo;
+            } else {
+                b.scales_l[ib / 2] |= lo << 4;
+            }
+            b.scales_h |= hi << (2 * (ib % 8));
+        }
+        pack_nibbles(&l, &mut b.qs);
+    }
+}
