@@ -6,7 +6,7 @@ use super::args::Args;
 use crate::gguf::GgmlType;
 use crate::quantize_model::ftype::{Ftype, OPTIONS, UNSUPPORTED};
 use crate::quantize_model::plan::Params;
-use crate::quantize_model::{quantize_file, Progress};
+use crate::quantize_model::{prepare, Progress};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -124,6 +124,7 @@ pub fn run(mut a: Args) -> Result<()> {
         _ => {}
     }
     super::completion::set_threads(nthread);
+    let job = prepare(&src, ft, &p).map_err(|e| anyhow::anyhow!("error: failed to quantize model from '{}': {e:#}", src.display()))?;
     eprint!("main: quantizing '{}' to '{}' as {ft_name}", src.display(), dst.display());
     if let Some(n) = nthread {
         eprint!(" using {n} threads");
@@ -136,7 +137,7 @@ pub fn run(mut a: Args) -> Result<()> {
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed_precise} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut prog = Bar { bar };
-    let r = quantize_file(&src, &dst, ft, &p, &mut prog);
+    let r = job.write(&dst, &mut prog);
     prog.bar.finish_and_clear();
     let r = r.map_err(|e| anyhow::anyhow!("error: failed to quantize model from '{}': {e:#}", src.display()))?;
     let bpw = |b: u64| b as f64 * 8.0 / r.n_elements.max(1) as f64;

@@ -77,55 +77,72 @@ fn new_size(g: &GgufFile, pl: &TensorPlan) -> usize {
     }
 }
 
-/// Quantize `src` into `dst` as llama-quantize would with this file type.
-pub fn quantize_file(src: &Path, dst: &Path, ft: Ftype, p: &Params, prog: &mut dyn Progress) -> Result<Report> {
+/// A planned and validated quantization: nothing written yet.
+pub struct Job {
+    g: GgufFile,
+    ft: Ftype,
+    plans: Vec<TensorPlan>,
+}
+
+/// Open `src`, decide every tensor's type and check the run can succeed
+/// (requantization allowed, types convertible) before anything is written.
+pub fn prepare(src: &Path, ft: Ftype, p: &Params) -> Result<Job> {
     let g = GgufFile::open(src)?;
     let plans = plan::plan(&g, ft, p);
     validate(&g, &plans, p)?;
-    let mut n_fallback = 0;
-    for w in plans.iter().filter_map(|pl| pl.warning.as_ref()) {
-        prog.line(w);
-        n_fallback += 1;
-    }
+    Ok(Job { g, ft, plans })
+}
 
-    let mut w = GgufWriter::new();
-    w.alignment = g.alignment;
-    w.metadata = g.metadata.iter().filter(|(k, _)| !k.starts_with("split.")).cloned().collect();
-    for (k, v) in [("general.quantization_version", 2u32), ("general.file_type", ft.id())] {
-        w.metadata.retain(|(key, _)| key != k);
-        w.metadata.push((k.to_string(), Value::U32(v)));
-    }
-    let infos: Vec<(&str, &[u64], GgmlType, usize)> = plans
-        .iter()
-        .map(|pl| {
-            let t = &g.tensors[pl.index];
-            (t.name.as_str(), t.dims.as_slice(), pl.new_type, new_size(&g, pl))
-        })
-        .collect();
-    let header = w.header(&infos);
+/// Quantize `src` into `dst` as llama-quantize would with this file type.
+pub fn quantize_file(src: &Path, dst: &Path, ft: Ftype, p: &Params, prog: &mut dyn Progress) -> Result<Report> {
+    prepare(src, ft, p)?.write(dst, prog)
+}
 
-    let tmp = {
-        let mut s = dst.as_os_str().to_owned();
-        s.push(".rllama-tmp");
-        std::path::PathBuf::from(s)
-    };
-    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", dst.display()))?;
-    let res = write_tensors(&g, &plans, header, file, prog);
-    let res = res.and_then(|r| {
-        std::fs::rename(&tmp, dst).with_context(|| format!("cannot write {}", dst.display()))?;
-        Ok(r)
-    });
-    match res {
-        Ok((size_org, size_new)) => Ok(Report {
-            size_org,
-            size_new,
-            n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(),
-            n_tensors: g.tensors.len(),
-            n_fallback,
-        }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
+impl Job {
+    pub fn write(self, dst: &Path, prog: &mut dyn Progress) -> Result<Report> {
+        let Job { g, ft, plans } = self;
+        let mut n_fallback = 0;
+        for w in plans.iter().filter_map(|pl| pl.warning.as_ref()) {
+            prog.line(w);
+            n_fallback += 1;
+        }
+        let mut w = GgufWriter::new();
+        w.alignment = g.alignment;
+        w.metadata = g.metadata.iter().filter(|(k, _)| !k.starts_with("split.")).cloned().collect();
+        for (k, v) in [("general.quantization_version", 2u32), ("general.file_type", ft.id())] {
+            w.metadata.retain(|(key, _)| key != k);
+            w.metadata.push((k.to_string(), Value::U32(v)));
+        }
+        let infos: Vec<(&str, &[u64], GgmlType, usize)> = plans
+            .iter()
+            .map(|pl| {
+                let t = &g.tensors[pl.index];
+                (t.name.as_str(), t.dims.as_slice(), pl.new_type, new_size(&g, pl))
+            })
+            .collect();
+        let header = w.header(&infos);
+        let tmp = {
+            let mut s = dst.as_os_str().to_owned();
+            s.push(".rllama-tmp");
+            std::path::PathBuf::from(s)
+        };
+        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", dst.display()))?;
+        let res = write_tensors(&g, &plans, header, file, prog).and_then(|r| {
+            std::fs::rename(&tmp, dst).with_context(|| format!("cannot write {}", dst.display()))?;
+            Ok(r)
+        });
+        match res {
+            Ok((size_org, size_new)) => Ok(Report {
+                size_org,
+                size_new,
+                n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(),
+                n_tensors: g.tensors.len(),
+                n_fallback,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
         }
     }
 }

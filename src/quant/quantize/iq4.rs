@@ -8,34 +8,33 @@ use crate::quant::blocks::*;
 const GROUP_MAX_EPS: f32 = 1e-15;
 const NTRY: i32 = 7;
 
-/// Index of the grid value nearest to x (ggml's best_index_int8).
-fn best_index(values: &[i8; 16], x: f32) -> u8 {
-    if x <= values[0] as f32 {
-        return 0;
+/// The IQ4_NL grid as floats.
+const GRID: [f32; 16] = {
+    let mut g = [0.0f32; 16];
+    let mut i = 0;
+    while i < 16 {
+        g[i] = KVALUES_IQ4NL[i] as f32;
+        i += 1;
     }
-    if x >= values[15] as f32 {
-        return 15;
-    }
-    let (mut ml, mut mu) = (0usize, 15usize);
-    while mu - ml > 1 {
-        let mav = (ml + mu) / 2;
-        if x < values[mav] as f32 {
-            mu = mav;
-        } else {
-            ml = mav;
-        }
-    }
-    if x - (values[mu - 1] as f32) < values[mu] as f32 - x {
-        (mu - 1) as u8
-    } else {
-        mu as u8
-    }
+    g
+};
+
+/// Index of the grid value nearest to x, with ggml's best_index_int8 result
+/// (its binary search finds mu = the number of grid values <= x; counting
+/// them directly gives the same index without unpredictable branches).
+#[inline]
+fn best_index(x: f32) -> u8 {
+    let mu = GRID.iter().map(|&v| (v <= x) as usize).sum::<usize>().clamp(1, 15);
+    let r = mu - ((x - GRID[mu - 1] < GRID[mu] - x) as usize);
+    // Selects, not branches: x below the grid gives 0, above it (or NaN,
+    // where the binary search ends) 15.
+    let r = if x <= GRID[0] { 0 } else { r };
+    (if x < GRID[15] { r } else { 15 }) as u8
 }
 
 /// Best scale of one 32-value block (0 for an all-zero block); fills `l`.
 fn block_scale(xb: &[f32], l: &mut [u8]) -> f32 {
-    let v = &KVALUES_IQ4NL;
-    let mut weight = [0.0f32; 32];
+        let mut weight = [0.0f32; 32];
     for (w, &x) in weight.iter_mut().zip(xb) {
         *w = x * x;
     }
@@ -49,13 +48,13 @@ fn block_scale(xb: &[f32], l: &mut [u8]) -> f32 {
     if amax < GROUP_MAX_EPS {
         return 0.0;
     }
-    let mut d = -max / v[0] as f32;
+    let mut d = -max / GRID[0];
     let mut id = 1.0 / d;
     let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
     for j in 0..xb.len() {
-        let k = best_index(v, id * xb[j]);
+        let k = best_index(id * xb[j]);
         l[j] = k;
-        let q = v[k as usize] as f32;
+        let q = GRID[k as usize];
         let w = weight[j];
         sumqx += w * q * xb[j];
         sumq2 += w * q * q;
@@ -63,11 +62,11 @@ fn block_scale(xb: &[f32], l: &mut [u8]) -> f32 {
     d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
     let mut best = d * sumqx;
     for itry in -NTRY..=NTRY {
-        id = (itry + v[0] as i32) as f32 / max;
+        id = (itry + KVALUES_IQ4NL[0] as i32) as f32 / max;
         sumqx = 0.0;
         sumq2 = 0.0;
         for j in 0..xb.len() {
-            let q = v[best_index(v, id * xb[j]) as usize] as f32;
+            let q = GRID[best_index(id * xb[j]) as usize];
             let w = weight[j];
             sumqx += w * q * xb[j];
             sumq2 += w * q * q;
@@ -95,7 +94,7 @@ pub fn iq4_nl(x: &[f32], y: &mut [BlockIQ4NL]) {
         b.d = f32_to_f16(s);
         let id = if s != 0.0 { 1.0 / s } else { 0.0 };
         for j in 0..32 {
-            l[j] = best_index(&KVALUES_IQ4NL, id * x[j]);
+            l[j] = best_index(id * x[j]);
         }
         pack_nibbles(&l, &mut b.qs);
     }
@@ -123,7 +122,7 @@ pub fn iq4_xs(x: &[f32], y: &mut [BlockIQ4XS]) {
             let dl = d * lv as f32;
             let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
             for j in 0..32 {
-                l[32 * ib + j] = best_index(&KVALUES_IQ4NL, idl * x[32 * ib + j]);
+                l[32 * ib + j] = best_index(idl * x[32 * ib + j]);
             }
             lv += 32;
             let (lo, hi) = ((lv & 0xF) as u8, (lv >> 4) as u16);

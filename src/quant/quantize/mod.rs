@@ -59,3 +59,64 @@ pub fn quantize_rows(ty: GgmlType, x: &[f32], n_per_row: usize, out: &mut [u8]) 
     }
     x.par_chunks(n_per_row).zip(out.par_chunks_mut(rb)).try_for_each(|(x, o)| quantize_row(ty, x, o))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::dequantize_row;
+    use rand::{Rng, SeedableRng};
+
+    const TYPES: &[(GgmlType, f64)] = &[
+        (GgmlType::F32, 1e-9),
+        (GgmlType::F16, 1e-3),
+        (GgmlType::BF16, 1e-2),
+        (GgmlType::Q8_0, 0.01),
+        (GgmlType::Q6_K, 0.02),
+        (GgmlType::Q5_0, 0.05),
+        (GgmlType::Q5_1, 0.05),
+        (GgmlType::Q5_K, 0.05),
+        (GgmlType::Q4_0, 0.1),
+        (GgmlType::Q4_1, 0.1),
+        (GgmlType::Q4_K, 0.1),
+        (GgmlType::IQ4_NL, 0.1),
+        (GgmlType::IQ4_XS, 0.1),
+        (GgmlType::Q3_K, 0.2),
+        (GgmlType::Q2_K, 0.4),
+    ];
+
+    fn round_trip(ty: GgmlType, x: &[f32]) -> Vec<f32> {
+        let mut q = crate::quant::AlignedBytes::new(ty.row_bytes(x.len()).unwrap());
+        quantize_rows(ty, x, x.len(), q.as_mut_slice()).unwrap();
+        let mut y = vec![0.0f32; x.len()];
+        dequantize_row(ty, q.as_slice(), &mut y);
+        y
+    }
+
+    #[test]
+    fn round_trip_error_is_small_for_every_type() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let x: Vec<f32> = (0..1024).map(|_| rng.gen_range(-1.0f32..1.0) * rng.gen_range(0.0f32..2.0)).collect();
+        let norm = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+        for &(ty, tol) in TYPES {
+            let y = round_trip(ty, &x);
+            let err = x.iter().zip(&y).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>();
+            let rel = (err / norm).sqrt();
+            assert!(rel < tol, "{}: relative RMS error {rel}", ty.name());
+        }
+    }
+
+    #[test]
+    fn zeros_and_extremes_are_handled() {
+        let zeros = vec![0.0f32; 512];
+        let mut spikes = vec![0.0f32; 512];
+        spikes[3] = 60000.0;
+        spikes[300] = -1e-30;
+        spikes[400] = f32::MIN_POSITIVE;
+        for &(ty, _) in TYPES {
+            assert!(round_trip(ty, &zeros).iter().all(|v| *v == 0.0), "{}: zeros", ty.name());
+            let y = round_trip(ty, &spikes);
+            assert!(y.iter().all(|v| v.is_finite()), "{}: non-finite output", ty.name());
+            assert!((y[3] - 60000.0).abs() / 60000.0 < 0.1, "{}: spike {}", ty.name(), y[3]);
+        }
+    }
+}
