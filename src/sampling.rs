@@ -71,6 +71,16 @@ impl Sampler {
 
     /// Pick the next token from one row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.dist(logits) {
+            return self.cands[0].id;
+        }
+        let r: f32 = self.rng.gen();
+        self.draw(r, None)
+    }
+
+    /// Run the chain on one row of logits, leaving the final candidates and
+    /// their probabilities in `candidates()`. True when greedy (one candidate, p = 1).
+    pub fn dist(&mut self, logits: &[f32]) -> bool {
         let p = self.params.clone();
         self.cands.clear();
         self.cands.extend(logits.iter().enumerate().map(|(i, &l)| Cand { id: i as u32, logit: l, p: 0.0 }));
@@ -83,7 +93,10 @@ impl Sampler {
                     best = i;
                 }
             }
-            return self.cands[best].id;
+            let c = self.cands[best];
+            self.cands.clear();
+            self.cands.push(Cand { p: 1.0, ..c });
+            return true;
         }
         // top-k (sorts descending)
         let k = if p.top_k <= 0 { self.cands.len() } else { (p.top_k as usize).min(self.cands.len()) };
@@ -116,15 +129,34 @@ impl Sampler {
             c.logit /= p.temp;
         }
         softmax(&mut self.cands);
-        let r: f32 = self.rng.gen();
+        false
+    }
+
+    /// The candidates of the last `dist` call.
+    pub fn candidates(&self) -> &[Cand] {
+        &self.cands
+    }
+
+    /// A uniform draw in [0, 1) from the sampler's generator.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.gen()
+    }
+
+    /// Draw from the last `dist` with uniform `r`, optionally with one token
+    /// removed and the rest renormalized (speculative rejection).
+    pub fn draw(&self, r: f32, exclude: Option<u32>) -> u32 {
+        let total: f32 = if exclude.is_some() { self.cands.iter().filter(|c| Some(c.id) != exclude).map(|c| c.p).sum() } else { 1.0 };
+        let r = r * total;
         let mut cum = 0.0f32;
-        for c in &self.cands {
+        let mut last = self.cands[0].id;
+        for c in self.cands.iter().filter(|c| Some(c.id) != exclude) {
             cum += c.p;
+            last = c.id;
             if r < cum {
                 return c.id;
             }
         }
-        self.cands.last().unwrap().id
+        last
     }
 
     fn penalties(&mut self, p: &SamplerParams) {

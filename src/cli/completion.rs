@@ -18,6 +18,8 @@ const HELP: &str = "usage: rllama cli -m MODEL [-p PROMPT | -f FILE] [-n N] [-c 
             --chat-template NAME|JINJA, --chat-template-file FILE, -st/--single-turn,
             -i/--interactive, -r/--reverse-prompt TEXT, --in-prefix TEXT, --in-suffix TEXT,
             --multiline-input, --no-show-timings
+  draft:    -md/--model-draft FILE, --spec-draft-n-max N (--draft-max/--draft/--draft-n),
+            --spec-draft-n-min N (--draft-min), --spec-draft-p-min P (--draft-p-min), -cd N, -td N
   other:    -e/--escape, --no-escape, --ignore-eos, --log-disable, --verbose-prompt
 
 In a chat: /exit (or EOF, or a second Ctrl-C) ends, /clear starts over, /regen redoes the
@@ -46,6 +48,8 @@ pub struct CliOpts {
     pub in_suffix: String,
     pub multiline: bool,
     pub show_timings: bool,
+    /// Speculative decoding (`-md DRAFT` and the draft flags).
+    pub draft: super::speculative::DraftOpts,
 }
 
 impl Default for CliOpts {
@@ -71,6 +75,7 @@ impl Default for CliOpts {
             in_suffix: String::new(),
             multiline: false,
             show_timings: true,
+            draft: Default::default(),
         }
     }
 }
@@ -141,6 +146,7 @@ pub fn parse(mut a: Args, conversation_default: bool) -> Result<Option<CliOpts>>
                 println!("{HELP}");
                 return Ok(None);
             }
+            _ if o.draft.parse_flag(&f, &mut a)? => {}
             _ => return Err(a.unknown(&f)),
         }
     }
@@ -163,6 +169,9 @@ pub fn run(a: Args, conversation_default: bool) -> Result<()> {
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
     if o.conversation || o.interactive {
         return super::chat::run(&o, &model_path);
+    }
+    if o.draft.model.is_some() {
+        return super::speculative::generate(&o, &model_path);
     }
     set_threads(o.threads);
     let t_start = Instant::now();

@@ -5,11 +5,12 @@ pub mod chat;
 pub mod completion;
 pub mod perplexity;
 pub mod quantize;
+pub mod speculative;
 pub mod tokenize;
 
 use anyhow::Result;
 
-const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize when called by those names.";
+const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n  speculative generate with a draft model (llama-speculative)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize when called by those names.";
 
 /// Which front-end a program name (multicall symlink) stands for.
 pub fn command_for_program(name: &str) -> Option<&'static str> {
@@ -22,6 +23,7 @@ pub fn command_for_program(name: &str) -> Option<&'static str> {
         "llama-bench" => "bench",
         "llama-perplexity" => "perplexity",
         "llama-quantize" => "quantize",
+        "llama-speculative" | "llama-speculative-simple" => "speculative",
         _ => return None,
     })
 }
@@ -43,6 +45,7 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
         "bench" => bench::run(args::Args::new("rllama bench", rest)),
         "perplexity" => perplexity::run(args::Args::new("rllama perplexity", rest)),
         "quantize" => quantize::run(args::Args::new("rllama quantize", rest)),
+        "speculative" => speculative::run(args::Args::new("rllama speculative", rest)),
         "cli" | "completion" => completion::run(args::Args::new("rllama cli", rest), false),
         "cli-cnv" => completion::run(args::Args::new("llama-cli", rest), true),
         "-h" | "--help" | "help" => {

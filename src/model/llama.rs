@@ -89,6 +89,9 @@ struct Scratch {
     up: Vec<f32>,
     tmp: Vec<f32>,
     qa: QuantizedActs,
+    /// Every row rounded as a single-token step would round it (see `forward_as_steps`).
+    as_steps: bool,
+    zeros: Vec<usize>,
 }
 
 impl Model {
@@ -147,6 +150,18 @@ impl Model {
     /// Run `tokens` at positions kv.len.. and return logits (n_vocab each) for
     /// the rows asked for, in that order.
     pub fn forward(&self, tokens: &[u32], kv: &mut KvCache, outputs: &Outputs) -> Result<Vec<f32>> {
+        self.forward_impl(tokens, kv, outputs, false)
+    }
+
+    /// `forward`, with every matrix product rounded as in a one-token step
+    /// (ggml's batch-dependent kernels are not used): the logits of row i
+    /// equal those of evaluating the tokens one at a time. Speculative
+    /// verification uses it so greedy output does not depend on drafting.
+    pub fn forward_as_steps(&self, tokens: &[u32], kv: &mut KvCache, outputs: &Outputs) -> Result<Vec<f32>> {
+        self.forward_impl(tokens, kv, outputs, true)
+    }
+
+    fn forward_impl(&self, tokens: &[u32], kv: &mut KvCache, outputs: &Outputs, as_steps: bool) -> Result<Vec<f32>> {
         let c = &self.cfg;
         let n = tokens.len();
         if n == 0 {
@@ -169,7 +184,7 @@ impl Model {
         let (hk, hv) = (c.head_dim_k, c.head_dim_v);
         let (nh, nkv) = (c.n_head, c.n_head_kv);
         let pos0 = kv.len;
-        let mut s = Scratch::default();
+        let mut s = Scratch { as_steps, zeros: vec![0; if as_steps { n } else { 0 }], ..Default::default() };
         let mut x = vec![0.0f32; n * d];
         for (t, &tok) in tokens.iter().enumerate() {
             let row = &mut x[t * d..(t + 1) * d];
@@ -199,9 +214,9 @@ impl Model {
             s.q.resize(n * nh * hk, 0.0);
             s.k.resize(n * nkv * hk, 0.0);
             s.v.resize(n * nkv * hv, 0.0);
-            self.mm(&l.wq, &s.h, n, &mut s.qa, &mut s.q, true);
-            self.mm(&l.wk, &s.h, n, &mut s.qa, &mut s.k, false);
-            self.mm(&l.wv, &s.h, n, &mut s.qa, &mut s.v, false);
+            self.mm(&l.wq, &s.h, n, &mut s.qa, &mut s.q, true, s.as_steps.then_some(&s.zeros[..]));
+            self.mm(&l.wk, &s.h, n, &mut s.qa, &mut s.k, false, s.as_steps.then_some(&s.zeros[..]));
+            self.mm(&l.wv, &s.h, n, &mut s.qa, &mut s.v, false, s.as_steps.then_some(&s.zeros[..]));
             dbg_sum(|| format!("attn_norm-{il}"), &s.h);
             dbg_sum(|| format!("Qcur-{il}"), &s.q);
             dbg_sum(|| format!("Kcur-{il}"), &s.k);
@@ -284,7 +299,8 @@ impl Model {
             dbg_sum(|| format!("kqv_out-{il}"), &s.att);
             s.o.resize(nr * d, 0.0);
             quantize_acts(&l.wo, &s.att[..nr * l.wo.cols], nr, &mut s.qa);
-            matmul_q_in_batch(g, &l.wo, &s.qa, &mut s.o[..nr * d], Some((n, &rows)));
+            let batch = if s.as_steps { (1, &s.zeros[..nr]) } else { (n, &rows[..]) };
+            matmul_q_in_batch(g, &l.wo, &s.qa, &mut s.o[..nr * d], Some(batch));
             if last && nr != n_cur {
                 let mut nx = vec![0.0f32; nr * d];
                 for (i, &r) in rows.iter().enumerate() {
@@ -302,8 +318,8 @@ impl Model {
             rms_norm_rows(&x, &l.ffn_norm, c.eps, &mut s.h);
             s.gate.resize(n_cur * c.n_ff, 0.0);
             s.up.resize(n_cur * c.n_ff, 0.0);
-            self.mm(&l.w_gate, &s.h, n_cur, &mut s.qa, &mut s.gate, true);
-            self.mm(&l.w_up, &s.h, n_cur, &mut s.qa, &mut s.up, false);
+            self.mm(&l.w_gate, &s.h, n_cur, &mut s.qa, &mut s.gate, true, s.as_steps.then_some(&s.zeros[..]));
+            self.mm(&l.w_up, &s.h, n_cur, &mut s.qa, &mut s.up, false, s.as_steps.then_some(&s.zeros[..]));
             dbg_sum(|| format!("ffn_norm-{il}"), &s.h);
             dbg_sum(|| format!("ffn_gate-{il}"), &s.gate);
             dbg_sum(|| format!("ffn_up-{il}"), &s.up);
@@ -313,7 +329,7 @@ impl Model {
             }
             dbg_sum(|| format!("ffn_swiglu-{il}"), &s.gate);
             s.o.resize(n_cur * d, 0.0);
-            self.mm(&l.w_down, &s.gate, n_cur, &mut s.qa, &mut s.o, true);
+            self.mm(&l.w_down, &s.gate, n_cur, &mut s.qa, &mut s.o, true, s.as_steps.then_some(&s.zeros[..]));
             dbg_sum(|| format!("ffn_out-{il}"), &s.o);
             if let Some(w) = &l.post_ffn_norm {
                 norm_in_place(&mut s.o, w, c.eps, &mut s.tmp);
@@ -325,7 +341,7 @@ impl Model {
         s.h.resize(n_cur * d, 0.0);
         rms_norm_rows(&x, &self.output_norm, c.eps, &mut s.h);
         let mut logits = vec![0.0f32; n_cur * c.n_vocab];
-        self.mm(&self.output, &s.h, n_cur, &mut s.qa, &mut logits, true);
+        self.mm(&self.output, &s.h, n_cur, &mut s.qa, &mut logits, true, s.as_steps.then_some(&s.zeros[..]));
         if c.logit_softcap > 0.0 {
             let (inv, cap) = (1.0 / c.logit_softcap, c.logit_softcap);
             logits.iter_mut().for_each(|v| *v = (*v * inv).tanh() * cap);
@@ -336,11 +352,15 @@ impl Model {
 
     /// out = W x for `n` rows of x; `fresh` says x changed since the last call,
     /// otherwise quantized activations are reused when the format matches.
-    fn mm(&self, w: &QMatrix, x: &[f32], n: usize, qa: &mut QuantizedActs, out: &mut [f32], fresh: bool) {
+    #[allow(clippy::too_many_arguments)]
+    fn mm(&self, w: &QMatrix, x: &[f32], n: usize, qa: &mut QuantizedActs, out: &mut [f32], fresh: bool, as_steps: Option<&[usize]>) {
         if fresh || qa.act != Some(w.kern.act) || qa.n != n {
             quantize_acts(w, &x[..n * w.cols], n, qa);
         }
-        matmul_q(&self.g, w, qa, &mut out[..n * w.rows]);
+        match as_steps {
+            Some(z) => matmul_q_in_batch(&self.g, w, qa, &mut out[..n * w.rows], Some((1, &z[..n]))),
+            None => matmul_q(&self.g, w, qa, &mut out[..n * w.rows]),
+        }
     }
 }
 

@@ -1,0 +1,397 @@
+//! Speculative decoding inside the one decode loop: a `Drafter` proposes up to
+//! k tokens, the target evaluates [last, d1..dk] in one batch, verification
+//! accepts a prefix, both KV caches are cut back to what was accepted.
+//!
+//! Drafts are the drafter's top-1 tokens (as llama-speculative drafts), so the
+//! draft distribution is a point mass q = δ(d): greedy verification is
+//! "accept while d equals the target's choice"; stochastic verification
+//! accepts d with probability min(1, p(d)/q(d)) = p(d) and on rejection draws
+//! from max(0, p − q) normalized, i.e. p without d. The output distribution is
+//! exactly the target sampler's.
+
+use super::Session;
+use crate::model::{Model, Outputs};
+use crate::sampling::Sampler;
+use anyhow::Result;
+use std::time::Instant;
+
+/// Something that guesses the next tokens: a draft model today; later an MTP
+/// head or the target's own early layers, without touching the loop.
+pub trait Drafter {
+    /// Up to `k` tokens continuing `history` (every accepted token, prompt included).
+    fn propose(&mut self, history: &[u32], k: usize) -> Result<Vec<u32>>;
+    /// Only the first `n` tokens of the history stand; forget the rest.
+    fn rollback(&mut self, n: usize);
+    /// Measured time of one drafted token, in milliseconds (None until measured).
+    fn ms_per_token(&self) -> Option<f64>;
+    /// Time spent drafting, tokens drafted (for the statistics block).
+    fn perf(&self) -> (f64, usize);
+}
+
+/// A smaller model with the same vocabulary, its own KV cache kept in step.
+pub struct DraftModel<'m> {
+    pub sess: Session<'m>,
+    /// Tokens of the history its cache holds.
+    n_past: usize,
+    /// Stop drafting when the draft's top probability falls below this.
+    pub p_min: f32,
+    ms_ema: Option<f64>,
+    t_ms: f64,
+    n_drafted: usize,
+    n_rounds: usize,
+}
+
+impl<'m> DraftModel<'m> {
+    pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize, p_min: f32) -> Self {
+        DraftModel { sess: Session::new(model, n_ctx, n_batch), n_past: 0, p_min, ms_ema: None, t_ms: 0.0, n_drafted: 0, n_rounds: 0 }
+    }
+}
+
+/// Index of the largest logit (first wins) and its softmax probability.
+fn top1(logits: &[f32]) -> (u32, f32) {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    let m = logits[best];
+    let sum: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
+    (best as u32, 1.0 / sum)
+}
+
+impl Drafter for DraftModel<'_> {
+    fn propose(&mut self, history: &[u32], k: usize) -> Result<Vec<u32>> {
+        let t0 = Instant::now();
+        let mut out = Vec::with_capacity(k);
+        if k == 0 || history.len() + k >= self.sess.n_ctx() {
+            return Ok(out);
+        }
+        // Catch the draft cache up with the accepted history.
+        let new = &history[self.n_past.min(history.len())..];
+        let mut logits = if new.is_empty() {
+            // Nothing new (cannot happen in the loop: the last token is always new).
+            return Ok(out);
+        } else {
+            self.sess.prompt(new)?
+        };
+        self.n_past = history.len();
+        for i in 0..k {
+            let (tok, p) = top1(&logits);
+            if p < self.p_min && i > 0 {
+                break;
+            }
+            out.push(tok);
+            if i + 1 == k {
+                break;
+            }
+            logits = self.sess.step(tok)?;
+            self.n_past += 1;
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.t_ms += ms;
+        self.n_drafted += out.len();
+        if !out.is_empty() {
+            let per = ms / out.len() as f64;
+            // The first round also evaluates the whole prompt: a later one replaces it.
+            self.n_rounds += 1;
+            self.ms_ema = Some(match self.ms_ema {
+                Some(e) if self.n_rounds > 2 => 0.8 * e + 0.2 * per,
+                _ => per,
+            });
+        }
+        Ok(out)
+    }
+
+    fn rollback(&mut self, n: usize) {
+        if self.n_past > n {
+            self.n_past = n;
+            self.sess.kv.truncate(n);
+        }
+    }
+
+    fn ms_per_token(&self) -> Option<f64> {
+        self.ms_ema
+    }
+
+    fn perf(&self) -> (f64, usize) {
+        (self.t_ms, self.n_drafted)
+    }
+}
+
+/// Draft length chosen from measured acceptance and measured costs: the k
+/// that maximizes expected tokens per millisecond, 0 (plain decoding) when
+/// drafting does not pay.
+pub struct DraftLength {
+    pub n_max: usize,
+    pub n_min: usize,
+    /// Acceptance rate of a single drafted token (smoothed).
+    alpha: f64,
+    /// Target time of a batch of 1..=n_max+1 tokens, smoothed (ms).
+    t_target: Vec<Option<f64>>,
+    /// Runs seen per batch size.
+    n_seen: Vec<usize>,
+    /// Rounds left before drafting is tried again after it was switched off.
+    cooldown: usize,
+    /// The next wait between probes.
+    backoff: usize,
+    fixed: bool,
+}
+
+impl DraftLength {
+    pub fn new(n_max: usize, n_min: usize) -> Self {
+        DraftLength { n_max, n_min: n_min.min(n_max), alpha: 0.7, t_target: vec![None; n_max + 2], n_seen: vec![0; n_max + 2], cooldown: 0, backoff: 16, fixed: false }
+    }
+
+    /// Always draft `k` tokens (tests, and measuring acceptance).
+    pub fn fixed(k: usize) -> Self {
+        let mut l = Self::new(k, k);
+        l.fixed = true;
+        l
+    }
+
+    pub fn record_target(&mut self, n_tokens: usize, ms: f64) {
+        if let (Some(e), Some(c)) = (self.t_target.get_mut(n_tokens), self.n_seen.get_mut(n_tokens)) {
+            // The first run of a batch size is cold (caches, page faults): the second replaces it.
+            *e = Some(match (*e, *c) {
+                (Some(v), c) if c >= 2 => 0.7 * v + 0.3 * ms,
+                _ => ms,
+            });
+            *c += 1;
+        }
+    }
+
+    pub fn record_acceptance(&mut self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        // Per-token acceptance estimate from this round (accepted prefix of drafted).
+        let a = if accepted == drafted { 1.0 } else { accepted as f64 / (accepted as f64 + 1.0) };
+        self.alpha = 0.85 * self.alpha + 0.15 * a;
+    }
+
+    /// Target time for a batch of n tokens: measured, or a line through the
+    /// single-token time and the nearest measured larger batch.
+    fn t(&self, n: usize) -> Option<f64> {
+        if let Some(t) = self.t_target.get(n).copied().flatten() {
+            return Some(t);
+        }
+        let t1 = self.t_target[1]?;
+        let near = (2..self.t_target.len()).filter_map(|m| self.t_target[m].map(|t| (m, t))).min_by_key(|&(m, _)| m.abs_diff(n));
+        let slope = match near {
+            Some((m, tm)) => ((tm - t1) / (m as f64 - 1.0)).max(0.0),
+            None => 0.15 * t1,
+        };
+        Some(t1 + slope * (n as f64 - 1.0))
+    }
+
+    /// How many tokens to draft next (0 = a plain decoding step).
+    pub fn choose(&mut self, draft_ms: Option<f64>) -> usize {
+        if self.n_max == 0 || self.fixed {
+            return self.n_max;
+        }
+        // Measure a plain step first, then one full draft, then decide from numbers.
+        let Some(t1) = self.t(1) else { return 0 };
+        let Some(td) = draft_ms else { return self.n_max.min(4).max(self.n_min) };
+        let a = self.alpha.clamp(0.0, 0.999);
+        let mut best = (0usize, 1.0 / t1);
+        for k in self.n_min.max(1)..=self.n_max {
+            let Some(tv) = self.t(k + 1) else { continue };
+            let expected = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
+            let rate = expected / (k as f64 * td + tv);
+            if rate > best.1 {
+                best = (k, rate);
+            }
+        }
+        if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
+            eprintln!("[spec] alpha {:.3} t1 {:.2} ms draft {:.2} ms/token t2 {:.2} t5 {:.2} -> k {}", a, t1, td, self.t(2).unwrap_or(0.0), self.t(5).unwrap_or(0.0), best.0);
+        }
+        if best.0 > 0 {
+            self.cooldown = 0;
+            self.backoff = 16;
+            return best.0;
+        }
+        // Even if every draft were accepted, would drafting beat plain steps by 10%?
+        // If not, do not spend time probing at all.
+        let upper = (self.n_min.max(1)..=self.n_max)
+            .filter_map(|k| self.t(k + 1).map(|tv| (k as f64 + 1.0) / (k as f64 * td + tv)))
+            .fold(0.0f64, f64::max);
+        if upper < 1.1 / t1 {
+            return 0;
+        }
+        // Not worth it now. Probe again now and then (acceptance and costs
+        // change with the text), backing off while probes keep failing, so
+        // the probes cost little next to plain decoding.
+        if self.cooldown == 0 {
+            self.cooldown = self.backoff;
+            self.backoff = (self.backoff * 2).min(1024);
+        }
+        self.cooldown -= 1;
+        if self.cooldown == 0 {
+            self.n_max.min(3).max(self.n_min.max(1))
+        } else {
+            0
+        }
+    }
+}
+
+/// Counters for llama-speculative's statistics.
+#[derive(Default, Debug, Clone)]
+pub struct SpecStats {
+    pub n_drafted: usize,
+    pub n_accept: usize,
+    pub n_rounds: usize,
+}
+
+/// Verify `drafts` against the target's rows of logits (row i follows the
+/// history plus drafts[..i]); returns the accepted drafts plus one more token
+/// (the target's correction, or its bonus token when all were accepted).
+/// The sampler's repetition history is advanced by every returned token.
+pub fn verify(sampler: &mut Sampler, rows: &[&[f32]], drafts: &[u32]) -> Vec<u32> {
+    verify_with(sampler, rows, drafts, accept_rule)
+}
+
+/// Accept a point-mass draft d with probability min(1, p(d) / q(d)) = p(d).
+pub fn accept_rule(p_d: f32, u: f32) -> bool {
+    u < p_d
+}
+
+/// `verify` with the stochastic acceptance rule as a parameter (tests check
+/// that a wrong rule is caught).
+pub fn verify_with(sampler: &mut Sampler, rows: &[&[f32]], drafts: &[u32], rule: fn(f32, f32) -> bool) -> Vec<u32> {
+    let mut out = Vec::with_capacity(drafts.len() + 1);
+    for (i, row) in rows.iter().enumerate() {
+        let greedy = sampler.dist(row);
+        let top = sampler.candidates()[0].id;
+        let draft = drafts.get(i).copied();
+        if let Some(d) = draft {
+            let accept = if greedy {
+                top == d
+            } else {
+                let p_d = sampler.candidates().iter().find(|c| c.id == d).map_or(0.0, |c| c.p);
+                let u = sampler.uniform();
+                rule(p_d, u)
+            };
+            if accept {
+                sampler.accept(d);
+                out.push(d);
+                continue;
+            }
+        }
+        // Rejection (p without d, renormalized) or the bonus token (p itself).
+        let t = if greedy {
+            top
+        } else {
+            let r = sampler.uniform();
+            sampler.draw(r, draft)
+        };
+        sampler.accept(t);
+        out.push(t);
+        return out;
+    }
+    out
+}
+
+/// One speculative round on a session: draft, verify in one target batch,
+/// cut both caches back. `history` holds every token so far; its last one is
+/// not yet in the target cache. Returns the new tokens (at least one).
+pub fn round(
+    sess: &mut Session,
+    drafter: &mut dyn Drafter,
+    len: &mut DraftLength,
+    sampler: &mut Sampler,
+    history: &[u32],
+    stats: &mut SpecStats,
+) -> Result<Vec<u32>> {
+    let last = *history.last().expect("a history");
+    let room = sess.n_ctx().saturating_sub(sess.kv.len + 1);
+    let k = len.choose(drafter.ms_per_token()).min(room);
+    let drafts = if k > 0 { drafter.propose(history, k)? } else { Vec::new() };
+    let mut batch = Vec::with_capacity(drafts.len() + 1);
+    batch.push(last);
+    batch.extend_from_slice(&drafts);
+    let n0 = sess.kv.len;
+    let t0 = Instant::now();
+    let logits = sess.model.forward_as_steps(&batch, &mut sess.kv, &Outputs::All)?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    len.record_target(batch.len(), ms);
+    sess.perf.t_eval_ms += ms;
+    sess.perf.n_eval += 1;
+    let nv = sess.model.cfg.n_vocab;
+    let rows: Vec<&[f32]> = logits.chunks_exact(nv).collect();
+    let ts = Instant::now();
+    let out = verify(sampler, &rows, &drafts);
+    sess.perf.t_sample_ms += ts.elapsed().as_secs_f64() * 1e3;
+    sess.perf.n_sample += out.len();
+    let accepted = out.len() - 1;
+    // Keep `last` and the accepted drafts; the final token is evaluated next round.
+    sess.kv.truncate(n0 + 1 + accepted);
+    drafter.rollback(history.len() + accepted);
+    if !drafts.is_empty() {
+        stats.n_drafted += drafts.len();
+        stats.n_accept += accepted;
+        len.record_acceptance(drafts.len(), accepted);
+    }
+    stats.n_rounds += 1;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::SamplerParams;
+
+    /// Chi-square statistic of observed counts against probabilities.
+    fn chi2(counts: &[usize], p: &[f64]) -> f64 {
+        let n: usize = counts.iter().sum();
+        counts.iter().zip(p).map(|(&c, &p)| (c as f64 - n as f64 * p).powi(2) / (n as f64 * p)).sum()
+    }
+
+    /// First output token's frequencies from speculative sampling with a
+    /// fixed draft token, over many seeds, against the target distribution.
+    fn first_token_chi2(rule: fn(f32, f32) -> bool) -> f64 {
+        let logits = [1.0f32, 0.2, -0.5, 2.0, 0.0, -1.0, 0.7, 1.5];
+        let next = [0.3f32, 0.1, 0.0, -0.2, 0.5, 0.4, 0.0, 0.1];
+        let m = logits.iter().fold(f32::MIN, |a, &b| a.max(b));
+        let e: Vec<f64> = logits.iter().map(|&l| ((l - m) as f64).exp()).collect();
+        let z: f64 = e.iter().sum();
+        let p: Vec<f64> = e.iter().map(|v| v / z).collect();
+        let mut counts = [0usize; 8];
+        for seed in 0..40_000u32 {
+            let params = SamplerParams { seed, temp: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+            let mut s = Sampler::new(params);
+            // The draft proposes token 6 (p = 0.12): accepted or rejected, the
+            // first output must still follow p.
+            let out = verify_with(&mut s, &[&logits, &next], &[6], rule);
+            counts[out[0] as usize] += 1;
+        }
+        chi2(&counts, &p)
+    }
+
+    #[test]
+    fn stochastic_verification_keeps_the_target_distribution() {
+        // 7 degrees of freedom: P(chi2 > 30) ~ 1e-4.
+        let x = first_token_chi2(accept_rule);
+        assert!(x < 30.0, "chi2 {x}");
+    }
+
+    #[test]
+    fn a_biased_acceptance_rule_is_caught() {
+        let x = first_token_chi2(|p, u| u < p.sqrt());
+        assert!(x > 30.0, "a wrong rule went unnoticed (chi2 {x})");
+        let x = first_token_chi2(|_, _| true);
+        assert!(x > 30.0, "always-accept went unnoticed (chi2 {x})");
+    }
+
+    #[test]
+    fn greedy_verification_accepts_the_matching_prefix() {
+        let mut s = Sampler::new(SamplerParams { temp: 0.0, seed: 1, ..Default::default() });
+        let r0 = [0.0f32, 3.0, 1.0];
+        let r1 = [2.0f32, 0.0, 1.0];
+        let r2 = [0.0f32, 0.0, 5.0];
+        // drafts 1 (matches r0's argmax), then 2 (r1 wants 0): stop with 0.
+        assert_eq!(verify(&mut s, &[&r0, &r1, &r2], &[1, 2]), vec![1, 0]);
+        // all accepted: bonus token from the last row.
+        assert_eq!(verify(&mut s, &[&r0, &r1, &r2], &[1, 0]), vec![1, 0, 2]);
+    }
+}
