@@ -101,3 +101,19 @@ fn greedy_speculation_equals_plain_qwen() {
     // of 4+ in ggml; verification rounds each row as a one-token step.
     check(common::QWEN, &["Q2_K", "Q4_0"]);
 }
+
+#[test]
+fn incompatible_or_missing_draft_is_one_error_line() {
+    let (Some(smol), Some(qwen)) = (common::model(common::SMOLLM2), common::model(common::QWEN)) else { return };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["-m".into(), smol.display().to_string(), "-md".into(), qwen.display().to_string()], "vocab"),
+        (vec!["-m".into(), smol.display().to_string(), "-md".into(), "/nonexistent/draft.gguf".into()], "cannot open"),
+        (vec!["-m".into(), smol.display().to_string()], "draft model is required"),
+    ];
+    for (args, want) in cases {
+        let out = std::process::Command::new(common::bin()).arg("speculative").args(&args).args(["-p", "Hi", "-n", "4"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+}

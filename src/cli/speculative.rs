@@ -58,7 +58,7 @@ pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
     }
     if t.add_bos != d.add_bos || t.add_eos != d.add_eos || t.bos != d.bos || t.eos != d.eos {
         bail!(
-            "error: draft model special tokens must match the target's (add_bos {} vs {}, bos {:?} vs {:?}, add_eos {} vs {}, eos {:?} vs {:?})",
+            "error: draft model vocab must match the target's: special tokens differ (add_bos {} vs {}, bos {:?} vs {:?}, add_eos {} vs {}, eos {:?} vs {:?})",
             d.add_bos,
             t.add_bos,
             d.bos,

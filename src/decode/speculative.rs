@@ -78,7 +78,7 @@ impl Drafter for DraftModel<'_> {
         self.n_past = history.len();
         for i in 0..k {
             let (tok, p) = top1(&logits);
-            if p < self.p_min && i > 0 {
+            if p < self.p_min {
                 break;
             }
             out.push(tok);
