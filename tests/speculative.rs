@@ -117,3 +117,114 @@ fn incompatible_or_missing_draft_is_one_error_line() {
         assert!(err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
     }
 }
+
+/// A tiny random llama model (GGUF writer, F32 weights): vocabulary 8.
+fn tiny_model(seed: u64) -> Model {
+    use rand::{Rng, SeedableRng};
+    use rllama::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (d, ff, nv, nl) = (64usize, 128usize, 8usize, 2usize);
+    let mut w = GgufWriter::new();
+    w.set_str("general.architecture", "llama");
+    for (k, v) in [("embedding_length", d), ("feed_forward_length", ff), ("block_count", nl), ("attention.head_count", 4), ("attention.head_count_kv", 2), ("context_length", 256), ("vocab_size", nv)] {
+        w.set(&format!("llama.{k}"), Value::U32(v as u32));
+    }
+    w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    let mut t = |name: &str, dims: &[u64], scale: f32, one: bool| {
+        let n: u64 = dims.iter().product();
+        let data: Vec<u8> = (0..n).flat_map(|_| (if one { 1.0 } else { rng.gen_range(-scale..scale) }).to_le_bytes()).collect();
+        w.add_tensor(name, dims, GgmlType::F32, data).unwrap();
+    };
+    t("token_embd.weight", &[d as u64, nv as u64], 1.0, false);
+    t("output_norm.weight", &[d as u64], 0.0, true);
+    t("output.weight", &[d as u64, nv as u64], 0.3, false);
+    for i in 0..nl {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        t(&p("attn_norm.weight"), &[d as u64], 0.0, true);
+        t(&p("ffn_norm.weight"), &[d as u64], 0.0, true);
+        t(&p("attn_q.weight"), &[d as u64, d as u64], 0.3, false);
+        t(&p("attn_k.weight"), &[d as u64, (d / 2) as u64], 0.3, false);
+        t(&p("attn_v.weight"), &[d as u64, (d / 2) as u64], 0.3, false);
+        t(&p("attn_output.weight"), &[d as u64, d as u64], 0.2, false);
+        t(&p("ffn_gate.weight"), &[d as u64, ff as u64], 0.2, false);
+        t(&p("ffn_up.weight"), &[d as u64, ff as u64], 0.2, false);
+        t(&p("ffn_down.weight"), &[ff as u64, d as u64], 0.2, false);
+    }
+    Model::from_gguf(std::sync::Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())).unwrap()
+}
+
+/// Counts of (position, token) over `n` seeds: the 3 tokens after a fixed
+/// prompt, sampled plainly or speculatively (2 drafts a round) with `rule`.
+fn token_counts(target: &Model, draft: Option<&Model>, n: u32, rule: fn(f32, f32) -> bool) -> Vec<[usize; 8]> {
+    use rllama::decode::speculative::round_with;
+    let prompt = [1u32, 5, 2];
+    let mut counts = vec![[0usize; 8]; 3];
+    for seed in 0..n {
+        let mut s = Sampler::new(SamplerParams { seed, temp: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() });
+        let mut out = Vec::new();
+        match draft {
+            None => {
+                let mut sess = Session::new(target, 64, 64);
+                let mut logits = sess.prompt(&prompt).unwrap();
+                while out.len() < 3 {
+                    let t = s.sample(&logits);
+                    s.accept(t);
+                    out.push(t);
+                    logits = sess.step(t).unwrap();
+                }
+            }
+            Some(d) => {
+                let mut sess = Session::new(target, 64, 64);
+                let mut drafter = DraftModel::new(d, 64, 64, 0.0);
+                let mut len = DraftLength::fixed(2);
+                let mut stats = SpecStats::default();
+                sess.prompt(&prompt[..2]).unwrap();
+                let mut history = prompt.to_vec();
+                while out.len() < 3 {
+                    for t in round_with(&mut sess, &mut drafter, &mut len, &mut s, &history, &mut stats, rule).unwrap() {
+                        out.push(t);
+                        history.push(t);
+                    }
+                }
+            }
+        }
+        for (i, &t) in out.iter().take(3).enumerate() {
+            counts[i][t as usize] += 1;
+        }
+    }
+    counts
+}
+
+/// Two-sample chi-square statistic (homogeneity) over the cells both samples use.
+fn chi2(a: &[usize; 8], b: &[usize; 8]) -> f64 {
+    let (na, nb) = (a.iter().sum::<usize>() as f64, b.iter().sum::<usize>() as f64);
+    let mut x = 0.0;
+    for i in 0..8 {
+        let tot = (a[i] + b[i]) as f64;
+        if tot == 0.0 {
+            continue;
+        }
+        let (ea, eb) = (tot * na / (na + nb), tot * nb / (na + nb));
+        x += (a[i] as f64 - ea).powi(2) / ea + (b[i] as f64 - eb).powi(2) / eb;
+    }
+    x
+}
+
+#[test]
+fn stochastic_speculation_samples_the_target_distribution() {
+    use rllama::decode::speculative::accept_rule;
+    let _ = rayon::ThreadPoolBuilder::new().build_global();
+    let (target, draft) = (tiny_model(1), tiny_model(2));
+    let n = 6000;
+    let plain = token_counts(&target, None, n, accept_rule);
+    let spec = token_counts(&target, Some(&draft), n, accept_rule);
+    // 7 degrees of freedom per position: P(chi2 > 30) ~ 1e-4 when unbiased.
+    for pos in 0..3 {
+        let x = chi2(&plain[pos], &spec[pos]);
+        assert!(x < 30.0, "position {pos}: chi2 {x}\nplain {:?}\nspeculative {:?}", plain[pos], spec[pos]);
+    }
+    // The same test catches a verification that accepts drafts too often.
+    let biased = token_counts(&target, Some(&draft), n, |_, _| true);
+    let worst = (0..3).map(|pos| chi2(&plain[pos], &biased[pos])).fold(0.0, f64::max);
+    assert!(worst > 30.0, "an always-accept rule went unnoticed (chi2 {worst})");
+}

@@ -303,6 +303,19 @@ pub fn round(
     history: &[u32],
     stats: &mut SpecStats,
 ) -> Result<Vec<u32>> {
+    round_with(sess, drafter, len, sampler, history, stats, accept_rule)
+}
+
+/// `round` with the stochastic acceptance rule as a parameter (for tests).
+pub fn round_with(
+    sess: &mut Session,
+    drafter: &mut dyn Drafter,
+    len: &mut DraftLength,
+    sampler: &mut Sampler,
+    history: &[u32],
+    stats: &mut SpecStats,
+    rule: fn(f32, f32) -> bool,
+) -> Result<Vec<u32>> {
     let last = *history.last().expect("a history");
     let room = sess.n_ctx().saturating_sub(sess.kv.len + 1);
     let k = len.choose(drafter.ms_per_token()).min(room);
@@ -320,7 +333,7 @@ pub fn round(
     let nv = sess.model.cfg.n_vocab;
     let rows: Vec<&[f32]> = logits.chunks_exact(nv).collect();
     let ts = Instant::now();
-    let out = verify(sampler, &rows, &drafts);
+    let out = verify_with(sampler, &rows, &drafts, rule);
     sess.perf.t_sample_ms += ts.elapsed().as_secs_f64() * 1e3;
     sess.perf.n_sample += out.len();
     let accepted = out.len() - 1;
