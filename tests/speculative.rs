@@ -181,7 +181,7 @@ fn token_counts(target: &Model, draft: Option<&Model>, n: u32, rule: fn(f32, f32
                 sess.prompt(&prompt[..2]).unwrap();
                 let mut history = prompt.to_vec();
                 while out.len() < 3 {
-                    for t in round_with(&mut sess, &mut drafter, &mut len, &mut s, &history, &mut stats, rule).unwrap() {
+                    for t in round_with(&mut sess, &mut drafter, &mut len, &mut s, &history, &mut stats, rule, &[]).unwrap() {
                         out.push(t);
                         history.push(t);
                     }

@@ -3,6 +3,8 @@
 //! block on stderr.
 
 use super::args::{process_escapes, Args};
+use crate::decode::generator::Generator;
+use crate::decode::speculative::{DraftLength, DraftModel, Drafter};
 use crate::decode::Session;
 use crate::model::Model;
 use crate::sampling::{Sampler, SamplerParams};
@@ -170,13 +172,24 @@ pub fn run(a: Args, conversation_default: bool) -> Result<()> {
     if o.conversation || o.interactive {
         return super::chat::run(&o, &model_path);
     }
-    if o.draft.model.is_some() {
-        return super::speculative::generate(&o, &model_path);
-    }
+    generate(&o, &model_path)
+}
+
+/// Raw completion through the decode loop (`decode::generator`), with a
+/// draft model when `-md` is given.
+pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
     set_threads(o.threads);
     let t_start = Instant::now();
-    let model = Model::load(std::path::Path::new(&model_path))?;
+    let model = Model::load(std::path::Path::new(model_path))?;
     let tok = Tokenizer::from_gguf(&model.g)?;
+    let draft_model = match &o.draft.model {
+        Some(p) => {
+            let d = Model::load(std::path::Path::new(p))?;
+            super::speculative::check_compatible(&tok, &Tokenizer::from_gguf(&d.g)?)?;
+            Some(d)
+        }
+        None => None,
+    };
     let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
     let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
 
@@ -187,65 +200,63 @@ pub fn run(a: Args, conversation_default: bool) -> Result<()> {
     if prompt_toks.len() > n_ctx.saturating_sub(4) {
         bail!("error: prompt is too long ({} tokens, max {})", prompt_toks.len(), n_ctx.saturating_sub(4));
     }
-    let mut sess = Session::new(&model, n_ctx, o.n_batch.min(o.n_ubatch));
-    let mut sampler = Sampler::new(o.sampling.clone());
+    let n_batch = o.n_batch.min(o.n_ubatch).max(1);
+    let mut drafter = draft_model.as_ref().map(|d| DraftModel::new(d, o.draft.n_ctx.unwrap_or(n_ctx), n_batch, o.draft.p_min));
+    let len = if drafter.is_some() { DraftLength::new(o.draft.n_max, o.draft.n_min) } else { DraftLength::new(0, 0) };
+    let mut gen = Generator::new(
+        Session::new(&model, n_ctx, n_batch),
+        Sampler::new(o.sampling.clone()),
+        drafter.as_mut().map(|d| d as &mut dyn Drafter),
+        len,
+    );
+    if o.ignore_eos {
+        gen.banned = tok.eog.clone();
+    }
     let mut out = std::io::stdout().lock();
     let mut stream = Utf8Stream::default();
     for &t in &prompt_toks {
         let s = stream.push(&tok.token_bytes(t, false));
         out.write_all(s.as_bytes())?;
-        sampler.accept(t);
     }
     out.flush()?;
-    let mut logits = sess.prompt(&prompt_toks)?;
+    let t_enc = Instant::now();
+    gen.prompt(&prompt_toks)?;
+    let enc_s = t_enc.elapsed().as_secs_f64();
+    let t_dec = Instant::now();
     let mut n_gen = 0i64;
     let mut ended = false;
-    let debug_top = std::env::var_os("RLLAMA_DEBUG_TOP").is_some();
-    loop {
-        if o.n_predict >= 0 && n_gen >= o.n_predict {
-            break;
-        }
-        if sess.kv.len >= n_ctx {
+    'gen: while o.n_predict < 0 || n_gen < o.n_predict {
+        if gen.context_full() {
             eprintln!("\ncontext full ({n_ctx} tokens), stopping generation");
             break;
         }
-        if debug_top {
-            let mut idx: Vec<usize> = (0..logits.len()).collect();
-            idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-            eprintln!("[top] {:?}", idx[..3].iter().map(|&i| (tok.decode(&[i as u32], true), logits[i])).collect::<Vec<_>>());
-        }
-        let ts = Instant::now();
-        let mut next = sampler.sample(&logits);
-        if o.ignore_eos && tok.is_eog(next) {
-            let mut l = logits.clone();
-            for &e in &tok.eog {
-                l[e as usize] = f32::NEG_INFINITY;
+        for t in gen.next()? {
+            if tok.is_eog(t) {
+                ended = true;
+                break 'gen;
             }
-            next = sampler.sample(&l);
+            let s = stream.push(&tok.token_bytes(t, false));
+            out.write_all(s.as_bytes())?;
+            n_gen += 1;
+            if o.n_predict >= 0 && n_gen >= o.n_predict {
+                break 'gen;
+            }
         }
-        sampler.accept(next);
-        sess.perf.t_sample_ms += ts.elapsed().as_secs_f64() * 1e3;
-        sess.perf.n_sample += 1;
-        if tok.is_eog(next) {
-            ended = true;
-            break;
-        }
-        let s = stream.push(&tok.token_bytes(next, false));
-        out.write_all(s.as_bytes())?;
         out.flush()?;
-        n_gen += 1;
-        if o.n_predict >= 0 && n_gen >= o.n_predict {
-            break;
-        }
-        logits = sess.step(next)?;
     }
+    let dec_s = t_dec.elapsed().as_secs_f64();
     out.write_all(stream.finish().as_bytes())?;
     if ended {
         out.write_all(b" [end of text]\n")?;
     }
     out.write_all(b"\n\n")?;
     out.flush()?;
-    print_perf(&sess.perf, t_load_ms, t_start);
+    let (perf, stats) = (gen.sess.perf.clone(), gen.stats.clone());
+    drop(gen);
+    if let Some(d) = &drafter {
+        super::speculative::print_stats(o, &stats, d, prompt_toks.len(), enc_s, n_gen, dec_s);
+    }
+    print_perf(&perf, t_load_ms, t_start);
     Ok(())
 }
 

@@ -4,15 +4,10 @@
 //! (prompt + text) and statistics on stderr.
 
 use super::args::Args;
-use super::completion::{print_perf, set_threads, CliOpts};
-use crate::decode::speculative::{round, DraftLength, DraftModel, Drafter, SpecStats};
-use crate::decode::Session;
-use crate::model::Model;
-use crate::sampling::Sampler;
-use crate::tokenizer::{Tokenizer, Utf8Stream};
+use super::completion::CliOpts;
+use crate::decode::speculative::{DraftModel, Drafter, SpecStats};
+use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
-use std::io::Write;
-use std::time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct DraftOpts {
@@ -91,77 +86,11 @@ pub fn run(a: Args) -> Result<()> {
     if o.draft.model.is_none() {
         bail!("error: a draft model is required (-md FILE)");
     }
-    generate(&o, &model_path)
+    super::completion::generate(&o, &model_path)
 }
 
-pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
-    let draft_path = o.draft.model.clone().unwrap_or_default();
-    set_threads(o.threads);
-    let t_start = Instant::now();
-    let target = Model::load(std::path::Path::new(model_path))?;
-    let draft = Model::load(std::path::Path::new(&draft_path))?;
-    let tok = Tokenizer::from_gguf(&target.g)?;
-    let tok_d = Tokenizer::from_gguf(&draft.g)?;
-    check_compatible(&tok, &tok_d)?;
-    let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
-    let n_ctx = if o.n_ctx == 0 { target.cfg.n_ctx_train } else { o.n_ctx };
-    let prompt = tok.encode(&o.prompt, true, true)?;
-    if prompt.is_empty() {
-        bail!("error: the prompt is empty");
-    }
-    if prompt.len() > n_ctx.saturating_sub(4) {
-        bail!("error: the prompt exceeds the context size ({} tokens, ctx {n_ctx})", prompt.len());
-    }
-    let n_batch = o.n_batch.min(o.n_ubatch).max(1);
-    let mut sess = Session::new(&target, n_ctx, n_batch);
-    let mut drafter = DraftModel::new(&draft, o.draft.n_ctx.unwrap_or(n_ctx), n_batch, o.draft.p_min);
-    let mut sampler = Sampler::new(o.sampling.clone());
-    let mut len = DraftLength::new(o.draft.n_max, o.draft.n_min);
-    let mut stats = SpecStats::default();
-    let mut out = std::io::stdout().lock();
-    let mut stream = Utf8Stream::default();
-    for &t in &prompt {
-        out.write_all(stream.push(&tok.token_bytes(t, false)).as_bytes())?;
-        sampler.accept(t);
-    }
-    out.flush()?;
-    // The last prompt token goes with the first round's batch.
-    let t_enc = Instant::now();
-    if prompt.len() > 1 {
-        sess.prompt(&prompt[..prompt.len() - 1])?;
-    }
-    let enc_s = t_enc.elapsed().as_secs_f64();
-    let t_dec = Instant::now();
-    let mut history = prompt.clone();
-    let (mut n_gen, mut ended) = (0i64, false);
-    'gen: while o.n_predict < 0 || n_gen < o.n_predict {
-        if sess.kv.len + 1 >= n_ctx {
-            eprintln!("\ncontext full ({n_ctx} tokens), stopping generation");
-            break;
-        }
-        let new = round(&mut sess, &mut drafter, &mut len, &mut sampler, &history, &mut stats)?;
-        for t in new {
-            if tok.is_eog(t) && !o.ignore_eos {
-                ended = true;
-                break 'gen;
-            }
-            out.write_all(stream.push(&tok.token_bytes(t, false)).as_bytes())?;
-            history.push(t);
-            n_gen += 1;
-            if o.n_predict >= 0 && n_gen >= o.n_predict {
-                break 'gen;
-            }
-        }
-        out.flush()?;
-    }
-    let dec_s = t_dec.elapsed().as_secs_f64();
-    out.write_all(stream.finish().as_bytes())?;
-    if ended {
-        out.write_all(b" [end of text]\n")?;
-    }
-    out.write_all(b"\n\n")?;
-    out.flush()?;
-    let n_input = prompt.len();
+/// llama-speculative's statistics block (stderr), then the draft's timings.
+pub fn print_stats(o: &CliOpts, stats: &SpecStats, drafter: &DraftModel, n_input: usize, enc_s: f64, n_gen: i64, dec_s: f64) {
     eprintln!("encoded {n_input:4} tokens in {enc_s:8.3} seconds, speed: {:8.3} t/s", n_input as f64 / enc_s.max(1e-9));
     eprintln!("decoded {n_gen:4} tokens in {dec_s:8.3} seconds, speed: {:8.3} t/s", n_gen as f64 / dec_s.max(1e-9));
     eprintln!();
@@ -170,7 +99,7 @@ pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
     eprintln!("n_drafted = {}", stats.n_drafted);
     eprintln!("n_accept  = {}", stats.n_accept);
     eprintln!("accept    = {:.3}%", 100.0 * stats.n_accept as f64 / stats.n_drafted.max(1) as f64);
-    eprintln!("rounds    = {} (target batches), draft length chosen per round from measured acceptance and costs", stats.n_rounds);
+    eprintln!("rounds    = {} (target batches; draft length chosen per round from measured acceptance and costs)", stats.n_rounds);
     eprintln!();
     eprintln!("draft:");
     eprintln!();
@@ -186,6 +115,4 @@ pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
     eprintln!("common_perf_print: prompt eval time = {:10.2} ms / {:5} tokens", dp.t_prompt_ms, dp.n_prompt);
     eprintln!();
     eprintln!("target:");
-    print_perf(&sess.perf, t_load_ms, t_start);
-    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The decode loop: prompt processing in batches, then one token per step,
 //! with the time and token counts llama.cpp's perf block reports.
 
+pub mod generator;
 pub mod speculative;
 
 use crate::kv_cache::KvCache;

@@ -303,7 +303,7 @@ pub fn round(
     history: &[u32],
     stats: &mut SpecStats,
 ) -> Result<Vec<u32>> {
-    round_with(sess, drafter, len, sampler, history, stats, accept_rule)
+    round_with(sess, drafter, len, sampler, history, stats, accept_rule, &[])
 }
 
 /// `round` with the stochastic acceptance rule as a parameter (for tests).
@@ -315,6 +315,7 @@ pub fn round_with(
     history: &[u32],
     stats: &mut SpecStats,
     rule: fn(f32, f32) -> bool,
+    banned: &[u32],
 ) -> Result<Vec<u32>> {
     let last = *history.last().expect("a history");
     let room = sess.n_ctx().saturating_sub(sess.kv.len + 1);
@@ -325,12 +326,17 @@ pub fn round_with(
     batch.extend_from_slice(&drafts);
     let n0 = sess.kv.len;
     let t0 = Instant::now();
-    let logits = sess.model.forward_as_steps(&batch, &mut sess.kv, &Outputs::All)?;
+    let mut logits = sess.model.forward_as_steps(&batch, &mut sess.kv, &Outputs::All)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     len.record_target(batch.len(), ms);
     sess.perf.t_eval_ms += ms;
     sess.perf.n_eval += 1;
     let nv = sess.model.cfg.n_vocab;
+    for row in logits.chunks_exact_mut(nv) {
+        for &b in banned {
+            row[b as usize] = f32::NEG_INFINITY;
+        }
+    }
     let rows: Vec<&[f32]> = logits.chunks_exact(nv).collect();
     let ts = Instant::now();
     let out = verify_with(sampler, &rows, &drafts, rule);
@@ -406,5 +412,21 @@ mod tests {
         assert_eq!(verify(&mut s, &[&r0, &r1, &r2], &[1, 2]), vec![1, 0]);
         // all accepted: bonus token from the last row.
         assert_eq!(verify(&mut s, &[&r0, &r1, &r2], &[1, 0]), vec![1, 0, 2]);
+    }
+}
+
+/// No drafting: every round is one plain step.
+pub struct NoDrafter;
+
+impl Drafter for NoDrafter {
+    fn propose(&mut self, _: &[u32], _: usize) -> Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+    fn rollback(&mut self, _: usize) {}
+    fn ms_per_token(&self) -> Option<f64> {
+        None
+    }
+    fn perf(&self) -> (f64, usize) {
+        (0.0, 0)
     }
 }
