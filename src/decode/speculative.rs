@@ -28,11 +28,15 @@ pub trait Drafter {
     fn perf(&self) -> (f64, usize);
 }
 
+/// Most history tokens a draft model re-reads to catch up.
+const MAX_CATCHUP: usize = 64;
+
 /// A smaller model with the same vocabulary, its own KV cache kept in step.
 pub struct DraftModel<'m> {
     pub sess: Session<'m>,
-    /// Tokens of the history its cache holds.
+    /// Tokens of the history its cache covers: history[offset..n_past].
     n_past: usize,
+    offset: usize,
     /// Stop drafting when the draft's top probability falls below this.
     pub p_min: f32,
     ms_ema: Option<f64>,
@@ -43,7 +47,7 @@ pub struct DraftModel<'m> {
 
 impl<'m> DraftModel<'m> {
     pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize, p_min: f32) -> Self {
-        DraftModel { sess: Session::new(model, n_ctx, n_batch), n_past: 0, p_min, ms_ema: None, t_ms: 0.0, n_drafted: 0, n_rounds: 0 }
+        DraftModel { sess: Session::new(model, n_ctx, n_batch), n_past: 0, offset: 0, p_min, ms_ema: None, t_ms: 0.0, n_drafted: 0, n_rounds: 0 }
     }
 }
 
@@ -64,11 +68,25 @@ impl Drafter for DraftModel<'_> {
     fn propose(&mut self, history: &[u32], k: usize) -> Result<Vec<u32>> {
         let t0 = Instant::now();
         let mut out = Vec::with_capacity(k);
-        if k == 0 || history.len() + k >= self.sess.n_ctx() {
+        if k == 0 {
+            return Ok(out);
+        }
+        // Far behind (drafting was off for a while) or out of room: restart the
+        // draft cache on a window of the recent history, so catching up never
+        // costs more than MAX_CATCHUP tokens. The window only shapes the drafts;
+        // verification keeps the output exact.
+        let n = history.len();
+        let behind = n - self.n_past.min(n);
+        if behind > MAX_CATCHUP || (self.n_past - self.offset) + behind + k >= self.sess.n_ctx() {
+            self.sess.kv.truncate(0);
+            self.offset = n - n.min(MAX_CATCHUP);
+            self.n_past = self.offset;
+        }
+        if (n - self.offset) + k >= self.sess.n_ctx() {
             return Ok(out);
         }
         // Catch the draft cache up with the accepted history.
-        let new = &history[self.n_past.min(history.len())..];
+        let new = &history[self.n_past..];
         let mut logits = if new.is_empty() {
             // Nothing new (cannot happen in the loop: the last token is always new).
             return Ok(out);
@@ -105,8 +123,13 @@ impl Drafter for DraftModel<'_> {
 
     fn rollback(&mut self, n: usize) {
         if self.n_past > n {
+            if n >= self.offset {
+                self.sess.kv.truncate(n - self.offset);
+            } else {
+                self.sess.kv.truncate(0);
+                self.offset = n;
+            }
             self.n_past = n;
-            self.sess.kv.truncate(n);
         }
     }
 
