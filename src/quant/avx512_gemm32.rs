@@ -132,6 +132,8 @@ unsafe fn tiles<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: 
 pub(super) unsafe fn gemm32_zmm<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
     if ntok == 1 {
         super::gemm32_vnni::<B, A>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    } else if ntok == 5 || ntok == 6 {
+        tiles::<B, A, 1, 3, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else if ntok < 16 {
         tiles::<B, A, 1, 2, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else {
@@ -145,6 +147,10 @@ pub(super) unsafe fn gemm32_zmm<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nro
 pub(super) unsafe fn gemm32x4_zmm<B: Unpack32, A: Act32>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
     if ntok == 1 {
         super::gemm32x4_vnni_ymm::<B, A>(w, wrb, nrows, a, arb, ntok, out, ostride)
+    } else if ntok == 5 || ntok == 6 {
+        // three pairs in one tile: one weight unpack per row block (with 2+1
+        // pairs, 5 tokens cost as much as 8; speculative verification of 4 drafts)
+        tiles::<B, A, 4, 3, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else if ntok < 16 {
         tiles::<B, A, 4, 2, 4>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else {
