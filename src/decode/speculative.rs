@@ -158,12 +158,14 @@ pub struct DraftLength {
     cooldown: usize,
     /// The next wait between probes.
     backoff: usize,
+    /// Rounds since the last plain step (t1 is re-measured every 64).
+    since_plain: usize,
     fixed: bool,
 }
 
 impl DraftLength {
     pub fn new(n_max: usize, n_min: usize) -> Self {
-        DraftLength { n_max, n_min: n_min.min(n_max), alpha: 0.7, t_target: vec![None; n_max + 2], n_seen: vec![0; n_max + 2], cooldown: 0, backoff: 16, fixed: false }
+        DraftLength { n_max, n_min: n_min.min(n_max), alpha: 0.7, t_target: vec![None; n_max + 2], n_seen: vec![0; n_max + 2], cooldown: 0, backoff: 16, since_plain: 0, fixed: false }
     }
 
     /// Always draft `k` tokens (tests, and measuring acceptance).
@@ -213,7 +215,13 @@ impl DraftLength {
         if self.n_max == 0 || self.fixed {
             return self.n_max;
         }
-        // Measure a plain step first, then one full draft, then decide from numbers.
+        // Measure plain steps first (the first one is cold), re-measure one now
+        // and then while drafting, then one full draft, then decide from numbers.
+        self.since_plain += 1;
+        if self.n_seen[1] < 2 || self.since_plain > 64 {
+            self.since_plain = 0;
+            return 0;
+        }
         let Some(t1) = self.t(1) else { return 0 };
         let Some(td) = draft_ms else { return self.n_max.min(4).max(self.n_min) };
         let a = self.alpha.clamp(0.0, 0.999);
