@@ -3,6 +3,8 @@
 //! of log-probabilities for `--kl-divergence-base` files, and the KL-divergence
 //! accumulators of `--kl-divergence`.
 
+use crate::quant::quantize::nearest_int;
+
 /// Max logit (first index wins ties), its index and the double sum of expf(l - max).
 fn row_max_sum(logits: &[f32]) -> (f32, usize, f64) {
     let (mut max, mut imax) = (logits[0], 0usize);
@@ -20,12 +22,6 @@ fn row_max_sum(logits: &[f32]) -> (f32, usize, f64) {
 pub fn nll(logits: &[f32], tok: u32) -> f64 {
     let (max, _, sum) = row_max_sum(logits);
     -((logits[tok as usize] - max) as f64 - sum.ln())
-}
-
-/// Round to nearest (ties to even) the way ggml's `nearest_int` does.
-fn nearest_int(f: f32) -> i32 {
-    let v = f + 12582912.0;
-    (v.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
 }
 
 /// u16 values per packed row: two f32 (scale, min log-prob), then n_vocab rounded up to even.

@@ -2,10 +2,9 @@
 //! llama-quantize runs it without an importance matrix: weights x^2, a
 //! +-7 step search of the block scale, best grid index per value.
 
-use super::kquants::nearest_int;
+use super::{nearest_int, signed_absmax, GROUP_MAX_EPS};
 use crate::quant::blocks::*;
 
-const GROUP_MAX_EPS: f32 = 1e-15;
 const NTRY: i32 = 7;
 
 /// The IQ4_NL grid as floats.
@@ -34,17 +33,11 @@ fn best_index(x: f32) -> u8 {
 
 /// Best scale of one 32-value block (0 for an all-zero block); fills `l`.
 fn block_scale(xb: &[f32], l: &mut [u8]) -> f32 {
-        let mut weight = [0.0f32; 32];
+    let mut weight = [0.0f32; 32];
     for (w, &x) in weight.iter_mut().zip(xb) {
         *w = x * x;
     }
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &x in xb {
-        if x.abs() > amax {
-            amax = x.abs();
-            max = x;
-        }
-    }
+    let (max, amax) = signed_absmax(xb);
     if amax < GROUP_MAX_EPS {
         return 0.0;
     }
@@ -104,14 +97,10 @@ pub fn iq4_xs(x: &[f32], y: &mut [BlockIQ4XS]) {
     let mut l = [0u8; 256];
     for (x, b) in x.chunks_exact(256).zip(y) {
         let mut scales = [0.0f32; 8];
-        let (mut max_scale, mut amax_scale) = (0.0f32, 0.0f32);
         for ib in 0..8 {
             scales[ib] = block_scale(&x[32 * ib..32 * ib + 32], &mut l[32 * ib..32 * ib + 32]);
-            if scales[ib].abs() > amax_scale {
-                amax_scale = scales[ib].abs();
-                max_scale = scales[ib];
-            }
         }
+        let (max_scale, _) = signed_absmax(&scales);
         b.scales_h = 0;
         b.scales_l = [0; 4];
         let d = -max_scale / 32.0;

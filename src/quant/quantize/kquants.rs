@@ -4,29 +4,9 @@
 //! importance matrix. Float operations in ggml's order (no fused multiply-add),
 //! so the bytes are identical.
 
+use super::{nearest_int, signed_absmax, GROUP_MAX_EPS};
 use crate::quant::blocks::*;
 use crate::quant::kquants::scale_min_k4;
-
-const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// Round to nearest, ties to even (ggml's nearest_int).
-#[inline]
-pub fn nearest_int(f: f32) -> i32 {
-    let v = f + 12582912.0;
-    (v.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
-}
-
-/// The value of largest magnitude (first wins) and that magnitude.
-fn signed_absmax(x: &[f32]) -> (f32, f32) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    (max, amax)
-}
 
 /// Symmetric scale search with weights x^2 (ggml's make_qx_quants, rmse_type 1, no importance).
 fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
@@ -263,15 +243,10 @@ pub fn q3_k(x: &[f32], y: &mut [BlockQ3K]) {
     let mut l = [0i8; 256];
     for (x, b) in x.chunks_exact(256).zip(y) {
         let mut scales = [0.0f32; 16];
-        let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
         for j in 0..16 {
             scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
-            let s = scales[j].abs();
-            if s > amax {
-                amax = s;
-                max_scale = scales[j];
-            }
         }
+        let (max_scale, _) = signed_absmax(&scales);
         b.scales = [0; 12];
         if max_scale != 0.0 {
             let iscale = -32.0 / max_scale;
@@ -416,15 +391,10 @@ pub fn q6_k(x: &[f32], y: &mut [BlockQ6K]) {
     let mut l = [0i8; 256];
     for (x, b) in x.chunks_exact(256).zip(y) {
         let mut scales = [0.0f32; 16];
-        let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
         for ib in 0..16 {
             scales[ib] = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
-            let a = scales[ib].abs();
-            if a > max_abs_scale {
-                max_abs_scale = a;
-                max_scale = scales[ib];
-            }
         }
+        let (max_scale, max_abs_scale) = signed_absmax(&scales);
         if max_abs_scale < GROUP_MAX_EPS {
             *b = BlockQ6K { ql: [0; 128], qh: [0; 64], scales: [0; 16], d: f32_to_f16(0.0) };
             continue;

@@ -2,19 +2,8 @@
 //! Q5_0, Q5_1, Q8_0): the ones llama-quantize runs without an importance
 //! matrix. Float operations in ggml's order, so the bytes are identical.
 
+use super::signed_absmax;
 use crate::quant::blocks::*;
-
-/// The value of largest magnitude (first one wins) and that magnitude.
-fn signed_absmax(x: &[f32]) -> (f32, f32) {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    (max, amax)
-}
 
 fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);

@@ -13,6 +13,29 @@ use crate::gguf::GgmlType;
 use anyhow::{bail, Result};
 use rayon::prelude::*;
 
+/// ggml's GROUP_MAX_EPS: groups whose largest magnitude is below it are all zero.
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// Round to nearest, ties to even (ggml's nearest_int).
+#[inline]
+pub fn nearest_int(f: f32) -> i32 {
+    let v = f + 12582912.0;
+    (v.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
+}
+
+/// The value of largest magnitude (the first one wins ties) and that magnitude,
+/// as ggml's quantizers find it.
+fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
 /// Types `quantize_rows` can produce.
 pub fn can_quantize(ty: GgmlType) -> bool {
     !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
