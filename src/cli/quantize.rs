@@ -6,7 +6,7 @@ use super::args::Args;
 use crate::gguf::GgmlType;
 use crate::quantize_model::ftype::{Ftype, OPTIONS, UNSUPPORTED};
 use crate::quantize_model::plan::Params;
-use crate::quantize_model::{prepare, Progress};
+use crate::quantize_model::{mib, prepare, Progress};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -141,8 +141,8 @@ pub fn run(mut a: Args) -> Result<()> {
     prog.bar.finish_and_clear();
     let r = r.map_err(|e| anyhow::anyhow!("error: failed to quantize model from '{}': {e:#}", src.display()))?;
     let bpw = |b: u64| b as f64 * 8.0 / r.n_elements.max(1) as f64;
-    eprintln!("llama_model_quantize_impl: model size  = {:8.2} MiB ({:.2} BPW)", r.size_org as f64 / 1048576.0, bpw(r.size_org));
-    eprintln!("llama_model_quantize_impl: quant size  = {:8.2} MiB ({:.2} BPW)", r.size_new as f64 / 1048576.0, bpw(r.size_new));
+    eprintln!("llama_model_quantize_impl: model size  = {:8.2} MiB ({:.2} BPW)", mib(r.size_org), bpw(r.size_org));
+    eprintln!("llama_model_quantize_impl: quant size  = {:8.2} MiB ({:.2} BPW)", mib(r.size_new), bpw(r.size_new));
     if r.n_fallback > 0 {
         eprintln!("llama_model_quantize_impl: WARNING: {} of {} tensor(s) required fallback quantization", r.n_fallback, r.n_tensors);
     }

@@ -11,7 +11,7 @@ use crate::gguf::{GgmlType, GgufFile, GgufWriter, Value};
 use crate::quant::{self, quantize as q, AlignedBytes};
 use anyhow::{bail, Context, Result};
 use ftype::Ftype;
-use plan::{Params, TensorPlan};
+use plan::{is_quantized, Params, TensorPlan};
 use rayon::prelude::*;
 use std::io::Write;
 use std::path::Path;
@@ -35,11 +35,7 @@ pub trait Progress {
     fn advance(&mut self, bytes: u64);
 }
 
-fn is_quantized(t: GgmlType) -> bool {
-    !matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
-}
-
-fn mib(b: u64) -> f64 {
+pub fn mib(b: u64) -> f64 {
     b as f64 / 1024.0 / 1024.0
 }
 

@@ -179,8 +179,6 @@ struct State {
     i_attention_wv: i64,
     n_ffn: i64,
     i_ffn_down: i64,
-    i_ffn_gate: i64,
-    i_ffn_up: i64,
     has_tied_embeddings: bool,
 }
 
@@ -197,8 +195,6 @@ pub fn plan(g: &GgufFile, ftype: Ftype, p: &Params) -> Vec<TensorPlan> {
         i_attention_wv: 0,
         n_ffn: m.n_layer,
         i_ffn_down: 0,
-        i_ffn_gate: 0,
-        i_ffn_up: 0,
         has_tied_embeddings: !order.iter().any(|&i| category(&g.tensors[i].name) == Category::Output),
     };
     let default_type = ftype.default_type();
@@ -213,7 +209,7 @@ pub fn plan(g: &GgufFile, ftype: Ftype, p: &Params) -> Vec<TensorPlan> {
         .collect()
 }
 
-fn is_quantized(t: GgmlType) -> bool {
+pub fn is_quantized(t: GgmlType) -> bool {
     !matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
 }
 
@@ -365,13 +361,9 @@ fn mix_type(st: &mut State, m: &ModelFacts, p: &Params, t: &TensorInfo, ftype: F
         } else if ftype == F::Q3_K_L {
             new_type = T::Q4_K;
         }
-    } else if cat == AttnQkv {
-        // attn_qkv is handled with attn_v above (category_is_attn_v), as in llama.cpp.
-    } else if cat == FfnGate {
-        st.i_ffn_gate += 1;
-    } else if cat == FfnUp {
-        st.i_ffn_up += 1;
     }
+    // attn_qkv goes with attn_v above; ffn_gate / ffn_up only change for IQ3
+    // mixes, which rllama does not make.
     new_type
 }
 
