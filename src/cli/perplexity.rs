@@ -225,7 +225,8 @@ struct Derived {
     ratio: (f64, f64),
     kld: (f64, f64),
     rms_dp: (f64, f64),
-    same_top: f64,
+    /// Share of tokens with the same top token, and its uncertainty.
+    same_top: (f64, f64),
 }
 
 fn derive(k: &KldSums) -> Derived {
@@ -237,6 +238,7 @@ fn derive(k: &KldSums) -> Derived {
     let ratio_unc = (log_ppl.1 * log_ppl.1 + log_ppl_base.1 * log_ppl_base.1 - 2.0 * log_ppl_cov).sqrt();
     let mse = mean_and_uncertainty(k.sum_p_diff2, k.sum_p_diff4, k.count);
     let rms = mse.0.sqrt();
+    let top = k.n_same_top as f64 / k.count as f64;
     Derived {
         ppl: (ppl, ppl * log_ppl.1),
         ppl_base: (ppl_base, ppl_base * log_ppl_base.1),
@@ -246,14 +248,13 @@ fn derive(k: &KldSums) -> Derived {
         ratio: (log_ppl.0 - log_ppl_base.0, ratio_unc),
         kld: mean_and_uncertainty(k.sum_kld, k.sum_kld2, k.count),
         rms_dp: (rms, 0.5 / rms * mse.1),
-        same_top: k.n_same_top as f64 / k.count as f64,
+        same_top: (top, (top * (1.0 - top) / (k.count as f64 - 1.0)).sqrt()),
     }
 }
 
 /// One row of llama-perplexity's per-chunk KLD table.
 fn chunk_line(c: usize, k: &KldSums) -> String {
     let d = derive(k);
-    let top_unc = (d.same_top * (1.0 - d.same_top) / (k.count as f64 - 1.0)).sqrt();
     format!(
         "{:4}    {:9.4} ± {:9.4}    {:10.5} ± {:10.5}    {:10.5} ± {:10.5}    {:6.3} ± {:6.3} %    {:6.3} ± {:6.3} %",
         c + 1,
@@ -265,8 +266,8 @@ fn chunk_line(c: usize, k: &KldSums) -> String {
         d.kld.1,
         100.0 * d.rms_dp.0,
         100.0 * d.rms_dp.1,
-        100.0 * d.same_top,
-        100.0 * top_unc
+        100.0 * d.same_top.0,
+        100.0 * d.same_top.1
     )
 }
 
@@ -317,7 +318,6 @@ fn summary(k: &KldSums, kld: &mut [f32], dp: &mut [f32]) -> String {
     }
     line(format!("Minimum Δp: {:6.3}%", 100.0 * dp[0]));
     line(format!("RMS Δp    : {:6.3} ± {:5.3} %", 100.0 * d.rms_dp.0, 100.0 * d.rms_dp.1));
-    let top_unc = (d.same_top * (1.0 - d.same_top) / (k.count as f64 - 1.0)).sqrt();
-    line(format!("Same top p: {:6.3} ± {:5.3} %", 100.0 * d.same_top, 100.0 * top_unc));
+    line(format!("Same top p: {:6.3} ± {:5.3} %", 100.0 * d.same_top.0, 100.0 * d.same_top.1));
     s
 }

@@ -51,17 +51,22 @@ impl<'m> DraftModel<'m> {
     }
 }
 
-/// Index of the largest logit (first wins) and its softmax probability.
-fn top1(logits: &[f32]) -> (u32, f32) {
+/// Index of the largest logit (the first one wins ties).
+fn argmax(logits: &[f32]) -> usize {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {
         if l > logits[best] {
             best = i;
         }
     }
+    best
+}
+
+/// Softmax probability of the largest logit `logits[best]`.
+fn top_prob(logits: &[f32], best: usize) -> f32 {
     let m = logits[best];
     let sum: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
-    (best as u32, 1.0 / sum)
+    1.0 / sum
 }
 
 impl Drafter for DraftModel<'_> {
@@ -87,18 +92,18 @@ impl Drafter for DraftModel<'_> {
         }
         // Catch the draft cache up with the accepted history.
         let new = &history[self.n_past..];
-        let mut logits = if new.is_empty() {
-            // Nothing new (cannot happen in the loop: the last token is always new).
-            return Ok(out);
-        } else {
-            self.sess.prompt(new)?
-        };
+        if new.is_empty() {
+            return Ok(out); // cannot happen in the loop: the last token is always new
+        }
+        let mut logits = self.sess.prompt(new)?;
         self.n_past = history.len();
         for i in 0..k {
-            let (tok, p) = top1(&logits);
-            if p < self.p_min {
+            let best = argmax(&logits);
+            // The softmax over the vocabulary only when a cut-off asks for it.
+            if self.p_min > 0.0 && top_prob(&logits, best) < self.p_min {
                 break;
             }
+            let tok = best as u32;
             out.push(tok);
             if i + 1 == k {
                 break;
