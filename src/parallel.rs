@@ -18,14 +18,23 @@ use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Spins before a worker parks (a few milliseconds).
 const SPIN_LIMIT: u32 = 1 << 18;
+/// Spins between yields while waiting: a waiting thread gives its core away
+/// now and then, so a team larger than the free cores still makes progress.
+const SPINS_PER_YIELD: u32 = 1 << 10;
+/// Low bits of the job word: the participant count; the rest: the generation.
+const PART_BITS: u32 = 16;
+const PART_MASK: usize = (1 << PART_BITS) - 1;
+/// Most participants of one job (the count must fit its bits of the job word).
+pub const MAX_THREADS: usize = PART_MASK;
 
 type Job = *const (dyn Fn(usize) + Sync);
 
 struct Shared {
-    /// Bumped once per job; workers run a job when they see it change.
-    gen: AtomicUsize,
-    /// Participants of the current job (caller included).
-    n_part: AtomicUsize,
+    /// The job word: generation (bumped once per job) and participant count
+    /// (caller included) published together, as ggml's `n_graph`. A worker
+    /// reads both in one load, so it can never pair one job's generation
+    /// with another job's count.
+    word: AtomicUsize,
     /// Workers that have finished the current job.
     done: AtomicUsize,
     panicked: AtomicBool,
@@ -35,8 +44,39 @@ struct Shared {
     wake: Condvar,
 }
 
+fn word_gen(w: usize) -> usize {
+    w >> PART_BITS
+}
+fn word_parts(w: usize) -> usize {
+    w & PART_MASK
+}
+
+/// Tests: stall workers right after they observe a new job, the window in
+/// which a worker that read the generation and the count separately could
+/// pair them wrongly.
+#[cfg(test)]
+static STALL_WORKERS: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+fn test_stall() {
+    #[cfg(test)]
+    if STALL_WORKERS.load(Relaxed) {
+        std::thread::sleep(std::time::Duration::from_micros(50));
+    }
+}
+
+/// Spin-wait helper: a pause, and every SPINS_PER_YIELD spins a yield.
+#[inline]
+fn relax(spins: u32) {
+    if spins % SPINS_PER_YIELD == SPINS_PER_YIELD - 1 {
+        std::thread::yield_now();
+    } else {
+        std::hint::spin_loop();
+    }
+}
+
 // SAFETY: `job` is written only by the caller of `run` while no worker reads
-// it (before `gen` is bumped, after every participant reported done), and the
+// it (before the job word changes, after every participant reported done), and the
 // pointee outlives the job because `run` waits for all participants.
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
@@ -52,8 +92,7 @@ fn team() -> &'static Team {
     static T: OnceLock<Team> = OnceLock::new();
     T.get_or_init(|| {
         let shared = Box::leak(Box::new(Shared {
-            gen: AtomicUsize::new(0),
-            n_part: AtomicUsize::new(0),
+            word: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             job: UnsafeCell::new(None),
@@ -61,37 +100,45 @@ fn team() -> &'static Team {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         }));
-        Team { shared, spawned: Mutex::new(0), busy: AtomicBool::new(false) }
+        Team {
+            shared,
+            spawned: Mutex::new(0),
+            busy: AtomicBool::new(false),
+        }
     })
 }
 
 fn worker(sh: &'static Shared, idx: usize, mut seen: usize) {
+    let tid = idx + 1;
     loop {
         let mut spins = 0u32;
-        loop {
-            let g = sh.gen.load(Acquire);
-            if g != seen {
-                seen = g;
-                break;
+        let w = loop {
+            let w = sh.word.load(Acquire);
+            if word_gen(w) != seen {
+                break w;
             }
             spins += 1;
             if spins < SPIN_LIMIT {
-                std::hint::spin_loop();
+                relax(spins);
                 continue;
             }
             let guard = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
             sh.sleepers.fetch_add(1, SeqCst);
             let mut guard = guard;
-            while sh.gen.load(SeqCst) == seen {
+            while word_gen(sh.word.load(SeqCst)) == seen {
                 guard = sh.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
             sh.sleepers.fetch_sub(1, SeqCst);
             drop(guard);
             spins = 0;
-        }
-        let tid = idx + 1;
-        if tid < sh.n_part.load(Acquire) {
-            // SAFETY: see `Shared`; the job is set before `gen` changed.
+        };
+        seen = word_gen(w);
+        test_stall();
+        // The count comes from the same load as the generation: if this job
+        // does not include us it may already be over, and we touch nothing.
+        if tid < word_parts(w) {
+            // SAFETY: see `Shared`; the job is set before the word changed, and
+            // it cannot finish (nor be replaced) before this participant reports.
             let job = unsafe { (*sh.job.get()).expect("job set") };
             let r = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(tid) }));
             if r.is_err() {
@@ -110,7 +157,7 @@ pub fn n_threads() -> usize {
 /// Run `f(tid)` on `n` threads (tid 0 = the caller) and wait for all.
 pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
     let t = team();
-    if n <= 1 || t.busy.swap(true, Acquire) {
+    if n <= 1 || n > MAX_THREADS || t.busy.swap(true, Acquire) {
         for tid in 0..n.max(1) {
             f(tid);
         }
@@ -122,7 +169,7 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
             let idx = *sp;
             let sh = t.shared;
             // the generation before this job: the worker must not miss it
-            let seen = sh.gen.load(Acquire);
+            let seen = word_gen(sh.word.load(Acquire));
             std::thread::Builder::new()
                 .name(format!("rllama-worker-{idx}"))
                 .spawn(move || worker(sh, idx, seen))
@@ -134,19 +181,22 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
     // SAFETY: no worker reads `job` now (the previous job finished); the
     // lifetime is erased but `f` outlives this call, which waits for all.
     unsafe {
-        let job: Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f);
+        let job: Job =
+            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f);
         *sh.job.get() = Some(job);
     }
-    sh.n_part.store(n, Release);
     sh.done.store(0, Release);
-    sh.gen.fetch_add(1, SeqCst);
+    let w = sh.word.load(Acquire);
+    sh.word.store(((word_gen(w) + 1) << PART_BITS) | n, SeqCst);
     if sh.sleepers.load(SeqCst) > 0 {
         let _g = sh.lock.lock().unwrap_or_else(|e| e.into_inner());
         sh.wake.notify_all();
     }
     let r = catch_unwind(AssertUnwindSafe(|| f(0)));
+    let mut spins = 0u32;
     while sh.done.load(Acquire) < n - 1 {
-        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        relax(spins);
     }
     t.busy.store(false, Release);
     if r.is_err() || sh.panicked.swap(false, SeqCst) {
@@ -193,7 +243,10 @@ mod tests {
 
     #[test]
     fn every_item_once() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
         pool.install(|| {
             for n in [0, 1, 2, 7, 1000] {
                 let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
@@ -205,9 +258,54 @@ mod tests {
         });
     }
 
+    /// More threads than cores and a participant count that changes every
+    /// job: each participant runs exactly once and `run` returns only after
+    /// every closure call has left (a worker that paired one job's generation
+    /// with the next job's count ran that job twice and let `run` return
+    /// while it was still inside the caller's closure).
+    #[test]
+    fn stress_changing_participants_more_threads_than_cores() {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let max = (cores * 4).max(6);
+        let inside = AtomicUsize::new(0);
+        STALL_WORKERS.store(true, SeqCst);
+        for job in 0..5_000usize {
+            let n = 2 + (job * 7 + job / 3) % (max - 1);
+            let hits: Vec<AtomicUsize> = (0..max + 1).map(|_| AtomicUsize::new(0)).collect();
+            run(n, &|tid| {
+                inside.fetch_add(1, SeqCst);
+                hits[tid].fetch_add(1, SeqCst);
+                if tid % 3 == 1 {
+                    std::thread::yield_now();
+                }
+                inside.fetch_sub(1, SeqCst);
+            });
+            assert_eq!(
+                inside.load(SeqCst),
+                0,
+                "job {job}: run returned while a participant was still running"
+            );
+            for (tid, h) in hits.iter().enumerate() {
+                let want = usize::from(tid < n);
+                assert_eq!(
+                    h.load(SeqCst),
+                    want,
+                    "job {job} ({n} participants): thread {tid} ran {} times",
+                    h.load(SeqCst)
+                );
+            }
+        }
+        STALL_WORKERS.store(false, SeqCst);
+    }
+
     #[test]
     fn nested_runs_inline() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
         pool.install(|| {
             let total = AtomicUsize::new(0);
             for_each(4, |_| {
