@@ -1,4 +1,6 @@
 //! rllama: GGUF language models on the CPU, speaking llama.cpp's language.
+pub mod chat;
+pub mod cli;
 pub mod decode;
 pub mod gguf;
 pub mod kv_cache;
@@ -10,5 +12,3 @@ pub mod quant;
 pub mod quantize_model;
 pub mod sampling;
 pub mod tokenizer;
-pub mod chat;
-pub mod cli;

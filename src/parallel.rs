@@ -100,11 +100,7 @@ fn team() -> &'static Team {
             lock: Mutex::new(()),
             wake: Condvar::new(),
         }));
-        Team {
-            shared,
-            spawned: Mutex::new(0),
-            busy: AtomicBool::new(false),
-        }
+        Team { shared, spawned: Mutex::new(0), busy: AtomicBool::new(false) }
     })
 }
 
@@ -170,10 +166,7 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
             let sh = t.shared;
             // the generation before this job: the worker must not miss it
             let seen = word_gen(sh.word.load(Acquire));
-            std::thread::Builder::new()
-                .name(format!("rllama-worker-{idx}"))
-                .spawn(move || worker(sh, idx, seen))
-                .expect("spawn worker thread");
+            std::thread::Builder::new().name(format!("rllama-worker-{idx}")).spawn(move || worker(sh, idx, seen)).expect("spawn worker thread");
             *sp += 1;
         }
     }
@@ -181,8 +174,7 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
     // SAFETY: no worker reads `job` now (the previous job finished); the
     // lifetime is erased but `f` outlives this call, which waits for all.
     unsafe {
-        let job: Job =
-            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f);
+        let job: Job = std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f);
         *sh.job.get() = Some(job);
     }
     sh.done.store(0, Release);
@@ -243,10 +235,7 @@ mod tests {
 
     #[test]
     fn every_item_once() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
         pool.install(|| {
             for n in [0, 1, 2, 7, 1000] {
                 let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
@@ -265,9 +254,7 @@ mod tests {
     /// while it was still inside the caller's closure).
     #[test]
     fn stress_changing_participants_more_threads_than_cores() {
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let max = (cores * 4).max(6);
         let inside = AtomicUsize::new(0);
         STALL_WORKERS.store(true, SeqCst);
@@ -282,19 +269,10 @@ mod tests {
                 }
                 inside.fetch_sub(1, SeqCst);
             });
-            assert_eq!(
-                inside.load(SeqCst),
-                0,
-                "job {job}: run returned while a participant was still running"
-            );
+            assert_eq!(inside.load(SeqCst), 0, "job {job}: run returned while a participant was still running");
             for (tid, h) in hits.iter().enumerate() {
                 let want = usize::from(tid < n);
-                assert_eq!(
-                    h.load(SeqCst),
-                    want,
-                    "job {job} ({n} participants): thread {tid} ran {} times",
-                    h.load(SeqCst)
-                );
+                assert_eq!(h.load(SeqCst), want, "job {job} ({n} participants): thread {tid} ran {} times", h.load(SeqCst));
             }
         }
         STALL_WORKERS.store(false, SeqCst);
@@ -302,10 +280,7 @@ mod tests {
 
     #[test]
     fn nested_runs_inline() {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
         pool.install(|| {
             let total = AtomicUsize::new(0);
             for_each(4, |_| {

@@ -44,10 +44,7 @@ fn smollm2_template() {
     let Some(t) = template(common::SMOLLM2, None) else {
         return;
     };
-    assert_eq!(
-        t.render(&conversation(true), true).unwrap(),
-        chatml("You are terse.")
-    );
+    assert_eq!(t.render(&conversation(true), true).unwrap(), chatml("You are terse."));
     // without a system message the template supplies its own
     let want = chatml("You are a helpful AI assistant named SmolLM, trained by Hugging Face");
     assert_eq!(t.render(&conversation(false), true).unwrap(), want);
@@ -58,10 +55,7 @@ fn qwen_template() {
     let Some(t) = template(common::QWEN, None) else {
         return;
     };
-    assert_eq!(
-        t.render(&conversation(true), true).unwrap(),
-        chatml("You are terse.")
-    );
+    assert_eq!(t.render(&conversation(true), true).unwrap(), chatml("You are terse."));
     let want = chatml("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
     assert_eq!(t.render(&conversation(false), true).unwrap(), want);
     // no generation prompt: ends after the last user turn
@@ -74,10 +68,7 @@ fn gemma_templates() {
     let Some(t) = template(common::GEMMA, None) else {
         return;
     };
-    assert_eq!(
-        t.render(&conversation(true), true).unwrap(),
-        chatml("You are terse.")
-    );
+    assert_eq!(t.render(&conversation(true), true).unwrap(), chatml("You are terse."));
     // the built-in gemma turn format; the leading <bos> is left to the tokenizer
     let t = template(common::GEMMA, Some("gemma")).unwrap();
     assert_eq!(
@@ -90,23 +81,14 @@ fn gemma_templates() {
 
 #[test]
 fn template_from_the_command_line() {
-    let Some(t) = template(
-        common::SMOLLM2,
-        Some("{% for m in messages %}[{{ m.role }}:{{ m.content | upper }}]{% endfor %}"),
-    ) else {
+    let Some(t) = template(common::SMOLLM2, Some("{% for m in messages %}[{{ m.role }}:{{ m.content | upper }}]{% endfor %}")) else {
         return;
     };
-    assert_eq!(
-        t.render(&[Message::new("user", "hi")], true).unwrap(),
-        "[user:HI]"
-    );
+    assert_eq!(t.render(&[Message::new("user", "hi")], true).unwrap(), "[user:HI]");
 }
 
 fn perf_count(stderr: &str, what: &str) -> usize {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(what))
-        .unwrap_or_else(|| panic!("no {what:?} line in {stderr}"));
+    let line = stderr.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no {what:?} line in {stderr}"));
     let after = line.split('/').nth(1).unwrap();
     after.split_whitespace().next().unwrap().parse().unwrap()
 }
@@ -120,29 +102,13 @@ fn two_turns_reuse_the_cache_and_stop_at_end_of_turn() {
         return;
     };
     let mut child = Command::new(common::bin())
-        .args([
-            "cli",
-            "-m",
-            path.to_str().unwrap(),
-            "-cnv",
-            "--temp",
-            "0",
-            "-n",
-            "200",
-            "-t",
-            "2",
-        ])
+        .args(["cli", "-m", path.to_str().unwrap(), "-cnv", "--temp", "0", "-n", "200", "-t", "2"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Say hello.\nSay goodbye.\n")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Say hello.\nSay goodbye.\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -155,14 +121,7 @@ fn two_turns_reuse_the_cache_and_stop_at_end_of_turn() {
     let g = GgufFile::open(&path).unwrap();
     let tok = Tokenizer::from_gguf(&g).unwrap();
     let t = ChatTemplate::new(None, &g, &tok).unwrap();
-    let first = tok
-        .encode(
-            &t.render(&[Message::new("user", "Say hello.")], true)
-                .unwrap(),
-            true,
-            true,
-        )
-        .unwrap();
+    let first = tok.encode(&t.render(&[Message::new("user", "Say hello.")], true).unwrap(), true, true).unwrap();
     let prompt_tokens = perf_count(&stderr, "prompt eval time");
     let sampled = perf_count(&stderr, "sampling time");
     let evaluated = perf_count(&stderr, "  eval time");
@@ -172,31 +131,14 @@ fn two_turns_reuse_the_cache_and_stop_at_end_of_turn() {
     // turn 2 re-renders turn 1 + reply + the new message; with the cache kept it
     // evaluates only what follows the reply
     let reply1 = stdout.split("> Say goodbye.").next().unwrap();
-    let reply1 = reply1
-        .rsplit("Say hello.\n")
-        .next()
-        .unwrap()
-        .split("\n\n[ Prompt:")
-        .next()
-        .unwrap()
-        .trim_end_matches('\n');
-    let msgs = [
-        Message::new("user", "Say hello."),
-        Message::new("assistant", reply1),
-        Message::new("user", "Say goodbye."),
-    ];
-    let second = tok
-        .encode(&t.render(&msgs, true).unwrap(), true, true)
-        .unwrap();
+    let reply1 = reply1.rsplit("Say hello.\n").next().unwrap().split("\n\n[ Prompt:").next().unwrap().trim_end_matches('\n');
+    let msgs = [Message::new("user", "Say hello."), Message::new("assistant", reply1), Message::new("user", "Say goodbye.")];
+    let second = tok.encode(&t.render(&msgs, true).unwrap(), true, true).unwrap();
     assert!(
         prompt_tokens < first.len() + second.len() - first.len() / 2,
         "prompt tokens {prompt_tokens}: turn 1 {} + turn 2 {} suggests the cache was not reused",
         first.len(),
         second.len()
     );
-    assert!(
-        prompt_tokens <= second.len(),
-        "prompt tokens {prompt_tokens} > whole conversation {}",
-        second.len()
-    );
+    assert!(prompt_tokens <= second.len(), "prompt tokens {prompt_tokens} > whole conversation {}", second.len());
 }

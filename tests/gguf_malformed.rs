@@ -12,16 +12,11 @@ fn tiny() -> GgufWriter {
         "test.nested",
         Value::Array(
             ValueType::Array,
-            vec![
-                Value::Array(ValueType::I32, vec![Value::I32(1), Value::I32(2)]),
-                Value::Array(ValueType::String, vec![Value::String("x".into())]),
-            ],
+            vec![Value::Array(ValueType::I32, vec![Value::I32(1), Value::I32(2)]), Value::Array(ValueType::String, vec![Value::String("x".into())])],
         ),
     );
-    w.add_tensor("a", &[32, 2], GgmlType::F32, vec![0u8; 32 * 2 * 4])
-        .unwrap();
-    w.add_tensor("b", &[32], GgmlType::Q8_0, vec![0u8; 34])
-        .unwrap();
+    w.add_tensor("a", &[32, 2], GgmlType::F32, vec![0u8; 32 * 2 * 4]).unwrap();
+    w.add_tensor("b", &[32], GgmlType::Q8_0, vec![0u8; 34]).unwrap();
     w
 }
 
@@ -57,10 +52,7 @@ fn truncated() {
     let full = tiny().to_bytes();
     for cut in [0, 3, 7, 20, 40, full.len() / 2, full.len() - 40] {
         let e = err(full[..cut].to_vec());
-        assert!(
-            e.contains("offset") || e.contains("past the end"),
-            "cut {cut}: {e}"
-        );
+        assert!(e.contains("offset") || e.contains("past the end"), "cut {cut}: {e}");
     }
 }
 
@@ -97,9 +89,7 @@ fn tensor_info_pos(b: &[u8], name: &str) -> usize {
     let mut pat = (name.len() as u64).to_le_bytes().to_vec();
     pat.extend_from_slice(name.as_bytes());
     pat.extend_from_slice(&1u32.to_le_bytes()); // n_dims of "b"
-    b.windows(pat.len())
-        .position(|w| w == pat.as_slice())
-        .expect("tensor info")
+    b.windows(pat.len()).position(|w| w == pat.as_slice()).expect("tensor info")
 }
 
 #[test]
@@ -142,28 +132,18 @@ fn cli_reports_bad_file_in_one_line() {
     let p = dir.join("bad.gguf");
     std::fs::write(&p, b"GGUF\x03\x00\x00\x00garbage").unwrap();
     let before = std::fs::read(&p).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rllama"))
-        .args(["cli", "-m", p.to_str().unwrap(), "-p", "hi", "-n", "1"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rllama")).args(["cli", "-m", p.to_str().unwrap(), "-p", "hi", "-n", "1"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("invalid GGUF"), "{err}");
-    assert_eq!(
-        std::fs::read(&p).unwrap(),
-        before,
-        "the user's file must not change"
-    );
+    assert_eq!(std::fs::read(&p).unwrap(), before, "the user's file must not change");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn cli_unknown_flag() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rllama"))
-        .args(["cli", "--no-such-flag"])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rllama")).args(["cli", "--no-such-flag"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--no-such-flag"), "{err}");

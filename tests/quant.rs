@@ -40,15 +40,9 @@ fn f16_fields(t: GgmlType) -> &'static [usize] {
 /// `n_blocks` random blocks of `t` with finite scales; `mode` 1 = all quant bits set, 2 = all clear.
 fn random_row(t: GgmlType, n: usize, rng: &mut Rng, mode: u8) -> Vec<u8> {
     match t {
-        GgmlType::F32 => (0..n)
-            .flat_map(|_| (rng.f32() * 4.0).to_le_bytes())
-            .collect(),
-        GgmlType::F16 => (0..n)
-            .flat_map(|_| half::f16::from_f32(rng.f32() * 4.0).to_le_bytes())
-            .collect(),
-        GgmlType::BF16 => (0..n)
-            .flat_map(|_| half::bf16::from_f32(rng.f32() * 4.0).to_le_bytes())
-            .collect(),
+        GgmlType::F32 => (0..n).flat_map(|_| (rng.f32() * 4.0).to_le_bytes()).collect(),
+        GgmlType::F16 => (0..n).flat_map(|_| half::f16::from_f32(rng.f32() * 4.0).to_le_bytes()).collect(),
+        GgmlType::BF16 => (0..n).flat_map(|_| half::bf16::from_f32(rng.f32() * 4.0).to_le_bytes()).collect(),
         _ => {
             let bb = t.block_bytes();
             let nb = n / t.block_elems();
@@ -118,29 +112,19 @@ fn vec_dot_matches_dequantized_dot_and_simd_matches_scalar() {
                     }
                     let mut wf = vec![0f32; n];
                     dequantize_row(t, w.as_slice(), &mut wf);
-                    let mut exact: f64 =
-                        wf.iter().zip(&xa).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let mut exact: f64 = wf.iter().zip(&xa).map(|(a, b)| *a as f64 * *b as f64).sum();
                     if sk.act == GgmlType::Q8_1 {
                         exact += q81_min_correction(t, w.as_slice(), q.as_slice());
                     }
                     let s = (sk.vec_dot)(w.as_slice(), q.as_slice()) as f64;
                     let f = (fk.vec_dot)(w.as_slice(), q.as_slice()) as f64;
                     let tl = tol(&wf, &xa);
-                    assert!(
-                        (s - exact).abs() <= tl,
-                        "{t:?} n={n} mode={mode}: scalar {s} vs exact {exact} (tol {tl})"
-                    );
-                    assert!(
-                        (f - s).abs() <= tl,
-                        "{t:?} n={n} mode={mode}: simd {f} vs scalar {s} (tol {tl})"
-                    );
+                    assert!((s - exact).abs() <= tl, "{t:?} n={n} mode={mode}: scalar {s} vs exact {exact} (tol {tl})");
+                    assert!((f - s).abs() <= tl, "{t:?} n={n} mode={mode}: simd {f} vs scalar {s} (tol {tl})");
                     // the batched roundings (groups of four, wide batches, remainders)
                     for (nb, tok) in [(4, 0), (5, 4), (8, 0), (9, 8)] {
                         let b = (fk.dot_for(nb, tok))(w.as_slice(), q.as_slice()) as f64;
-                        assert!(
-                            (b - s).abs() <= tl,
-                            "{t:?} n={n} mode={mode}: batch {nb}/{tok} {b} vs scalar {s}"
-                        );
+                        assert!((b - s).abs() <= tl, "{t:?} n={n} mode={mode}: batch {nb}/{tok} {b} vs scalar {s}");
                     }
                 }
             }
@@ -155,46 +139,21 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
     let mut rng = Rng(0x51ED_2701_AB12_3456);
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::env::var_os("RLLAMA_NO_SIMD").is_none() {
-        assert!(
-            !rllama::quant::simd::gemm_variants(GgmlType::Q4_0, false).is_empty(),
-            "AVX2 machine without gemm kernels"
-        );
+        assert!(!rllama::quant::simd::gemm_variants(GgmlType::Q4_0, false).is_empty(), "AVX2 machine without gemm kernels");
     }
     for &t in WEIGHT_TYPES {
         let fk = kernels(t).unwrap();
-        let variants = |p: bool| {
-            rllama::quant::simd::gemm_variants(t, p)
-                .into_iter()
-                .map(move |(n, f)| (n, f, p))
-        };
+        let variants = |p: bool| rllama::quant::simd::gemm_variants(t, p).into_iter().map(move |(n, f)| (n, f, p));
         for (name, gemm, is_packed) in variants(false).chain(variants(true)) {
             let cases: &[(usize, usize, usize)] = if t.block_elems() == 256 {
-                &[
-                    (256, 9, 7),
-                    (2048, 4, 1),
-                    (512, 13, 11),
-                    (256, 5, 20),
-                    (256, 3, 4),
-                ]
+                &[(256, 9, 7), (2048, 4, 1), (512, 13, 11), (256, 5, 20), (256, 3, 4)]
             } else {
-                &[
-                    (256, 9, 7),
-                    (2048, 4, 1),
-                    (64, 13, 11),
-                    (256, 9, 17),
-                    (64, 13, 20),
-                    (64, 13, 5),
-                    (128, 9, 6),
-                ]
+                &[(256, 9, 7), (2048, 4, 1), (64, 13, 11), (256, 9, 17), (64, 13, 20), (64, 13, 5), (128, 9, 6)]
             };
             for &(n, rows, ntok) in cases {
                 for mode in 0..3u8 {
                     let rb = t.row_bytes(n).unwrap();
-                    let w = aligned(
-                        &(0..rows)
-                            .flat_map(|_| random_row(t, n, &mut rng, mode))
-                            .collect::<Vec<u8>>(),
-                    );
+                    let w = aligned(&(0..rows).flat_map(|_| random_row(t, n, &mut rng, mode)).collect::<Vec<u8>>());
                     let arb = fk.act.row_bytes(n).unwrap();
                     let mut q = AlignedBytes::new(arb * ntok);
                     for k in 0..ntok {
@@ -202,36 +161,14 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
                         (fk.quantize_act)(&x, &mut q.as_mut_slice()[k * arb..(k + 1) * arb]);
                     }
                     let mut out = vec![f32::NAN; rows * ntok];
-                    let wk = if is_packed {
-                        rllama::quant::pack_rows(w.as_slice(), rows, rb, t.block_bytes())
-                    } else {
-                        w.clone()
-                    };
+                    let wk = if is_packed { rllama::quant::pack_rows(w.as_slice(), rows, rb, t.block_bytes()) } else { w.clone() };
                     // SAFETY: rows x ntok outputs, buffers sized for them.
-                    unsafe {
-                        gemm(
-                            wk.as_slice(),
-                            rb,
-                            rows,
-                            q.as_slice(),
-                            arb,
-                            ntok,
-                            out.as_mut_ptr(),
-                            rows,
-                        )
-                    };
+                    unsafe { gemm(wk.as_slice(), rb, rows, q.as_slice(), arb, ntok, out.as_mut_ptr(), rows) };
                     for k in 0..ntok {
                         for r in 0..rows {
-                            let e = (fk.dot_for(ntok, k))(
-                                &w.as_slice()[r * rb..(r + 1) * rb],
-                                &q.as_slice()[k * arb..(k + 1) * arb],
-                            );
+                            let e = (fk.dot_for(ntok, k))(&w.as_slice()[r * rb..(r + 1) * rb], &q.as_slice()[k * arb..(k + 1) * arb]);
                             let g = out[k * rows + r];
-                            assert_eq!(
-                                g.to_bits(),
-                                e.to_bits(),
-                                "{t:?} {name} n={n} mode={mode} row {r} token {k}: {g} vs {e}"
-                            );
+                            assert_eq!(g.to_bits(), e.to_bits(), "{t:?} {name} n={n} mode={mode} row {r} token {k}: {g} vs {e}");
                         }
                     }
                 }
@@ -261,11 +198,7 @@ fn deq_act(t: GgmlType, b: &[u8], out: &mut [f32]) {
     use rllama::quant::blocks::*;
     match t {
         GgmlType::Q8_1 => {
-            for (blk, o) in cast_blocks::<BlockQ8_1>(b)
-                .unwrap()
-                .iter()
-                .zip(out.chunks_mut(32))
-            {
+            for (blk, o) in cast_blocks::<BlockQ8_1>(b).unwrap().iter().zip(out.chunks_mut(32)) {
                 let d = f16_to_f32(blk.d);
                 for (o, q) in o.iter_mut().zip(blk.qs) {
                     *o = q as f32 * d;
@@ -273,11 +206,7 @@ fn deq_act(t: GgmlType, b: &[u8], out: &mut [f32]) {
             }
         }
         GgmlType::Q8_K => {
-            for (blk, o) in cast_blocks::<BlockQ8K>(b)
-                .unwrap()
-                .iter()
-                .zip(out.chunks_mut(256))
-            {
+            for (blk, o) in cast_blocks::<BlockQ8K>(b).unwrap().iter().zip(out.chunks_mut(256)) {
                 for (o, q) in o.iter_mut().zip(blk.qs) {
                     *o = q as f32 * blk.d;
                 }
@@ -310,10 +239,7 @@ fn activation_quantization_round_trips() {
             let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
             for (a, b) in xb.iter().zip(bb) {
                 // half a quantization step (plus f16 rounding of the scale)
-                assert!(
-                    (a - b).abs() <= amax / 127.0 * 0.5 + amax * 1e-3,
-                    "{t:?}: {a} -> {b}"
-                );
+                assert!((a - b).abs() <= amax / 127.0 * 0.5 + amax * 1e-3, "{t:?}: {a} -> {b}");
             }
         }
     }
@@ -348,45 +274,28 @@ fn simd_activation_quantization_equals_scalar() {
                         *v
                     }
                 }),
-                5 => x
-                    .iter_mut()
-                    .enumerate()
-                    .for_each(|(i, v)| *v = (i % 64) as f32 * 0.5 - 16.0),
+                5 => x.iter_mut().enumerate().for_each(|(i, v)| *v = (i % 64) as f32 * 0.5 - 16.0),
                 _ => {}
             }
             let rb = s.act.row_bytes(n).unwrap();
             let (mut a, mut b) = (AlignedBytes::new(rb), AlignedBytes::new(rb));
             (s.quantize_act)(&x, a.as_mut_slice());
             (f.quantize_act)(&x, b.as_mut_slice());
-            assert!(
-                a.as_slice() == b.as_slice(),
-                "{:?} mode {mode}: SIMD quantization differs",
-                s.act
-            );
+            assert!(a.as_slice() == b.as_slice(), "{:?} mode {mode}: SIMD quantization differs", s.act);
         }
     }
 }
 
 fn python_gguf() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import gguf, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = std::process::Command::new("python3").args(["-c", "import gguf, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
-        eprintln!(
-            "SKIPPED: python3 with the gguf and numpy packages not found (pip install gguf numpy)"
-        );
+        eprintln!("SKIPPED: python3 with the gguf and numpy packages not found (pip install gguf numpy)");
     }
     ok
 }
 
 fn read_f32(p: &std::path::Path) -> Vec<f32> {
-    std::fs::read(p)
-        .unwrap()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    std::fs::read(p).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -398,10 +307,7 @@ fn tmp(name: &str) -> std::path::PathBuf {
 fn assert_bits_equal(t: &str, ours: &[f32], theirs: &[f32]) {
     assert_eq!(ours.len(), theirs.len(), "{t}: length");
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        assert!(
-            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-            "{t}: element {i}: ours {a} numpy {b}"
-        );
+        assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{t}: element {i}: ours {a} numpy {b}");
     }
 }
 
@@ -418,21 +324,9 @@ fn dequantize_equals_numpy_on_random_blocks() {
         bytes.extend(random_row(t, 256, &mut rng, 1));
         bytes.extend(random_row(t, 256, &mut rng, 2));
         let n = n + 512;
-        let (inp, out) = (
-            tmp(&format!("{}.bin", t.name())),
-            tmp(&format!("{}.f32", t.name())),
-        );
+        let (inp, out) = (tmp(&format!("{}.bin", t.name())), tmp(&format!("{}.f32", t.name())));
         std::fs::write(&inp, &bytes).unwrap();
-        let st = std::process::Command::new("python3")
-            .args([
-                script,
-                "blocks",
-                t.name(),
-                inp.to_str().unwrap(),
-                out.to_str().unwrap(),
-            ])
-            .status()
-            .unwrap();
+        let st = std::process::Command::new("python3").args([script, "blocks", t.name(), inp.to_str().unwrap(), out.to_str().unwrap()]).status().unwrap();
         assert!(st.success(), "python dequant failed for {t:?}");
         let w = aligned(&bytes);
         let mut ours = vec![0f32; n];
@@ -460,14 +354,7 @@ fn dequantize_equals_numpy_on_real_tensors() {
             let rows = 4.min(t.n_rows());
             let out = tmp(&format!("real-{}.f32", t.ty.name()));
             let st = std::process::Command::new("python3")
-                .args([
-                    script,
-                    "tensor",
-                    path.to_str().unwrap(),
-                    &t.name,
-                    &rows.to_string(),
-                    out.to_str().unwrap(),
-                ])
+                .args([script, "tensor", path.to_str().unwrap(), &t.name, &rows.to_string(), out.to_str().unwrap()])
                 .status()
                 .unwrap();
             assert!(st.success());
@@ -475,17 +362,8 @@ fn dequantize_equals_numpy_on_real_tensors() {
             let rb = t.ty.row_bytes(cols).unwrap();
             let mut ours = vec![0f32; rows * cols];
             dequantize_row(t.ty, &g.tensor_data(t)[..rows * rb], &mut ours);
-            assert_bits_equal(
-                &format!("{} ({})", t.name, t.ty.name()),
-                &ours,
-                &read_f32(&out),
-            );
-            eprintln!(
-                "{}: {} ({}) equal to numpy on {rows} rows",
-                m,
-                t.name,
-                t.ty.name()
-            );
+            assert_bits_equal(&format!("{} ({})", t.name, t.ty.name()), &ours, &read_f32(&out));
+            eprintln!("{}: {} ({}) equal to numpy on {rows} rows", m, t.name, t.ty.name());
         }
     }
 }

@@ -32,54 +32,28 @@ fn check(key: &str, qtype: &str) {
         .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() == 5 && f[0] == key && f[1] == qtype)
-                .then(|| (f[2].to_string(), (f[3].to_string(), f[4].to_string())))
+            (f.len() == 5 && f[0] == key && f[1] == qtype).then(|| (f[2].to_string(), (f[3].to_string(), f[4].to_string())))
         })
         .collect();
     assert!(!want.is_empty(), "no fixture lines for {key} {qtype}");
     let _ = rayon::ThreadPoolBuilder::new().build_global();
-    let dst = std::env::temp_dir().join(format!(
-        "rllama-q-{key}-{qtype}-{}.gguf",
-        std::process::id()
-    ));
-    let p = Params {
-        allow_requantize: true,
-        quantize_output: true,
-        ..Default::default()
-    };
+    let dst = std::env::temp_dir().join(format!("rllama-q-{key}-{qtype}-{}.gguf", std::process::id()));
+    let p = Params { allow_requantize: true, quantize_output: true, ..Default::default() };
     quantize_file(&src, &dst, Ftype::parse(qtype).unwrap().0, &p, &mut Quiet).unwrap();
     let g = GgufFile::open(&dst).unwrap();
     let mut bad = Vec::new();
     assert_eq!(g.tensors.len(), want.len(), "{key} {qtype}: tensor count");
     for t in &g.tensors {
-        let got = (
-            t.ty.name().to_lowercase(),
-            hex(&Sha256::digest(g.tensor_data(t))),
-        );
+        let got = (t.ty.name().to_lowercase(), hex(&Sha256::digest(g.tensor_data(t))));
         match want.get(&t.name) {
             Some(w) if *w == got => {}
-            Some(w) => bad.push(format!(
-                "{}: {} {} vs llama-quantize {} {}",
-                t.name,
-                got.0,
-                &got.1[..12],
-                w.0,
-                &w.1[..12]
-            )),
+            Some(w) => bad.push(format!("{}: {} {} vs llama-quantize {} {}", t.name, got.0, &got.1[..12], w.0, &w.1[..12])),
             None => bad.push(format!("{}: not in llama-quantize's output", t.name)),
         }
     }
-    assert_eq!(
-        g.get_i64("general.file_type"),
-        Some(Ftype::parse(qtype).unwrap().0.id() as i64)
-    );
+    assert_eq!(g.get_i64("general.file_type"), Some(Ftype::parse(qtype).unwrap().0.id() as i64));
     std::fs::remove_file(&dst).ok();
-    assert!(
-        bad.is_empty(),
-        "{key} {qtype}: {} tensors differ:\n{}",
-        bad.len(),
-        bad.join("\n")
-    );
+    assert!(bad.is_empty(), "{key} {qtype}: {} tensors differ:\n{}", bad.len(), bad.join("\n"));
 }
 
 #[test]
@@ -139,22 +113,13 @@ fn errors_are_one_line_and_leave_files_alone() {
     let dst = dir.join("out.gguf");
     let d = dst.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["quantize", "/nonexistent/model.gguf", d, "Q4_0"],
-            "cannot read",
-        ),
+        (vec!["quantize", "/nonexistent/model.gguf", d, "Q4_0"], "cannot read"),
         (vec!["quantize", s, d, "Q9_9"], "invalid quantization type"),
         (vec!["quantize", s, d, "IQ2_XXS"], "not supported"),
-        (
-            vec!["quantize", s, "/nonexistent-dir/out.gguf", "Q4_0"],
-            "does not exist",
-        ),
+        (vec!["quantize", s, "/nonexistent-dir/out.gguf", "Q4_0"], "does not exist"),
         (vec!["quantize", s, d, "Q4_0"], "--allow-requantize"),
         (vec!["quantize", s, s, "Q4_0"], "the same"),
-        (
-            vec!["quantize", "--imatrix", "x.dat", s, d, "Q4_0"],
-            "invalid argument",
-        ),
+        (vec!["quantize", "--imatrix", "x.dat", s, d, "Q4_0"], "invalid argument"),
     ];
     for (args, want) in cases {
         let out = run(&args);
@@ -166,14 +131,7 @@ fn errors_are_one_line_and_leave_files_alone() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(!dst.exists(), "{args:?} left {d}");
     }
-    assert_eq!(
-        std::fs::metadata(&src).unwrap().modified().unwrap(),
-        before,
-        "the source was modified"
-    );
-    assert!(
-        std::fs::read_dir(&dir).unwrap().next().is_none(),
-        "temporary files left behind"
-    );
+    assert_eq!(std::fs::metadata(&src).unwrap().modified().unwrap(), before, "the source was modified");
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "temporary files left behind");
     std::fs::remove_dir_all(&dir).ok();
 }

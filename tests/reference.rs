@@ -22,12 +22,7 @@ fn tokenize_equals_llama_cpp() {
         let tok = Tokenizer::from_gguf(&g).unwrap();
         for r in common::read_jsonl(&format!("tokenize-{key}.jsonl")) {
             let text = r["text"].as_str().unwrap();
-            let want: Vec<u32> = r["ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let want: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
             let got = tok.encode(text, true, true).unwrap();
             assert_eq!(got, want, "{key}: {text:?}");
             // and the pieces give the text back
@@ -44,15 +39,7 @@ fn tokenize_front_end_prints_ids() {
         return;
     };
     let out = std::process::Command::new(common::bin())
-        .args([
-            "tokenize",
-            "-m",
-            path.to_str().unwrap(),
-            "-p",
-            "Hello world",
-            "--ids",
-            "--log-disable",
-        ])
+        .args(["tokenize", "-m", path.to_str().unwrap(), "-p", "Hello world", "--ids", "--log-disable"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -89,31 +76,20 @@ fn greedy(key: &str, file: &str, need: usize) {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let got = String::from_utf8_lossy(&out.stdout);
         let want = r["stdout"].as_str().unwrap();
         if got.trim_end_matches('\n') == want.trim_end_matches('\n') {
             ok += 1;
         } else {
-            eprintln!(
-                "{key}: differs for {:?}:\n  ours: {got:?}\n  ref:  {want:?}",
-                r["prompt"]
-            );
+            eprintln!("{key}: differs for {:?}:\n  ours: {got:?}\n  ref:  {want:?}", r["prompt"]);
         }
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("common_perf_print: prompt eval time"), "{err}");
         assert!(err.contains("[ Prompt: "), "{err}");
     }
     eprintln!("{key}: greedy equal on {ok}/{}", refs.len());
-    assert!(
-        ok >= need,
-        "{key}: greedy text equal on only {ok}/{} prompts",
-        refs.len()
-    );
+    assert!(ok >= need, "{key}: greedy text equal on only {ok}/{} prompts", refs.len());
 }
 
 #[test]
@@ -137,24 +113,9 @@ fn ppl(idx: usize) {
     let text = std::fs::read_to_string(common::fixture("rust-book-ch00-04.txt")).unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();
     let bos = if tok.add_bos { tok.bos } else { None };
-    let r = rllama::perplexity::perplexity(
-        &model,
-        &tokens,
-        bos,
-        512,
-        Some(20),
-        2048,
-        None,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let r = rllama::perplexity::perplexity(&model, &tokens, bos, 512, Some(20), 2048, None, &mut |_, _| {}).unwrap();
     let rel = (r.ppl - want).abs() / want;
-    eprintln!(
-        "{key}: PPL {:.4} +/- {:.5} (llama.cpp {want}), relative difference {:.4}%",
-        r.ppl,
-        r.ppl_err.unwrap_or(0.0),
-        rel * 100.0
-    );
+    eprintln!("{key}: PPL {:.4} +/- {:.5} (llama.cpp {want}), relative difference {:.4}%", r.ppl, r.ppl_err.unwrap_or(0.0), rel * 100.0);
     assert!(rel < 0.002, "{key}: PPL {} vs llama.cpp {want}", r.ppl);
 }
 

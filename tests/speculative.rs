@@ -28,11 +28,7 @@ impl Progress for Quiet {
 }
 
 fn greedy() -> Sampler {
-    Sampler::new(SamplerParams {
-        temp: 0.0,
-        seed: 1,
-        ..Default::default()
-    })
+    Sampler::new(SamplerParams { temp: 0.0, seed: 1, ..Default::default() })
 }
 
 fn plain(model: &Model, prompt: &[u32], tok: &Tokenizer) -> Vec<u32> {
@@ -51,13 +47,7 @@ fn plain(model: &Model, prompt: &[u32], tok: &Tokenizer) -> Vec<u32> {
     out
 }
 
-fn speculative(
-    model: &Model,
-    draft: &Model,
-    prompt: &[u32],
-    tok: &Tokenizer,
-    stats: &mut SpecStats,
-) -> Vec<u32> {
+fn speculative(model: &Model, draft: &Model, prompt: &[u32], tok: &Tokenizer, stats: &mut SpecStats) -> Vec<u32> {
     let mut sess = Session::new(model, 1024, 512);
     let mut drafter = DraftModel::new(draft, 1024, 512, 0.0);
     let mut len = DraftLength::fixed(4);
@@ -84,19 +74,11 @@ fn check(target_file: &str, drafts: &[&str]) {
     let _ = rayon::ThreadPoolBuilder::new().build_global();
     let target = Model::load(&src).unwrap();
     let tok = Tokenizer::from_gguf(&target.g).unwrap();
-    let prompts: Vec<Vec<u32>> = PROMPTS
-        .iter()
-        .map(|p| tok.encode(p, true, true).unwrap())
-        .collect();
+    let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| tok.encode(p, true, true).unwrap()).collect();
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| plain(&target, p, &tok)).collect();
     for ty in drafts {
-        let path =
-            std::env::temp_dir().join(format!("rllama-draft-{}-{ty}.gguf", std::process::id()));
-        let p = Params {
-            allow_requantize: true,
-            quantize_output: true,
-            ..Default::default()
-        };
+        let path = std::env::temp_dir().join(format!("rllama-draft-{}-{ty}.gguf", std::process::id()));
+        let p = Params { allow_requantize: true, quantize_output: true, ..Default::default() };
         quantize_file(&src, &path, Ftype::parse(ty).unwrap().0, &p, &mut Quiet).unwrap();
         let draft = Model::load(&path).unwrap();
         let mut stats = SpecStats::default();
@@ -104,14 +86,8 @@ fn check(target_file: &str, drafts: &[&str]) {
             let got = speculative(&target, &draft, prompt, &tok, &mut stats);
             assert_eq!(got, want[i], "{target_file} with a {ty} draft, prompt {i}: speculative greedy output differs from plain");
         }
-        eprintln!(
-            "{target_file} + {ty} draft: {} drafted, {} accepted",
-            stats.n_drafted, stats.n_accept
-        );
-        assert!(
-            stats.n_accept > 0 && stats.n_accept < stats.n_drafted,
-            "verification was not exercised both ways"
-        );
+        eprintln!("{target_file} + {ty} draft: {} drafted, {} accepted", stats.n_drafted, stats.n_accept);
+        assert!(stats.n_accept > 0 && stats.n_accept < stats.n_drafted, "verification was not exercised both ways");
         std::fs::remove_file(&path).ok();
     }
 }
@@ -130,47 +106,19 @@ fn greedy_speculation_equals_plain_qwen() {
 
 #[test]
 fn incompatible_or_missing_draft_is_one_error_line() {
-    let (Some(smol), Some(qwen)) = (common::model(common::SMOLLM2), common::model(common::QWEN))
-    else {
+    let (Some(smol), Some(qwen)) = (common::model(common::SMOLLM2), common::model(common::QWEN)) else {
         return;
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (
-            vec![
-                "-m".into(),
-                smol.display().to_string(),
-                "-md".into(),
-                qwen.display().to_string(),
-            ],
-            "vocab",
-        ),
-        (
-            vec![
-                "-m".into(),
-                smol.display().to_string(),
-                "-md".into(),
-                "/nonexistent/draft.gguf".into(),
-            ],
-            "cannot open",
-        ),
-        (
-            vec!["-m".into(), smol.display().to_string()],
-            "draft model is required",
-        ),
+        (vec!["-m".into(), smol.display().to_string(), "-md".into(), qwen.display().to_string()], "vocab"),
+        (vec!["-m".into(), smol.display().to_string(), "-md".into(), "/nonexistent/draft.gguf".into()], "cannot open"),
+        (vec!["-m".into(), smol.display().to_string()], "draft model is required"),
     ];
     for (args, want) in cases {
-        let out = std::process::Command::new(common::bin())
-            .arg("speculative")
-            .args(&args)
-            .args(["-p", "Hi", "-n", "4"])
-            .output()
-            .unwrap();
+        let out = std::process::Command::new(common::bin()).arg("speculative").args(&args).args(["-p", "Hi", "-n", "4"]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
-        assert!(
-            err.contains(want) && err.trim().lines().count() == 1,
-            "{args:?}: {err}"
-        );
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
     }
 }
 
@@ -196,16 +144,7 @@ fn tiny_model(seed: u64) -> Model {
     w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
     let mut t = |name: &str, dims: &[u64], scale: f32, one: bool| {
         let n: u64 = dims.iter().product();
-        let data: Vec<u8> = (0..n)
-            .flat_map(|_| {
-                (if one {
-                    1.0
-                } else {
-                    rng.gen_range(-scale..scale)
-                })
-                .to_le_bytes()
-            })
-            .collect();
+        let data: Vec<u8> = (0..n).flat_map(|_| (if one { 1.0 } else { rng.gen_range(-scale..scale) }).to_le_bytes()).collect();
         w.add_tensor(name, dims, GgmlType::F32, data).unwrap();
     };
     t("token_embd.weight", &[d as u64, nv as u64], 1.0, false);
@@ -223,32 +162,17 @@ fn tiny_model(seed: u64) -> Model {
         t(&p("ffn_up.weight"), &[d as u64, ff as u64], 0.2, false);
         t(&p("ffn_down.weight"), &[ff as u64, d as u64], 0.2, false);
     }
-    Model::from_gguf(std::sync::Arc::new(
-        GgufFile::from_bytes(w.to_bytes()).unwrap(),
-    ))
-    .unwrap()
+    Model::from_gguf(std::sync::Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())).unwrap()
 }
 
 /// Counts of (position, token) over `n` seeds: the 3 tokens after a fixed
 /// prompt, sampled plainly or speculatively (2 drafts a round) with `rule`.
-fn token_counts(
-    target: &Model,
-    draft: Option<&Model>,
-    n: u32,
-    rule: fn(f32, f32) -> bool,
-) -> Vec<[usize; 8]> {
+fn token_counts(target: &Model, draft: Option<&Model>, n: u32, rule: fn(f32, f32) -> bool) -> Vec<[usize; 8]> {
     use rllama::decode::speculative::round_with;
     let prompt = [1u32, 5, 2];
     let mut counts = vec![[0usize; 8]; 3];
     for seed in 0..n {
-        let mut s = Sampler::new(SamplerParams {
-            seed,
-            temp: 1.0,
-            top_k: 0,
-            top_p: 1.0,
-            min_p: 0.0,
-            ..Default::default()
-        });
+        let mut s = Sampler::new(SamplerParams { seed, temp: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() });
         let mut out = Vec::new();
         match draft {
             None => {
@@ -269,18 +193,7 @@ fn token_counts(
                 sess.prompt(&prompt[..2]).unwrap();
                 let mut history = prompt.to_vec();
                 while out.len() < 3 {
-                    for t in round_with(
-                        &mut sess,
-                        &mut drafter,
-                        &mut len,
-                        &mut s,
-                        &history,
-                        &mut stats,
-                        rule,
-                        &[],
-                    )
-                    .unwrap()
-                    {
+                    for t in round_with(&mut sess, &mut drafter, &mut len, &mut s, &history, &mut stats, rule, &[]).unwrap() {
                         out.push(t);
                         history.push(t);
                     }
@@ -296,10 +209,7 @@ fn token_counts(
 
 /// Two-sample chi-square statistic (homogeneity) over the cells both samples use.
 fn chi2(a: &[usize; 8], b: &[usize; 8]) -> f64 {
-    let (na, nb) = (
-        a.iter().sum::<usize>() as f64,
-        b.iter().sum::<usize>() as f64,
-    );
+    let (na, nb) = (a.iter().sum::<usize>() as f64, b.iter().sum::<usize>() as f64);
     let mut x = 0.0;
     for i in 0..8 {
         let tot = (a[i] + b[i]) as f64;
@@ -323,20 +233,10 @@ fn stochastic_speculation_samples_the_target_distribution() {
     // 7 degrees of freedom per position: P(chi2 > 30) ~ 1e-4 when unbiased.
     for pos in 0..3 {
         let x = chi2(&plain[pos], &spec[pos]);
-        assert!(
-            x < 30.0,
-            "position {pos}: chi2 {x}\nplain {:?}\nspeculative {:?}",
-            plain[pos],
-            spec[pos]
-        );
+        assert!(x < 30.0, "position {pos}: chi2 {x}\nplain {:?}\nspeculative {:?}", plain[pos], spec[pos]);
     }
     // The same test catches a verification that accepts drafts too often.
     let biased = token_counts(&target, Some(&draft), n, |_, _| true);
-    let worst = (0..3)
-        .map(|pos| chi2(&plain[pos], &biased[pos]))
-        .fold(0.0, f64::max);
-    assert!(
-        worst > 30.0,
-        "an always-accept rule went unnoticed (chi2 {worst})"
-    );
+    let worst = (0..3).map(|pos| chi2(&plain[pos], &biased[pos])).fold(0.0, f64::max);
+    assert!(worst > 30.0, "an always-accept rule went unnoticed (chi2 {worst})");
 }

@@ -102,23 +102,12 @@ impl ChatTemplate {
 
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut env = Environment::new();
-        env.set_syntax(
-            minijinja::syntax::SyntaxConfig::builder()
-                .trim_blocks(true)
-                .lstrip_blocks(true)
-                .build()
-                .expect("default delimiters"),
-        );
+        env.set_syntax(minijinja::syntax::SyntaxConfig::builder().trim_blocks(true).lstrip_blocks(true).build().expect("default delimiters"));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
-            Err(Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function("raise_exception", |msg: String| -> Result<Value, Error> { Err(Error::new(ErrorKind::InvalidOperation, msg)) });
         env.add_function("strftime_now", |fmt: String| -> Result<Value, Error> { Ok(Value::from(strftime_now(&fmt))) });
         let tmpl = env.template_from_str(&self.source).map_err(|e| anyhow!("chat template: {e}"))?;
-        let msgs: Vec<Value> = messages
-            .iter()
-            .map(|m| context! { role => m.role.clone(), content => m.content.clone() })
-            .collect();
+        let msgs: Vec<Value> = messages.iter().map(|m| context! { role => m.role.clone(), content => m.content.clone() }).collect();
         let out = tmpl
             .render(context! {
                 messages => msgs,
@@ -142,8 +131,7 @@ pub fn strftime_now(fmt: &str) -> String {
 }
 
 pub fn strftime(fmt: &str, unix: i64) -> String {
-    const MONTHS: [&str; 12] =
-        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
     const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
     let days = unix.div_euclid(86400);
     let sod = unix.rem_euclid(86400);

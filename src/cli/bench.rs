@@ -61,11 +61,7 @@ pub fn parse_int_range(s: &str) -> Result<Vec<usize>> {
         let (last, op, step) = match rest {
             None => (first, '+', 1),
             Some(r) => match r.find(['+', '*']) {
-                Some(i) => (
-                    r[..i].parse::<usize>().map_err(|_| bad())?,
-                    r.as_bytes()[i] as char,
-                    r[i + 1..].parse::<usize>().map_err(|_| bad())?,
-                ),
+                Some(i) => (r[..i].parse::<usize>().map_err(|_| bad())?, r.as_bytes()[i] as char, r[i + 1..].parse::<usize>().map_err(|_| bad())?),
                 None => (r.parse::<usize>().map_err(|_| bad())?, '+', 1),
             },
         };
@@ -145,9 +141,8 @@ pub fn parse(mut a: Args) -> Result<Option<BenchOpts>> {
             "--no-warmup" => o.warmup = false,
             "--progress" => o.progress = true,
             "-v" | "--verbose" => {}
-            "-ngl" | "--n-gpu-layers" | "-fa" | "--flash-attn" | "-mmp" | "--mmap" | "-sm" | "--split-mode"
-            | "-mg" | "--main-gpu" | "-nkvo" | "--no-kv-offload" | "--numa" | "--prio" | "--delay" | "--poll"
-            | "-embd" | "--embeddings" | "--repack" => {
+            "-ngl" | "--n-gpu-layers" | "-fa" | "--flash-attn" | "-mmp" | "--mmap" | "-sm" | "--split-mode" | "-mg" | "--main-gpu" | "-nkvo"
+            | "--no-kv-offload" | "--numa" | "--prio" | "--delay" | "--poll" | "-embd" | "--embeddings" | "--repack" => {
                 a.value(&f)?;
             }
             "-ctk" | "--cache-type-k" | "-ctv" | "--cache-type-v" => {
@@ -202,7 +197,11 @@ fn instances(o: &BenchOpts) -> Vec<Instance> {
                 for &threads in &o.threads {
                     for &n_depth in &o.n_depth {
                         let base = Instance { model: m.clone(), n_prompt: 0, n_gen: 0, n_depth, n_batch, n_ubatch, threads };
-                        let tests = o.n_prompt.iter().filter(|&&p| p > 0).map(|&p| (p, 0))
+                        let tests = o
+                            .n_prompt
+                            .iter()
+                            .filter(|&&p| p > 0)
+                            .map(|&p| (p, 0))
                             .chain(o.n_gen.iter().filter(|&&g| g > 0).map(|&g| (0, g)))
                             .chain(o.n_pg.iter().copied().filter(|&(p, g)| p > 0 || g > 0));
                         for (p, g) in tests {
@@ -233,7 +232,11 @@ pub struct TestResult {
 }
 
 fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 }
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
 }
 
 /// Sample standard deviation (n - 1), 0 for fewer than two samples, as llama-bench.
@@ -356,7 +359,11 @@ fn fmt_ts(x: f64) -> String {
     if (-5..6).contains(&e) {
         let decimals = (5 - e).max(0) as usize;
         let t = format!("{x:.decimals$}");
-        if t.contains('.') { t.trim_end_matches('0').trim_end_matches('.').to_string() } else { t }
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        }
     } else {
         let m = m.trim_end_matches('0').trim_end_matches('.');
         format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs())
@@ -434,11 +441,19 @@ impl<'a> Printer<'a> {
                         "model" => t.model_type.clone(),
                         "size" => {
                             let s = t.model_size as f64;
-                            if t.model_size < 1 << 30 { format!("{:.2} MiB", s / 1048576.0) } else { format!("{:.2} GiB", s / 1073741824.0) }
+                            if t.model_size < 1 << 30 {
+                                format!("{:.2} MiB", s / 1048576.0)
+                            } else {
+                                format!("{:.2} GiB", s / 1073741824.0)
+                            }
                         }
                         "params" => {
                             let p = t.model_n_params as f64;
-                            if t.model_n_params < 1_000_000_000 { format!("{:.2} M", p / 1e6) } else { format!("{:.2} B", p / 1e9) }
+                            if t.model_n_params < 1_000_000_000 {
+                                format!("{:.2} M", p / 1e6)
+                            } else {
+                                format!("{:.2} B", p / 1e9)
+                            }
                         }
                         "backend" => "CPU".into(),
                         "n_threads" => t.n_threads.to_string(),
@@ -521,11 +536,31 @@ pub fn model_desc(m: &Model) -> String {
         ("llama", 16 | 22) => "1B",
         ("llama", 26 | 28) => "3B",
         ("llama", 30) => "256M",
-        ("llama", 32) => if c.n_vocab == 49152 { "3B" } else if c.n_vocab < 40000 { "7B" } else { "8B" },
+        ("llama", 32) => {
+            if c.n_vocab == 49152 {
+                "3B"
+            } else if c.n_vocab < 40000 {
+                "7B"
+            } else {
+                "8B"
+            }
+        }
         ("llama", 36) => "8B",
         ("llama", 40) => "13B",
-        ("qwen2", 24) => if c.n_embd == 1024 { "0.5B" } else { "1B" },
-        ("qwen2", 28) => if c.n_embd == 1536 { "1.5B" } else { "7B" },
+        ("qwen2", 24) => {
+            if c.n_embd == 1024 {
+                "0.5B"
+            } else {
+                "1B"
+            }
+        }
+        ("qwen2", 28) => {
+            if c.n_embd == 1536 {
+                "1.5B"
+            } else {
+                "7B"
+            }
+        }
         ("qwen2", 32) => "7B",
         ("qwen2", 36) => "3B",
         ("gemma3", 18) => "270M",
@@ -540,10 +575,26 @@ pub fn model_desc(m: &Model) -> String {
 
 fn ftype_name(m: &Model) -> String {
     let names = [
-        (0, "all F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (7, "Q8_0"), (8, "Q5_0"), (9, "Q5_1"),
-        (10, "Q2_K - Medium"), (11, "Q3_K - Small"), (12, "Q3_K - Medium"), (13, "Q3_K - Large"),
-        (14, "Q4_K - Small"), (15, "Q4_K - Medium"), (16, "Q5_K - Small"), (17, "Q5_K - Medium"),
-        (18, "Q6_K"), (21, "Q2_K - Small"), (25, "IQ4_NL - 4.5 bpw"), (30, "IQ4_XS - 4.25 bpw"), (32, "BF16"),
+        (0, "all F32"),
+        (1, "F16"),
+        (2, "Q4_0"),
+        (3, "Q4_1"),
+        (7, "Q8_0"),
+        (8, "Q5_0"),
+        (9, "Q5_1"),
+        (10, "Q2_K - Medium"),
+        (11, "Q3_K - Small"),
+        (12, "Q3_K - Medium"),
+        (13, "Q3_K - Large"),
+        (14, "Q4_K - Small"),
+        (15, "Q4_K - Medium"),
+        (16, "Q5_K - Small"),
+        (17, "Q5_K - Medium"),
+        (18, "Q6_K"),
+        (21, "Q2_K - Small"),
+        (25, "IQ4_NL - 4.5 bpw"),
+        (30, "IQ4_XS - 4.25 bpw"),
+        (32, "BF16"),
     ];
     match m.g.get_i64("general.file_type") {
         Some(ft) => names.iter().find(|n| n.0 == ft).map(|n| n.1.to_string()).unwrap_or_else(|| "unknown, may not work".into()),

@@ -82,14 +82,7 @@ struct Reply {
 
 /// Sample and print tokens until a stop condition; the sampled end token is
 /// not evaluated. `cached` gets every evaluated token.
-fn generate(
-    sess: &mut Session,
-    tok: &Tokenizer,
-    sampler: &mut Sampler,
-    mut logits: Vec<f32>,
-    o: &CliOpts,
-    cached: &mut Vec<u32>,
-) -> Result<Reply> {
+fn generate(sess: &mut Session, tok: &Tokenizer, sampler: &mut Sampler, mut logits: Vec<f32>, o: &CliOpts, cached: &mut Vec<u32>) -> Result<Reply> {
     let mut out = std::io::stdout().lock();
     let mut stream = Utf8Stream::default();
     let mut text = String::new();
@@ -177,8 +170,7 @@ fn conversation(o: &CliOpts, model: &Model, tok: &Tokenizer, sess: &mut Session,
         );
     }
     let tmpl = ChatTemplate::new(o.chat_template.as_deref(), &model.g, tok)?;
-    let system: Vec<Message> =
-        if o.system_prompt.is_empty() { Vec::new() } else { vec![Message::new("system", &o.system_prompt)] };
+    let system: Vec<Message> = if o.system_prompt.is_empty() { Vec::new() } else { vec![Message::new("system", &o.system_prompt)] };
     let mut msgs = system.clone();
     let mut cached: Vec<u32> = Vec::new();
     let mut first = (!o.prompt.is_empty()).then(|| o.prompt.clone());

@@ -203,12 +203,7 @@ pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
     let n_batch = o.n_batch.min(o.n_ubatch).max(1);
     let mut drafter = draft_model.as_ref().map(|d| DraftModel::new(d, o.draft.n_ctx.unwrap_or(n_ctx), n_batch, o.draft.p_min));
     let len = if drafter.is_some() { DraftLength::new(o.draft.n_max, o.draft.n_min) } else { DraftLength::new(0, 0) };
-    let mut gen = Generator::new(
-        Session::new(&model, n_ctx, n_batch),
-        Sampler::new(o.sampling.clone()),
-        drafter.as_mut().map(|d| d as &mut dyn Drafter),
-        len,
-    );
+    let mut gen = Generator::new(Session::new(&model, n_ctx, n_batch), Sampler::new(o.sampling.clone()), drafter.as_mut().map(|d| d as &mut dyn Drafter), len);
     if o.ignore_eos {
         gen.banned = tok.eog.clone();
     }
@@ -267,16 +262,25 @@ pub fn print_perf(p: &crate::decode::Perf, t_load_ms: f64, t_start: Instant) {
     eprintln!();
     eprintln!(
         "common_perf_print:    sampling time = {:10.2} ms / {:5} runs   ({:8.2} ms per token, {:8.2} tokens per second)",
-        p.t_sample_ms, p.n_sample, per(p.t_sample_ms, p.n_sample), tps(p.t_sample_ms, p.n_sample)
+        p.t_sample_ms,
+        p.n_sample,
+        per(p.t_sample_ms, p.n_sample),
+        tps(p.t_sample_ms, p.n_sample)
     );
     eprintln!("common_perf_print:        load time = {:10.2} ms", t_load_ms);
     eprintln!(
         "common_perf_print: prompt eval time = {:10.2} ms / {:5} tokens ({:8.2} ms per token, {:8.2} tokens per second)",
-        p.t_prompt_ms, p.n_prompt, per(p.t_prompt_ms, p.n_prompt), tps(p.t_prompt_ms, p.n_prompt)
+        p.t_prompt_ms,
+        p.n_prompt,
+        per(p.t_prompt_ms, p.n_prompt),
+        tps(p.t_prompt_ms, p.n_prompt)
     );
     eprintln!(
         "common_perf_print:        eval time = {:10.2} ms / {:5} runs   ({:8.2} ms per token, {:8.2} tokens per second)",
-        p.t_eval_ms, p.n_eval, per(p.t_eval_ms, p.n_eval), tps(p.t_eval_ms, p.n_eval)
+        p.t_eval_ms,
+        p.n_eval,
+        per(p.t_eval_ms, p.n_eval),
+        tps(p.t_eval_ms, p.n_eval)
     );
     eprintln!("common_perf_print:       total time = {:10.2} ms / {:5} tokens", total, p.n_prompt + p.n_eval);
     eprintln!();

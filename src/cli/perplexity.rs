@@ -32,17 +32,8 @@ struct Opts {
 }
 
 fn parse(mut a: Args) -> Result<Option<Opts>> {
-    let mut o = Opts {
-        model: None,
-        text: None,
-        n_ctx: 512,
-        n_batch: 2048,
-        chunks: None,
-        threads: None,
-        logits_file: None,
-        kl_divergence: false,
-        output_type: 0,
-    };
+    let mut o =
+        Opts { model: None, text: None, n_ctx: 512, n_batch: 2048, chunks: None, threads: None, logits_file: None, kl_divergence: false, output_type: 0 };
     while let Some(f) = a.next_flag() {
         match f.as_str() {
             "-m" | "--model" => o.model = Some(a.value(&f)?),

@@ -133,9 +133,7 @@ pub fn run(mut a: Args) -> Result<()> {
     let t0 = Instant::now();
     let total = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(0);
     let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed_precise} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {elapsed_precise} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let mut prog = Bar { bar };
     let r = job.write(&dst, &mut prog);
     prog.bar.finish_and_clear();

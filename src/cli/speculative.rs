@@ -66,7 +66,10 @@ pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
     }
     let (nt, nd) = (t.n_vocab(), d.n_vocab());
     if nt.abs_diff(nd) > 128 {
-        bail!("error: draft model vocab must closely match the target's: target vocab size {nt} does not match draft vocab size {nd} (difference {}, max 128)", nt.abs_diff(nd));
+        bail!(
+            "error: draft model vocab must closely match the target's: target vocab size {nt} does not match draft vocab size {nd} (difference {}, max 128)",
+            nt.abs_diff(nd)
+        );
     }
     for i in 5..nt.min(nd) {
         if t.token_text(i as u32) != d.token_text(i as u32) {

@@ -9,8 +9,7 @@ use std::io::{Read, Write};
 const HELP: &str = "usage: rllama tokenize -m MODEL [-p PROMPT | -f FILE | --stdin] [--ids] [--no-bos] [--no-parse-special] [--show-count] [--log-disable]";
 
 pub fn run(mut a: Args) -> Result<()> {
-    let (mut model, mut prompt, mut ids_only, mut no_bos, mut parse_special, mut show_count) =
-        (None, None, false, false, true, false);
+    let (mut model, mut prompt, mut ids_only, mut no_bos, mut parse_special, mut show_count) = (None, None, false, false, true, false);
     while let Some(f) = a.next_flag() {
         match f.as_str() {
             "-m" | "--model" => model = Some(a.value(&f)?),

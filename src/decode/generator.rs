@@ -3,7 +3,7 @@
 //! `speculative::round` — plain one-token steps without a drafter, draft and
 //! verify with one. Front-ends only print and decide when to stop.
 
-use super::speculative::{round_with, accept_rule, DraftLength, Drafter, NoDrafter, SpecStats};
+use super::speculative::{accept_rule, round_with, DraftLength, Drafter, NoDrafter, SpecStats};
 use super::Session;
 use crate::sampling::Sampler;
 use anyhow::Result;

@@ -170,7 +170,17 @@ pub struct DraftLength {
 
 impl DraftLength {
     pub fn new(n_max: usize, n_min: usize) -> Self {
-        DraftLength { n_max, n_min: n_min.min(n_max), alpha: 0.7, t_target: vec![None; n_max + 2], n_seen: vec![0; n_max + 2], cooldown: 0, backoff: 16, since_plain: 0, fixed: false }
+        DraftLength {
+            n_max,
+            n_min: n_min.min(n_max),
+            alpha: 0.7,
+            t_target: vec![None; n_max + 2],
+            n_seen: vec![0; n_max + 2],
+            cooldown: 0,
+            backoff: 16,
+            since_plain: 0,
+            fixed: false,
+        }
     }
 
     /// Always draft `k` tokens (tests, and measuring acceptance).
@@ -240,7 +250,15 @@ impl DraftLength {
             }
         }
         if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
-            eprintln!("[spec] alpha {:.3} t1 {:.2} ms draft {:.2} ms/token t2 {:.2} t5 {:.2} -> k {}", a, t1, td, self.t(2).unwrap_or(0.0), self.t(5).unwrap_or(0.0), best.0);
+            eprintln!(
+                "[spec] alpha {:.3} t1 {:.2} ms draft {:.2} ms/token t2 {:.2} t5 {:.2} -> k {}",
+                a,
+                t1,
+                td,
+                self.t(2).unwrap_or(0.0),
+                self.t(5).unwrap_or(0.0),
+                best.0
+            );
         }
         if best.0 > 0 {
             self.cooldown = 0;
@@ -249,9 +267,7 @@ impl DraftLength {
         }
         // Even if every draft were accepted, would drafting beat plain steps by 10%?
         // If not, do not spend time probing at all.
-        let upper = (self.n_min.max(1)..=self.n_max)
-            .filter_map(|k| self.t(k + 1).map(|tv| (k as f64 + 1.0) / (k as f64 * td + tv)))
-            .fold(0.0f64, f64::max);
+        let upper = (self.n_min.max(1)..=self.n_max).filter_map(|k| self.t(k + 1).map(|tv| (k as f64 + 1.0) / (k as f64 * td + tv))).fold(0.0f64, f64::max);
         if upper < 1.1 / t1 {
             return 0;
         }

@@ -70,11 +70,7 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn need(&self, n: usize, what: &str) -> Result<()> {
         if self.buf.len().saturating_sub(self.pos) < n {
-            bail!(
-                "{what} at offset {}: needs {n} bytes but the file ends at {} (truncated file?)",
-                self.pos,
-                self.buf.len()
-            );
+            bail!("{what} at offset {}: needs {n} bytes but the file ends at {} (truncated file?)", self.pos, self.buf.len());
         }
         Ok(())
     }
@@ -124,7 +120,7 @@ fn scalar_size(t: ValueType) -> usize {
         ValueType::U16 | ValueType::I16 => 2,
         ValueType::U32 | ValueType::I32 | ValueType::F32 => 4,
         ValueType::U64 | ValueType::I64 | ValueType::F64 => 8,
-        ValueType::String => 8,  // at least its length field (4 in v1)
+        ValueType::String => 8, // at least its length field (4 in v1)
         ValueType::Array => 12, // at least its type and count
     }
 }
@@ -279,10 +275,9 @@ impl GgufFile {
             let end = start.and_then(|s| s.checked_add(nb));
             match end {
                 Some(e) if e <= file_len => {}
-                _ => bail!(
-                    "tensor {name} offset at offset {at_off}: data [{}+{off}, +{nb} bytes) lies past the end of the file ({file_len} bytes)",
-                    data_offset
-                ),
+                _ => {
+                    bail!("tensor {name} offset at offset {at_off}: data [{}+{off}, +{nb} bytes) lies past the end of the file ({file_len} bytes)", data_offset)
+                }
             }
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
                 bail!("tensor {name}: duplicate tensor name");

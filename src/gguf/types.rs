@@ -79,9 +79,21 @@ impl GgmlType {
 /// Human name of a ggml type id, also for ids this crate cannot compute with.
 pub fn type_id_name(id: u32) -> String {
     const OTHERS: &[(u32, &str)] = &[
-        (16, "iq2_xxs"), (17, "iq2_xs"), (18, "iq3_xxs"), (19, "iq1_s"), (21, "iq3_s"),
-        (22, "iq2_s"), (24, "i8"), (25, "i16"), (26, "i32"), (27, "i64"), (28, "f64"),
-        (29, "iq1_m"), (34, "tq1_0"), (35, "tq2_0"), (39, "mxfp4"),
+        (16, "iq2_xxs"),
+        (17, "iq2_xs"),
+        (18, "iq3_xxs"),
+        (19, "iq1_s"),
+        (21, "iq3_s"),
+        (22, "iq2_s"),
+        (24, "i8"),
+        (25, "i16"),
+        (26, "i32"),
+        (27, "i64"),
+        (28, "f64"),
+        (29, "iq1_m"),
+        (34, "tq1_0"),
+        (35, "tq2_0"),
+        (39, "mxfp4"),
     ];
     if let Some(t) = GgmlType::from_id(id) {
         return t.name().to_string();

@@ -117,8 +117,7 @@ impl GgufWriter {
 
     /// The whole file image.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let infos: Vec<(&str, &[u64], GgmlType, usize)> =
-            self.tensors.iter().map(|(n, d, t, data)| (n.as_str(), d.as_slice(), *t, data.len())).collect();
+        let infos: Vec<(&str, &[u64], GgmlType, usize)> = self.tensors.iter().map(|(n, d, t, data)| (n.as_str(), d.as_slice(), *t, data.len())).collect();
         let mut out = self.header(&infos);
         let a = self.alignment as usize;
         for (_, _, _, data) in &self.tensors {

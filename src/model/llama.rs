@@ -12,9 +12,9 @@ use crate::ops::matmul::{matmul_q, matmul_q_in_batch, quantize_acts, QMatrix, Qu
 use crate::ops::norm::rms_norm_rows;
 use crate::ops::rope::{rope_apply, rope_cache};
 use crate::ops::{add_in_place, geglu, swiglu};
+use crate::parallel::{self, SendPtr};
 use anyhow::{bail, Result};
 use half::f16;
-use crate::parallel::{self, SendPtr};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -73,7 +73,11 @@ fn vector(g: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
 }
 
 fn opt_vector(g: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
-    if g.tensor(name).is_some() { vector(g, name, n).map(Some) } else { Ok(None) }
+    if g.tensor(name).is_some() {
+        vector(g, name, n).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Scratch buffers of one forward call.
@@ -264,8 +268,7 @@ impl Model {
             let v_at = |kvh: usize| move |p: usize| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv];
             if n >= FA_TILE {
                 // ggml's tiled f32 kernel: per head, blocks of FA_TILE query rows
-                let blocks: Vec<(usize, usize)> =
-                    (0..nh).flat_map(|h| (0..nr).step_by(FA_TILE).map(move |r0| (h, r0))).collect();
+                let blocks: Vec<(usize, usize)> = (0..nh).flat_map(|h| (0..nr).step_by(FA_TILE).map(move |r0| (h, r0))).collect();
                 let att = SendPtr(s.att.as_mut_ptr());
                 parallel::for_each(blocks.len(), |b| {
                     let (h, r0) = blocks[b];
@@ -291,9 +294,7 @@ impl Model {
                     let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
                     // SAFETY: slot i of s.att, disjoint across items.
                     let out = unsafe { std::slice::from_raw_parts_mut(att.get().add(i * hv), hv) };
-                    SCRATCH.with_borrow_mut(|(qh, acc)| {
-                        attend_f16(qv, first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group), scale, 0.0, out, qh, acc)
-                    });
+                    SCRATCH.with_borrow_mut(|(qh, acc)| attend_f16(qv, first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group), scale, 0.0, out, qh, acc));
                 });
             }
             dbg_sum(|| format!("kqv_out-{il}"), &s.att);

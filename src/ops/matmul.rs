@@ -4,9 +4,9 @@
 //! each weight row is read once and dotted with every token of the batch.
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::parallel::{self, SendPtr};
 use crate::quant::{kernels, AlignedBytes, TypeKernels};
 use anyhow::{bail, Result};
-use crate::parallel::{self, SendPtr};
 
 /// A 2-D weight matrix in the file: `rows` rows of `cols` elements.
 #[derive(Clone)]

@@ -28,10 +28,7 @@ pub fn n_chunks(n_tokens: usize, n_ctx: usize, asked: Option<usize>) -> Result<u
         bail!("perplexity needs a context of at least 4 tokens (-c), got {n_ctx}");
     }
     if n_tokens < 2 * n_ctx {
-        bail!(
-            "you need at least {} tokens to evaluate perplexity with a context of {n_ctx}; the text tokenizes to only {n_tokens} tokens",
-            2 * n_ctx
-        );
+        bail!("you need at least {} tokens to evaluate perplexity with a context of {n_ctx}; the text tokenizes to only {n_tokens} tokens", 2 * n_ctx);
     }
     let max = n_tokens / n_ctx;
     Ok(asked.map(|c| c.min(max)).unwrap_or(max))
@@ -92,11 +89,8 @@ pub fn perplexity(
         let logits = chunk_logits(model, &mut kv, chunk, bos, n_batch)?;
         let next = &chunk[first + 1..];
         let vals: Vec<f64> = if let Some(w) = save.as_deref_mut() {
-            let v: Vec<f64> = packed
-                .par_chunks_mut(row_len)
-                .enumerate()
-                .map(|(j, out)| logprob::pack_row(&logits[j * nv..(j + 1) * nv], next[j], out))
-                .collect();
+            let v: Vec<f64> =
+                packed.par_chunks_mut(row_len).enumerate().map(|(j, out)| logprob::pack_row(&logits[j * nv..(j + 1) * nv], next[j], out)).collect();
             logits_file::write_rows(w, &packed)?;
             v
         } else {

@@ -2,9 +2,9 @@
 //! block into signed bytes; the integer dot product and the scaling are shared.
 //! Results equal the scalar reference up to float summation order.
 
+use crate::gguf::GgmlType;
 use crate::quant::blocks::*;
 use crate::quant::kquants::{BlockK, Scales};
-use crate::gguf::GgmlType;
 use crate::quant::BatchDot;
 use std::arch::x86_64::*;
 
@@ -183,9 +183,7 @@ unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
 #[inline(always)]
 unsafe fn bits_to_0x10(bits: u32) -> __m256i {
     let v = _mm256_set1_epi32(bits as i32);
-    let shuf = _mm256_setr_epi8(
-        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-    );
+    let shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     let bytes = _mm256_shuffle_epi8(v, shuf);
     let mask = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     let sel = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, mask), mask);
@@ -349,10 +347,7 @@ impl Act32 for BlockQ8_1 {
 /// in exactly the single-pair order (per block acc = fma(dw * da, isum, acc);
 /// the mins fused into a scalar chain; hsum at the end).
 #[inline(always)]
-unsafe fn tile32<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool, const S: usize>(
-    w: [&[B]; R],
-    a: [&[A]; T],
-) -> [[f32; R]; T] {
+unsafe fn tile32<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool, const S: usize>(w: [&[B]; R], a: [&[A]; T]) -> [[f32; R]; T] {
     // block b of row r is w[r][b * S] (S = R for rows packed by `pack_rows`)
     let nb = a[0].len();
     let mut acc = [[_mm256_setzero_ps(); R]; T];
@@ -420,7 +415,14 @@ fn row_blocks<B: Copy, const R: usize, const S: usize>(w: &[u8], wrb: usize, r: 
 /// One R x T tile stored to out[t * ostride + r].
 #[inline(always)]
 unsafe fn tile32_store<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool, const S: usize>(
-    w: &[u8], wrb: usize, r: usize, a: &[u8], arb: usize, t: usize, out: *mut f32, ostride: usize,
+    w: &[u8],
+    wrb: usize,
+    r: usize,
+    a: &[u8],
+    arb: usize,
+    t: usize,
+    out: *mut f32,
+    ostride: usize,
 ) {
     let ws = row_blocks::<B, R, S>(w, wrb, r);
     let acts: [&[A]; T] = std::array::from_fn(|k| cb(&a[(t + k) * arb..(t + k + 1) * arb]));
@@ -436,7 +438,14 @@ unsafe fn tile32_store<B: Unpack32, A: Act32, const R: usize, const T: usize, co
 /// the edges). S = R: the slice is packed by R rows (its tail rows plain).
 #[inline(always)]
 unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, const VNNI: bool, const S: usize>(
-    w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize,
+    w: &[u8],
+    wrb: usize,
+    nrows: usize,
+    a: &[u8],
+    arb: usize,
+    ntok: usize,
+    out: *mut f32,
+    ostride: usize,
 ) {
     let mut r = 0;
     while r + R <= nrows {
@@ -472,7 +481,16 @@ unsafe fn gemm32_tiles<B: Unpack32, A: Act32, const R: usize, const T: usize, co
 /// weight streams per tile stall on memory when weights are not reused
 /// enough); n=64 1x4 200 ms, 2x4 170 ms, 4x4 238 ms (register spills).
 #[inline(always)]
-unsafe fn gemm32_body<B: Unpack32, A: Act32, const VNNI: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+unsafe fn gemm32_body<B: Unpack32, A: Act32, const VNNI: bool>(
+    w: &[u8],
+    wrb: usize,
+    nrows: usize,
+    a: &[u8],
+    arb: usize,
+    ntok: usize,
+    out: *mut f32,
+    ostride: usize,
+) {
     if ntok == 1 {
         gemm32_tiles::<B, A, 1, 1, VNNI, 1>(w, wrb, nrows, a, arb, ntok, out, ostride)
     } else if ntok < 16 {
@@ -527,12 +545,7 @@ pub trait UnpackK: BlockK {
     unsafe fn scales_v(&self) -> ScalesV {
         let s = self.scales();
         let m = s.m.unwrap_or([0; 16]);
-        ScalesV {
-            sc16: _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i),
-            m16: _mm256_loadu_si256(m.as_ptr() as *const __m256i),
-            d: s.d,
-            dmin: s.dmin,
-        }
+        ScalesV { sc16: _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i), m16: _mm256_loadu_si256(m.as_ptr() as *const __m256i), d: s.d, dmin: s.dmin }
     }
 }
 
@@ -557,12 +570,7 @@ unsafe fn scales_k4_v(q: &[u8; 12], d: u16, dmin: u16) -> ScalesV {
     let m_lo = u1 & k1;
     let m_hi = ((u2 >> 4) & k2) | (((u1 >> 6) & k3) << 4);
     let v = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
-    ScalesV {
-        sc16: _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v)),
-        m16: _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v)),
-        d: h2f(d),
-        dmin: h2f(dmin),
-    }
+    ScalesV { sc16: _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v)), m16: _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v)), d: h2f(d), dmin: h2f(dmin) }
 }
 
 impl UnpackK for BlockQ4K {
@@ -931,8 +939,7 @@ pub unsafe fn swiglu(g: &mut [f32], u: &[f32]) {
         let nx = _mm256_sub_ps(_mm256_setzero_ps(), x);
         let z = _mm256_fmadd_ps(nx, _mm256_set1_ps(f32::from_bits(0x3FB8_AA3B)), r);
         let nn = _mm256_sub_ps(z, r);
-        let b = _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x35BF_BE8E)),
-            _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x3F31_7200)), nx));
+        let b = _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x35BF_BE8E)), _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x3F31_7200)), nx));
         let uu = _mm256_mul_ps(b, b);
         let p = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3C07_2010)), b, _mm256_set1_ps(f32::from_bits(0x3D2B_9F17)));
         let q = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3E2A_AF33)), b, _mm256_set1_ps(f32::from_bits(0x3EFF_FEDB)));

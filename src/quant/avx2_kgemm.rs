@@ -60,7 +60,10 @@ unsafe fn unpack<B: UnpackK>(w: &B) -> WBlock {
     let mut scv = [_mm256_setzero_si256(); 8];
     for (c, v) in scv.iter_mut().enumerate() {
         let k = (4 * (c % 4)) as i8;
-        let (a, b) = (_mm_setr_epi8(k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1), _mm_setr_epi8(k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3));
+        let (a, b) = (
+            _mm_setr_epi8(k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1, k, k + 1),
+            _mm_setr_epi8(k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3, k + 2, k + 3),
+        );
         *v = _mm256_shuffle_epi8(halves[c / 4], _mm256_setr_m128i(a, b));
     }
     WBlock { ch, sg, scv, s }
@@ -147,7 +150,15 @@ unsafe fn step<B: UnpackK, const MODE: u8, const VNNI: bool>(wb: &WBlock, a: &Bl
 /// Rows 0..nrows of `w` times tokens t0..t1, all in rounding MODE.
 #[inline(always)]
 unsafe fn run<B: UnpackK, const MODE: u8, const VNNI: bool>(
-    w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, t0: usize, t1: usize, out: *mut f32, ostride: usize,
+    w: &[u8],
+    wrb: usize,
+    nrows: usize,
+    a: &[u8],
+    arb: usize,
+    t0: usize,
+    t1: usize,
+    out: *mut f32,
+    ostride: usize,
 ) {
     let act = |t: usize| -> &[BlockQ8K] { cast_blocks(&a[t * arb..(t + 1) * arb]).expect("Q8_K rows") };
     let mut tb = t0;
@@ -178,7 +189,16 @@ unsafe fn run<B: UnpackK, const MODE: u8, const VNNI: bool>(
 
 /// Every row times every token, each in the rounding `dot_for(ntok, t)` picks.
 #[inline(always)]
-unsafe fn body<B: UnpackK, const Q4: bool, const VNNI: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+unsafe fn body<B: UnpackK, const Q4: bool, const VNNI: bool>(
+    w: &[u8],
+    wrb: usize,
+    nrows: usize,
+    a: &[u8],
+    arb: usize,
+    ntok: usize,
+    out: *mut f32,
+    ostride: usize,
+) {
     if Q4 {
         let g = ntok - ntok % 4;
         run::<B, Q4_PER64, VNNI>(w, wrb, nrows, a, arb, 0, g, out, ostride);
@@ -191,11 +211,29 @@ unsafe fn body<B: UnpackK, const Q4: bool, const VNNI: bool>(w: &[u8], wrb: usiz
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn kgemm_avx2<B: UnpackK, const Q4: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+pub(super) unsafe fn kgemm_avx2<B: UnpackK, const Q4: bool>(
+    w: &[u8],
+    wrb: usize,
+    nrows: usize,
+    a: &[u8],
+    arb: usize,
+    ntok: usize,
+    out: *mut f32,
+    ostride: usize,
+) {
     body::<B, Q4, false>(w, wrb, nrows, a, arb, ntok, out, ostride)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni,avx512bw")]
-pub(super) unsafe fn kgemm_vnni<B: UnpackK, const Q4: bool>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+pub(super) unsafe fn kgemm_vnni<B: UnpackK, const Q4: bool>(
+    w: &[u8],
+    wrb: usize,
+    nrows: usize,
+    a: &[u8],
+    arb: usize,
+    ntok: usize,
+    out: *mut f32,
+    ostride: usize,
+) {
     body::<B, Q4, true>(w, wrb, nrows, a, arb, ntok, out, ostride)
 }

@@ -77,7 +77,15 @@ unsafe fn tile<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: u
 /// repeats the first when ntok is odd; its result is dropped).
 #[inline(always)]
 unsafe fn tile_store<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: usize>(
-    w: &[u8], wrb: usize, r: usize, a: &[u8], arb: usize, ntok: usize, p: usize, out: *mut f32, ostride: usize,
+    w: &[u8],
+    wrb: usize,
+    r: usize,
+    a: &[u8],
+    arb: usize,
+    ntok: usize,
+    p: usize,
+    out: *mut f32,
+    ostride: usize,
 ) {
     let ws = row_blocks::<B, R, S>(w, wrb, r);
     let act = |t: usize| -> &[A] { cb(&a[t * arb..(t + 1) * arb]) };
@@ -96,7 +104,16 @@ unsafe fn tile_store<B: Unpack32, A: Act32, const R: usize, const P: usize, cons
 }
 
 #[inline(always)]
-unsafe fn tiles<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: usize>(w: &[u8], wrb: usize, nrows: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize) {
+unsafe fn tiles<B: Unpack32, A: Act32, const R: usize, const P: usize, const S: usize>(
+    w: &[u8],
+    wrb: usize,
+    nrows: usize,
+    a: &[u8],
+    arb: usize,
+    ntok: usize,
+    out: *mut f32,
+    ostride: usize,
+) {
     let npairs = ntok.div_ceil(2);
     let mut r = 0;
     while r < nrows {

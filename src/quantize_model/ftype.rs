@@ -55,8 +55,23 @@ pub const OPTIONS: &[(&str, Ftype, u32, &str)] = &[
 
 /// llama-quantize types rllama does not produce (they need an importance matrix or grids it lacks).
 pub const UNSUPPORTED: &[&str] = &[
-    "Q1_0", "Q2_0", "MXFP4_MOE", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ1_S", "IQ1_M", "TQ1_0", "TQ2_0", "Q2_K_S", "IQ3_XXS",
-    "IQ3_S", "IQ3_M", "IQ3_XS", "COPY",
+    "Q1_0",
+    "Q2_0",
+    "MXFP4_MOE",
+    "IQ2_XXS",
+    "IQ2_XS",
+    "IQ2_S",
+    "IQ2_M",
+    "IQ1_S",
+    "IQ1_M",
+    "TQ1_0",
+    "TQ2_0",
+    "Q2_K_S",
+    "IQ3_XXS",
+    "IQ3_S",
+    "IQ3_M",
+    "IQ3_XS",
+    "COPY",
 ];
 
 impl Ftype {

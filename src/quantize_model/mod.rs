@@ -128,13 +128,9 @@ impl Job {
             Ok(r)
         });
         match res {
-            Ok((size_org, size_new)) => Ok(Report {
-                size_org,
-                size_new,
-                n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(),
-                n_tensors: g.tensors.len(),
-                n_fallback,
-            }),
+            Ok((size_org, size_new)) => {
+                Ok(Report { size_org, size_new, n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(), n_tensors: g.tensors.len(), n_fallback })
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(e)
@@ -175,12 +171,7 @@ fn write_tensors(g: &GgufFile, plans: &[TensorPlan], header: Vec<u8>, file: std:
                 done += rows * dst_rb;
                 prog.advance(src.len() as u64);
             }
-            line.push_str(&format!(
-                "converting to {} .. size = {:8.2} MiB -> {:8.2} MiB",
-                pl.new_type.name(),
-                mib(data.len() as u64),
-                mib(done as u64)
-            ));
+            line.push_str(&format!("converting to {} .. size = {:8.2} MiB -> {:8.2} MiB", pl.new_type.name(), mib(data.len() as u64), mib(done as u64)));
             done
         };
         let pad = written.div_ceil(a) * a - written;

@@ -12,8 +12,10 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{SplitDelimiterBehavior, Tokenizer};
 
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
-const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3: &str =
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str =
+    r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The regexes llama.cpp applies, in order, for a `tokenizer.ggml.pre` name.
 pub fn pre_regexes(pre: &str) -> Vec<&'static str> {
@@ -22,8 +24,8 @@ pub fn pre_regexes(pre: &str) -> Vec<&'static str> {
         "qwen2" | "deepseek-r1-qwen" | "hunyuan" | "kormo" => vec![QWEN2],
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => vec![r"\p{N}", GPT2],
         "falcon" => vec![r"[\p{P}\$\+<=>\^~\|`]+", GPT2, r"[0-9][0-9][0-9]"],
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "jina-v2-code"
-        | "roberta-bpe" | "mpt" | "olmo" | "jais" | "stablelm2" | "poro-chat" | "viking" | "bloom" | "gpt3-finnish" => {
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo" | "jais"
+        | "stablelm2" | "poro-chat" | "viking" | "bloom" | "gpt3-finnish" => {
             vec![GPT2]
         }
         // llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEFAULT
@@ -82,11 +84,7 @@ impl Bpe {
             };
             mv.push((a.to_string(), b.to_string()));
         }
-        let model = BPE::builder()
-            .vocab_and_merges(vocab, mv)
-            .ignore_merges(false)
-            .build()
-            .map_err(|e| anyhow!("building BPE vocabulary: {e}"))?;
+        let model = BPE::builder().vocab_and_merges(vocab, mv).ignore_merges(false).build().map_err(|e| anyhow!("building BPE vocabulary: {e}"))?;
         let mut pts: Vec<PreTokenizerWrapper> = Vec::new();
         for re in pre_regexes(pre) {
             let pat = SplitPattern::Regex(re.to_string());

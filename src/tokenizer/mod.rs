@@ -43,9 +43,7 @@ pub struct Tokenizer {
 fn str_array(g: &GgufFile, key: &str) -> Result<Vec<String>> {
     let Some(v) = g.get(key) else { bail!("missing metadata {key}") };
     let Some(a) = v.as_array() else { bail!("metadata {key} is not an array") };
-    a.iter()
-        .map(|x| x.as_str().map(|s| s.to_string()).ok_or_else(|| anyhow::anyhow!("metadata {key}: not all elements are strings")))
-        .collect()
+    a.iter().map(|x| x.as_str().map(|s| s.to_string()).ok_or_else(|| anyhow::anyhow!("metadata {key}: not all elements are strings"))).collect()
 }
 
 impl Tokenizer {
@@ -97,8 +95,16 @@ impl Tokenizer {
         let mut types = types;
         let mut eog: Vec<u32> = [eos, eot, eom].into_iter().flatten().collect();
         const EOG_TEXTS: &[&str] = &[
-            "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
-            "<EOT>", "_<EOT>", "<|end_of_text|>", "<｜end▁of▁sentence｜>",
+            "<|eot_id|>",
+            "<|im_end|>",
+            "<|end|>",
+            "<end_of_turn>",
+            "<|endoftext|>",
+            "<|eom_id|>",
+            "<EOT>",
+            "_<EOT>",
+            "<|end_of_text|>",
+            "<｜end▁of▁sentence｜>",
         ];
         for (i, t) in tokens.iter().enumerate() {
             if EOG_TEXTS.contains(&t.as_str()) {

@@ -9,9 +9,7 @@ pub const QWEN15: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("RLLAMA_MODELS") {
         Some(d) => PathBuf::from(d),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rllama/models")
-        }
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/rllama/models"),
     }
 }
 
@@ -21,27 +19,17 @@ pub fn model(name: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIPPED: model {} not found (run scripts/fetch-models.sh)",
-            p.display()
-        );
+        eprintln!("SKIPPED: model {} not found (run scripts/fetch-models.sh)", p.display());
         None
     }
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 pub fn read_jsonl(name: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(fixture(name))
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(fixture(name)).unwrap().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 pub fn bin() -> PathBuf {
