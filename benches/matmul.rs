@@ -17,7 +17,7 @@ fn bench(c: &mut Criterion) {
     let tokens: Vec<usize> = std::env::var("MM_TOKENS").ok().map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![1, 4, 64]);
     for f in files {
         let path = models_dir().join(f);
-        let Ok(g) = GgufFile::open(&path) else {
+        let Ok(g) = GgufFile::open(&path).map(std::sync::Arc::new) else {
             eprintln!("skipping {f}: not in {}", models_dir().display());
             continue;
         };
@@ -26,8 +26,8 @@ fn bench(c: &mut Criterion) {
             if t.dims.len() != 2 || t.name == "token_embd.weight" && g.tensor("output.weight").is_some() {
                 continue;
             }
-            let Ok(mut w) = QMatrix::from_info(&t) else { continue };
-            w.pack(&g);
+            let Ok(mut w) = QMatrix::from_file(&g, &t) else { continue };
+            w.pack();
             if !seen.insert((w.ty, w.rows, w.cols)) {
                 continue;
             }
@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
                 quantize_acts(&w, &x, n, &mut q);
                 let mut out = vec![0f32; n * w.rows];
                 let name = format!("{}/{} {}x{} n={n}", f.split('-').next().unwrap(), w.ty.name(), w.rows, w.cols);
-                c.bench_function(&name, |b| b.iter(|| matmul_q(&g, &w, &q, &mut out)));
+                c.bench_function(&name, |b| b.iter(|| matmul_q(&w, &q, &mut out)));
             }
         }
     }

@@ -1,5 +1,14 @@
 //! Per-layer key/value cache, stored as f16 (llama.cpp's default cache type).
-//! `truncate` rolls back to a shorter sequence (speculative decoding).
+//!
+//! Each layer owns its length: layers 0..L can run ahead of layers L..N
+//! (early-exit drafting writes its first layers before verification writes
+//! all of them). Writing rows at positions p..p+n leaves that layer holding
+//! exactly 0..p+n; `remove_from` forgets positions p.. for a range of layers
+//! (speculative rollback, chat prefix reuse).
+
+use anyhow::{bail, Result};
+use half::f16;
+use std::ops::Range;
 
 pub struct KvCache {
     pub n_ctx: usize,
@@ -7,8 +16,8 @@ pub struct KvCache {
     pub v_dim: usize,
     k: Vec<Vec<u16>>,
     v: Vec<Vec<u16>>,
-    /// Number of positions filled.
-    pub len: usize,
+    /// Positions filled, per layer.
+    lens: Vec<usize>,
 }
 
 impl KvCache {
@@ -19,24 +28,95 @@ impl KvCache {
             v_dim,
             k: (0..n_layer).map(|_| vec![0u16; n_ctx * k_dim]).collect(),
             v: (0..n_layer).map(|_| vec![0u16; n_ctx * v_dim]).collect(),
-            len: 0,
+            lens: vec![0; n_layer],
         }
     }
 
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+    pub fn n_layer(&self) -> usize {
+        self.lens.len()
     }
 
-    pub fn k_row_mut(&mut self, layer: usize, pos: usize) -> &mut [u16] {
-        &mut self.k[layer][pos * self.k_dim..(pos + 1) * self.k_dim]
+    /// Positions layer `layer` holds.
+    pub fn len(&self, layer: usize) -> usize {
+        self.lens[layer]
     }
-    pub fn v_row_mut(&mut self, layer: usize, pos: usize) -> &mut [u16] {
-        &mut self.v[layer][pos * self.v_dim..(pos + 1) * self.v_dim]
+
+    /// Positions every layer holds (where the next full forward starts).
+    pub fn seq_len(&self) -> usize {
+        self.lens.iter().copied().min().unwrap_or(0)
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.seq_len() == 0
+    }
+
+    /// Forget positions `pos..` in `layers`.
+    pub fn remove_from(&mut self, pos: usize, layers: Range<usize>) {
+        for l in &mut self.lens[layers] {
+            *l = (*l).min(pos);
+        }
+    }
+
+    /// Forget positions `len..` in every layer.
+    pub fn truncate(&mut self, len: usize) {
+        self.remove_from(len, 0..self.lens.len());
+    }
+
+    /// Check that `n` rows can be written at `pos..` of `layer` (no gap, room).
+    pub fn check_write(&self, layer: usize, pos: usize, n: usize) -> Result<()> {
+        if pos > self.lens[layer] {
+            bail!("layer {layer}: writing position {pos} would leave a gap after {} cached positions", self.lens[layer]);
+        }
+        if pos + n > self.n_ctx {
+            bail!("the context is full: {pos} + {n} tokens exceed the context size {}", self.n_ctx);
+        }
+        Ok(())
+    }
+
+    /// Store `n` rows of keys and values (f32, rounded to f16) at positions
+    /// `pos..pos + n` of `layer`; the layer then holds exactly `0..pos + n`.
+    /// Callers check with `check_write` first.
+    pub fn store(&mut self, layer: usize, pos: usize, n: usize, k: &[f32], v: &[f32]) {
+        let (kd, vd) = (self.k_dim, self.v_dim);
+        for (o, &x) in self.k[layer][pos * kd..(pos + n) * kd].iter_mut().zip(&k[..n * kd]) {
+            *o = f16::from_f32(x).to_bits();
+        }
+        for (o, &x) in self.v[layer][pos * vd..(pos + n) * vd].iter_mut().zip(&v[..n * vd]) {
+            *o = f16::from_f32(x).to_bits();
+        }
+        self.lens[layer] = pos + n;
+    }
+
     pub fn k_layer(&self, layer: usize) -> &[u16] {
         &self.k[layer]
     }
     pub fn v_layer(&self, layer: usize) -> &[u16] {
         &self.v[layer]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_keep_their_own_length() {
+        let mut kv = KvCache::new(4, 8, 2, 2);
+        let rows = [1.0f32; 6];
+        for l in 0..4 {
+            kv.store(l, 0, 3, &rows, &rows);
+        }
+        // the first two layers run ahead (early exit)
+        for l in 0..2 {
+            kv.check_write(l, 3, 2).unwrap();
+            kv.store(l, 3, 2, &rows, &rows);
+        }
+        assert_eq!((kv.len(0), kv.len(1), kv.len(2), kv.seq_len()), (5, 5, 3, 3));
+        assert!(kv.check_write(2, 4, 1).is_err(), "a gap must be refused");
+        assert!(kv.check_write(0, 5, 4).is_err(), "past the context");
+        kv.remove_from(4, 0..2);
+        assert_eq!((kv.len(0), kv.len(3)), (4, 3));
+        kv.truncate(1);
+        assert_eq!((0..4).map(|l| kv.len(l)).collect::<Vec<_>>(), vec![1; 4]);
     }
 }

@@ -69,6 +69,15 @@ impl Sampler {
         }
     }
 
+    /// Rebuild the penalty window from a token history (after a rewind): the
+    /// same window as accepting those tokens one by one.
+    pub fn reset_history(&mut self, history: &[u32]) {
+        self.last.clear();
+        let n = self.params.repeat_last_n;
+        let keep = if n < 0 { history.len() } else { history.len().min(n as usize) };
+        self.last.extend(&history[history.len() - keep..]);
+    }
+
     /// Pick the next token from one row of logits.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.dist(logits) {

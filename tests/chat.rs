@@ -142,3 +142,70 @@ fn two_turns_reuse_the_cache_and_stop_at_end_of_turn() {
     );
     assert!(prompt_tokens <= second.len(), "prompt tokens {prompt_tokens} > whole conversation {}", second.len());
 }
+
+fn chat(args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(common::bin()).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Lines of a chat's stdout without the per-turn timing lines.
+fn text_of(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout).lines().filter(|l| !l.starts_with("[ Prompt:")).collect::<Vec<_>>().join("\n")
+}
+
+/// Chat runs on the same Generator as completion: with a draft model (here
+/// the model itself) the text is byte-identical to the plain chat, drafts
+/// were tried, and the speculative statistics block follows at exit.
+#[test]
+fn chat_with_a_draft_model_prints_the_same_text() {
+    let Some(path) = common::model(common::SMOLLM2) else {
+        return;
+    };
+    let m = path.to_str().unwrap();
+    let base = ["cli", "-m", m, "-cnv", "--temp", "0", "-n", "48", "-t", "2", "--ignore-eos"];
+    let input = b"Name three colours.\nAnd three animals.\n";
+    let plain = chat(&base, input);
+    let spec = chat(&[&base[..], &["-md", m]].concat(), input);
+    assert!(plain.status.success() && spec.status.success(), "{}", String::from_utf8_lossy(&spec.stderr));
+    assert_eq!(text_of(&spec.stdout), text_of(&plain.stdout));
+    let err = String::from_utf8_lossy(&spec.stderr);
+    let drafted: usize = err.lines().find_map(|l| l.strip_prefix("n_drafted = ")).unwrap_or_else(|| panic!("no statistics: {err}")).trim().parse().unwrap();
+    assert!(drafted > 0, "no drafts tried: {err}");
+    assert!(err.contains("n_accept  = "), "{err}");
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("n_drafted"));
+}
+
+/// /regen and /clear on the Generator: a greedy regenerated reply equals the
+/// first one, and after /clear the same question gets the same answer.
+#[test]
+fn regen_and_clear_replay_greedy_replies() {
+    let Some(path) = common::model(common::SMOLLM2) else {
+        return;
+    };
+    let out =
+        chat(&["cli", "-m", path.to_str().unwrap(), "-cnv", "--temp", "0", "-n", "24", "-t", "2", "--no-show-timings"], b"Say hi.\n/regen\n/clear\nSay hi.\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<&str> = stdout.split("\n> ").skip(1).map(|t| t.split_once('\n').map(|x| x.1).unwrap_or("").trim()).collect();
+    // turns: "Say hi." reply, "/regen" reply, "/clear" notice, "Say hi." reply
+    assert_eq!(replies.len(), 5, "{stdout}");
+    assert!(!replies[0].is_empty(), "{stdout}");
+    assert_eq!(replies[0], replies[1], "{stdout}");
+    assert!(replies[2].starts_with("Chat history cleared."), "{stdout}");
+    assert_eq!(replies[0], replies[3], "{stdout}");
+}
+
+/// A non-ASCII reverse prompt ends the reply without a panic.
+#[test]
+fn non_ascii_reverse_prompt() {
+    let Some(path) = common::model(common::SMOLLM2) else {
+        return;
+    };
+    let out = chat(
+        &["cli", "-m", path.to_str().unwrap(), "-cnv", "--temp", "0", "-n", "40", "-t", "2", "-r", "é", "-r", "€"],
+        "Écris «café» en français.\n".as_bytes(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{err}");
+}

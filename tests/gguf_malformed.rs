@@ -148,3 +148,39 @@ fn cli_unknown_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--no-such-flag"), "{err}");
 }
+
+/// The spec wants an alignment that is a power of two and a multiple of 8;
+/// 1, 2 or 4 used to pass and then fail in the block casts.
+#[test]
+fn small_alignment_is_refused() {
+    for a in [1u32, 2, 4] {
+        let mut w = tiny();
+        w.set("general.alignment", Value::U32(a));
+        assert!(err(w.to_bytes()).contains("alignment"), "alignment {a}");
+    }
+}
+
+/// Negative head counts and key lengths in the metadata are errors, not
+/// wrapped-around sizes.
+#[test]
+fn negative_sizes_in_metadata_are_refused() {
+    for (key, v) in [("attention.head_count_kv", -2i32), ("attention.key_length", -64), ("attention.value_length", -1), ("rope.dimension_count", -8)] {
+        let mut w = GgufWriter::new();
+        w.set_str("general.architecture", "llama");
+        for (k, n) in [("embedding_length", 64u32), ("feed_forward_length", 128), ("block_count", 2), ("attention.head_count", 4)] {
+            w.set(&format!("llama.{k}"), Value::U32(n));
+        }
+        w.set(&format!("llama.{key}"), Value::I32(v));
+        let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        let e = rllama::model::Config::from_gguf(&g).err().unwrap_or_else(|| panic!("{key} = {v} accepted"));
+        assert!(format!("{e:#}").contains(key), "{key}: {e:#}");
+    }
+}
+
+#[test]
+fn huge_bench_range_is_one_error_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rllama")).args(["bench", "-m", "x.gguf", "-p", "1-1000000000000"]).output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(e.contains("more than") && e.trim().lines().count() == 1, "{e}");
+}

@@ -48,6 +48,9 @@ fn parse_format(s: &str) -> Result<Format> {
     })
 }
 
+/// Most values one list flag may expand to (each is a whole benchmark run).
+const MAX_LIST: usize = 10_000;
+
 /// llama-bench's integer lists: `a,b,c`, `first-last`, `first-last+step`, `first-last*mult`.
 pub fn parse_int_range(s: &str) -> Result<Vec<usize>> {
     let mut out = Vec::new();
@@ -67,8 +70,12 @@ pub fn parse_int_range(s: &str) -> Result<Vec<usize>> {
         };
         let mut i = first;
         while i <= last {
+            if out.len() >= MAX_LIST {
+                bail!("error: the range {s:?} has more than {MAX_LIST} values");
+            }
             out.push(i);
-            let next = if op == '+' { i + step } else { i * step };
+            let next = if op == '+' { i.checked_add(step) } else { i.checked_mul(step) };
+            let Some(next) = next else { break };
             if next <= i {
                 bail!("error: invalid range {s:?}");
             }
@@ -655,7 +662,7 @@ fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng
         }
         if inst.n_gen > 0 {
             progress("warmup generation run");
-            if s.kv.len >= n_ctx {
+            if s.n_past() >= n_ctx {
                 s.kv.truncate(0);
             }
             run_gen(&mut s, rng, 1, bos)?;

@@ -1,15 +1,16 @@
 //! Conversation (`-cnv`, the `llama-cli` default) and raw interactive (`-i`)
-//! modes of `rllama cli`. Each turn renders the whole conversation with the
-//! chat template, keeps the KV cache for the tokens it shares with what was
-//! already evaluated and processes only the rest. Replies stop at the
+//! modes of `rllama cli`, on the same Generator as completion (so `-md`
+//! drafting works here too). Each turn renders the whole conversation with the
+//! chat template, rewinds the generator to the tokens it shares with what was
+//! already evaluated and appends only the rest. Replies stop at the
 //! end-of-generation tokens or a reverse prompt; Ctrl-C stops the reply, a
 //! second Ctrl-C (or one while waiting for input), `/exit` or EOF ends.
 
-use super::completion::{print_perf, set_threads, CliOpts};
+use super::generate::{stream_reply, Reply, Setup, Stop};
+use super::options::{print_perf, CliOpts};
 use crate::chat::{common_prefix, ChatTemplate, Message};
-use crate::decode::{Perf, Session};
-use crate::model::Model;
-use crate::sampling::Sampler;
+use crate::decode::generator::Generator;
+use crate::decode::Perf;
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 use anyhow::{bail, Result};
 use std::io::{BufRead, IsTerminal, Write};
@@ -67,62 +68,6 @@ fn read_input(multiline: bool) -> Option<String> {
     got_any.then_some(buf)
 }
 
-enum Stop {
-    Eog,
-    Reverse(usize),
-    Limit,
-    ContextFull,
-    Interrupted,
-}
-
-struct Reply {
-    text: String,
-    stop: Stop,
-}
-
-/// Sample and print tokens until a stop condition; the sampled end token is
-/// not evaluated. `cached` gets every evaluated token.
-fn generate(sess: &mut Session, tok: &Tokenizer, sampler: &mut Sampler, mut logits: Vec<f32>, o: &CliOpts, cached: &mut Vec<u32>) -> Result<Reply> {
-    let mut out = std::io::stdout().lock();
-    let mut stream = Utf8Stream::default();
-    let mut text = String::new();
-    let mut n = 0i64;
-    let stop = loop {
-        if INTERRUPTED.swap(false, SeqCst) {
-            break Stop::Interrupted;
-        }
-        if o.n_predict >= 0 && n >= o.n_predict {
-            break Stop::Limit;
-        }
-        if sess.kv.len >= sess.n_ctx() {
-            break Stop::ContextFull;
-        }
-        let ts = Instant::now();
-        let next = sampler.sample(&logits);
-        sampler.accept(next);
-        sess.perf.t_sample_ms += ts.elapsed().as_secs_f64() * 1e3;
-        sess.perf.n_sample += 1;
-        if tok.is_eog(next) && !o.ignore_eos {
-            break Stop::Eog;
-        }
-        let piece = stream.push(&tok.token_bytes(next, false));
-        out.write_all(piece.as_bytes())?;
-        out.flush()?;
-        text.push_str(&piece);
-        n += 1;
-        logits = sess.step(next)?;
-        cached.push(next);
-        if let Some(i) = o.reverse_prompts.iter().position(|r| !r.is_empty() && text.ends_with(r.as_str())) {
-            break Stop::Reverse(i);
-        }
-    };
-    let rest = stream.finish();
-    out.write_all(rest.as_bytes())?;
-    text.push_str(&rest);
-    out.flush()?;
-    Ok(Reply { text, stop })
-}
-
 fn turn_timings(before: &Perf, after: &Perf) -> String {
     let tps = |t: f64, n: usize| if t > 0.0 { n as f64 * 1e3 / t } else { 0.0 };
     format!(
@@ -132,37 +77,57 @@ fn turn_timings(before: &Perf, after: &Perf) -> String {
     )
 }
 
-/// Evaluate `toks` after keeping the longest cached prefix; the logits of the
-/// last token. At least one token is always evaluated.
-fn feed(sess: &mut Session, cached: &mut Vec<u32>, toks: &[u32]) -> Result<Vec<f32>> {
-    let keep = common_prefix(cached, toks).min(toks.len().saturating_sub(1));
-    sess.kv.truncate(keep);
-    cached.truncate(keep);
-    let logits = sess.prompt(&toks[keep..])?;
-    cached.extend_from_slice(&toks[keep..]);
-    Ok(logits)
+/// Totals for the speculative statistics block.
+#[derive(Default)]
+struct Totals {
+    n_input: usize,
+    enc_s: f64,
+    n_gen: usize,
+    dec_s: f64,
+}
+
+impl Totals {
+    /// Append `toks` (timed as prompt work).
+    fn append(&mut self, gen: &mut Generator, toks: &[u32]) -> Result<()> {
+        let t0 = Instant::now();
+        gen.append(toks)?;
+        self.enc_s += t0.elapsed().as_secs_f64();
+        self.n_input += toks.len();
+        Ok(())
+    }
+
+    /// One reply, streamed (timed as generation).
+    fn reply(&mut self, gen: &mut Generator, tok: &Tokenizer, o: &CliOpts) -> Result<Reply> {
+        let t0 = Instant::now();
+        let r = stream_reply(gen, tok, Utf8Stream::default(), o.n_predict, &o.reverse_prompts, &|| INTERRUPTED.swap(false, SeqCst))?;
+        self.dec_s += t0.elapsed().as_secs_f64();
+        self.n_gen += r.n_tokens;
+        Ok(r)
+    }
 }
 
 pub fn run(o: &CliOpts, model_path: &str) -> Result<()> {
-    set_threads(o.threads);
-    let t_start = Instant::now();
-    let model = Model::load(std::path::Path::new(model_path))?;
-    let tok = Tokenizer::from_gguf(&model.g)?;
-    let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
-    let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
-    let mut sess = Session::new(&model, n_ctx, o.n_batch.min(o.n_ubatch));
-    let mut sampler = Sampler::new(o.sampling.clone());
+    let setup = Setup::load(o, model_path)?;
+    let mut drafter = setup.drafter(o);
+    let mut gen = setup.generator(o, drafter.as_mut());
+    let mut totals = Totals::default();
     install_ctrl_c();
     if o.conversation {
-        conversation(o, &model, &tok, &mut sess, &mut sampler)?;
+        conversation(o, &setup, &mut gen, &mut totals)?;
     } else {
-        interactive(o, &tok, &mut sess, &mut sampler)?;
+        interactive(o, &setup.tok, &mut gen, &mut totals)?;
     }
-    print_perf(&sess.perf, t_load_ms, t_start);
+    let (perf, stats) = (gen.sess.perf.clone(), gen.stats.clone());
+    drop(gen);
+    if let Some(d) = &drafter {
+        super::speculative::print_stats(o, &stats, d, totals.n_input, totals.enc_s, totals.n_gen as i64, totals.dec_s);
+    }
+    print_perf(&perf, setup.t_load_ms, setup.t_start);
     Ok(())
 }
 
-fn conversation(o: &CliOpts, model: &Model, tok: &Tokenizer, sess: &mut Session, sampler: &mut Sampler) -> Result<()> {
+fn conversation(o: &CliOpts, setup: &Setup, gen: &mut Generator, totals: &mut Totals) -> Result<()> {
+    let (model, tok) = (&setup.model, &setup.tok);
     if o.chat_template.is_none() && model.g.get_str("tokenizer.chat_template").is_none() {
         eprintln!(
             "note: the model has no chat template; using chatml as llama.cpp does (choose another with --chat-template {})",
@@ -172,10 +137,12 @@ fn conversation(o: &CliOpts, model: &Model, tok: &Tokenizer, sess: &mut Session,
     let tmpl = ChatTemplate::new(o.chat_template.as_deref(), &model.g, tok)?;
     let system: Vec<Message> = if o.system_prompt.is_empty() { Vec::new() } else { vec![Message::new("system", &o.system_prompt)] };
     let mut msgs = system.clone();
-    let mut cached: Vec<u32> = Vec::new();
+    // where the last reply's tokens start in the generator's history
+    let mut reply_start = None;
     let mut first = (!o.prompt.is_empty()).then(|| o.prompt.clone());
+    let n_ctx = gen.sess.n_ctx();
     if std::io::stdin().is_terminal() {
-        println!("rllama chat: {} ({} tokens of context)", model.cfg.arch, sess.n_ctx());
+        println!("rllama chat: {} ({} tokens of context)", model.cfg.arch, n_ctx);
         println!("  /exit or Ctrl+C     stop or exit\n  /regen              regenerate the last response\n  /clear              clear the chat history");
     }
     loop {
@@ -209,47 +176,48 @@ fn conversation(o: &CliOpts, model: &Model, tok: &Tokenizer, sess: &mut Session,
             break;
         } else if input.starts_with("/clear") {
             msgs = system.clone();
+            gen.rewind(0);
+            reply_start = None;
             println!("Chat history cleared.");
             continue;
         } else if input.starts_with("/regen") {
-            if msgs.last().map(|m| m.role == "assistant").unwrap_or(false) {
-                msgs.pop();
-            } else {
-                eprintln!("Error: No message to regenerate.");
-                continue;
+            match (msgs.last().map(|m| m.role == "assistant").unwrap_or(false), reply_start) {
+                (true, Some(start)) => {
+                    msgs.pop();
+                    gen.rewind(start);
+                }
+                _ => {
+                    eprintln!("Error: No message to regenerate.");
+                    continue;
+                }
             }
         } else {
             msgs.push(Message::new("user", &input));
         }
         let text = tmpl.render(&msgs, true)?;
         let toks = tok.encode(&text, true, true)?;
-        if toks.len() >= sess.n_ctx() {
-            eprintln!(
-                "Error: the conversation ({} tokens) no longer fits the context ({} tokens); /clear to start over or use a larger -c",
-                toks.len(),
-                sess.n_ctx()
-            );
+        if toks.is_empty() || toks.len() >= n_ctx {
+            eprintln!("Error: the conversation ({} tokens) no longer fits the context ({n_ctx} tokens); /clear to start over or use a larger -c", toks.len());
             msgs.pop();
             continue;
         }
-        let before = sess.perf.clone();
-        let logits = feed(sess, &mut cached, &toks)?;
-        let reply = generate(sess, tok, sampler, logits, o, &mut cached)?;
-        let mut content = reply.text;
-        match reply.stop {
-            Stop::Reverse(i) => {
-                let r = &o.reverse_prompts[i];
-                content.truncate(content.len() - r.len());
-            }
-            Stop::ContextFull => eprintln!("\n[context full: {} tokens; /clear to start over]", sess.n_ctx()),
-            _ => {}
+        let before = gen.sess.perf.clone();
+        // keep what the cache shares with the new text; at least one token is evaluated
+        let keep = common_prefix(gen.history(), &toks).min(toks.len() - 1);
+        gen.rewind(keep);
+        totals.append(gen, &toks[keep..])?;
+        reply_start = Some(toks.len());
+        let reply = totals.reply(gen, tok, o)?;
+        let content = &reply.text[..reply.cut];
+        if reply.stop == Stop::ContextFull {
+            eprintln!("\n[context full: {n_ctx} tokens; /clear to start over]");
         }
-        if !content.ends_with('\n') {
+        if !reply.text.ends_with('\n') {
             println!();
         }
-        msgs.push(Message::new("assistant", &content));
+        msgs.push(Message::new("assistant", content));
         if o.show_timings {
-            println!("\n{}", turn_timings(&before, &sess.perf));
+            println!("\n{}", turn_timings(&before, &gen.sess.perf));
         }
         if o.single_turn {
             break;
@@ -261,8 +229,7 @@ fn conversation(o: &CliOpts, model: &Model, tok: &Tokenizer, sess: &mut Session,
 
 /// Raw interactive mode: the prompt is completed, then each input (with
 /// --in-prefix / --in-suffix) is appended as plain text and generation goes on.
-fn interactive(o: &CliOpts, tok: &Tokenizer, sess: &mut Session, sampler: &mut Sampler) -> Result<()> {
-    let mut cached: Vec<u32> = Vec::new();
+fn interactive(o: &CliOpts, tok: &Tokenizer, gen: &mut Generator, totals: &mut Totals) -> Result<()> {
     let mut pending = tok.encode(&o.prompt, true, true)?;
     let mut out = std::io::stdout().lock();
     out.write_all(o.prompt.as_bytes())?;
@@ -270,14 +237,13 @@ fn interactive(o: &CliOpts, tok: &Tokenizer, sess: &mut Session, sampler: &mut S
     drop(out);
     loop {
         if !pending.is_empty() {
-            if sess.kv.len + pending.len() >= sess.n_ctx() {
-                bail!("the context is full ({} tokens)", sess.n_ctx());
+            if gen.history().len() + pending.len() >= gen.sess.n_ctx() {
+                bail!("the context is full ({} tokens)", gen.sess.n_ctx());
             }
-            let logits = sess.prompt(&pending)?;
-            cached.extend_from_slice(&pending);
-            let reply = generate(sess, tok, sampler, logits, o, &mut cached)?;
-            if let Stop::ContextFull = reply.stop {
-                eprintln!("\n[context full: {} tokens]", sess.n_ctx());
+            totals.append(gen, &pending)?;
+            let reply = totals.reply(gen, tok, o)?;
+            if reply.stop == Stop::ContextFull {
+                eprintln!("\n[context full: {} tokens]", gen.sess.n_ctx());
                 break;
             }
         }

@@ -3,6 +3,8 @@ pub mod args;
 pub mod bench;
 pub mod chat;
 pub mod completion;
+pub mod generate;
+pub mod options;
 pub mod perplexity;
 pub mod quantize;
 pub mod speculative;

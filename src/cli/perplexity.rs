@@ -4,7 +4,7 @@
 //! and the KLD table on stdout, the rest on stderr.
 
 use super::args::Args;
-use super::completion::set_threads;
+use super::options::set_threads;
 use crate::model::Model;
 use crate::perplexity::logits_file::LogitsReader;
 use crate::perplexity::logprob::{covariance, mean_and_uncertainty, median, percentile, KldSums};

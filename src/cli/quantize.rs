@@ -123,7 +123,7 @@ pub fn run(mut a: Args) -> Result<()> {
         Some(d) if !d.is_dir() => bail!("error: cannot write {}: folder {} does not exist", dst.display(), d.display()),
         _ => {}
     }
-    super::completion::set_threads(nthread);
+    super::options::set_threads(nthread);
     let job = prepare(&src, ft, &p).map_err(|e| anyhow::anyhow!("error: failed to quantize model from '{}': {e:#}", src.display()))?;
     eprint!("main: quantizing '{}' to '{}' as {ft_name}", src.display(), dst.display());
     if let Some(n) = nthread {

@@ -4,7 +4,7 @@
 //! (prompt + text) and statistics on stderr.
 
 use super::args::Args;
-use super::completion::CliOpts;
+use super::options::CliOpts;
 use crate::decode::speculative::{DraftModel, Drafter, SpecStats};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
@@ -84,7 +84,7 @@ pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let Some(o) = super::completion::parse(a, false)? else { return Ok(()) };
+    let Some(o) = super::options::parse(a, false)? else { return Ok(()) };
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
     if o.draft.model.is_none() {
         bail!("error: a draft model is required (-md FILE)");

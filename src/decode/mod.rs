@@ -1,11 +1,11 @@
-//! The decode loop: prompt processing in batches, then one token per step,
-//! with the time and token counts llama.cpp's perf block reports.
+//! The decode loop: a `Session` (one sequence: KV cache, scratch, timings) and
+//! the `Generator` that every front-end drives, with a pluggable `Drafter`.
 
 pub mod generator;
 pub mod speculative;
 
 use crate::kv_cache::KvCache;
-use crate::model::{Model, Outputs};
+use crate::model::{Model, Outputs, Rounding, Scratch};
 use anyhow::{bail, Result};
 use std::time::Instant;
 
@@ -19,20 +19,55 @@ pub struct Perf {
     pub n_sample: usize,
 }
 
+/// One sequence on one model: its KV cache and the scratch of its passes.
 pub struct Session<'m> {
     pub model: &'m Model,
     pub kv: KvCache,
+    pub scratch: Scratch,
     pub n_batch: usize,
     pub perf: Perf,
+    /// Hidden rows in `scratch.x` that belong to tokens now in the cache (the
+    /// last evaluated token, or the verified rows of a speculative round).
+    hidden_rows: usize,
 }
 
 impl<'m> Session<'m> {
     pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize) -> Self {
-        Session { model, kv: model.new_cache(n_ctx), n_batch: n_batch.max(1), perf: Perf::default() }
+        Session { model, kv: model.new_cache(n_ctx), scratch: Scratch::default(), n_batch: n_batch.max(1), perf: Perf::default(), hidden_rows: 0 }
     }
 
     pub fn n_ctx(&self) -> usize {
         self.kv.n_ctx
+    }
+
+    /// Positions every layer of the cache holds (the next token's position).
+    pub fn n_past(&self) -> usize {
+        self.kv.seq_len()
+    }
+
+    /// Forget positions `n..` (all layers).
+    pub fn truncate(&mut self, n: usize) {
+        self.kv.truncate(n);
+        self.hidden_rows = 0;
+    }
+
+    /// Final hidden rows (n_embd each, before the output norm) of the last
+    /// tokens evaluated and kept: what an MTP head drafts from.
+    pub fn last_hidden(&self) -> &[f32] {
+        &self.scratch.x[..self.hidden_rows * self.model.cfg.n_embd]
+    }
+
+    /// Keep only the first `n` hidden rows of the last pass (the verified ones).
+    pub fn keep_hidden(&mut self, n: usize) {
+        self.hidden_rows = self.hidden_rows.min(n);
+    }
+
+    /// One forward pass over `tokens` at the cache's end.
+    pub fn eval(&mut self, tokens: &[u32], outputs: &Outputs, r: Rounding) -> Result<Vec<f32>> {
+        let pos0 = self.n_past();
+        let logits = self.model.forward_with(tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?;
+        self.hidden_rows = self.scratch.n_rows();
+        Ok(logits)
     }
 
     /// Evaluate prompt tokens (in batches of n_batch); logits of the last one.
@@ -40,13 +75,14 @@ impl<'m> Session<'m> {
         if tokens.is_empty() {
             bail!("the prompt is empty");
         }
-        if self.kv.len + tokens.len() > self.kv.n_ctx {
-            bail!("prompt is too long ({} tokens, max {})", tokens.len(), self.kv.n_ctx - self.kv.len);
+        let n_past = self.n_past();
+        if n_past + tokens.len() > self.n_ctx() {
+            bail!("prompt is too long ({} tokens, max {})", tokens.len(), self.n_ctx() - n_past);
         }
         let t0 = Instant::now();
         let mut logits = Vec::new();
         for chunk in tokens.chunks(self.n_batch) {
-            logits = self.model.forward(chunk, &mut self.kv, &Outputs::Last)?;
+            logits = self.eval(chunk, &Outputs::Last, Rounding::Batch)?;
         }
         self.perf.t_prompt_ms += t0.elapsed().as_secs_f64() * 1e3;
         self.perf.n_prompt += tokens.len();
@@ -56,7 +92,7 @@ impl<'m> Session<'m> {
     /// Evaluate one generated token; logits for the next.
     pub fn step(&mut self, token: u32) -> Result<Vec<f32>> {
         let t0 = Instant::now();
-        let l = self.model.forward(&[token], &mut self.kv, &Outputs::Last)?;
+        let l = self.eval(&[token], &Outputs::Last, Rounding::Batch)?;
         self.perf.t_eval_ms += t0.elapsed().as_secs_f64() * 1e3;
         self.perf.n_eval += 1;
         Ok(l)

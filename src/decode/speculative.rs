@@ -10,16 +10,37 @@
 //! exactly the target sampler's.
 
 use super::Session;
-use crate::model::{Model, Outputs};
+use crate::model::{Model, Outputs, Rounding};
 use crate::sampling::Sampler;
 use anyhow::Result;
 use std::time::Instant;
 
+/// What a drafter sees of the target when it proposes: every accepted token,
+/// and the target's session (its model, KV cache and the hidden rows of the
+/// last verified tokens), so a drafter can be another model, the target's own
+/// first layers, an MTP head on the target's hidden state or an n-gram index.
+pub struct DraftCtx<'a, 'm> {
+    /// Every accepted token, prompt included; the last one is not yet in the
+    /// target's cache.
+    pub history: &'a [u32],
+    pub target: &'a mut Session<'m>,
+}
+
+impl DraftCtx<'_, '_> {
+    pub fn model(&self) -> &Model {
+        self.target.model
+    }
+    /// Final hidden rows of the last verified tokens (see `Session::last_hidden`).
+    pub fn hidden(&self) -> &[f32] {
+        self.target.last_hidden()
+    }
+}
+
 /// Something that guesses the next tokens: a draft model today; later an MTP
 /// head or the target's own early layers, without touching the loop.
 pub trait Drafter {
-    /// Up to `k` tokens continuing `history` (every accepted token, prompt included).
-    fn propose(&mut self, history: &[u32], k: usize) -> Result<Vec<u32>>;
+    /// Up to `k` tokens continuing `ctx.history`.
+    fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>>;
     /// Only the first `n` tokens of the history stand; forget the rest.
     fn rollback(&mut self, n: usize);
     /// Measured time of one drafted token, in milliseconds (None until measured).
@@ -70,7 +91,8 @@ fn top_prob(logits: &[f32], best: usize) -> f32 {
 }
 
 impl Drafter for DraftModel<'_> {
-    fn propose(&mut self, history: &[u32], k: usize) -> Result<Vec<u32>> {
+    fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>> {
+        let history = ctx.history;
         let t0 = Instant::now();
         let mut out = Vec::with_capacity(k);
         if k == 0 {
@@ -370,15 +392,21 @@ pub fn round_with(
     banned: &[u32],
 ) -> Result<Vec<u32>> {
     let last = *history.last().expect("a history");
-    let room = sess.n_ctx().saturating_sub(sess.kv.len + 1);
+    let room = sess.n_ctx().saturating_sub(sess.n_past() + 1);
     let k = len.choose(drafter.ms_per_token()).min(room);
-    let drafts = if k > 0 { drafter.propose(history, k)? } else { Vec::new() };
+    let drafts = if k > 0 { drafter.propose(&mut DraftCtx { history, target: sess }, k)? } else { Vec::new() };
     let mut batch = Vec::with_capacity(drafts.len() + 1);
     batch.push(last);
     batch.extend_from_slice(&drafts);
-    let n0 = sess.kv.len;
+    // a drafter may have written ahead in the target's cache (early exit):
+    // verification starts right after the history
+    sess.truncate(history.len() - 1);
+    let n0 = sess.n_past();
+    if n0 + 1 != history.len() {
+        anyhow::bail!("the target cache holds {n0} tokens, the history {}: out of step", history.len());
+    }
     let t0 = Instant::now();
-    let mut logits = sess.model.forward_as_steps(&batch, &mut sess.kv, &Outputs::All)?;
+    let mut logits = sess.eval(&batch, &Outputs::All, Rounding::AsSteps)?;
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     len.record_target(batch.len(), ms);
     sess.perf.t_eval_ms += ms;
@@ -386,7 +414,9 @@ pub fn round_with(
     let nv = sess.model.cfg.n_vocab;
     for row in logits.chunks_exact_mut(nv) {
         for &b in banned {
-            row[b as usize] = f32::NEG_INFINITY;
+            if let Some(v) = row.get_mut(b as usize) {
+                *v = f32::NEG_INFINITY;
+            }
         }
     }
     let rows: Vec<&[f32]> = logits.chunks_exact(nv).collect();
@@ -397,6 +427,7 @@ pub fn round_with(
     let accepted = out.len() - 1;
     // Keep `last` and the accepted drafts; the final token is evaluated next round.
     sess.kv.truncate(n0 + 1 + accepted);
+    sess.keep_hidden(1 + accepted);
     drafter.rollback(history.len() + accepted);
     if !drafts.is_empty() {
         stats.n_drafted += drafts.len();
@@ -471,7 +502,7 @@ mod tests {
 pub struct NoDrafter;
 
 impl Drafter for NoDrafter {
-    fn propose(&mut self, _: &[u32], _: usize) -> Result<Vec<u32>> {
+    fn propose(&mut self, _: &mut DraftCtx, _: usize) -> Result<Vec<u32>> {
         Ok(Vec::new())
     }
     fn rollback(&mut self, _: usize) {}

@@ -222,8 +222,9 @@ impl GgufFile {
         let alignment = match index.get("general.alignment").map(|&i| &metadata[i].1) {
             None => DEFAULT_ALIGNMENT,
             Some(v) => match v.as_i64() {
-                Some(a) if a > 0 && (a as u64).is_power_of_two() => a as u64,
-                _ => bail!("general.alignment: {v:?} is not a positive power of two"),
+                // the spec: a power of two and a multiple of 8 (the block casts rely on it)
+                Some(a) if a >= 8 && (a as u64).is_power_of_two() => a as u64,
+                _ => bail!("general.alignment: {v:?} is not a power of two of at least 8"),
             },
         };
 

@@ -44,6 +44,14 @@ pub enum FfnAct {
     Gelu,
 }
 
+/// An optional size: absent gives `default`, present must be in 1..2^40.
+fn opt(g: &GgufFile, key: &str, default: usize) -> Result<usize> {
+    match g.get_i64(key) {
+        None => Ok(default),
+        Some(_) => req(g, key),
+    }
+}
+
 fn req(g: &GgufFile, key: &str) -> Result<usize> {
     match g.get_i64(key) {
         Some(v) if v > 0 && v < (1 << 40) => Ok(v as usize),
@@ -64,17 +72,24 @@ impl Config {
         let k = |s: &str| format!("{arch}.{s}");
         let n_embd = req(g, &k("embedding_length"))?;
         let n_head = req(g, &k("attention.head_count"))?;
-        let n_head_kv = g.get_i64(&k("attention.head_count_kv")).map(|v| v as usize).unwrap_or(n_head);
+        let n_head_kv = opt(g, &k("attention.head_count_kv"), n_head)?;
         if n_head_kv == 0 || n_head % n_head_kv != 0 {
             bail!("metadata {}: {n_head_kv} does not divide the head count {n_head}", k("attention.head_count_kv"));
         }
-        let head_dim_k = g.get_i64(&k("attention.key_length")).map(|v| v as usize).unwrap_or(n_embd / n_head);
-        let head_dim_v = g.get_i64(&k("attention.value_length")).map(|v| v as usize).unwrap_or(n_embd / n_head);
+        let head_dim_k = opt(g, &k("attention.key_length"), n_embd / n_head)?;
+        let head_dim_v = opt(g, &k("attention.value_length"), n_embd / n_head)?;
+        if head_dim_k == 0 || head_dim_v == 0 {
+            bail!("metadata {}: the head size is 0 ({n_embd} / {n_head} heads)", k("attention.key_length"));
+        }
         let n_vocab = match g.get_i64(&k("vocab_size")) {
             Some(v) if v > 0 => v as usize,
             _ => g.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len()).unwrap_or(0),
         };
-        let rope_dims = g.get_i64(&k("rope.dimension_count")).map(|v| v as usize).unwrap_or(head_dim_k);
+        let rope_dims = match g.get_i64(&k("rope.dimension_count")) {
+            Some(v) if v < 0 => bail!("metadata {} = {v} is out of range", k("rope.dimension_count")),
+            Some(v) => v as usize,
+            None => head_dim_k,
+        };
         if rope_dims > head_dim_k || rope_dims % 2 != 0 {
             bail!("metadata {}: {rope_dims} does not fit the head size {head_dim_k}", k("rope.dimension_count"));
         }

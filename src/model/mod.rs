@@ -1,9 +1,13 @@
-//! Per-architecture forward passes over a batch of tokens with a KV cache.
+//! Per-architecture forward passes over a batch of tokens with a KV cache, as
+//! parts (embed, blocks over a layer range, head) that drafters and adapters
+//! can use one by one.
 mod config;
+mod debug;
 mod llama;
+pub mod weights;
 
 pub use config::Config;
-pub use llama::Model;
+pub use llama::{Model, Rounding, Scratch};
 
 /// Which positions of a batch to return logits for.
 #[derive(Clone, Debug, PartialEq)]

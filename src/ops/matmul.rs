@@ -7,8 +7,19 @@ use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::parallel::{self, SendPtr};
 use crate::quant::{kernels, AlignedBytes, TypeKernels};
 use anyhow::{bail, Result};
+use std::sync::Arc;
 
-/// A 2-D weight matrix in the file: `rows` rows of `cols` elements.
+/// Where a matrix's bytes live: a GGUF file (zero-copy view into its
+/// mapping) or memory of its own. Either way shared, so a matrix can come
+/// from any file (a second model, an adapter, an exit or MTP head) and
+/// outlive the borrow of the file it was read from.
+#[derive(Clone)]
+enum Storage {
+    File(Arc<GgufFile>, usize),
+    Heap(Arc<AlignedBytes>),
+}
+
+/// A 2-D weight matrix: `rows` rows of `cols` elements of type `ty`.
 #[derive(Clone)]
 pub struct QMatrix {
     pub name: String,
@@ -16,46 +27,84 @@ pub struct QMatrix {
     pub rows: usize,
     pub cols: usize,
     pub row_bytes: usize,
-    offset: usize,
+    bytes: Storage,
     pub kern: TypeKernels,
     /// The rows repacked for `kern.gemm_packed` (see `pack`).
-    packed: Option<std::sync::Arc<AlignedBytes>>,
+    packed: Option<Arc<AlignedBytes>>,
+}
+
+/// How the rows of a product are rounded. ggml's kernels round a row
+/// differently depending on the batch it is in; llama.cpp multiplies the whole
+/// batch even where only some rows are kept (the last layer's outputs).
+#[derive(Clone, Copy, Debug)]
+pub enum Batch<'a> {
+    /// The rows are one whole batch, in order.
+    Whole,
+    /// The rows stand for tokens `ids` of a batch of `n` tokens.
+    Rows(usize, &'a [usize]),
+    /// Every row rounded as a one-token step would round it.
+    Steps,
 }
 
 impl QMatrix {
-    pub fn from_info(t: &TensorInfo) -> Result<Self> {
-        if t.dims.len() > 2 && t.dims[2..].iter().any(|&d| d != 1) {
-            bail!("tensor {}: expected a matrix, found dims {:?}", t.name, t.dims);
+    fn new(name: &str, ty: GgmlType, dims: &[u64], bytes: Storage) -> Result<Self> {
+        if dims.is_empty() || dims.len() > 2 && dims[2..].iter().any(|&d| d != 1) {
+            bail!("tensor {name}: expected a matrix, found dims {dims:?}");
         }
-        let Some(kern) = kernels(t.ty) else { bail!("tensor {}: type {} cannot be a weight", t.name, t.ty.name()) };
-        let cols = t.dims[0] as usize;
-        let rows = t.n_rows();
-        Ok(QMatrix { name: t.name.clone(), ty: t.ty, rows, cols, row_bytes: t.ty.row_bytes(cols).unwrap(), offset: t.offset, kern, packed: None })
+        let Some(kern) = kernels(ty) else { bail!("tensor {name}: type {} cannot be a weight", ty.name()) };
+        let cols = dims[0] as usize;
+        let rows = dims.get(1).copied().unwrap_or(1) as usize;
+        let Some(row_bytes) = ty.row_bytes(cols) else { bail!("tensor {name}: {cols} columns do not fill whole {} blocks", ty.name()) };
+        Ok(QMatrix { name: name.to_string(), ty, rows, cols, row_bytes, bytes, kern, packed: None })
+    }
+
+    /// The tensor `t` of file `g`, sharing the file's mapping.
+    pub fn from_file(g: &Arc<GgufFile>, t: &TensorInfo) -> Result<Self> {
+        let m = Self::new(&t.name, t.ty, &t.dims, Storage::File(g.clone(), t.offset))?;
+        if m.rows * m.row_bytes > t.n_bytes {
+            bail!("tensor {}: {} bytes, too few for {} rows", t.name, t.n_bytes, m.rows);
+        }
+        Ok(m)
+    }
+
+    /// A matrix over bytes of its own (`rows` rows of `cols` elements of `ty`).
+    pub fn from_bytes(name: &str, ty: GgmlType, cols: usize, rows: usize, data: &[u8]) -> Result<Self> {
+        let mut own = AlignedBytes::new(data.len());
+        own.as_mut_slice().copy_from_slice(data);
+        let m = Self::new(name, ty, &[cols as u64, rows as u64], Storage::Heap(Arc::new(own)))?;
+        if data.len() != m.rows * m.row_bytes {
+            bail!("matrix {name}: {} bytes for {rows} rows of {} bytes", data.len(), m.row_bytes);
+        }
+        Ok(m)
     }
 
     /// Copy the rows into the packed layout of `crate::quant::pack_rows` when
     /// this machine has a kernel for it (32-element block types): a 4-row
     /// tile then reads one sequential stream. Costs a copy of the matrix at
     /// load; RLLAMA_NO_REPACK=1 keeps the zero-copy mmap.
-    pub fn pack(&mut self, g: &GgufFile) {
+    pub fn pack(&mut self) {
         if self.kern.gemm_packed.is_none() || std::env::var_os("RLLAMA_NO_REPACK").is_some() {
             return;
         }
-        let p = crate::quant::pack_rows(self.data(g), self.rows, self.row_bytes, self.ty.block_bytes());
-        self.packed = Some(std::sync::Arc::new(p));
+        let p = crate::quant::pack_rows(self.data(), self.rows, self.row_bytes, self.ty.block_bytes());
+        self.packed = Some(Arc::new(p));
     }
 
-    pub fn data<'a>(&self, g: &'a GgufFile) -> &'a [u8] {
-        g.tensor_data_at(self.offset, self.rows * self.row_bytes)
+    pub fn data(&self) -> &[u8] {
+        let len = self.rows * self.row_bytes;
+        match &self.bytes {
+            Storage::File(g, off) => g.tensor_data_at(*off, len),
+            Storage::Heap(b) => &b.as_slice()[..len],
+        }
     }
 
-    pub fn row<'a>(&self, g: &'a GgufFile, r: usize) -> &'a [u8] {
-        &self.data(g)[r * self.row_bytes..(r + 1) * self.row_bytes]
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data()[r * self.row_bytes..(r + 1) * self.row_bytes]
     }
 
     /// Dequantize one row (e.g. an embedding lookup).
-    pub fn dequantize_row(&self, g: &GgufFile, r: usize, out: &mut [f32]) {
-        (self.kern.dequantize)(self.row(g, r), &mut out[..self.cols]);
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        (self.kern.dequantize)(self.row(r), &mut out[..self.cols]);
     }
 
     /// Bytes of one activation row in this matrix's activation format.
@@ -101,20 +150,31 @@ pub fn quantize_acts(w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs) {
 }
 
 /// out[t * w.rows + r] = W[r] . x[t] for t < q.n, with `x` already quantized.
-pub fn matmul_q(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32]) {
-    matmul_q_in_batch(g, w, q, out, None)
+pub fn matmul_q(w: &QMatrix, q: &QuantizedActs, out: &mut [f32]) {
+    matmul_q_in_batch(w, q, out, Batch::Whole)
 }
 
-/// `matmul_q` for rows that stand for tokens `ids` of a batch of `n` tokens:
-/// the rounding ggml uses depends on the batch, and llama.cpp multiplies the
-/// whole batch where only some rows are kept (the last layer's outputs).
-pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch: Option<(usize, &[usize])>) {
+/// `matmul_q` with the rows rounded as `batch` says.
+pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch: Batch) {
     let n = q.n;
+    // The kernels index the weights and activations by these sizes unchecked:
+    // check them once here, for every caller.
+    assert_eq!(q.act, Some(w.kern.act), "{}: activations quantized for another type", w.name);
+    assert_eq!(q.row_bytes, w.act_row_bytes(), "{}: activation rows of another width", w.name);
+    assert!(q.buf.as_slice().len() >= n * q.row_bytes, "{}: too few activation bytes", w.name);
+    assert!(out.len() >= n * w.rows, "{}: output too small", w.name);
     // every token of the batch, in order: the plain case
-    let batch = batch.filter(|&(nb, ids)| !(nb == n && ids.iter().enumerate().all(|(i, &t)| i == t)));
-    assert_eq!(q.act, Some(w.kern.act));
-    assert!(out.len() >= n * w.rows);
-    let data = w.data(g);
+    let batch = match batch {
+        Batch::Rows(nb, ids) if nb == n && ids.iter().enumerate().all(|(i, &t)| i == t) => Batch::Whole,
+        Batch::Rows(_, ids) => {
+            assert!(ids.len() >= n, "{}: a batch id per row", w.name);
+            batch
+        }
+        Batch::Steps if n == 1 => Batch::Whole,
+        b => b,
+    };
+    let whole = matches!(batch, Batch::Whole);
+    let data = w.data();
     let acts = q.buf.as_slice();
     let rb = q.row_bytes;
     let kern = w.kern;
@@ -132,8 +192,8 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
     let same = matches!(kern.batch, crate::quant::BatchDot::Same);
     let gemm = match (&w.packed, kern.gemm_packed, kern.gemm) {
         // packed rows (chunks start at multiples of 4 rows: whole groups)
-        (Some(p), Some(f), _) if batch.is_none() || same => Some((p.as_slice(), f)),
-        (_, _, Some(f)) if batch.is_none() || same => Some((data, f)),
+        (Some(p), Some(f), _) if whole || same => Some((p.as_slice(), f)),
+        (_, _, Some(f)) if whole || same => Some((data, f)),
         _ => None,
     };
     if let Some((wdata, gemm)) = gemm {
@@ -151,8 +211,9 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
             let wr = &data[r * wrb..(r + 1) * wrb];
             for t in 0..n {
                 let dot = match batch {
-                    Some((nb, ids)) => kern.dot_for(nb, ids[t]),
-                    None => kern.dot_for(n, t),
+                    Batch::Rows(nb, ids) => kern.dot_for(nb, ids[t]),
+                    Batch::Steps => kern.dot_for(1, 0),
+                    Batch::Whole => kern.dot_for(n, t),
                 };
                 let v = dot(wr, &acts[t * rb..(t + 1) * rb]);
                 // SAFETY: (t, r) pairs are disjoint across tasks and within bounds (asserted above).
@@ -163,7 +224,7 @@ pub fn matmul_q_in_batch(g: &GgufFile, w: &QMatrix, q: &QuantizedActs, out: &mut
 }
 
 /// Quantize and multiply in one call.
-pub fn matmul(g: &GgufFile, w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs, out: &mut [f32]) {
+pub fn matmul(w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs, out: &mut [f32]) {
     quantize_acts(w, x, n, q);
-    matmul_q(g, w, q, out);
+    matmul_q(w, q, out);
 }

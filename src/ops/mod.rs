@@ -1,5 +1,6 @@
 //! Numeric building blocks of the forward pass.
 pub mod attention;
+pub mod linear;
 pub mod matmul;
 pub mod norm;
 pub mod rope;

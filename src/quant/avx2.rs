@@ -397,6 +397,8 @@ unsafe fn dot_i8_vnni<B: Unpack32>(w: __m256i, a: __m256i) -> __m256i {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot32<B: Unpack32, A: Act32>(w: &[B], a: &[A]) -> f32 {
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
     tile32::<B, A, 1, 1, false, 1>([w], [a])[0][0]
 }
 
@@ -720,6 +722,8 @@ impl UnpackK for BlockIQ4XS {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dotk<B: UnpackK>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
     let mut acc = _mm256_setzero_ps();
     let mut mins_acc = 0.0f32;
     let mut ch = [_mm256_setzero_si256(); 8];
@@ -761,6 +765,8 @@ unsafe fn dotk<B: UnpackK>(w: &[B], a: &[BlockQ8K]) -> f32 {
 /// the mins into a second chain subtracted at the end.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_q4k_repacked(w: &[BlockQ4K], a: &[BlockQ8K], per_64: bool) -> f32 {
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
     let (mut acc, mut acc_min) = (0.0f32, 0.0f32);
     let mut ch = [_mm256_setzero_si256(); 8];
     for (w, a) in w.iter().zip(a) {
@@ -828,6 +834,8 @@ unsafe fn hsum_i32(v: __m256i) -> i32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_f16(w: &[u16], a: &[u16]) -> f32 {
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
     let n = w.len().min(a.len());
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;
@@ -847,6 +855,8 @@ unsafe fn dot_f16(w: &[u16], a: &[u16]) -> f32 {
 
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
     let n = w.len().min(a.len());
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;

@@ -52,3 +52,46 @@ impl Rng {
         (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     }
 }
+
+/// A tiny random llama model (GGUF writer, F32 weights): vocabulary 8.
+pub fn tiny_model(seed: u64) -> rllama::model::Model {
+    use rand::{Rng, SeedableRng};
+    use rllama::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (d, ff, nv, nl) = (64usize, 128usize, 8usize, 2usize);
+    let mut w = GgufWriter::new();
+    w.set_str("general.architecture", "llama");
+    for (k, v) in [
+        ("embedding_length", d),
+        ("feed_forward_length", ff),
+        ("block_count", nl),
+        ("attention.head_count", 4),
+        ("attention.head_count_kv", 2),
+        ("context_length", 256),
+        ("vocab_size", nv),
+    ] {
+        w.set(&format!("llama.{k}"), Value::U32(v as u32));
+    }
+    w.set("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    let mut t = |name: &str, dims: &[u64], scale: f32, one: bool| {
+        let n: u64 = dims.iter().product();
+        let data: Vec<u8> = (0..n).flat_map(|_| (if one { 1.0 } else { rng.gen_range(-scale..scale) }).to_le_bytes()).collect();
+        w.add_tensor(name, dims, GgmlType::F32, data).unwrap();
+    };
+    t("token_embd.weight", &[d as u64, nv as u64], 1.0, false);
+    t("output_norm.weight", &[d as u64], 0.0, true);
+    t("output.weight", &[d as u64, nv as u64], 0.3, false);
+    for i in 0..nl {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        t(&p("attn_norm.weight"), &[d as u64], 0.0, true);
+        t(&p("ffn_norm.weight"), &[d as u64], 0.0, true);
+        t(&p("attn_q.weight"), &[d as u64, d as u64], 0.3, false);
+        t(&p("attn_k.weight"), &[d as u64, (d / 2) as u64], 0.3, false);
+        t(&p("attn_v.weight"), &[d as u64, (d / 2) as u64], 0.3, false);
+        t(&p("attn_output.weight"), &[d as u64, d as u64], 0.2, false);
+        t(&p("ffn_gate.weight"), &[d as u64, ff as u64], 0.2, false);
+        t(&p("ffn_up.weight"), &[d as u64, ff as u64], 0.2, false);
+        t(&p("ffn_down.weight"), &[ff as u64, d as u64], 0.2, false);
+    }
+    rllama::model::Model::from_gguf(std::sync::Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())).unwrap()
+}

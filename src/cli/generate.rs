@@ -1,0 +1,143 @@
+//! What completion and chat share: loading the model (and draft), building
+//! the Generator, and the one loop that streams generated text until a stop
+//! condition.
+
+use super::options::CliOpts;
+use crate::decode::generator::Generator;
+use crate::decode::speculative::{DraftLength, DraftModel, Drafter};
+use crate::decode::Session;
+use crate::model::Model;
+use crate::sampling::Sampler;
+use crate::tokenizer::{Tokenizer, Utf8Stream};
+use anyhow::Result;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// The loaded target (and draft) model with its tokenizer.
+pub struct Setup {
+    pub model: Model,
+    pub tok: Tokenizer,
+    pub draft: Option<Model>,
+    pub n_ctx: usize,
+    pub t_start: Instant,
+    pub t_load_ms: f64,
+}
+
+impl Setup {
+    pub fn load(o: &CliOpts, model_path: &str) -> Result<Self> {
+        super::options::set_threads(o.threads);
+        let t_start = Instant::now();
+        let model = Model::load(Path::new(model_path))?;
+        let tok = Tokenizer::from_gguf(&model.g)?;
+        let draft = match &o.draft.model {
+            Some(p) => {
+                let d = Model::load(Path::new(p))?;
+                super::speculative::check_compatible(&tok, &Tokenizer::from_gguf(&d.g)?)?;
+                Some(d)
+            }
+            None => None,
+        };
+        let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
+        let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
+        Ok(Setup { model, tok, draft, n_ctx, t_start, t_load_ms })
+    }
+
+    pub fn n_batch(&self, o: &CliOpts) -> usize {
+        o.n_batch.min(o.n_ubatch).max(1)
+    }
+
+    /// The draft model's drafter, when `-md` was given.
+    pub fn drafter(&self, o: &CliOpts) -> Option<DraftModel<'_>> {
+        self.draft.as_ref().map(|d| DraftModel::new(d, o.draft.n_ctx.unwrap_or(self.n_ctx), self.n_batch(o), o.draft.p_min))
+    }
+
+    /// A generator on the target with the flags' sampler, drafting with `drafter`.
+    pub fn generator<'s, 'd>(&'s self, o: &CliOpts, drafter: Option<&'d mut DraftModel<'s>>) -> Generator<'s, 'd> {
+        let len = if drafter.is_some() { DraftLength::new(o.draft.n_max, o.draft.n_min) } else { DraftLength::new(0, 0) };
+        let mut gen = Generator::new(
+            Session::new(&self.model, self.n_ctx, self.n_batch(o)),
+            Sampler::new(o.sampling.clone()),
+            drafter.map(|d| d as &mut dyn Drafter),
+            len,
+        );
+        if o.ignore_eos {
+            // llama.cpp's -inf logit bias on every end-of-generation token
+            gen.banned = self.tok.eog.iter().copied().filter(|&t| (t as usize) < self.model.cfg.n_vocab).collect();
+        }
+        gen
+    }
+}
+
+/// Why a reply ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Eog,
+    /// Reverse prompt i matched at the end of the text.
+    Reverse(usize),
+    Limit,
+    ContextFull,
+    Interrupted,
+}
+
+pub struct Reply {
+    /// The text printed.
+    pub text: String,
+    /// With a reverse prompt: the text before it (a char boundary of `text`).
+    pub cut: usize,
+    pub stop: Stop,
+    pub n_tokens: usize,
+}
+
+/// Generate and print tokens until an end-of-generation token (not printed,
+/// not evaluated), `n_predict` tokens, a reverse prompt at the end of the
+/// text, a full context or `interrupted()`.
+/// `stream` may hold the incomplete bytes of what was printed before.
+pub fn stream_reply(
+    gen: &mut Generator,
+    tok: &Tokenizer,
+    mut stream: Utf8Stream,
+    n_predict: i64,
+    reverse: &[String],
+    interrupted: &dyn Fn() -> bool,
+) -> Result<Reply> {
+    let mut out = std::io::stdout().lock();
+    let mut text = String::new();
+    let mut n = 0usize;
+    let mut cut = None;
+    let limit = |n: usize| n_predict >= 0 && n as i64 >= n_predict;
+    let stop = 'gen: loop {
+        if interrupted() {
+            break Stop::Interrupted;
+        }
+        if limit(n) {
+            break Stop::Limit;
+        }
+        if gen.context_full() {
+            break Stop::ContextFull;
+        }
+        for t in gen.next()? {
+            if tok.is_eog(t) {
+                break 'gen Stop::Eog;
+            }
+            let piece = stream.push(&tok.token_bytes(t, false));
+            out.write_all(piece.as_bytes())?;
+            text.push_str(&piece);
+            n += 1;
+            if let Some(i) = reverse.iter().position(|r| !r.is_empty() && text.ends_with(r.as_str())) {
+                cut = Some(text.len() - reverse[i].len());
+                break 'gen Stop::Reverse(i);
+            }
+            if limit(n) {
+                break 'gen Stop::Limit;
+            }
+        }
+        out.flush()?;
+    };
+    let rest = stream.finish();
+    out.write_all(rest.as_bytes())?;
+    out.flush()?;
+    text.push_str(&rest);
+    let cut = cut.unwrap_or(text.len());
+    Ok(Reply { text, cut, stop, n_tokens: n })
+}

@@ -1,0 +1,108 @@
+//! Loading a llama-family model's tensors into `Linear`s and norm vectors,
+//! each checked against the shape the config implies.
+
+use super::Config;
+use crate::gguf::GgufFile;
+use crate::ops::linear::Linear;
+use crate::ops::matmul::QMatrix;
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+/// One transformer block's weights.
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
+    pub post_attn_norm: Option<Vec<f32>>,
+    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// All weights of a model.
+pub struct Weights {
+    pub tok_embd: Linear,
+    pub layers: Vec<Layer>,
+    pub output_norm: Vec<f32>,
+    pub output: Linear,
+}
+
+/// The matrix `name` of `g`, `rows` x `cols`; packed for the multi-row
+/// kernels unless `pack` is false (a matrix only read row by row).
+pub fn matrix(g: &Arc<GgufFile>, name: &str, cols: usize, rows: usize, pack: bool) -> Result<QMatrix> {
+    let Some(t) = g.tensor(name) else { bail!("missing tensor {name}") };
+    let mut m = QMatrix::from_file(g, t)?;
+    if m.cols != cols || m.rows != rows {
+        bail!("tensor {name}: shape {:?}, expected [{cols}, {rows}]", t.dims);
+    }
+    if pack {
+        m.pack();
+    }
+    Ok(m)
+}
+
+pub fn vector(g: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>> {
+    let Some(t) = g.tensor(name) else { bail!("missing tensor {name}") };
+    if t.n_elements() != n as u64 {
+        bail!("tensor {name}: {} elements, expected {n}", t.n_elements());
+    }
+    let mut out = vec![0.0; n];
+    if crate::quant::scalar_kernels(t.ty).is_none() || t.ty.block_elems() > n {
+        bail!("tensor {name}: unsupported type {}", t.ty.name());
+    }
+    crate::quant::dequantize_row(t.ty, g.tensor_data(t), &mut out);
+    Ok(out)
+}
+
+pub fn opt_vector(g: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+    if g.tensor(name).is_some() {
+        vector(g, name, n).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+impl Weights {
+    pub fn load(g: &Arc<GgufFile>, cfg: &Config) -> Result<Self> {
+        let (d, hk, hv) = (cfg.n_embd, cfg.head_dim_k, cfg.head_dim_v);
+        let (nq, nk, nv) = (cfg.n_head * hk, cfg.n_head_kv * hk, cfg.n_head_kv * hv);
+        // token_embd is only read row by row (unless it is also the output, packed below)
+        let tok_embd = Linear::new(matrix(g, "token_embd.weight", d, cfg.n_vocab, false)?);
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = |s: &str| format!("blk.{i}.{s}");
+            let lin = |s: &str, cols, rows| matrix(g, &p(&format!("{s}.weight")), cols, rows, true);
+            let biased = |s: &str, cols, rows| Linear::with_bias(lin(s, cols, rows)?, opt_vector(g, &p(&format!("{s}.bias")), rows)?);
+            layers.push(Layer {
+                attn_norm: vector(g, &p("attn_norm.weight"), d)?,
+                wq: biased("attn_q", d, nq)?,
+                wk: biased("attn_k", d, nk)?,
+                wv: biased("attn_v", d, nv)?,
+                wo: Linear::new(lin("attn_output", cfg.n_head * hv, d)?),
+                ffn_norm: vector(g, &p("ffn_norm.weight"), d)?,
+                w_gate: Linear::new(lin("ffn_gate", d, cfg.n_ff)?),
+                w_up: Linear::new(lin("ffn_up", d, cfg.n_ff)?),
+                w_down: Linear::new(lin("ffn_down", cfg.n_ff, d)?),
+                q_norm: opt_vector(g, &p("attn_q_norm.weight"), hk)?,
+                k_norm: opt_vector(g, &p("attn_k_norm.weight"), hk)?,
+                post_attn_norm: opt_vector(g, &p("post_attention_norm.weight"), d)?,
+                post_ffn_norm: opt_vector(g, &p("post_ffw_norm.weight"), d)?,
+            });
+        }
+        let output_norm = vector(g, "output_norm.weight", d)?;
+        let output = if g.tensor("output.weight").is_some() {
+            Linear::new(matrix(g, "output.weight", d, cfg.n_vocab, true)?)
+        } else {
+            let mut o = tok_embd.w.clone();
+            o.pack();
+            Linear::new(o)
+        };
+        Ok(Weights { tok_embd, layers, output_norm, output })
+    }
+}
