@@ -81,6 +81,7 @@ impl<'m, 'd> Generator<'m, 'd> {
     }
 
     /// The next tokens: one, or several when drafts were accepted.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Vec<u32>> {
         let out = if let Some(mut l) = self.logits.take() {
             let t0 = Instant::now();

@@ -381,6 +381,7 @@ pub fn round(
 }
 
 /// `round` with the stochastic acceptance rule as a parameter (for tests).
+#[allow(clippy::too_many_arguments)]
 pub fn round_with(
     sess: &mut Session,
     drafter: &mut dyn Drafter,
@@ -436,6 +437,22 @@ pub fn round_with(
     }
     stats.n_rounds += 1;
     Ok(out)
+}
+
+/// No drafting: every round is one plain step.
+pub struct NoDrafter;
+
+impl Drafter for NoDrafter {
+    fn propose(&mut self, _: &mut DraftCtx, _: usize) -> Result<Vec<u32>> {
+        Ok(Vec::new())
+    }
+    fn rollback(&mut self, _: usize) {}
+    fn ms_per_token(&self) -> Option<f64> {
+        None
+    }
+    fn perf(&self) -> (f64, usize) {
+        (0.0, 0)
+    }
 }
 
 #[cfg(test)]
@@ -495,21 +512,5 @@ mod tests {
         assert_eq!(verify(&mut s, &[&r0, &r1, &r2], &[1, 2]), vec![1, 0]);
         // all accepted: bonus token from the last row.
         assert_eq!(verify(&mut s, &[&r0, &r1, &r2], &[1, 0]), vec![1, 0, 2]);
-    }
-}
-
-/// No drafting: every round is one plain step.
-pub struct NoDrafter;
-
-impl Drafter for NoDrafter {
-    fn propose(&mut self, _: &mut DraftCtx, _: usize) -> Result<Vec<u32>> {
-        Ok(Vec::new())
-    }
-    fn rollback(&mut self, _: usize) {}
-    fn ms_per_token(&self) -> Option<f64> {
-        None
-    }
-    fn perf(&self) -> (f64, usize) {
-        (0.0, 0)
     }
 }

@@ -222,16 +222,16 @@ impl Model {
             norm_in_place(&mut s.k, w, c.eps, &mut s.tmp);
         }
         let rope_tab = if swa { &s.rope_swa } else { &s.rope };
-        for t in 0..n {
+        for (t, tab) in rope_tab.iter().enumerate().take(n) {
             for h in 0..nh {
                 let qh = &mut s.q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
-                rope_apply(qh, c.rope_dims, c.rope_neox, &rope_tab[t]);
+                rope_apply(qh, c.rope_dims, c.rope_neox, tab);
                 if let Some(qs) = c.q_scale {
                     qh.iter_mut().for_each(|v| *v *= qs);
                 }
             }
             for h in 0..nkv {
-                rope_apply(&mut s.k[(t * nkv + h) * hk..(t * nkv + h + 1) * hk], c.rope_dims, c.rope_neox, &rope_tab[t]);
+                rope_apply(&mut s.k[(t * nkv + h) * hk..(t * nkv + h + 1) * hk], c.rope_dims, c.rope_neox, tab);
             }
         }
         kv.store(il, pos0, n, &s.k, &s.v);

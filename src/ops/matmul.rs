@@ -114,17 +114,12 @@ impl QMatrix {
 }
 
 /// Activations quantized for one weight type.
+#[derive(Default)]
 pub struct QuantizedActs {
     pub buf: AlignedBytes,
     pub row_bytes: usize,
     pub n: usize,
     pub act: Option<GgmlType>,
-}
-
-impl Default for QuantizedActs {
-    fn default() -> Self {
-        QuantizedActs { buf: AlignedBytes::default(), row_bytes: 0, n: 0, act: None }
-    }
 }
 
 /// Quantize `n` rows of `x` (each `w.cols` long) into `w`'s activation format.
