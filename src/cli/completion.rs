@@ -2,7 +2,6 @@
 //! llama-completion's stdout (prompt, then the generated text) and its perf
 //! block on stderr; chat and interactive modes go to `chat`.
 
-use super::args::Args;
 use super::generate::{stream_reply, Setup, Stop};
 use super::options::{parse, print_perf, CliOpts};
 use crate::tokenizer::Utf8Stream;
@@ -10,8 +9,8 @@ use anyhow::{bail, Result};
 use std::io::Write;
 use std::time::Instant;
 
-pub fn run(a: Args, conversation_default: bool) -> Result<()> {
-    let Some(o) = parse(a, conversation_default)? else { return Ok(()) };
+pub fn run(prog: &str, args: Vec<String>, conversation_default: bool) -> Result<()> {
+    let Some(o) = parse(prog, args, conversation_default)? else { return Ok(()) };
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
     if o.conversation || o.interactive {
         return super::chat::run(&o, &model_path);

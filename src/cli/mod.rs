@@ -2,7 +2,9 @@
 pub mod args;
 pub mod bench;
 pub mod chat;
+pub mod cli_args;
 pub mod completion;
+pub mod flags;
 pub mod generate;
 pub mod options;
 pub mod perplexity;
@@ -13,6 +15,17 @@ pub mod tokenize;
 use anyhow::Result;
 
 const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n  speculative generate with a draft model (llama-speculative)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize when called by those names.";
+
+/// Every front-end's flags as clap commands (tests check their consistency).
+pub fn all_commands() -> Vec<clap::Command> {
+    vec![
+        flags::command::<cli_args::CliArgs>("rllama cli"),
+        flags::command::<bench::BenchArgs>("rllama bench"),
+        flags::command::<perplexity::PplArgs>("rllama perplexity"),
+        flags::command::<tokenize::TokenizeArgs>("rllama tokenize"),
+        flags::command::<quantize::QuantizeArgs>("rllama quantize"),
+    ]
+}
 
 /// Which front-end a program name (multicall symlink) stands for.
 pub fn command_for_program(name: &str) -> Option<&'static str> {
@@ -43,13 +56,13 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
         },
     };
     match cmd.as_str() {
-        "tokenize" => tokenize::run(args::Args::new("rllama tokenize", rest)),
-        "bench" => bench::run(args::Args::new("rllama bench", rest)),
-        "perplexity" => perplexity::run(args::Args::new("rllama perplexity", rest)),
-        "quantize" => quantize::run(args::Args::new("rllama quantize", rest)),
-        "speculative" => speculative::run(args::Args::new("rllama speculative", rest)),
-        "cli" | "completion" => completion::run(args::Args::new("rllama cli", rest), false),
-        "cli-cnv" => completion::run(args::Args::new("llama-cli", rest), true),
+        "tokenize" => tokenize::run("rllama tokenize", rest),
+        "bench" => bench::run("rllama bench", rest),
+        "perplexity" => perplexity::run("rllama perplexity", rest),
+        "quantize" => quantize::run("rllama quantize", rest),
+        "speculative" => speculative::run("rllama speculative", rest),
+        "cli" | "completion" => completion::run("rllama cli", rest, false),
+        "cli-cnv" => completion::run("llama-cli", rest, true),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())

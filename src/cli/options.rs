@@ -1,24 +1,10 @@
 //! Options shared by the generation front-ends (`rllama cli`, chat,
 //! `rllama speculative`): the flags, the thread pool, the perf block.
 
-use super::args::{process_escapes, Args};
+use super::args::process_escapes;
 use crate::sampling::SamplerParams;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::time::Instant;
-
-const HELP: &str = "usage: rllama cli -m MODEL [-p PROMPT | -f FILE] [-n N] [-c N] [-b N] [-t N] [-s SEED]
-  sampling: --temp T --top-k K --top-p P --min-p P --repeat-penalty X --repeat-last-n N
-            --presence-penalty X --frequency-penalty X
-  chat:     -cnv/--conversation, -no-cnv/--no-conversation, -sys/--system-prompt TEXT,
-            --chat-template NAME|JINJA, --chat-template-file FILE, -st/--single-turn,
-            -i/--interactive, -r/--reverse-prompt TEXT, --in-prefix TEXT, --in-suffix TEXT,
-            --multiline-input, --no-show-timings
-  draft:    -md/--model-draft FILE, --spec-draft-n-max N (--draft-max/--draft/--draft-n),
-            --spec-draft-n-min N (--draft-min), --spec-draft-p-min P (--draft-p-min), -cd N, -td N
-  other:    -e/--escape, --no-escape, --ignore-eos, --log-disable, --verbose-prompt
-
-In a chat: /exit (or EOF, or a second Ctrl-C) ends, /clear starts over, /regen redoes the
-last reply; Ctrl-C stops the current reply. A line ending in \\ continues on the next line.";
 
 pub struct CliOpts {
     pub model: Option<String>,
@@ -75,84 +61,11 @@ impl Default for CliOpts {
     }
 }
 
-pub fn parse(mut a: Args, conversation_default: bool) -> Result<Option<CliOpts>> {
-    let mut o = CliOpts { conversation: conversation_default, ..Default::default() };
-    let mut gpu_note = false;
-    while let Some(f) = a.next_flag() {
-        match f.as_str() {
-            "-m" | "--model" => o.model = Some(a.value(&f)?),
-            "-p" | "--prompt" => o.prompt = a.value(&f)?,
-            "-f" | "--file" => {
-                let p = a.value(&f)?;
-                match std::fs::read(&p) {
-                    Ok(b) => o.prompt = String::from_utf8_lossy(&b).into_owned(),
-                    Err(e) => bail!("error: cannot read prompt file {p}: {e}"),
-                }
-            }
-            "-n" | "--n-predict" | "--predict" => o.n_predict = a.parse(&f)?,
-            "-c" | "--ctx-size" => o.n_ctx = a.parse(&f)?,
-            "-b" | "--batch-size" => o.n_batch = a.parse(&f)?,
-            "-ub" | "--ubatch-size" => o.n_ubatch = a.parse(&f)?,
-            "-t" | "--threads" | "-tb" | "--threads-batch" => o.threads = Some(a.parse(&f)?),
-            "-s" | "--seed" => o.sampling.seed = a.parse::<i64>(&f).map(|s| s as u32)?,
-            "--temp" => o.sampling.temp = a.parse(&f)?,
-            "--top-k" => o.sampling.top_k = a.parse(&f)?,
-            "--top-p" => o.sampling.top_p = a.parse(&f)?,
-            "--min-p" => o.sampling.min_p = a.parse(&f)?,
-            "--repeat-penalty" => o.sampling.repeat_penalty = a.parse(&f)?,
-            "--repeat-last-n" => o.sampling.repeat_last_n = a.parse(&f)?,
-            "--presence-penalty" => o.sampling.presence_penalty = a.parse(&f)?,
-            "--frequency-penalty" => o.sampling.frequency_penalty = a.parse(&f)?,
-            "-e" | "--escape" => o.escape = true,
-            "--no-escape" => o.escape = false,
-            "--ignore-eos" => o.ignore_eos = true,
-            "-no-cnv" | "--no-conversation" => o.conversation = false,
-            "-cnv" | "--conversation" => o.conversation = true,
-            "-i" | "--interactive" | "--interactive-first" => o.interactive = true,
-            "-st" | "--single-turn" => o.single_turn = true,
-            "-sys" | "--system-prompt" => o.system_prompt = a.value(&f)?,
-            "-sysf" | "--system-prompt-file" => {
-                let p = a.value(&f)?;
-                match std::fs::read(&p) {
-                    Ok(b) => o.system_prompt = String::from_utf8_lossy(&b).into_owned(),
-                    Err(e) => bail!("error: cannot read system prompt file {p}: {e}"),
-                }
-            }
-            "--chat-template" => o.chat_template = Some(a.value(&f)?),
-            "--chat-template-file" => {
-                let p = a.value(&f)?;
-                match std::fs::read(&p) {
-                    Ok(b) => o.chat_template = Some(String::from_utf8_lossy(&b).into_owned()),
-                    Err(e) => bail!("error: cannot read chat template file {p}: {e}"),
-                }
-            }
-            "-r" | "--reverse-prompt" => o.reverse_prompts.push(a.value(&f)?),
-            "--in-prefix" => o.in_prefix = a.value(&f)?,
-            "--in-suffix" => o.in_suffix = a.value(&f)?,
-            "--in-prefix-bos" | "--jinja" | "--no-jinja" | "--simple-io" | "--color" | "-co" => {}
-            "-mli" | "--multiline-input" => o.multiline = true,
-            "--show-timings" => o.show_timings = true,
-            "--no-show-timings" => o.show_timings = false,
-            "--log-disable" | "--verbose-prompt" | "--no-warmup" | "--no-display-prompt" => {}
-            // accepted for compatibility; their values change nothing on the CPU
-            "-fa" | "--flash-attn" => {
-                a.value(&f)?;
-            }
-            "-ngl" | "--gpu-layers" | "--n-gpu-layers" => {
-                a.value(&f)?;
-                gpu_note = true;
-            }
-            "-h" | "--help" => {
-                println!("{HELP}");
-                return Ok(None);
-            }
-            _ if o.draft.parse_flag(&f, &mut a)? => {}
-            _ => return Err(a.unknown(&f)),
-        }
-    }
-    if gpu_note {
-        eprintln!("note: rllama runs on the CPU only; the GPU layer count (-ngl) is ignored");
-    }
+/// Parse the generation flags (clap, llama.cpp's spellings; see `cli_args`).
+/// None when help was printed.
+pub fn parse(prog: &str, args: Vec<String>, conversation_default: bool) -> Result<Option<CliOpts>> {
+    let Some((a, m)) = super::flags::parse::<super::cli_args::CliArgs>(prog, args)? else { return Ok(None) };
+    let mut o = a.into_opts(&m, conversation_default)?;
     if o.escape {
         o.prompt = process_escapes(&o.prompt);
         o.in_prefix = process_escapes(&o.in_prefix);

@@ -3,7 +3,6 @@
 //! against them (`--kl-divergence`), with llama-perplexity's output: progress
 //! and the KLD table on stdout, the rest on stderr.
 
-use super::args::Args;
 use super::options::set_threads;
 use crate::model::Model;
 use crate::perplexity::logits_file::LogitsReader;
@@ -11,13 +10,58 @@ use crate::perplexity::logprob::{covariance, mean_and_uncertainty, median, perce
 use crate::perplexity::{self as ppl};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use std::io::Write;
 use std::time::Instant;
 
-const HELP: &str = "usage: rllama perplexity -m MODEL -f FILE [-c N] [-b N] [--chunks N] [-t N]
-  --kl-divergence-base FILE   save the base model's log-probabilities (alias --save-all-logits)
-  --kl-divergence             with --kl-divergence-base FILE: KL divergence against that file
-  --ppl-output-type 0|1       progress as [i]ppl (0) or one line per chunk (1)";
+/// `rllama perplexity` flags (llama-perplexity's).
+#[derive(Parser, Debug)]
+#[command(about = "Perplexity and KL divergence over a text (llama-perplexity)")]
+pub struct PplArgs {
+    #[arg(short = 'm', long = "model", value_name = "FILE")]
+    model: Option<String>,
+    #[arg(short = 'f', long = "file", value_name = "FILE", help = "the text")]
+    file: Option<String>,
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, help = "tokens per chunk")]
+    n_ctx: usize,
+    #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 2048)]
+    n_batch: usize,
+    #[arg(long = "chunks", value_name = "N", default_value_t = -1, help = "chunks to score (-1 = all)")]
+    chunks: i64,
+    #[arg(short = 't', long = "threads", visible_alias = "threads-batch", alias = "tb", value_name = "N", help = "[default: every core]")]
+    threads: Option<usize>,
+    #[arg(
+        long = "kl-divergence-base",
+        visible_alias = "save-all-logits",
+        value_name = "FILE",
+        help = "save the base model's log-probabilities, or with --kl-divergence read them"
+    )]
+    logits_file: Option<String>,
+    #[arg(long = "kl-divergence", help = "KL divergence against --kl-divergence-base FILE")]
+    kl_divergence: bool,
+    #[arg(long = "ppl-output-type", value_name = "0|1", default_value_t = 0, help = "progress as [i]ppl (0) or one line per chunk (1)")]
+    output_type: u32,
+    #[arg(long = "ppl-stride", value_name = "N", default_value_t = 0, help = "only 0 (strided perplexity is not supported)")]
+    stride: i64,
+    #[arg(long = "ubatch-size", alias = "ub", value_name = "N", help_heading = "Accepted, no effect")]
+    ubatch: Option<String>,
+    #[arg(long = "n-gpu-layers", visible_alias = "gpu-layers", alias = "ngl", value_name = "N", help_heading = "Accepted, no effect")]
+    ngl: Option<String>,
+    #[arg(short = 's', long = "seed", value_name = "N", help_heading = "Accepted, no effect")]
+    seed: Option<String>,
+    #[arg(long = "flash-attn", alias = "fa", value_name = "X", help_heading = "Accepted, no effect")]
+    fa: Option<String>,
+    #[arg(long = "log-disable", help_heading = "Accepted, no effect")]
+    log_disable: bool,
+    #[arg(long = "no-mmap", help_heading = "Accepted, no effect")]
+    no_mmap: bool,
+    #[arg(long = "mlock", help_heading = "Accepted, no effect")]
+    mlock: bool,
+    #[arg(short = 'e', long = "escape", help_heading = "Accepted, no effect")]
+    escape: bool,
+    #[arg(long = "no-escape", help_heading = "Accepted, no effect")]
+    no_escape: bool,
+}
 
 struct Opts {
     model: Option<String>,
@@ -31,64 +75,45 @@ struct Opts {
     output_type: u32,
 }
 
-fn parse(mut a: Args) -> Result<Option<Opts>> {
-    let mut o =
-        Opts { model: None, text: None, n_ctx: 512, n_batch: 2048, chunks: None, threads: None, logits_file: None, kl_divergence: false, output_type: 0 };
-    while let Some(f) = a.next_flag() {
-        match f.as_str() {
-            "-m" | "--model" => o.model = Some(a.value(&f)?),
-            "-f" | "--file" => {
-                let p = a.value(&f)?;
-                let b = std::fs::read(&p).with_context(|| format!("error: cannot read {p}"))?;
-                o.text = Some(String::from_utf8_lossy(&b).into_owned());
-            }
-            "-c" | "--ctx-size" => o.n_ctx = a.parse(&f)?,
-            "-b" | "--batch-size" => o.n_batch = a.parse(&f)?,
-            "--chunks" => {
-                let c: i64 = a.parse(&f)?;
-                o.chunks = (c >= 0).then_some(c as usize);
-            }
-            "-t" | "--threads" | "-tb" | "--threads-batch" => o.threads = Some(a.parse(&f)?),
-            "--kl-divergence-base" | "--save-all-logits" => o.logits_file = Some(a.value(&f)?),
-            "--kl-divergence" => o.kl_divergence = true,
-            "--ppl-output-type" => {
-                o.output_type = a.parse(&f)?;
-                if o.output_type > 1 {
-                    bail!("error: --ppl-output-type takes 0 or 1");
-                }
-            }
-            "--ppl-stride" => {
-                let s: i64 = a.parse(&f)?;
-                if s > 0 {
-                    bail!("error: --ppl-stride > 0 (strided perplexity) is not supported by rllama; use the default 0");
-                }
-            }
-            // Accepted for command-line compatibility; no effect on a CPU-only build.
-            "-ub" | "--ubatch-size" | "-ngl" | "--n-gpu-layers" | "--gpu-layers" | "-s" | "--seed" | "-fa" | "--flash-attn" => {
-                a.value(&f)?;
-            }
-            "--log-disable" | "--no-mmap" | "--mlock" | "-e" | "--escape" | "--no-escape" => {}
-            "-h" | "--help" => {
-                println!("{HELP}");
-                return Ok(None);
-            }
-            _ => return Err(a.unknown(&f)),
-        }
+fn parse(prog: &str, args: Vec<String>) -> Result<Option<Opts>> {
+    let Some((a, _)) = super::flags::parse::<PplArgs>(prog, args)? else { return Ok(None) };
+    if a.output_type > 1 {
+        bail!("error: --ppl-output-type takes 0 or 1");
     }
-    if o.n_ctx == 0 {
+    if a.stride > 0 {
+        bail!("error: --ppl-stride > 0 (strided perplexity) is not supported by rllama; use the default 0");
+    }
+    if a.n_ctx == 0 {
         bail!("error: perplexity tool requires '--ctx-size' > 0");
     }
-    Ok(Some(o))
+    let text = match &a.file {
+        Some(p) => {
+            let b = std::fs::read(p).with_context(|| format!("error: cannot read {p}"))?;
+            Some(String::from_utf8_lossy(&b).into_owned())
+        }
+        None => None,
+    };
+    Ok(Some(Opts {
+        model: a.model,
+        text,
+        n_ctx: a.n_ctx,
+        n_batch: a.n_batch,
+        chunks: (a.chunks >= 0).then_some(a.chunks as usize),
+        threads: a.threads,
+        logits_file: a.logits_file,
+        kl_divergence: a.kl_divergence,
+        output_type: a.output_type,
+    }))
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let Some(o) = parse(a)? else { return Ok(()) };
-    let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)\n{HELP}") };
+pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+    let Some(o) = parse(prog, args)? else { return Ok(()) };
+    let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL; see {prog} --help)") };
     if o.kl_divergence && o.logits_file.is_none() {
         bail!("error: --kl-divergence needs the base model's file: --kl-divergence-base FILE");
     }
     if !o.kl_divergence && o.text.is_none() {
-        bail!("error: a text file is required (-f FILE)\n{HELP}");
+        bail!("error: a text file is required (-f FILE; see {prog} --help)");
     }
     // Open the base file before the (slower) model load so a wrong path fails at once.
     let base = match (&o.logits_file, o.kl_divergence) {

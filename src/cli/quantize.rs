@@ -2,35 +2,43 @@
 //! llama-quantize's flags, per-tensor lines and size summary, plus a progress
 //! bar on a terminal.
 
-use super::args::Args;
 use crate::gguf::GgmlType;
 use crate::quantize_model::ftype::{Ftype, OPTIONS, UNSUPPORTED};
 use crate::quantize_model::plan::Params;
 use crate::quantize_model::{mib, prepare, Progress};
 use anyhow::{bail, Result};
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::time::Instant;
 
-fn usage() -> String {
-    let mut s = String::from(
-        "usage: rllama quantize [--help] [--allow-requantize] [--leave-output-tensor] [--pure]
-       [--output-tensor-type ggml_type] [--token-embedding-type ggml_type]
-       model-f32.gguf [model-quant.gguf] type [nthreads]
-
-  --allow-requantize        allow requantizing tensors that have already been quantized
-  --leave-output-tensor     leave output.weight un(re)quantized
-  --pure                    disable k-quant mixtures and quantize all tensors to the same type
-  --output-tensor-type T    use this ggml_type for the output.weight tensor
-  --token-embedding-type T  use this ggml_type for the token embeddings tensor
-
-allowed quantization types:
-",
-    );
+/// The quantization types, as llama-quantize lists them.
+fn types_help() -> String {
+    let mut s = String::from("allowed quantization types:\n");
     for (name, ft, _, desc) in OPTIONS {
         s.push_str(&format!("  {:2}  or  {:<7} : {}\n", ft.id(), name, desc));
     }
+    s.push_str("\nNot supported: --imatrix, --tensor-type, --keep-split, --dry-run.");
     s
+}
+
+/// `rllama quantize` flags (llama-quantize's).
+#[derive(Parser, Debug)]
+#[command(about = "Write a GGUF file in another quantization type (llama-quantize)")]
+pub struct QuantizeArgs {
+    #[arg(long = "allow-requantize", help = "allow requantizing tensors that have already been quantized")]
+    allow_requantize: bool,
+    #[arg(long = "leave-output-tensor", help = "leave output.weight un(re)quantized")]
+    leave_output_tensor: bool,
+    #[arg(long = "pure", help = "disable k-quant mixtures and quantize all tensors to the same type")]
+    pure: bool,
+    #[arg(long = "output-tensor-type", value_name = "ggml_type", help = "use this ggml_type for the output.weight tensor")]
+    output_tensor_type: Option<String>,
+    #[arg(long = "token-embedding-type", value_name = "ggml_type", help = "use this ggml_type for the token embeddings tensor")]
+    token_embedding_type: Option<String>,
+    /// model-f32.gguf [model-quant.gguf] type [nthreads]
+    #[arg(value_name = "SRC [DST] TYPE [NTHREADS]", allow_negative_numbers = true)]
+    pos: Vec<String>,
 }
 
 fn parse_type(flag: &str, v: &str) -> Result<GgmlType> {
@@ -63,25 +71,19 @@ impl Progress for Bar {
     }
 }
 
-pub fn run(mut a: Args) -> Result<()> {
-    let mut p = Params { quantize_output: true, ..Default::default() };
-    let mut pos: Vec<String> = Vec::new();
-    while let Some(f) = a.next_flag() {
-        match f.as_str() {
-            "--allow-requantize" => p.allow_requantize = true,
-            "--leave-output-tensor" => p.quantize_output = false,
-            "--pure" => p.pure = true,
-            "--output-tensor-type" => p.output_tensor_type = Some(parse_type(&f, &a.value(&f)?)?),
-            "--token-embedding-type" => p.token_embedding_type = Some(parse_type(&f, &a.value(&f)?)?),
-            "-h" | "--help" => {
-                println!("{}", usage());
-                return Ok(());
-            }
-            s if s.starts_with('-') && s.len() > 1 && s.parse::<i64>().is_err() => {
-                bail!("error: invalid argument: {s} (see rllama quantize --help; --imatrix, --tensor-type, --keep-split and --dry-run are not supported)")
-            }
-            _ => pos.push(f),
-        }
+pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+    let Some((a, _)) = super::flags::parse_with::<QuantizeArgs>(prog, args, |c| c.after_help(types_help()))? else { return Ok(()) };
+    let mut p = Params { quantize_output: !a.leave_output_tensor, allow_requantize: a.allow_requantize, pure: a.pure, ..Default::default() };
+    if let Some(t) = &a.output_tensor_type {
+        p.output_tensor_type = Some(parse_type("--output-tensor-type", t)?);
+    }
+    if let Some(t) = &a.token_embedding_type {
+        p.token_embedding_type = Some(parse_type("--token-embedding-type", t)?);
+    }
+    let pos = a.pos;
+    // clap passes unknown flags on among the positionals (they may be negative numbers)
+    if let Some(f) = pos.iter().find(|s| s.starts_with('-') && s.len() > 1 && s.parse::<i64>().is_err()) {
+        bail!("error: invalid argument: {f} (see {prog} --help; --imatrix, --tensor-type, --keep-split and --dry-run are not supported)");
     }
     if pos.len() < 2 {
         bail!("error: bad arguments: need SRC [DST] TYPE [nthreads] (see rllama quantize --help)");

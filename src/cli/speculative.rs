@@ -3,7 +3,6 @@
 //! speculative round of `decode::speculative`, llama-speculative's stdout
 //! (prompt + text) and statistics on stderr.
 
-use super::args::Args;
 use super::options::CliOpts;
 use crate::decode::speculative::{DraftModel, Drafter, SpecStats};
 use crate::tokenizer::Tokenizer;
@@ -21,28 +20,6 @@ pub struct DraftOpts {
 impl Default for DraftOpts {
     fn default() -> Self {
         DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None }
-    }
-}
-
-impl DraftOpts {
-    /// Consume a draft flag (old and new spellings); false if `f` is not one.
-    pub fn parse_flag(&mut self, f: &str, a: &mut Args) -> Result<bool> {
-        match f {
-            "-md" | "--model-draft" | "--spec-draft-model" => self.model = Some(a.value(f)?),
-            "--spec-draft-n-max" | "--draft" | "--draft-n" | "--draft-max" => self.n_max = a.parse(f)?,
-            "--spec-draft-n-min" | "--draft-min" => self.n_min = a.parse(f)?,
-            "--spec-draft-p-min" | "--draft-p-min" => self.p_min = a.parse(f)?,
-            "-cd" | "--ctx-size-draft" | "--spec-draft-ctx-size" => {
-                let c: usize = a.parse(f)?;
-                self.n_ctx = (c > 0).then_some(c);
-            }
-            // One rayon pool serves both models: the draft thread counts are accepted and ignored.
-            "-td" | "--threads-draft" | "--spec-draft-threads" | "-tbd" | "--threads-batch-draft" | "-ngld" | "--gpu-layers-draft" | "--n-gpu-layers-draft" => {
-                a.value(f)?;
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
     }
 }
 
@@ -83,8 +60,8 @@ pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let Some(o) = super::options::parse(a, false)? else { return Ok(()) };
+pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+    let Some(o) = super::options::parse(prog, args, false)? else { return Ok(()) };
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
     if o.draft.model.is_none() {
         bail!("error: a draft model is required (-md FILE)");

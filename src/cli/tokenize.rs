@@ -1,45 +1,58 @@
 //! `rllama tokenize` (alias `llama-tokenize`).
 
-use super::args::Args;
+use super::flags::{last_of, parse};
 use crate::gguf::GgufFile;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
+use clap::Parser;
 use std::io::{Read, Write};
 
-const HELP: &str = "usage: rllama tokenize -m MODEL [-p PROMPT | -f FILE | --stdin] [--ids] [--no-bos] [--no-parse-special] [--show-count] [--log-disable]";
+/// `rllama tokenize` flags (llama-tokenize's).
+#[derive(Parser, Debug)]
+#[command(about = "Show the token ids of a text (llama-tokenize)")]
+pub struct TokenizeArgs {
+    #[arg(short = 'm', long = "model", value_name = "FILE")]
+    model: Option<String>,
+    #[arg(short = 'p', long = "prompt", value_name = "TEXT")]
+    prompt: Option<String>,
+    #[arg(short = 'f', long = "file", value_name = "FILE", help = "read the text from a file")]
+    file: Option<String>,
+    #[arg(long = "stdin", help = "read the text from standard input")]
+    stdin: bool,
+    #[arg(long = "ids", help = "print only the ids, as a list")]
+    ids: bool,
+    #[arg(long = "no-bos", help = "do not add the BOS token")]
+    no_bos: bool,
+    #[arg(long = "no-parse-special", help = "special-token text is plain text")]
+    no_parse_special: bool,
+    #[arg(long = "show-count", help = "print the number of tokens")]
+    show_count: bool,
+    #[arg(long = "log-disable", help = "accepted, no effect")]
+    log_disable: bool,
+    #[arg(long = "no-escape", help = "accepted, no effect")]
+    no_escape: bool,
+}
 
-pub fn run(mut a: Args) -> Result<()> {
-    let (mut model, mut prompt, mut ids_only, mut no_bos, mut parse_special, mut show_count) = (None, None, false, false, true, false);
-    while let Some(f) = a.next_flag() {
-        match f.as_str() {
-            "-m" | "--model" => model = Some(a.value(&f)?),
-            "-p" | "--prompt" => prompt = Some(a.value(&f)?),
-            "-f" | "--file" => {
-                let p = a.value(&f)?;
-                match std::fs::read(&p) {
-                    Ok(b) => prompt = Some(String::from_utf8_lossy(&b).into_owned()),
-                    Err(e) => bail!("error: cannot read {p}: {e}"),
-                }
+pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+    let Some((a, m)) = parse::<TokenizeArgs>(prog, args)? else { return Ok(()) };
+    let Some(model) = a.model else { bail!("error: a model is required (-m MODEL; see {prog} --help)") };
+    let prompt = match last_of(&m, &["prompt", "file", "stdin"]) {
+        Some("file") => {
+            let p = a.file.unwrap_or_default();
+            match std::fs::read(&p) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => bail!("error: cannot read {p}: {e}"),
             }
-            "--stdin" => {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s)?;
-                prompt = Some(s);
-            }
-            "--ids" => ids_only = true,
-            "--no-bos" => no_bos = true,
-            "--no-parse-special" => parse_special = false,
-            "--show-count" => show_count = true,
-            "--log-disable" | "--no-escape" => {}
-            "-h" | "--help" => {
-                println!("{HELP}");
-                return Ok(());
-            }
-            _ => return Err(a.unknown(&f)),
         }
-    }
-    let Some(model) = model else { bail!("error: a model is required (-m MODEL)\n{HELP}") };
-    let Some(prompt) = prompt else { bail!("error: a prompt is required (-p, -f or --stdin)\n{HELP}") };
+        Some("stdin") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        }
+        Some(_) => a.prompt.unwrap_or_default(),
+        None => bail!("error: a prompt is required (-p, -f or --stdin; see {prog} --help)"),
+    };
+    let (no_bos, parse_special, ids_only, show_count) = (a.no_bos, !a.no_parse_special, a.ids, a.show_count);
     let g = GgufFile::open(std::path::Path::new(&model))?;
     let tok = Tokenizer::from_gguf(&g)?;
     let ids = tok.encode(&prompt, !no_bos, parse_special)?;

@@ -4,10 +4,10 @@
 //! times, reporting the mean and sample standard deviation of per-repetition
 //! tokens per second.
 
-use super::args::Args;
 use crate::decode::Session;
 use crate::model::Model;
 use anyhow::{bail, Context, Result};
+use clap::{ArgAction, Parser};
 use rand::{Rng, SeedableRng};
 use std::io::Write;
 use std::time::Instant;
@@ -15,21 +15,70 @@ use std::time::Instant;
 mod output;
 use output::*;
 
-const HELP: &str = "usage: rllama bench [options]
-  -m, --model FILE         (several, or comma separated)
-  -p, --n-prompt N         (default: 512)
-  -n, --n-gen N            (default: 128)
-  -pg PP,TG                prompt then generation
-  -d, --n-depth N          tokens in the KV cache before the test (default: 0)
-  -b, --batch-size N       (default: 2048)
-  -ub, --ubatch-size N     (default: 512)
-  -t, --threads N          (default: number of cores)
-  -r, --repetitions N      (default: 5)
-  -o, --output FMT         md|csv|json|jsonl (default: md)
-  -oe, --output-err FMT    md|csv|json|jsonl|none (default: none)
-  --no-warmup, --progress, -v
-Several values: comma lists, or ranges first-last, first-last+step, first-last*mult.
-Accepted and ignored (CPU only): -ngl, -fa, -mmp, -sm, -mg, -nkvo, -ctk f16, -ctv f16, --numa, --prio, --delay.";
+const AFTER: &str = "Several values: comma lists, or ranges first-last, first-last+step, first-last*mult.
+llama-bench's single-dash spellings work too: -pg, -ub, -oe, -ngl, -fa, -mmp, -sm, -mg, -nkvo, -ctk, -ctv, -embd.";
+
+/// `rllama bench` flags (llama-bench's).
+#[derive(Parser, Debug)]
+#[command(about = "Measure prompt and generation speed (llama-bench)", after_help = AFTER)]
+pub struct BenchArgs {
+    #[arg(short = 'm', long = "model", value_name = "FILE", action = ArgAction::Append, help = "model(s): repeat, or comma separated")]
+    model: Vec<String>,
+    #[arg(short = 'p', long = "n-prompt", value_name = "N", action = ArgAction::Append, help = "prompt tokens [default: 512]")]
+    n_prompt: Vec<String>,
+    #[arg(short = 'n', long = "n-gen", value_name = "N", action = ArgAction::Append, help = "generated tokens [default: 128]")]
+    n_gen: Vec<String>,
+    #[arg(long = "pg", value_name = "PP,TG", action = ArgAction::Append, help = "prompt then generation (-pg)")]
+    pg: Vec<String>,
+    #[arg(short = 'd', long = "n-depth", value_name = "N", action = ArgAction::Append, help = "tokens in the KV cache before the test [default: 0]")]
+    n_depth: Vec<String>,
+    #[arg(short = 'b', long = "batch-size", value_name = "N", action = ArgAction::Append, help = "[default: 2048]")]
+    n_batch: Vec<String>,
+    #[arg(long = "ubatch-size", alias = "ub", value_name = "N", action = ArgAction::Append, help = "(-ub) [default: 512]")]
+    n_ubatch: Vec<String>,
+    #[arg(short = 't', long = "threads", value_name = "N", action = ArgAction::Append, help = "[default: every core]")]
+    threads: Vec<String>,
+    #[arg(short = 'r', long = "repetitions", value_name = "N", default_value_t = 5)]
+    reps: usize,
+    #[arg(short = 'o', long = "output", value_name = "FMT", default_value = "md", help = "md|csv|json|jsonl")]
+    output: String,
+    #[arg(long = "output-err", alias = "oe", value_name = "FMT", default_value = "none", help = "(-oe) md|csv|json|jsonl|none, on stderr")]
+    output_err: String,
+    #[arg(long = "no-warmup")]
+    no_warmup: bool,
+    #[arg(long = "progress", help = "progress lines on stderr")]
+    progress: bool,
+    #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
+    verbose: bool,
+    #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
+    cache_type_k: String,
+    #[arg(long = "cache-type-v", alias = "ctv", value_name = "TYPE", default_value = "f16", help = "(-ctv) only f16")]
+    cache_type_v: String,
+    #[arg(long = "n-gpu-layers", alias = "ngl", value_name = "N", help_heading = "Accepted, no effect (CPU only)")]
+    ngl: Option<String>,
+    #[arg(long = "flash-attn", alias = "fa", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    fa: Option<String>,
+    #[arg(long = "mmap", alias = "mmp", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    mmap: Option<String>,
+    #[arg(long = "split-mode", alias = "sm", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    split_mode: Option<String>,
+    #[arg(long = "main-gpu", alias = "mg", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    main_gpu: Option<String>,
+    #[arg(long = "no-kv-offload", alias = "nkvo", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    nkvo: Option<String>,
+    #[arg(long = "embeddings", alias = "embd", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    embd: Option<String>,
+    #[arg(long = "numa", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    numa: Option<String>,
+    #[arg(long = "prio", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    prio: Option<String>,
+    #[arg(long = "delay", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    delay: Option<String>,
+    #[arg(long = "poll", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    poll: Option<String>,
+    #[arg(long = "repack", value_name = "X", help_heading = "Accepted, no effect (CPU only)")]
+    repack: Option<String>,
+}
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 pub enum Format {
@@ -108,62 +157,48 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4)
 }
 
-pub fn parse(mut a: Args) -> Result<Option<BenchOpts>> {
-    let mut o = BenchOpts {
-        models: vec![],
-        n_prompt: vec![],
-        n_gen: vec![],
-        n_pg: vec![],
-        n_depth: vec![],
-        n_batch: vec![],
-        n_ubatch: vec![],
-        threads: vec![],
-        reps: 5,
-        output: Format::Md,
-        output_err: Format::None,
-        warmup: true,
-        progress: false,
-    };
-    while let Some(f) = a.next_flag() {
-        match f.as_str() {
-            "-h" | "--help" => {
-                println!("{HELP}");
-                return Ok(None);
-            }
-            "-m" | "--model" => o.models.extend(a.value(&f)?.split(',').map(String::from)),
-            "-p" | "--n-prompt" => o.n_prompt.extend(parse_int_range(&a.value(&f)?)?),
-            "-n" | "--n-gen" => o.n_gen.extend(parse_int_range(&a.value(&f)?)?),
-            "-pg" => {
-                let v = a.value(&f)?;
-                let p: Vec<&str> = v.split(',').collect();
-                let (Some(pp), Some(tg), 2) = (p.first().and_then(|x| x.parse().ok()), p.get(1).and_then(|x| x.parse().ok()), p.len()) else {
-                    bail!("error: invalid value {v:?} for -pg (expected PP,TG)")
-                };
-                o.n_pg.push((pp, tg));
-            }
-            "-d" | "--n-depth" => o.n_depth.extend(parse_int_range(&a.value(&f)?)?),
-            "-b" | "--batch-size" => o.n_batch.extend(parse_int_range(&a.value(&f)?)?),
-            "-ub" | "--ubatch-size" => o.n_ubatch.extend(parse_int_range(&a.value(&f)?)?),
-            "-t" | "--threads" => o.threads.extend(parse_int_range(&a.value(&f)?)?),
-            "-r" | "--repetitions" => o.reps = a.parse(&f)?,
-            "-o" | "--output" => o.output = parse_format(&a.value(&f)?)?,
-            "-oe" | "--output-err" => o.output_err = parse_format(&a.value(&f)?)?,
-            "--no-warmup" => o.warmup = false,
-            "--progress" => o.progress = true,
-            "-v" | "--verbose" => {}
-            "-ngl" | "--n-gpu-layers" | "-fa" | "--flash-attn" | "-mmp" | "--mmap" | "-sm" | "--split-mode" | "-mg" | "--main-gpu" | "-nkvo"
-            | "--no-kv-offload" | "--numa" | "--prio" | "--delay" | "--poll" | "-embd" | "--embeddings" | "--repack" => {
-                a.value(&f)?;
-            }
-            "-ctk" | "--cache-type-k" | "-ctv" | "--cache-type-v" => {
-                let v = a.value(&f)?;
-                if v != "f16" {
-                    bail!("error: {f} {v}: only f16 is supported by rllama bench");
-                }
-            }
-            _ => return Err(a.unknown(&f)),
+/// All values of a list flag (each one a comma list or range).
+fn int_lists(v: &[String]) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for s in v {
+        out.extend(parse_int_range(s)?);
+        if out.len() > MAX_LIST {
+            bail!("error: more than {MAX_LIST} values in one list");
         }
     }
+    Ok(out)
+}
+
+pub fn parse(prog: &str, args: Vec<String>) -> Result<Option<BenchOpts>> {
+    let Some((a, _)) = super::flags::parse::<BenchArgs>(prog, args)? else { return Ok(None) };
+    for (f, v) in [("-ctk", &a.cache_type_k), ("-ctv", &a.cache_type_v)] {
+        if v != "f16" {
+            bail!("error: {f} {v}: only f16 is supported by rllama bench");
+        }
+    }
+    let mut n_pg = Vec::new();
+    for v in &a.pg {
+        let p: Vec<&str> = v.split(',').collect();
+        let (Some(pp), Some(tg), 2) = (p.first().and_then(|x| x.parse().ok()), p.get(1).and_then(|x| x.parse().ok()), p.len()) else {
+            bail!("error: invalid value {v:?} for -pg (expected PP,TG)")
+        };
+        n_pg.push((pp, tg));
+    }
+    let mut o = BenchOpts {
+        models: a.model.iter().flat_map(|m| m.split(',').map(String::from)).collect(),
+        n_prompt: int_lists(&a.n_prompt)?,
+        n_gen: int_lists(&a.n_gen)?,
+        n_pg,
+        n_depth: int_lists(&a.n_depth)?,
+        n_batch: int_lists(&a.n_batch)?,
+        n_ubatch: int_lists(&a.n_ubatch)?,
+        threads: int_lists(&a.threads)?,
+        reps: a.reps,
+        output: parse_format(&a.output)?,
+        output_err: parse_format(&a.output_err)?,
+        warmup: !a.no_warmup,
+        progress: a.progress,
+    };
     if o.models.is_empty() {
         bail!("error: a model is required (-m MODEL)");
     }
@@ -494,8 +529,8 @@ fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng
     })
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let Some(o) = parse(a)? else { return Ok(()) };
+pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+    let Some(o) = parse(prog, args)? else { return Ok(()) };
     let insts = instances(&o);
     let mut p = Printer::new(o.output, Box::new(std::io::stdout()), &o);
     let mut pe = Printer::new(o.output_err, Box::new(std::io::stderr()), &o);

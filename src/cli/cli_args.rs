@@ -1,0 +1,280 @@
+//! The flags of `rllama cli` / `llama-cli` / `rllama speculative` as clap
+//! sees them (llama.cpp's names, aliases and defaults), turned into `CliOpts`.
+
+use super::flags::last_of;
+use super::options::CliOpts;
+use super::speculative::DraftOpts;
+use crate::sampling::SamplerParams;
+use anyhow::{bail, Result};
+use clap::{ArgMatches, Args, Parser};
+
+const AFTER: &str = "In a chat: /exit (or EOF, or a second Ctrl-C) ends, /clear starts over, /regen redoes the last reply; \
+Ctrl-C stops the current reply. A line ending in \\ continues on the next line.
+llama.cpp's single-dash spellings work too: -ngl, -no-cnv, -cnv, -sys, -sysf, -st, -mli, -md, -cd, -td, -ub, -tb, -fa.";
+
+#[derive(Parser, Debug)]
+#[command(about = "Generate text with a GGUF model (llama-completion / llama-cli)", after_help = AFTER)]
+pub struct CliArgs {
+    #[arg(short = 'm', long = "model", value_name = "FILE", help_heading = "Model")]
+    model: Option<String>,
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 4096, help = "context size (0 = the model's)", help_heading = "Model")]
+    n_ctx: usize,
+    #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 2048, help_heading = "Model")]
+    n_batch: usize,
+    #[arg(long = "ubatch-size", alias = "ub", value_name = "N", default_value_t = 512, help = "tokens per forward pass (-ub)", help_heading = "Model")]
+    n_ubatch: usize,
+    #[arg(
+        short = 't',
+        long = "threads",
+        visible_alias = "threads-batch",
+        alias = "tb",
+        value_name = "N",
+        help = "threads (default: every core)",
+        help_heading = "Model"
+    )]
+    threads: Option<usize>,
+    #[arg(
+        long = "n-gpu-layers",
+        visible_alias = "gpu-layers",
+        alias = "ngl",
+        value_name = "N",
+        help = "accepted (-ngl); rllama runs on the CPU",
+        help_heading = "Model"
+    )]
+    gpu_layers: Option<String>,
+    #[arg(long = "flash-attn", alias = "fa", value_name = "on|off|auto", help = "accepted (-fa); attention is always fused", help_heading = "Model")]
+    flash_attn: Option<String>,
+
+    #[arg(short = 'p', long = "prompt", value_name = "TEXT", help_heading = "Prompt")]
+    prompt: Option<String>,
+    #[arg(short = 'f', long = "file", value_name = "FILE", help = "read the prompt from a file", help_heading = "Prompt")]
+    file: Option<String>,
+    #[arg(short = 'n', long = "n-predict", visible_alias = "predict", value_name = "N", default_value_t = -1, help = "tokens to generate (-1 = until the end)", help_heading = "Prompt")]
+    n_predict: i64,
+    #[arg(
+        short = 'e',
+        long = "escape",
+        overrides_with = "no_escape",
+        help = "process escapes (\\n, \\t, \\xHH, ...) in the prompt (default)",
+        help_heading = "Prompt"
+    )]
+    escape: bool,
+    #[arg(long = "no-escape", overrides_with = "escape", help_heading = "Prompt")]
+    no_escape: bool,
+    #[arg(long = "ignore-eos", help = "never stop at end-of-generation tokens", help_heading = "Prompt")]
+    ignore_eos: bool,
+
+    #[arg(short = 's', long = "seed", value_name = "N", default_value_t = -1, help = "random seed (-1 = random)", help_heading = "Sampling")]
+    seed: i64,
+    #[arg(long = "temp", value_name = "T", default_value_t = 0.8, help = "temperature (0 = greedy)", help_heading = "Sampling")]
+    temp: f32,
+    #[arg(long = "top-k", value_name = "K", default_value_t = 40, help_heading = "Sampling")]
+    top_k: i32,
+    #[arg(long = "top-p", value_name = "P", default_value_t = 0.95, help_heading = "Sampling")]
+    top_p: f32,
+    #[arg(long = "min-p", value_name = "P", default_value_t = 0.05, help_heading = "Sampling")]
+    min_p: f32,
+    #[arg(long = "repeat-penalty", value_name = "X", default_value_t = 1.0, help_heading = "Sampling")]
+    repeat_penalty: f32,
+    #[arg(long = "repeat-last-n", value_name = "N", default_value_t = 64, help_heading = "Sampling")]
+    repeat_last_n: i32,
+    #[arg(long = "presence-penalty", value_name = "X", default_value_t = 0.0, help_heading = "Sampling")]
+    presence_penalty: f32,
+    #[arg(long = "frequency-penalty", value_name = "X", default_value_t = 0.0, help_heading = "Sampling")]
+    frequency_penalty: f32,
+
+    #[arg(
+        long = "conversation",
+        alias = "cnv",
+        overrides_with = "no_conversation",
+        help = "chat with the model's template (-cnv; default as llama-cli)",
+        help_heading = "Chat"
+    )]
+    conversation: bool,
+    #[arg(
+        long = "no-conversation",
+        alias = "no-cnv",
+        overrides_with = "conversation",
+        help = "raw completion (-no-cnv; default as rllama cli)",
+        help_heading = "Chat"
+    )]
+    no_conversation: bool,
+    #[arg(short = 'i', long = "interactive", visible_alias = "interactive-first", help = "raw interactive mode", help_heading = "Chat")]
+    interactive: bool,
+    #[arg(long = "single-turn", alias = "st", help = "one reply, then exit (-st)", help_heading = "Chat")]
+    single_turn: bool,
+    #[arg(long = "system-prompt", alias = "sys", value_name = "TEXT", help = "(-sys)", help_heading = "Chat")]
+    system_prompt: Option<String>,
+    #[arg(long = "system-prompt-file", alias = "sysf", value_name = "FILE", help = "(-sysf)", help_heading = "Chat")]
+    system_prompt_file: Option<String>,
+    #[arg(long = "chat-template", value_name = "NAME|JINJA", help = "built-in name or Jinja text", help_heading = "Chat")]
+    chat_template: Option<String>,
+    #[arg(long = "chat-template-file", value_name = "FILE", help_heading = "Chat")]
+    chat_template_file: Option<String>,
+    #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT", action = clap::ArgAction::Append, help = "stop the reply at this text (repeatable)", help_heading = "Chat")]
+    reverse_prompt: Vec<String>,
+    #[arg(long = "in-prefix", value_name = "TEXT", default_value = "", help_heading = "Chat")]
+    in_prefix: String,
+    #[arg(long = "in-suffix", value_name = "TEXT", default_value = "", help_heading = "Chat")]
+    in_suffix: String,
+    #[arg(long = "multiline-input", alias = "mli", help = "(-mli)", help_heading = "Chat")]
+    multiline: bool,
+    #[arg(long = "show-timings", overrides_with = "no_show_timings", help = "timings after each reply (default)", help_heading = "Chat")]
+    show_timings: bool,
+    #[arg(long = "no-show-timings", overrides_with = "show_timings", help_heading = "Chat")]
+    no_show_timings: bool,
+
+    #[command(flatten)]
+    draft: DraftArgs,
+
+    /// Accepted for compatibility; no effect.
+    #[arg(long = "log-disable", help_heading = "Accepted, no effect")]
+    log_disable: bool,
+    #[arg(long = "verbose-prompt", help_heading = "Accepted, no effect")]
+    verbose_prompt: bool,
+    #[arg(long = "no-warmup", help_heading = "Accepted, no effect")]
+    no_warmup: bool,
+    #[arg(long = "no-display-prompt", help_heading = "Accepted, no effect")]
+    no_display_prompt: bool,
+    #[arg(long = "in-prefix-bos", help_heading = "Accepted, no effect")]
+    in_prefix_bos: bool,
+    #[arg(long = "jinja", help_heading = "Accepted, no effect")]
+    jinja: bool,
+    #[arg(long = "no-jinja", help_heading = "Accepted, no effect")]
+    no_jinja: bool,
+    #[arg(long = "simple-io", help_heading = "Accepted, no effect")]
+    simple_io: bool,
+    #[arg(long = "color", alias = "co", help_heading = "Accepted, no effect")]
+    color: bool,
+}
+
+/// The draft flags (llama.cpp's new and old spellings).
+#[derive(Args, Debug)]
+pub struct DraftArgs {
+    #[arg(
+        long = "model-draft",
+        visible_alias = "spec-draft-model",
+        alias = "md",
+        value_name = "FILE",
+        help = "draft model for speculative decoding (-md)",
+        help_heading = "Speculative"
+    )]
+    draft_model: Option<String>,
+    #[arg(long = "spec-draft-n-max", visible_aliases = ["draft-max", "draft", "draft-n"], value_name = "N", default_value_t = 16, help = "most tokens drafted per round", help_heading = "Speculative")]
+    draft_n_max: usize,
+    #[arg(long = "spec-draft-n-min", visible_alias = "draft-min", value_name = "N", default_value_t = 0, help_heading = "Speculative")]
+    draft_n_min: usize,
+    #[arg(
+        long = "spec-draft-p-min",
+        visible_alias = "draft-p-min",
+        value_name = "P",
+        default_value_t = 0.0,
+        help = "stop drafting below this draft probability",
+        help_heading = "Speculative"
+    )]
+    draft_p_min: f32,
+    #[arg(
+        long = "ctx-size-draft",
+        visible_alias = "spec-draft-ctx-size",
+        alias = "cd",
+        value_name = "N",
+        help = "draft context (-cd; default: the target's)",
+        help_heading = "Speculative"
+    )]
+    draft_n_ctx: Option<usize>,
+    #[arg(
+        long = "threads-draft",
+        visible_alias = "spec-draft-threads",
+        alias = "td",
+        value_name = "N",
+        help = "accepted (-td); one thread pool serves both models",
+        help_heading = "Speculative"
+    )]
+    draft_threads: Option<String>,
+    #[arg(long = "threads-batch-draft", alias = "tbd", value_name = "N", help = "accepted (-tbd)", help_heading = "Speculative")]
+    draft_threads_batch: Option<String>,
+    #[arg(
+        long = "n-gpu-layers-draft",
+        visible_alias = "gpu-layers-draft",
+        alias = "ngld",
+        value_name = "N",
+        help = "accepted (-ngld)",
+        help_heading = "Speculative"
+    )]
+    draft_gpu_layers: Option<String>,
+}
+
+impl From<DraftArgs> for DraftOpts {
+    fn from(d: DraftArgs) -> Self {
+        DraftOpts { model: d.draft_model, n_max: d.draft_n_max, n_min: d.draft_n_min, p_min: d.draft_p_min, n_ctx: d.draft_n_ctx.filter(|&c| c > 0) }
+    }
+}
+
+fn read_text(what: &str, p: &str) -> Result<String> {
+    match std::fs::read(p) {
+        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Err(e) => bail!("error: cannot read {what} {p}: {e}"),
+    }
+}
+
+impl CliArgs {
+    /// The options, with "last one wins" between paired flags as llama.cpp.
+    pub fn into_opts(self, m: &ArgMatches, conversation_default: bool) -> Result<CliOpts> {
+        if self.gpu_layers.is_some() {
+            eprintln!("note: rllama runs on the CPU only; the GPU layer count (-ngl) is ignored");
+        }
+        let prompt = match last_of(m, &["prompt", "file"]) {
+            Some("file") => read_text("prompt file", self.file.as_deref().unwrap_or_default())?,
+            _ => self.prompt.unwrap_or_default(),
+        };
+        let system_prompt = match last_of(m, &["system_prompt", "system_prompt_file"]) {
+            Some("system_prompt_file") => read_text("system prompt file", self.system_prompt_file.as_deref().unwrap_or_default())?,
+            _ => self.system_prompt.unwrap_or_default(),
+        };
+        let chat_template = match last_of(m, &["chat_template", "chat_template_file"]) {
+            Some("chat_template_file") => Some(read_text("chat template file", self.chat_template_file.as_deref().unwrap_or_default())?),
+            _ => self.chat_template,
+        };
+        let conversation = if self.conversation {
+            true
+        } else if self.no_conversation {
+            false
+        } else {
+            conversation_default
+        };
+        let sampling = SamplerParams {
+            seed: self.seed as u32,
+            temp: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_last_n: self.repeat_last_n,
+            repeat_penalty: self.repeat_penalty,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        };
+        Ok(CliOpts {
+            model: self.model,
+            prompt,
+            n_predict: self.n_predict,
+            n_ctx: self.n_ctx,
+            n_batch: self.n_batch,
+            n_ubatch: self.n_ubatch,
+            threads: self.threads,
+            sampling,
+            escape: !self.no_escape,
+            ignore_eos: self.ignore_eos,
+            conversation,
+            interactive: self.interactive,
+            single_turn: self.single_turn,
+            system_prompt,
+            chat_template,
+            reverse_prompts: self.reverse_prompt,
+            in_prefix: self.in_prefix,
+            in_suffix: self.in_suffix,
+            multiline: self.multiline,
+            show_timings: !self.no_show_timings,
+            draft: self.draft.into(),
+        })
+    }
+}
