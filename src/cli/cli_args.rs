@@ -2,8 +2,7 @@
 //! sees them (llama.cpp's names, aliases and defaults), turned into `CliOpts`.
 
 use super::flags::last_of;
-use super::options::CliOpts;
-use super::speculative::DraftOpts;
+use super::options::{CliOpts, DraftOpts};
 use crate::sampling::SamplerParams;
 use anyhow::{bail, Result};
 use clap::{ArgMatches, Args, Parser};

@@ -18,6 +18,16 @@ pub fn run(prog: &str, args: Vec<String>, conversation_default: bool) -> Result<
     generate(&o, &model_path)
 }
 
+/// `rllama speculative` (llama-speculative): completion that requires a draft model.
+pub fn run_speculative(prog: &str, args: Vec<String>) -> Result<()> {
+    let Some(o) = super::options::parse(prog, args, false)? else { return Ok(()) };
+    let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
+    if o.draft.model.is_none() {
+        bail!("error: a draft model is required (-md FILE)");
+    }
+    generate(&o, &model_path)
+}
+
 /// Raw completion through the decode loop, with a draft model when `-md` is given.
 pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
     let setup = Setup::load(o, model_path)?;

@@ -60,7 +60,7 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
         "bench" => bench::run("rllama bench", rest),
         "perplexity" => perplexity::run("rllama perplexity", rest),
         "quantize" => quantize::run("rllama quantize", rest),
-        "speculative" => speculative::run("rllama speculative", rest),
+        "speculative" => completion::run_speculative("rllama speculative", rest),
         "cli" | "completion" => completion::run("rllama cli", rest, false),
         "cli-cnv" => completion::run("llama-cli", rest, true),
         "-h" | "--help" | "help" => {

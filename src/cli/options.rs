@@ -6,6 +6,22 @@ use crate::sampling::SamplerParams;
 use anyhow::Result;
 use std::time::Instant;
 
+/// The draft model and its flags (`-md` and the `--spec-draft-*` family).
+#[derive(Clone, Debug)]
+pub struct DraftOpts {
+    pub model: Option<String>,
+    pub n_max: usize,
+    pub n_min: usize,
+    pub p_min: f32,
+    pub n_ctx: Option<usize>,
+}
+
+impl Default for DraftOpts {
+    fn default() -> Self {
+        DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None }
+    }
+}
+
 pub struct CliOpts {
     pub model: Option<String>,
     pub prompt: String,
@@ -30,7 +46,7 @@ pub struct CliOpts {
     pub multiline: bool,
     pub show_timings: bool,
     /// Speculative decoding (`-md DRAFT` and the draft flags).
-    pub draft: super::speculative::DraftOpts,
+    pub draft: DraftOpts,
 }
 
 impl Default for CliOpts {

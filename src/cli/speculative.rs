@@ -1,27 +1,11 @@
-//! `rllama speculative` (aliases llama-speculative, llama-speculative-simple)
-//! and `rllama cli -md DRAFT`: generation with a draft model through the
-//! speculative round of `decode::speculative`, llama-speculative's stdout
-//! (prompt + text) and statistics on stderr.
+//! What the front-ends print and check around a draft model (`rllama
+//! speculative`, `rllama cli -md DRAFT`, chat with `-md`): llama.cpp's
+//! vocabulary compatibility check and llama-speculative's statistics block.
 
 use super::options::CliOpts;
 use crate::decode::speculative::{DraftModel, Drafter, SpecStats};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
-
-#[derive(Clone, Debug)]
-pub struct DraftOpts {
-    pub model: Option<String>,
-    pub n_max: usize,
-    pub n_min: usize,
-    pub p_min: f32,
-    pub n_ctx: Option<usize>,
-}
-
-impl Default for DraftOpts {
-    fn default() -> Self {
-        DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None }
-    }
-}
 
 /// llama.cpp's draft/target vocabulary check (common_speculative_are_compatible).
 pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
@@ -58,15 +42,6 @@ pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
         }
     }
     Ok(())
-}
-
-pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
-    let Some(o) = super::options::parse(prog, args, false)? else { return Ok(()) };
-    let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
-    if o.draft.model.is_none() {
-        bail!("error: a draft model is required (-md FILE)");
-    }
-    super::completion::generate(&o, &model_path)
 }
 
 /// llama-speculative's statistics block (stderr), then the draft's timings.
