@@ -1,10 +1,11 @@
 # Compare tensor dumps (see run.sh): per tensor, the share of bit-identical
 # elements, the largest absolute difference and where it is.
 import numpy as np, os, sys, re
+# llama.cpp names several stages alike (Qcur: product, + bias, rope): keep all,
+# and compare with the stage that matches best
 ref={}
 for f in sorted(os.listdir(os.environ.get('DUMP_ROOT','/tmp/dump')+'/ref')):
-    name=f[5:-4]
-    if name not in ref: ref[name]=f
+    ref.setdefault(f[5:-4],[]).append(f)
 def key(n):
     m=re.match(r'(.*)-(\d+)$',n); 
     return (int(m.group(2)),n) if m else (999,n)
@@ -18,11 +19,17 @@ for n in sorted(names,key=k2):
     if k2(n)[0]>lim and k2(n)[0]!=999: continue
     o=np.fromfile(os.environ.get('DUMP_ROOT','/tmp/dump')+f'/ours/{n}.bin',dtype=np.float32)
     if n not in ref: print(n,'no ref'); continue
-    raw=open(os.environ.get('DUMP_ROOT','/tmp/dump')+'/ref/'+ref[n],'rb').read()
-    r=np.frombuffer(raw[32:],dtype=np.float32)
-    if r.size!=o.size:
-        print(n,'size',r.size,o.size); 
+    best=None
+    for k,f in enumerate(ref[n]):
+        raw=open(os.environ.get('DUMP_ROOT','/tmp/dump')+'/ref/'+f,'rb').read()
+        r=np.frombuffer(raw[32:],dtype=np.float32)
         if r.size>o.size: r=r[-o.size:]
-        else: continue
+        if r.size!=o.size: continue
+        eq=np.mean(r==o)
+        if best is None or eq>best[0]: best=(eq,k,r)
+    if best is None:
+        print(n,'size',o.size,'matches no stage'); continue
+    eq,k,r=best
     d=np.abs(r-o)
-    print(f'{n:16s} eq {np.mean(r==o)*100:6.2f}%  maxdiff {d.max():.3g} at {d.argmax()}  relmax {d.max()/np.abs(r).max():.3g}')
+    stage=f' (stage {k+1}/{len(ref[n])})' if len(ref[n])>1 else ''
+    print(f'{n:16s} eq {eq*100:6.2f}%  maxdiff {d.max():.3g} at {d.argmax()}  relmax {d.max()/np.abs(r).max():.3g}{stage}')
