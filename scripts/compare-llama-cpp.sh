@@ -32,12 +32,13 @@ declare -A file=(
   [smollm2]=SmolLM2-135M-Instruct.Q4_1.gguf
   [qwen-q4_k_m]=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
   [gemma]=gemma-3-270m-q4_k_m.gguf
+  [qwen15]=qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
   [qwen-q8_0]=qwen2.5-coder-0.5b-instruct-q8_0.gguf
   [qwen-q4_0]=qwen2.5-coder-0.5b-instruct-q4_0.gguf
   [qwen-iq4_xs]=qwen2.5-coder-0.5b-instruct-iq4_xs.gguf
   [qwen-q2_k]=qwen2.5-coder-0.5b-instruct-q2_k.gguf
 )
-MODELS=${MODELS:-"smollm2 qwen-q4_k_m gemma qwen-q8_0 qwen-q4_0 qwen-iq4_xs qwen-q2_k"}
+MODELS=${MODELS:-"smollm2 qwen-q4_k_m gemma qwen15 qwen-q8_0 qwen-q4_0 qwen-iq4_xs qwen-q2_k"}
 THREADS=${THREADS:-"2 1"}
 REPS=${REPS:-3}
 out=$(mktemp -d)

@@ -18,13 +18,16 @@ fn parts_equal_forward(m: &Model, tokens: &[u32]) {
     let nl = m.cfg.n_layer;
     let split = nl / 2;
     let mut kv = m.new_cache(256);
-    let mut s = Scratch::default();
+    let mut s = Scratch { capture: vec![split - 1], ..Default::default() };
     let want = m.forward_with(tokens, 0, &mut kv, &mut s, &Outputs::Last, Rounding::Batch).unwrap();
+    assert_eq!(s.captured.len(), 1, "hidden rows after layer {}", split - 1);
+    let captured = s.captured[0].clone();
 
     let mut kv = m.new_cache(256);
     let mut s = Scratch::default();
     m.embed(tokens, &mut s).unwrap();
     m.blocks(0..split, 0, &mut kv, &mut s, Rounding::Batch, None).unwrap();
+    assert_eq!(bits(&s.x), bits(&captured), "captured hidden rows = the first range's output");
     assert_eq!(kv.len(0), tokens.len());
     assert_eq!(kv.len(nl - 1), 0, "layers past the range are untouched");
     assert_eq!(kv.seq_len(), 0);
