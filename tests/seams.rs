@@ -18,7 +18,8 @@ fn parts_equal_forward(m: &Model, tokens: &[u32]) {
     let nl = m.cfg.n_layer;
     let split = nl / 2;
     let mut kv = m.new_cache(256);
-    let mut s = Scratch { capture: vec![split - 1], ..Default::default() };
+    let mut s = Scratch::default();
+    s.capture = vec![split - 1];
     let want = m.forward_with(tokens, 0, &mut kv, &mut s, &Outputs::Last, Rounding::Batch).unwrap();
     assert_eq!(s.captured.len(), 1, "hidden rows after layer {}", split - 1);
     let captured = s.captured[0].clone();
