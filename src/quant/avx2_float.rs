@@ -1,0 +1,149 @@
+//! AVX2 float kernels: f16 and f32 dot products (weights of those types),
+//! the f16 attention accumulators in ggml's rounding, and SwiGLU.
+
+use super::hsum_f32;
+use crate::quant::blocks::{f16_to_f32, f32_to_f16};
+use std::arch::x86_64::*;
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_f16(w: &[u16], a: &[u16]) -> f32 {
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
+    let n = w.len().min(a.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(i) as *const __m128i));
+        let y = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
+        acc = _mm256_fmadd_ps(x, y, acc);
+        i += 8;
+    }
+    let mut s = hsum_f32(acc);
+    while i < n {
+        s += f16_to_f32(w[i]) * f16_to_f32(a[i]);
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
+    let n = w.len().min(a.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(a.as_ptr().add(i)), acc);
+        i += 8;
+    }
+    let mut s = hsum_f32(acc);
+    while i < n {
+        s += w[i] * a[i];
+        i += 1;
+    }
+    s
+}
+
+/// acc[i] = f16(f32(v[i]) * s + f32(acc[i])), fused, as ggml_vec_mad_f16.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn mad_f16(acc: &mut [u16], v: &[u16], s: f32) {
+    let n = acc.len().min(v.len());
+    let sv = _mm256_set1_ps(s);
+    let mut i = 0;
+    while i + 8 <= n {
+        let y = _mm256_cvtph_ps(_mm_loadu_si128(acc.as_ptr().add(i) as *const __m128i));
+        let x = _mm256_cvtph_ps(_mm_loadu_si128(v.as_ptr().add(i) as *const __m128i));
+        let r = _mm256_fmadd_ps(x, sv, y);
+        _mm_storeu_si128(acc.as_mut_ptr().add(i) as *mut __m128i, _mm256_cvtps_ph(r, _MM_FROUND_TO_NEAREST_INT));
+        i += 8;
+    }
+    while i < n {
+        acc[i] = f32_to_f16(f16_to_f32(v[i]).mul_add(s, f16_to_f32(acc[i])));
+        i += 1;
+    }
+}
+
+/// acc[i] = f16(f32(acc[i]) * s), as ggml_vec_scale_f16.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scale_f16(acc: &mut [u16], s: f32) {
+    let n = acc.len();
+    let sv = _mm256_set1_ps(s);
+    let mut i = 0;
+    while i + 8 <= n {
+        let y = _mm256_cvtph_ps(_mm_loadu_si128(acc.as_ptr().add(i) as *const __m128i));
+        _mm_storeu_si128(acc.as_mut_ptr().add(i) as *mut __m128i, _mm256_cvtps_ph(_mm256_mul_ps(y, sv), _MM_FROUND_TO_NEAREST_INT));
+        i += 8;
+    }
+    while i < n {
+        acc[i] = f32_to_f16(f16_to_f32(acc[i]) * s);
+        i += 1;
+    }
+}
+
+/// f16 dot in ggml's AVX-512 order (see ops::attention::f16v::dot_scalar, its twin):
+/// each 16-lane accumulator is two 8-lane halves here, lane for lane the same.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16]) -> f32 {
+    let n = a.len().min(b.len());
+    let np = n & !63;
+    let mut acc = [_mm256_setzero_ps(); 8];
+    let mut i = 0;
+    while i < np {
+        for k in 0..8 {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i + 8 * k) as *const __m128i));
+            let y = _mm256_cvtph_ps(_mm_loadu_si128(b.as_ptr().add(i + 8 * k) as *const __m128i));
+            acc[k] = _mm256_fmadd_ps(x, y, acc[k]);
+        }
+        i += 64;
+    }
+    // acc[2j], acc[2j+1] are lanes 0..8 and 8..16 of ggml's accumulator j
+    let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    let t = _mm256_add_ps(lo, hi); // v[i] + v[i+8]
+    let u = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)); // t[i] + t[i+4]
+    let w = _mm_add_ps(u, _mm_movehl_ps(u, u)); // u0+u2, u1+u3
+    let r = _mm_add_ss(w, _mm_shuffle_ps(w, w, 1));
+    let mut sum = _mm_cvtss_f32(r) as f64;
+    for j in np..n {
+        sum += (f16_to_f32(a[j]) * f16_to_f32(b[j])) as f64;
+    }
+    sum as f32
+}
+
+/// g[i] = silu(g[i]) * u[i] with ggml's vector expf; twin of ops::silu_ggml.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn swiglu(g: &mut [f32], u: &[f32]) {
+    let n = g.len().min(u.len());
+    let mut i = 0;
+    let r = _mm256_set1_ps(f32::from_bits(0x4B40_0000));
+    while i + 8 <= n {
+        let x = _mm256_loadu_ps(g.as_ptr().add(i));
+        let nx = _mm256_sub_ps(_mm256_setzero_ps(), x);
+        let z = _mm256_fmadd_ps(nx, _mm256_set1_ps(f32::from_bits(0x3FB8_AA3B)), r);
+        let nn = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x35BF_BE8E)), _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x3F31_7200)), nx));
+        let uu = _mm256_mul_ps(b, b);
+        let p = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3C07_2010)), b, _mm256_set1_ps(f32::from_bits(0x3D2B_9F17)));
+        let q = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3E2A_AF33)), b, _mm256_set1_ps(f32::from_bits(0x3EFF_FEDB)));
+        let s = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3F7F_FFF6)), b, _mm256_set1_ps(1.0));
+        let j = _mm256_fmadd_ps(_mm256_fmadd_ps(p, uu, q), uu, s);
+        // |n| <= 126 here for all practical inputs; fall back to the scalar twin otherwise
+        let big = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0), nn), _mm256_set1_ps(126.0), _CMP_GT_OQ));
+        if big != 0 {
+            for k in i..i + 8 {
+                g[k] = crate::ops::silu_ggml(g[k]) * u[k];
+            }
+            i += 8;
+            continue;
+        }
+        let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nn), _mm256_set1_epi32(127)), 23);
+        let ex = _mm256_mul_ps(j, _mm256_castsi256_ps(e));
+        let y = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), ex));
+        _mm256_storeu_ps(g.as_mut_ptr().add(i), _mm256_mul_ps(y, _mm256_loadu_ps(u.as_ptr().add(i))));
+        i += 8;
+    }
+    for k in i..n {
+        g[k] = crate::ops::silu_ggml(g[k]) * u[k];
+    }
+}
