@@ -367,3 +367,21 @@ fn dequantize_equals_numpy_on_real_tensors() {
         }
     }
 }
+
+/// The SIMD vec_dot entry points are safe functions: operands of different
+/// block counts are refused (a panic), never read out of bounds.
+#[test]
+fn vec_dot_refuses_operands_of_different_lengths() {
+    use rllama::gguf::GgmlType::*;
+    for ty in [Q4_0, Q4_1, Q5_0, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, F16, BF16, F32] {
+        let k = rllama::quant::kernels(ty).unwrap();
+        let elems = ty.block_elems().max(32) * 4;
+        let w = vec![0u8; ty.row_bytes(elems).unwrap()];
+        let a = vec![0u8; k.act.row_bytes(elems * 2).unwrap()];
+        let r = std::panic::catch_unwind(|| (k.vec_dot)(&w, &a));
+        assert!(r.is_err(), "{}: a longer activation row was accepted", ty.name());
+        let s = rllama::quant::scalar_kernels(ty).unwrap();
+        let r = std::panic::catch_unwind(|| (s.vec_dot)(&w, &a));
+        assert!(r.is_err(), "{}: the scalar dot accepted a longer activation row", ty.name());
+    }
+}

@@ -103,12 +103,23 @@ fn cast_mut<B: Copy>(b: &mut [u8]) -> &mut [B] {
     cast_blocks_mut(b).expect("row bytes must be whole, aligned blocks")
 }
 
+/// The two operands of a vec_dot as blocks, refused when their counts differ
+/// (every dot entry point, scalar and SIMD, has the same contract).
+fn dot_pair<'a, W: Copy, A: Copy>(w: &'a [u8], a: &'a [u8]) -> (&'a [W], &'a [A]) {
+    let (w, a) = (cast::<W>(w), cast::<A>(a));
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
+    (w, a)
+}
+
 macro_rules! k32 {
     ($blk:ty, Q8_0) => {
         (
             GgmlType::Q8_0,
             (|w, o| legacy::dequantize(cast::<$blk>(w), o)) as fn(&[u8], &mut [f32]),
-            (|w, a| legacy::dot_q8_0(cast::<$blk>(w), cast::<BlockQ8_0>(a))) as fn(&[u8], &[u8]) -> f32,
+            (|w, a| {
+                let (w, a) = dot_pair::<$blk, BlockQ8_0>(w, a);
+                legacy::dot_q8_0(w, a)
+            }) as fn(&[u8], &[u8]) -> f32,
             (|x, o| legacy::quantize_q8_0(x, cast_mut::<BlockQ8_0>(o))) as fn(&[f32], &mut [u8]),
         )
     };
@@ -116,7 +127,10 @@ macro_rules! k32 {
         (
             GgmlType::Q8_1,
             (|w, o| legacy::dequantize(cast::<$blk>(w), o)) as fn(&[u8], &mut [f32]),
-            (|w, a| legacy::dot_q8_1(cast::<$blk>(w), cast::<BlockQ8_1>(a))) as fn(&[u8], &[u8]) -> f32,
+            (|w, a| {
+                let (w, a) = dot_pair::<$blk, BlockQ8_1>(w, a);
+                legacy::dot_q8_1(w, a)
+            }) as fn(&[u8], &[u8]) -> f32,
             (|x, o| legacy::quantize_q8_1(x, cast_mut::<BlockQ8_1>(o))) as fn(&[f32], &mut [u8]),
         )
     };
@@ -126,7 +140,10 @@ macro_rules! kk {
         (
             GgmlType::Q8_K,
             (|w, o| kquants::dequantize(cast::<$blk>(w), o)) as fn(&[u8], &mut [f32]),
-            (|w, a| kquants::dot_q8_k(cast::<$blk>(w), cast::<BlockQ8K>(a))) as fn(&[u8], &[u8]) -> f32,
+            (|w, a| {
+                let (w, a) = dot_pair::<$blk, BlockQ8K>(w, a);
+                kquants::dot_q8_k(w, a)
+            }) as fn(&[u8], &[u8]) -> f32,
             (|x, o| kquants::quantize_q8_k(x, cast_mut::<BlockQ8K>(o))) as fn(&[f32], &mut [u8]),
         )
     };
@@ -139,19 +156,28 @@ pub fn scalar_kernels(ty: GgmlType) -> Option<TypeKernels> {
         F32 => (
             F32,
             (|w, o| float::dequantize_f32(cast(w), o)) as fn(&[u8], &mut [f32]),
-            (|w, a| float::dot_f32(cast(w), cast(a))) as fn(&[u8], &[u8]) -> f32,
+            (|w, a| {
+                let (w, a) = dot_pair(w, a);
+                float::dot_f32(w, a)
+            }) as fn(&[u8], &[u8]) -> f32,
             (|x, o| cast_mut::<f32>(o).copy_from_slice(x)) as fn(&[f32], &mut [u8]),
         ),
         F16 => (
             F16,
             (|w, o| float::dequantize_f16(cast(w), o)) as fn(&[u8], &mut [f32]),
-            (|w, a| float::dot_f16(cast(w), cast(a))) as fn(&[u8], &[u8]) -> f32,
+            (|w, a| {
+                let (w, a) = dot_pair(w, a);
+                float::dot_f16(w, a)
+            }) as fn(&[u8], &[u8]) -> f32,
             (|x, o| float::quantize_f16(x, cast_mut(o))) as fn(&[f32], &mut [u8]),
         ),
         BF16 => (
             BF16,
             (|w, o| float::dequantize_bf16(cast(w), o)) as fn(&[u8], &mut [f32]),
-            (|w, a| float::dot_bf16(cast(w), cast(a))) as fn(&[u8], &[u8]) -> f32,
+            (|w, a| {
+                let (w, a) = dot_pair(w, a);
+                float::dot_bf16(w, a)
+            }) as fn(&[u8], &[u8]) -> f32,
             (|x, o| float::quantize_bf16(x, cast_mut(o))) as fn(&[f32], &mut [u8]),
         ),
         Q4_0 => k32!(BlockQ4_0, Q8_0),
