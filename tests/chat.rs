@@ -209,3 +209,36 @@ fn non_ascii_reverse_prompt() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !err.contains("panicked"), "{err}");
 }
+
+/// A reverse prompt matched while the UTF-8 stream still holds the first
+/// byte of the next character: the reply is cut at a character boundary
+/// (cutting `reverse.len()` bytes off the finished text, as chat did, lands
+/// inside the replacement character and panicked).
+#[test]
+fn reverse_prompt_cut_with_pending_utf8_bytes() {
+    use rllama::cli::generate::{stream_reply, Stop};
+    use rllama::decode::generator::Generator;
+    use rllama::decode::speculative::DraftLength;
+    use rllama::decode::Session;
+    use rllama::gguf::{Value, ValueType};
+    use rllama::sampling::{Sampler, SamplerParams};
+    use rllama::tokenizer::Utf8Stream;
+    // byte-level BPE pieces: token 5 is the bytes C3 A9 C3 ("é" and the first byte of another character)
+    let pieces = ["a", "b", "c", "d", "e", "Ã©Ã", "f", "g"];
+    let m = common::tiny_model_with(7, |w| {
+        w.set_str("tokenizer.ggml.model", "gpt2");
+        w.set("tokenizer.ggml.tokens", Value::Array(ValueType::String, pieces.iter().map(|p| Value::String(p.to_string())).collect()));
+        w.set("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![]));
+    });
+    let tok = Tokenizer::from_gguf(&m.g).unwrap();
+    let params = SamplerParams { temp: 0.0, seed: 1, ..Default::default() };
+    let mut gen = Generator::new(Session::new(&m, 64, 64), Sampler::new(params), None, DraftLength::new(0, 0));
+    gen.banned = (0..8).filter(|&t| t != 5).collect();
+    gen.prompt(&[1, 2]).unwrap();
+    let reverse = vec!["é".to_string()];
+    let r = stream_reply(&mut gen, &tok, Utf8Stream::default(), 4, &reverse, &|| false).unwrap();
+    assert_eq!(r.stop, Stop::Reverse(0));
+    assert_eq!(r.text, "é\u{FFFD}", "the pending byte is flushed as a replacement character");
+    assert_eq!(&r.text[..r.cut], "");
+    assert!(!r.text.is_char_boundary(r.text.len() - reverse[0].len()), "the old cut would have split a character");
+}

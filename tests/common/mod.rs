@@ -55,6 +55,11 @@ impl Rng {
 
 /// A tiny random llama model (GGUF writer, F32 weights): vocabulary 8.
 pub fn tiny_model(seed: u64) -> rllama::model::Model {
+    tiny_model_with(seed, |_| {})
+}
+
+/// `tiny_model` with extra metadata (e.g. a tokenizer).
+pub fn tiny_model_with(seed: u64, extra: impl FnOnce(&mut rllama::gguf::GgufWriter)) -> rllama::model::Model {
     use rand::{Rng, SeedableRng};
     use rllama::gguf::{GgmlType, GgufFile, GgufWriter, Value};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -93,5 +98,6 @@ pub fn tiny_model(seed: u64) -> rllama::model::Model {
         t(&p("ffn_up.weight"), &[d as u64, ff as u64], 0.2, false);
         t(&p("ffn_down.weight"), &[ff as u64, d as u64], 0.2, false);
     }
+    extra(&mut w);
     rllama::model::Model::from_gguf(std::sync::Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())).unwrap()
 }
