@@ -69,7 +69,7 @@ impl GgmlType {
     }
     /// Bytes of a row of `n` elements, or None if `n` is not a multiple of the block size.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        if n % self.block_elems() != 0 {
+        if !n.is_multiple_of(self.block_elems()) {
             return None;
         }
         (n / self.block_elems()).checked_mul(self.block_bytes())

@@ -70,7 +70,7 @@ impl GgufWriter {
     /// Add a tensor; `dims` in ggml order (row length first), `data` already in `ty`'s layout.
     pub fn add_tensor(&mut self, name: &str, dims: &[u64], ty: GgmlType, data: Vec<u8>) -> Result<()> {
         let n: u64 = dims.iter().product();
-        if dims.is_empty() || dims[0] % ty.block_elems() as u64 != 0 {
+        if dims.is_empty() || !dims[0].is_multiple_of(ty.block_elems() as u64) {
             bail!("tensor {name}: row length not a multiple of the {} block size", ty.name());
         }
         let want = n / ty.block_elems() as u64 * ty.block_bytes() as u64;

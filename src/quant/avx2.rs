@@ -48,8 +48,11 @@ pub fn vec_dot_for(ty: GgmlType) -> Option<DotFn> {
     })
 }
 
+/// An activation quantizer: f32 row in, blocks out.
+type QuantizeFn = fn(&[f32], &mut [u8]);
+
 /// The AVX2 quantizer of an activation type (same bytes as the scalar one).
-pub fn quantize_for(act: GgmlType) -> Option<fn(&[f32], &mut [u8])> {
+pub fn quantize_for(act: GgmlType) -> Option<QuantizeFn> {
     use GgmlType::*;
     // SAFETY: as in vec_dot_for.
     Some(match act {
@@ -207,6 +210,8 @@ unsafe fn iq4_lut(idx: __m256i) -> __m256i {
 pub trait Unpack32: Copy {
     /// Whether the block has a min (`m`), paired with Q8_1's `s`.
     const HAS_M: bool = false;
+    /// # Safety
+    /// AVX2 must be available.
     unsafe fn unpack_avx2(&self) -> __m256i;
     /// The f16 bits of the scale.
     fn d(&self) -> u16;
@@ -217,6 +222,8 @@ pub trait Unpack32: Copy {
     /// The block as unsigned bytes `q + OFF` (VNNI `vpdpbusd` takes the
     /// weights unsigned; OFF * sum(a) comes off through the activation sums).
     const OFF: i32 = if Self::HAS_M { 0 } else { 128 };
+    /// # Safety
+    /// AVX2 must be available.
     #[inline(always)]
     unsafe fn unpack_u8(&self) -> __m256i {
         if Self::HAS_M {
@@ -233,6 +240,8 @@ impl Unpack32 for BlockQ4_0 {
         _mm256_sub_epi8(nibbles(&self.qs), _mm256_set1_epi8(8))
     }
     const OFF: i32 = 8;
+    /// # Safety
+    /// AVX2 must be available.
     #[inline(always)]
     unsafe fn unpack_u8(&self) -> __m256i {
         nibbles(&self.qs)
@@ -260,6 +269,8 @@ impl Unpack32 for BlockQ5_0 {
         _mm256_sub_epi8(self.unpack_u8(), _mm256_set1_epi8(16))
     }
     const OFF: i32 = 16;
+    /// # Safety
+    /// AVX2 must be available.
     #[inline(always)]
     unsafe fn unpack_u8(&self) -> __m256i {
         _mm256_or_si256(nibbles(&self.qs), bits_to_0x10(u32::from_le_bytes(self.qh)))

@@ -46,6 +46,8 @@ pub(super) unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
 }
 
 /// acc[i] = f16(f32(v[i]) * s + f32(acc[i])), fused, as ggml_vec_mad_f16.
+/// # Safety
+/// The CPU must support the enabled target features (callers check `has_avx2()`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn mad_f16(acc: &mut [u16], v: &[u16], s: f32) {
     let n = acc.len().min(v.len());
@@ -65,6 +67,8 @@ pub unsafe fn mad_f16(acc: &mut [u16], v: &[u16], s: f32) {
 }
 
 /// acc[i] = f16(f32(acc[i]) * s), as ggml_vec_scale_f16.
+/// # Safety
+/// The CPU must support the enabled target features (callers check `has_avx2()`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn scale_f16(acc: &mut [u16], s: f32) {
     let n = acc.len();
@@ -83,6 +87,8 @@ pub unsafe fn scale_f16(acc: &mut [u16], s: f32) {
 
 /// f16 dot in ggml's AVX-512 order (see ops::attention::f16v::dot_scalar, its twin):
 /// each 16-lane accumulator is two 8-lane halves here, lane for lane the same.
+/// # Safety
+/// The CPU must support the enabled target features (callers check `has_avx2()`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16]) -> f32 {
     let n = a.len().min(b.len());
@@ -112,6 +118,8 @@ pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16]) -> f32 {
 }
 
 /// g[i] = silu(g[i]) * u[i] with ggml's vector expf; twin of ops::silu_ggml.
+/// # Safety
+/// The CPU must support the enabled target features (callers check `has_avx2()`).
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn swiglu(g: &mut [f32], u: &[f32]) {
     let n = g.len().min(u.len());

@@ -57,7 +57,7 @@ pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1
 /// whole number of blocks or the pointer is misaligned for the block type.
 pub fn cast_blocks<B: Copy>(bytes: &[u8]) -> Option<&[B]> {
     let sz = std::mem::size_of::<B>();
-    if bytes.len() % sz != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(sz) || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
         return None;
     }
     // SAFETY: all block types are repr(C) plain-old-data (integers only, any bit
@@ -67,7 +67,7 @@ pub fn cast_blocks<B: Copy>(bytes: &[u8]) -> Option<&[B]> {
 
 pub fn cast_blocks_mut<B: Copy>(bytes: &mut [u8]) -> Option<&mut [B]> {
     let sz = std::mem::size_of::<B>();
-    if bytes.len() % sz != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<B>() != 0 {
+    if !bytes.len().is_multiple_of(sz) || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<B>()) {
         return None;
     }
     // SAFETY: as in cast_blocks; the borrow is exclusive.

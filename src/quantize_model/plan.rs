@@ -236,7 +236,7 @@ fn fallback(t: &TensorInfo, target: GgmlType, warning: &mut Option<String>) -> G
     use GgmlType::*;
     let ncols = t.dims[0];
     let qk = target.block_elems() as u64;
-    if ncols % qk == 0 {
+    if ncols.is_multiple_of(qk) {
         return target;
     }
     let mut msg = format!("warning: {:<36} - ncols {:6} not divisible by {:3} (required for type {:>7}) ", t.name, ncols, qk, target.name());
@@ -248,7 +248,7 @@ fn fallback(t: &TensorInfo, target: GgmlType, warning: &mut Option<String>) -> G
         Q6_K => Q8_0,
         other => other,
     };
-    if ncols % ret.block_elems() as u64 != 0 {
+    if !ncols.is_multiple_of(ret.block_elems() as u64) {
         msg.push_str("(WARNING: must use F16 due to unusual shape) ");
         ret = F16;
     }
@@ -268,7 +268,7 @@ fn mix_type(st: &mut State, m: &ModelFacts, p: &Params, t: &TensorInfo, ftype: F
             return ty;
         }
         let nx = t.dims[0];
-        if falcon || nx % new_type.block_elems() as u64 != 0 {
+        if falcon || !nx.is_multiple_of(new_type.block_elems() as u64) {
             new_type = T::Q8_0;
         } else if new_type != T::Q8_0 {
             new_type = T::Q6_K;

@@ -16,7 +16,7 @@ pub const TOKEN_TYPE_UNUSED: i32 = 5;
 pub const TOKEN_TYPE_BYTE: i32 = 6;
 
 enum Algo {
-    Bpe(bpe::Bpe),
+    Bpe(Box<bpe::Bpe>),
     Spm(spm::Spm),
 }
 
@@ -71,7 +71,7 @@ impl Tokenizer {
         let (algo, def_bos, def_ids) = match model.as_str() {
             "gpt2" => {
                 let merges = str_array(g, "tokenizer.ggml.merges")?;
-                (Algo::Bpe(bpe::Bpe::new(&tokens, &merges, &pre)?), false, (None, None))
+                (Algo::Bpe(Box::new(bpe::Bpe::new(&tokens, &merges, &pre)?)), false, (None, None))
             }
             "llama" => {
                 let scores: Vec<f32> = match g.get("tokenizer.ggml.scores").and_then(|v| v.as_array()) {

@@ -77,7 +77,7 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<()> {
 /// Quantize `x` (rows of `n_per_row`) into `out` (rows of ty.row_bytes), rows in parallel.
 pub fn quantize_rows(ty: GgmlType, x: &[f32], n_per_row: usize, out: &mut [u8]) -> Result<()> {
     let Some(rb) = ty.row_bytes(n_per_row) else { bail!("quantize: row length {n_per_row} is not a multiple of the {} block size", ty.name()) };
-    if x.len() % n_per_row != 0 || out.len() != x.len() / n_per_row * rb {
+    if !x.len().is_multiple_of(n_per_row) || out.len() != x.len() / n_per_row * rb {
         bail!("quantize: buffer sizes do not match");
     }
     x.par_chunks(n_per_row).zip(out.par_chunks_mut(rb)).try_for_each(|(x, o)| quantize_row(ty, x, o))
