@@ -8,7 +8,7 @@ pub mod logits_file;
 pub mod logprob;
 
 use crate::kv_cache::KvCache;
-use crate::model::{Model, Outputs};
+use crate::model::{Model, Outputs, Rounding, Scratch};
 use anyhow::{bail, Result};
 use logprob::KldSums;
 use rayon::prelude::*;
@@ -36,7 +36,7 @@ pub fn n_chunks(n_tokens: usize, n_ctx: usize, asked: Option<usize>) -> Result<u
 
 /// Evaluate one chunk from an empty cache (its first token replaced by `bos`)
 /// and return the logits of positions n_ctx/2 .. n_ctx-1, the ones scored.
-pub fn chunk_logits(model: &Model, kv: &mut KvCache, chunk: &[u32], bos: Option<u32>, n_batch: usize) -> Result<Vec<f32>> {
+pub fn chunk_logits(model: &Model, kv: &mut KvCache, s: &mut Scratch, chunk: &[u32], bos: Option<u32>, n_batch: usize) -> Result<Vec<f32>> {
     let n_ctx = chunk.len();
     let first = n_ctx / 2;
     let mut toks = chunk.to_vec();
@@ -50,9 +50,9 @@ pub fn chunk_logits(model: &Model, kv: &mut KvCache, chunk: &[u32], bos: Option<
         let p0 = j * n_batch;
         let rows: Vec<usize> = (0..part.len()).filter(|&k| p0 + k >= first).collect();
         if rows.is_empty() {
-            model.forward(part, kv, &Outputs::Rows(vec![part.len() - 1]))?;
+            model.forward_with(part, p0, kv, s, &Outputs::Rows(vec![part.len() - 1]), Rounding::Batch)?;
         } else {
-            logits.extend(model.forward(part, kv, &Outputs::Rows(rows))?);
+            logits.extend(model.forward_with(part, p0, kv, s, &Outputs::Rows(rows), Rounding::Batch)?);
         }
     }
     Ok(logits)
@@ -82,11 +82,12 @@ pub fn perplexity(
     let row_len = logprob::packed_row_len(nv);
     let mut packed = vec![0u16; if save.is_some() { n_scored * row_len } else { 0 }];
     let mut kv = model.new_cache(n_ctx);
+    let mut scratch = Scratch::default();
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut per_chunk = Vec::with_capacity(n_chunk);
     for c in 0..n_chunk {
         let chunk = &tokens[c * n_ctx..(c + 1) * n_ctx];
-        let logits = chunk_logits(model, &mut kv, chunk, bos, n_batch)?;
+        let logits = chunk_logits(model, &mut kv, &mut scratch, chunk, bos, n_batch)?;
         let next = &chunk[first + 1..];
         let vals: Vec<f64> = if let Some(w) = save.as_deref_mut() {
             let v: Vec<f64> =
@@ -140,11 +141,12 @@ pub fn kl_divergence(
     let row_len = logprob::packed_row_len(nv);
     let mut packed = vec![0u16; n_scored * row_len];
     let mut kv = model.new_cache(n_ctx);
+    let mut scratch = Scratch::default();
     let mut sums = KldSums::default();
     let (mut kld_values, mut p_diff_values) = (Vec::new(), Vec::new());
     for c in 0..base.n_chunk {
         let chunk = base.tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        let logits = chunk_logits(model, &mut kv, &chunk, bos, n_batch)?;
+        let logits = chunk_logits(model, &mut kv, &mut scratch, &chunk, bos, n_batch)?;
         base.read_rows(&mut packed).map_err(|e| anyhow::anyhow!("failed reading log-probs for chunk {c}: {e}"))?;
         let next = &chunk[first + 1..];
         let rows: Vec<(KldSums, f64, f32)> = packed
