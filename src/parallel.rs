@@ -65,10 +65,21 @@ fn test_stall() {
     }
 }
 
-/// Spin-wait helper: a pause, and every SPINS_PER_YIELD spins a yield.
+/// Set while the team has more threads than the machine has cores: a waiting
+/// thread then yields at every spin (its core is needed by a thread with work).
+static OVERSUBSCRIBED: AtomicBool = AtomicBool::new(false);
+
+/// Cores this process may use.
+pub fn available_cores() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// Spin-wait helper: a pause, and every SPINS_PER_YIELD spins (every spin
+/// when oversubscribed) a yield.
 #[inline]
 fn relax(spins: u32) {
-    if spins % SPINS_PER_YIELD == SPINS_PER_YIELD - 1 {
+    if spins % SPINS_PER_YIELD == SPINS_PER_YIELD - 1 || OVERSUBSCRIBED.load(Relaxed) {
         std::thread::yield_now();
     } else {
         std::hint::spin_loop();
@@ -170,6 +181,7 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
             *sp += 1;
         }
     }
+    OVERSUBSCRIBED.store(n > available_cores(), Relaxed);
     let sh = t.shared;
     // SAFETY: no worker reads `job` now (the previous job finished); the
     // lifetime is erased but `f` outlives this call, which waits for all.

@@ -93,8 +93,27 @@ pub fn parse(prog: &str, args: Vec<String>, conversation_default: bool) -> Resul
 
 /// Size the global thread pool: `-t N`, or every available core.
 pub fn set_threads(t: Option<usize>) {
-    let n = t.filter(|&n| n > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(4));
+    let n = t.filter(|&n| n > 0).unwrap_or_else(crate::parallel::available_cores);
+    let n = warn_oversubscribed(n);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+/// Most threads rllama starts, whatever is asked (each is a real OS thread).
+pub const MAX_THREADS: usize = 256;
+
+/// One stderr line when more threads than cores are asked for (it works,
+/// waiting threads give their core away, but it is slower than one per core);
+/// the count to use (capped at MAX_THREADS).
+pub fn warn_oversubscribed(n: usize) -> usize {
+    let cores = crate::parallel::available_cores();
+    if n > MAX_THREADS {
+        eprintln!("warning: {n} threads requested on {cores} available cores; using {MAX_THREADS} (this runs slower than -t {cores})");
+        return MAX_THREADS;
+    }
+    if n > cores {
+        eprintln!("warning: {n} threads requested on {cores} available cores; this runs slower than -t {cores}");
+    }
+    n
 }
 
 pub fn print_perf(p: &crate::decode::Perf, t_load_ms: f64, t_start: Instant) {

@@ -532,6 +532,12 @@ fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng
 pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
     let Some(o) = parse(prog, args)? else { return Ok(()) };
     let insts = instances(&o);
+    if let Some(&t) = o.threads.iter().max() {
+        if t > super::options::MAX_THREADS {
+            bail!("error: -t {t}: at most {} threads", super::options::MAX_THREADS);
+        }
+        super::options::warn_oversubscribed(t);
+    }
     let mut p = Printer::new(o.output, Box::new(std::io::stdout()), &o);
     let mut pe = Printer::new(o.output_err, Box::new(std::io::stderr()), &o);
     p.header()?;
