@@ -185,3 +185,32 @@ fn prompt_values_are_never_flags() {
     let ids = String::from_utf8_lossy(&out.stdout);
     assert!(ids.starts_with('[') && ids.trim() != "[]", "{ids}");
 }
+
+/// Arguments that are not UTF-8 get one error line, never a panic.
+#[cfg(unix)]
+#[test]
+fn invalid_utf8_arguments_are_one_error_line() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"hi \xff");
+    for args in
+        [vec![OsStr::new("cli"), OsStr::new("-p"), bad], vec![OsStr::new("tokenize"), OsStr::new("-m"), bad], vec![OsStr::new("bench"), OsStr::new("-m"), bad]]
+    {
+        let out = Command::new(common::bin()).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.trim().lines().count() == 1 && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn version_and_server() {
+    for args in [&["--version"][..], &["cli", "--version"][..], &["bench", "--version"][..]] {
+        let out = run(args);
+        assert!(out.status.success(), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("version: "), "{args:?}");
+    }
+    let out = run(&["server", "-m", "x.gguf"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("not part of rllama"), "{err}");
+}

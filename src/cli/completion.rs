@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use std::io::Write;
 use std::time::Instant;
 
-pub fn run(prog: &str, args: Vec<String>, conversation_default: bool) -> Result<()> {
+pub fn run(prog: &str, args: Vec<std::ffi::OsString>, conversation_default: bool) -> Result<()> {
     let Some(o) = parse(prog, args, conversation_default)? else { return Ok(()) };
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
     if o.conversation || o.interactive {
@@ -19,7 +19,7 @@ pub fn run(prog: &str, args: Vec<String>, conversation_default: bool) -> Result<
 }
 
 /// `rllama speculative` (llama-speculative): completion that requires a draft model.
-pub fn run_speculative(prog: &str, args: Vec<String>) -> Result<()> {
+pub fn run_speculative(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let Some(o) = super::options::parse(prog, args, false)? else { return Ok(()) };
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
     if o.draft.model.is_none() {

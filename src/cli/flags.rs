@@ -12,6 +12,7 @@ use anyhow::{anyhow, Result};
 use clap::error::{ContextKind, ErrorKind};
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches};
 use std::collections::HashMap;
+use std::ffi::OsString;
 
 /// For each long name and alias of `cmd`: whether the flag takes a value.
 fn long_names(cmd: &Command) -> HashMap<String, bool> {
@@ -38,7 +39,7 @@ fn short_names(cmd: &Command) -> HashMap<char, bool> {
 }
 
 /// llama.cpp's single-dash long flags in their double-dash form.
-pub fn normalize(cmd: &Command, args: Vec<String>) -> Vec<String> {
+pub fn normalize(cmd: &Command, args: Vec<OsString>) -> Vec<OsString> {
     let (longs, shorts) = (long_names(cmd), short_names(cmd));
     let mut out = Vec::with_capacity(args.len());
     let mut value_next = false;
@@ -48,13 +49,18 @@ pub fn normalize(cmd: &Command, args: Vec<String>) -> Vec<String> {
             out.push(a);
             continue;
         }
+        // not UTF-8: a value or a path, never one of our flags
+        let Some(a) = a.to_str().map(str::to_string) else {
+            out.push(a);
+            continue;
+        };
         if let Some(rest) = a.strip_prefix("--") {
             let (name, has_value) = match rest.split_once('=') {
                 Some((n, _)) => (n, true),
                 None => (rest, false),
             };
             value_next = !has_value && longs.get(name).copied().unwrap_or(false);
-            out.push(a);
+            out.push(a.into());
         } else if let Some(rest) = a.strip_prefix('-').filter(|r| r.chars().count() >= 2 && !r.starts_with(|c: char| c.is_ascii_digit())) {
             let (name, has_value) = match rest.split_once('=') {
                 Some((n, _)) => (n, true),
@@ -63,16 +69,16 @@ pub fn normalize(cmd: &Command, args: Vec<String>) -> Vec<String> {
             match longs.get(name) {
                 Some(&takes) => {
                     value_next = takes && !has_value;
-                    out.push(format!("-{a}"));
+                    out.push(format!("-{a}").into());
                 }
-                None => out.push(a),
+                None => out.push(a.into()),
             }
         } else {
             let mut chars = a.chars();
             if let (Some('-'), Some(c), None) = (chars.next(), chars.next(), chars.next()) {
                 value_next = shorts.get(&c).copied().unwrap_or(false);
             }
-            out.push(a);
+            out.push(a.into());
         }
     }
     out
@@ -92,19 +98,19 @@ pub fn command<T: CommandFactory>(prog: &str) -> Command {
 
 /// Parse `args` (without the program name) into `T`, with the matches for
 /// order-dependent choices. None when help was printed.
-pub fn parse<T: CommandFactory + FromArgMatches>(prog: &str, args: Vec<String>) -> Result<Option<(T, ArgMatches)>> {
+pub fn parse<T: CommandFactory + FromArgMatches>(prog: &str, args: Vec<OsString>) -> Result<Option<(T, ArgMatches)>> {
     parse_with(prog, args, |c| c)
 }
 
 /// `parse`, with the command adjusted first (e.g. a help text built at run time).
 pub fn parse_with<T: CommandFactory + FromArgMatches>(
     prog: &str,
-    args: Vec<String>,
+    args: Vec<OsString>,
     adjust: impl FnOnce(Command) -> Command,
 ) -> Result<Option<(T, ArgMatches)>> {
     let cmd = adjust(command::<T>(prog));
     let args = normalize(&cmd, args);
-    let m = match cmd.try_get_matches_from(std::iter::once(prog.to_string()).chain(args)) {
+    let m = match cmd.try_get_matches_from(std::iter::once(OsString::from(prog)).chain(args)) {
         Ok(m) => m,
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             let _ = e.print();
@@ -162,7 +168,7 @@ mod tests {
     }
 
     fn parse_t(args: &[&str]) -> Result<T> {
-        Ok(parse::<T>("t", args.iter().map(|s| s.to_string()).collect())?.unwrap().0)
+        Ok(parse::<T>("t", args.iter().map(OsString::from).collect())?.unwrap().0)
     }
 
     #[test]

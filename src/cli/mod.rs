@@ -13,6 +13,7 @@ pub mod speculative;
 pub mod tokenize;
 
 use anyhow::Result;
+use std::ffi::OsString;
 
 const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n  speculative generate with a draft model (llama-speculative)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize when called by those names.";
 
@@ -39,22 +40,36 @@ pub fn command_for_program(name: &str) -> Option<&'static str> {
         "llama-perplexity" => "perplexity",
         "llama-quantize" => "quantize",
         "llama-speculative" | "llama-speculative-simple" => "speculative",
+        "llama-server" => "server",
         _ => return None,
     })
 }
 
-pub fn main_with_args(argv: Vec<String>) -> Result<()> {
-    let prog = argv.first().cloned().unwrap_or_else(|| "rllama".into());
+/// The version line (`--version`, as llama.cpp prints its own).
+pub fn version() -> String {
+    let commit = option_env!("RLLAMA_GIT_COMMIT").unwrap_or("unknown");
+    format!("version: {} ({commit})\nbuilt with rustc for {}-{}", env!("CARGO_PKG_VERSION"), std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// Run the front-end named by the program name or the first argument.
+/// Arguments are OS strings: one that is not UTF-8 where text is expected
+/// gets an error line, never a panic.
+pub fn main_with_args(argv: Vec<OsString>) -> Result<()> {
+    let prog = argv.first().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "rllama".into());
     let (cmd, rest) = match command_for_program(&prog) {
         Some(c) => (c.to_string(), argv[1..].to_vec()),
         None => match argv.get(1) {
-            Some(c) => (c.clone(), argv[2..].to_vec()),
+            Some(c) => (c.to_string_lossy().into_owned(), argv[2..].to_vec()),
             None => {
                 println!("{USAGE}");
                 return Ok(());
             }
         },
     };
+    if rest.iter().any(|a| a == "--version") {
+        println!("{}", version());
+        return Ok(());
+    }
     match cmd.as_str() {
         "tokenize" => tokenize::run("rllama tokenize", rest),
         "bench" => bench::run("rllama bench", rest),
@@ -67,7 +82,12 @@ pub fn main_with_args(argv: Vec<String>) -> Result<()> {
             println!("{USAGE}");
             Ok(())
         }
-        other => anyhow::bail!("error: unknown command {other:?}\n{USAGE}"),
+        "--version" | "version" => {
+            println!("{}", version());
+            Ok(())
+        }
+        "server" => anyhow::bail!("error: the server (llama-server) is not part of rllama yet"),
+        other => anyhow::bail!("error: unknown command {other:?} (see rllama --help)"),
     }
 }
 

@@ -75,7 +75,7 @@ struct Opts {
     output_type: u32,
 }
 
-fn parse(prog: &str, args: Vec<String>) -> Result<Option<Opts>> {
+fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
     let Some((a, _)) = super::flags::parse::<PplArgs>(prog, args)? else { return Ok(None) };
     if a.output_type > 1 {
         bail!("error: --ppl-output-type takes 0 or 1");
@@ -106,7 +106,7 @@ fn parse(prog: &str, args: Vec<String>) -> Result<Option<Opts>> {
     }))
 }
 
-pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let Some(o) = parse(prog, args)? else { return Ok(()) };
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL; see {prog} --help)") };
     if o.kl_divergence && o.logits_file.is_none() {

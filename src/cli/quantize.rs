@@ -71,7 +71,7 @@ impl Progress for Bar {
     }
 }
 
-pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let Some((a, _)) = super::flags::parse_with::<QuantizeArgs>(prog, args, |c| c.after_help(types_help()))? else { return Ok(()) };
     let mut p = Params { quantize_output: !a.leave_output_tensor, allow_requantize: a.allow_requantize, pure: a.pure, ..Default::default() };
     if let Some(t) = &a.output_tensor_type {

@@ -33,7 +33,7 @@ pub struct TokenizeArgs {
     no_escape: bool,
 }
 
-pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let Some((a, m)) = parse::<TokenizeArgs>(prog, args)? else { return Ok(()) };
     let Some(model) = a.model else { bail!("error: a model is required (-m MODEL; see {prog} --help)") };
     let prompt = match last_of(&m, &["prompt", "file", "stdin"]) {

@@ -169,7 +169,7 @@ fn int_lists(v: &[String]) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-pub fn parse(prog: &str, args: Vec<String>) -> Result<Option<BenchOpts>> {
+pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOpts>> {
     let Some((a, _)) = super::flags::parse::<BenchArgs>(prog, args)? else { return Ok(None) };
     for (f, v) in [("-ctk", &a.cache_type_k), ("-ctv", &a.cache_type_v)] {
         if v != "f16" {
@@ -529,7 +529,7 @@ fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng
     })
 }
 
-pub fn run(prog: &str, args: Vec<String>) -> Result<()> {
+pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let Some(o) = parse(prog, args)? else { return Ok(()) };
     let insts = instances(&o);
     if let Some(&t) = o.threads.iter().max() {
