@@ -242,3 +242,41 @@ fn reverse_prompt_cut_with_pending_utf8_bytes() {
     assert_eq!(&r.text[..r.cut], "");
     assert!(!r.text.is_char_boundary(r.text.len() - reverse[0].len()), "the old cut would have split a character");
 }
+
+/// llama.cpp's built-in template names render as its llama-chat.cpp formats
+/// (expected strings: llama.cpp's tests/test-chat-template.cpp conversation
+/// and outputs; zephyr written from the format); unknown names are refused.
+#[test]
+fn builtin_template_names_like_llama_cpp() {
+    use rllama::chat::builtin::builtin;
+    let conv = [
+        Message::new("system", "You are a helpful assistant"),
+        Message::new("user", "Hello"),
+        Message::new("assistant", "Hi there"),
+        Message::new("user", "Who are you"),
+        Message::new("assistant", "   I am an assistant   "),
+        Message::new("user", "Another question"),
+    ];
+    let cases = [
+        ("llama2", "[INST] You are a helpful assistant\nHello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an assistant   </s>[INST] Another question [/INST]"),
+        ("mistral-v7", "[SYSTEM_PROMPT] You are a helpful assistant[/SYSTEM_PROMPT][INST] Hello[/INST] Hi there</s>[INST] Who are you[/INST]    I am an assistant   </s>[INST] Another question[/INST]"),
+        ("deepseek", "You are a helpful assistant### Instruction:\nHello\n### Response:\nHi there\n<|EOT|>\n### Instruction:\nWho are you\n### Response:\n   I am an assistant   \n<|EOT|>\n### Instruction:\nAnother question\n### Response:\n"),
+        ("vicuna", "You are a helpful assistant\n\nUSER: Hello\nASSISTANT: Hi there</s>\nUSER: Who are you\nASSISTANT:    I am an assistant   </s>\nUSER: Another question\nASSISTANT:"),
+        ("command-r", "<|START_OF_TURN_TOKEN|><|SYSTEM_TOKEN|>You are a helpful assistant<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>Hello<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>Hi there<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>Who are you<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>I am an assistant<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>Another question<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>"),
+        ("phi3", "<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n<|user|>\nWho are you<|end|>\n<|assistant|>\n   I am an assistant   <|end|>\n<|user|>\nAnother question<|end|>\n<|assistant|>\n"),
+        ("zephyr", "<|system|>\nYou are a helpful assistant<|endoftext|>\n<|user|>\nHello<|endoftext|>\n<|assistant|>\nHi there<|endoftext|>\n<|user|>\nWho are you<|endoftext|>\n<|assistant|>\n   I am an assistant   <|endoftext|>\n<|user|>\nAnother question<|endoftext|>\n<|assistant|>\n"),
+    ];
+    for (name, want) in cases {
+        let t = ChatTemplate::from_source(builtin(name).unwrap(), "", "", false);
+        assert_eq!(t.render(&conv, true).unwrap(), want, "{name}");
+    }
+    // a name that is not built in is an error, not a one-word template
+    let Some(path) = common::model(common::SMOLLM2) else { return };
+    for bad in ["zephyrr", "llama-2", "foo"] {
+        let out =
+            Command::new(common::bin()).args(["cli", "-m", path.to_str().unwrap(), "-cnv", "--chat-template", bad, "-p", "Hi", "-n", "2"]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{bad}: {err}");
+        assert!(err.contains("the supplied chat template is not supported") && err.trim().lines().count() == 1, "{bad}: {err}");
+    }
+}

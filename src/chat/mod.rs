@@ -1,5 +1,6 @@
 //! Chat support shared by the front-ends: templates and the conversation state
 //! (messages, and which tokens the KV cache already holds).
+pub mod builtin;
 pub mod template;
 
 pub use template::{ChatTemplate, Message};

@@ -8,58 +8,7 @@ use crate::tokenizer::Tokenizer;
 use anyhow::{anyhow, Result};
 use minijinja::{context, Environment, Error, ErrorKind, Value};
 
-/// llama.cpp's fallback when a model has no template.
-pub const CHATML: &str = "{%- for message in messages -%}
-  {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-  {{- '<|im_start|>assistant\\n' -}}
-{%- endif -%}";
-
-/// Gemma's turn format; a system message is folded into the first user turn.
-const GEMMA: &str = "{{ bos_token }}
-{%- if messages[0]['role'] == 'system' -%}
-  {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}
-  {%- set loop_messages = messages[1:] -%}
-{%- else -%}
-  {%- set first_user_prefix = '' -%}
-  {%- set loop_messages = messages -%}
-{%- endif -%}
-{%- for message in loop_messages -%}
-  {%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}
-  {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') + message['content'] | trim + '<end_of_turn>\\n' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-  {{ '<start_of_turn>model\\n' }}
-{%- endif -%}";
-
-const LLAMA3: &str = "{{ bos_token }}
-{%- for message in messages -%}
-  {{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-  {{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
-{%- endif -%}";
-
-const PHI3: &str = "{%- for message in messages -%}
-  {{ '<|' + message['role'] + '|>\\n' + message['content'] + '<|end|>\\n' }}
-{%- endfor -%}
-{%- if add_generation_prompt -%}
-  {{ '<|assistant|>\\n' }}
-{%- endif -%}";
-
-/// Built-in templates by the names `--chat-template` accepts.
-pub fn builtin(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "chatml" => CHATML,
-        "gemma" => GEMMA,
-        "llama3" => LLAMA3,
-        "phi3" => PHI3,
-        _ => return None,
-    })
-}
-
-pub const BUILTIN_NAMES: &str = "chatml, gemma, llama3, phi3";
+pub use super::builtin::{builtin, BUILTIN_NAMES, CHATML};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
@@ -86,7 +35,13 @@ impl ChatTemplate {
     /// model's template; else ChatML, as llama.cpp.
     pub fn new(choice: Option<&str>, g: &GgufFile, tok: &Tokenizer) -> Result<Self> {
         let source = match choice {
-            Some(c) => builtin(c).map(str::to_string).unwrap_or_else(|| c.to_string()),
+            Some(c) => match builtin(c) {
+                Some(t) => t.to_string(),
+                // Jinja text given on the command line
+                None if c.contains("{%") || c.contains("{{") => c.to_string(),
+                // a name, but not one of ours (llama-completion's wording)
+                None => anyhow::bail!("error: the supplied chat template is not supported: {c} (built-in names: {BUILTIN_NAMES}; or give Jinja text)"),
+            },
             None => g.get_str("tokenizer.chat_template").unwrap_or(CHATML).to_string(),
         };
         let text = |id: Option<u32>| id.map(|i| tok.token_text(i).to_string()).unwrap_or_default();
