@@ -184,3 +184,21 @@ fn huge_bench_range_is_one_error_line() {
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(e.contains("more than") && e.trim().lines().count() == 1, "{e}");
 }
+
+/// Tensor data that overlaps another tensor's (an offset into it, or a type
+/// whose bytes run into the next tensor) is refused, as llama.cpp refuses it.
+#[test]
+fn overlapping_tensor_data() {
+    let mut b = tiny().to_bytes();
+    let p = tensor_info_pos(&b, "b") + 8 + 1 + 4 + 8 + 4;
+    b[p..p + 8].copy_from_slice(&0u64.to_le_bytes());
+    assert!(err(b).contains("expected"), "offset into the previous tensor");
+    // "a" (F32, 32 x 2) retyped as F16 would end early, as Q8_0 ... any other size
+    let mut b = tiny().to_bytes();
+    let mut pat = 1u64.to_le_bytes().to_vec();
+    pat.extend_from_slice(b"a");
+    pat.extend_from_slice(&2u32.to_le_bytes());
+    let p = b.windows(pat.len()).position(|w| w == pat.as_slice()).unwrap() + pat.len() + 16; // dims
+    b[p..p + 4].copy_from_slice(&1u32.to_le_bytes()); // F16: half the bytes, "b" no longer follows it
+    assert!(err(b).contains("expected"), "a type change that moves the next tensor");
+}

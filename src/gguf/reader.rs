@@ -271,6 +271,9 @@ impl GgufFile {
         let file_len = buf.len() as u64;
         let mut tensors = Vec::with_capacity(infos.len());
         let mut tensor_index = HashMap::new();
+        // As llama.cpp: each tensor's data starts where the previous one's
+        // (padded to the alignment) ends, so no two tensors overlap.
+        let mut expected = 0u64;
         for (name, dims, ty, off, nb, at_off) in infos {
             let start = data_offset.checked_add(off);
             let end = start.and_then(|s| s.checked_add(nb));
@@ -280,6 +283,10 @@ impl GgufFile {
                     bail!("tensor {name} offset at offset {at_off}: data [{}+{off}, +{nb} bytes) lies past the end of the file ({file_len} bytes)", data_offset)
                 }
             }
+            if off != expected {
+                bail!("tensor {name} offset at offset {at_off}: {off}, expected {expected} (tensor data must follow in order, without overlap)");
+            }
+            expected = off.saturating_add(nb.div_ceil(alignment).saturating_mul(alignment));
             if tensor_index.insert(name.clone(), tensors.len()).is_some() {
                 bail!("tensor {name}: duplicate tensor name");
             }
