@@ -202,3 +202,31 @@ fn overlapping_tensor_data() {
     b[p..p + 4].copy_from_slice(&1u32.to_le_bytes()); // F16: half the bytes, "b" no longer follows it
     assert!(err(b).contains("expected"), "a type change that moves the next tensor");
 }
+
+/// Impossible hyper-parameters are refused when the config is read.
+#[test]
+fn impossible_hyper_parameters_are_refused() {
+    let base = |w: &mut GgufWriter| {
+        w.set_str("general.architecture", "llama");
+        for (k, n) in [("embedding_length", 64u32), ("feed_forward_length", 128), ("block_count", 2), ("attention.head_count", 4), ("vocab_size", 8)] {
+            w.set(&format!("llama.{k}"), Value::U32(n));
+        }
+    };
+    let mut ok = GgufWriter::new();
+    base(&mut ok);
+    rllama::model::Config::from_gguf(&GgufFile::from_bytes(ok.to_bytes()).unwrap()).unwrap();
+    for (key, v, want) in [
+        ("rope.dimension_count", 0u32, "rope.dimension_count"),
+        ("attention.head_count", 5, "do not divide"),
+        ("attention.head_count_kv", 3, "head_count_kv"),
+        ("vocab_size", 0, "vocabulary"),
+        ("feed_forward_length", 0, "feed_forward_length"),
+    ] {
+        let mut w = GgufWriter::new();
+        base(&mut w);
+        w.set(&format!("llama.{key}"), Value::U32(v));
+        let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
+        let e = rllama::model::Config::from_gguf(&g).err().unwrap_or_else(|| panic!("{key} = {v} accepted"));
+        assert!(format!("{e:#}").contains(want), "{key}: {e:#}");
+    }
+}

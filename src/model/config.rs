@@ -76,6 +76,9 @@ impl Config {
         if n_head_kv == 0 || n_head % n_head_kv != 0 {
             bail!("metadata {}: {n_head_kv} does not divide the head count {n_head}", k("attention.head_count_kv"));
         }
+        if n_embd % n_head != 0 && (g.get_i64(&k("attention.key_length")).is_none() || g.get_i64(&k("attention.value_length")).is_none()) {
+            bail!("metadata {}: {n_head} heads do not divide the embedding length {n_embd}", k("attention.head_count"));
+        }
         let head_dim_k = opt(g, &k("attention.key_length"), n_embd / n_head)?;
         let head_dim_v = opt(g, &k("attention.value_length"), n_embd / n_head)?;
         if head_dim_k == 0 || head_dim_v == 0 {
@@ -90,7 +93,7 @@ impl Config {
             Some(v) => v as usize,
             None => head_dim_k,
         };
-        if rope_dims > head_dim_k || rope_dims % 2 != 0 {
+        if rope_dims == 0 || rope_dims > head_dim_k || rope_dims % 2 != 0 {
             bail!("metadata {}: {rope_dims} does not fit the head size {head_dim_k}", k("rope.dimension_count"));
         }
         let rope_freq_scale = match g.get_f64(&k("rope.scaling.factor")) {
@@ -118,6 +121,9 @@ impl Config {
             let d = if n_layer == 62 { n_embd / n_head } else { head_dim_k };
             1.0 / (d as f32).sqrt()
         });
+        if n_vocab == 0 {
+            bail!("metadata: no vocabulary ({} is absent and tokenizer.ggml.tokens is empty)", k("vocab_size"));
+        }
         Ok(Config {
             embd_scale: gemma.then(|| (n_embd as f32).sqrt()),
             q_scale,
