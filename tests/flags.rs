@@ -214,3 +214,12 @@ fn version_and_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && err.contains("not part of rllama"), "{err}");
 }
+
+/// A huge draft length is capped (and said so), not run as asked.
+#[test]
+fn huge_draft_length_is_capped() {
+    let Some(m) = common::model(common::SMOLLM2) else { return };
+    let m = m.to_str().unwrap();
+    let err = ok(&["speculative", "-m", m, "-md", m, "--draft-max", "100000", "-p", "Hi", "-n", "8", "--temp", "0.8", "-s", "1"]);
+    assert!(err.contains("capped at 64") && err.contains("n_draft   = 64"), "{err}");
+}

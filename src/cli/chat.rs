@@ -117,10 +117,10 @@ pub fn run(o: &CliOpts, model_path: &str) -> Result<()> {
     } else {
         interactive(o, &setup.tok, &mut gen, &mut totals)?;
     }
-    let (perf, stats) = (gen.sess.perf.clone(), gen.stats.clone());
+    let (perf, stats, n_draft) = (gen.sess.perf.clone(), gen.stats.clone(), gen.len.n_max);
     drop(gen);
     if let Some(d) = &drafter {
-        super::speculative::print_stats(o, &stats, d, totals.n_input, totals.enc_s, totals.n_gen as i64, totals.dec_s);
+        super::speculative::print_stats(n_draft, &stats, d, totals.n_input, totals.enc_s, totals.n_gen as i64, totals.dec_s);
     }
     print_perf(&perf, setup.t_load_ms, setup.t_start);
     Ok(())

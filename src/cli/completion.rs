@@ -63,10 +63,10 @@ pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
     }
     out.write_all(b"\n\n")?;
     out.flush()?;
-    let (perf, stats) = (gen.sess.perf.clone(), gen.stats.clone());
+    let (perf, stats, n_draft) = (gen.sess.perf.clone(), gen.stats.clone(), gen.len.n_max);
     drop(gen);
     if let Some(d) = &drafter {
-        super::speculative::print_stats(o, &stats, d, prompt_toks.len(), enc_s, reply.n_tokens as i64, dec_s);
+        super::speculative::print_stats(n_draft, &stats, d, prompt_toks.len(), enc_s, reply.n_tokens as i64, dec_s);
     }
     print_perf(&perf, setup.t_load_ms, setup.t_start);
     Ok(())

@@ -14,6 +14,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
+/// Most tokens drafted in one round (each round verifies them in one batch).
+pub const MAX_DRAFT: usize = 64;
+
 /// The loaded target (and draft) model with its tokenizer.
 pub struct Setup {
     pub model: Model,
@@ -54,7 +57,15 @@ impl Setup {
 
     /// A generator on the target with the flags' sampler, drafting with `drafter`.
     pub fn generator<'s, 'd>(&'s self, o: &CliOpts, drafter: Option<&'d mut DraftModel<'s>>) -> Generator<'s, 'd> {
-        let len = if drafter.is_some() { DraftLength::new(o.draft.n_max, o.draft.n_min) } else { DraftLength::new(0, 0) };
+        let len = if drafter.is_some() {
+            let cap = MAX_DRAFT.min(self.n_ctx / 2).max(1);
+            if o.draft.n_max > cap {
+                eprintln!("note: --spec-draft-n-max {} capped at {cap} (context {}, at most {MAX_DRAFT})", o.draft.n_max, self.n_ctx);
+            }
+            DraftLength::new(o.draft.n_max.min(cap), o.draft.n_min.min(cap))
+        } else {
+            DraftLength::new(0, 0)
+        };
         let mut gen = Generator::new(
             Session::new(&self.model, self.n_ctx, self.n_batch(o)),
             Sampler::new(o.sampling.clone()),

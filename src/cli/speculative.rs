@@ -2,7 +2,6 @@
 //! speculative`, `rllama cli -md DRAFT`, chat with `-md`): llama.cpp's
 //! vocabulary compatibility check and llama-speculative's statistics block.
 
-use super::options::CliOpts;
 use crate::decode::speculative::{DraftModel, Drafter, SpecStats};
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
@@ -45,11 +44,11 @@ pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
 }
 
 /// llama-speculative's statistics block (stderr), then the draft's timings.
-pub fn print_stats(o: &CliOpts, stats: &SpecStats, drafter: &DraftModel, n_input: usize, enc_s: f64, n_gen: i64, dec_s: f64) {
+pub fn print_stats(n_draft: usize, stats: &SpecStats, drafter: &DraftModel, n_input: usize, enc_s: f64, n_gen: i64, dec_s: f64) {
     eprintln!("encoded {n_input:4} tokens in {enc_s:8.3} seconds, speed: {:8.3} t/s", n_input as f64 / enc_s.max(1e-9));
     eprintln!("decoded {n_gen:4} tokens in {dec_s:8.3} seconds, speed: {:8.3} t/s", n_gen as f64 / dec_s.max(1e-9));
     eprintln!();
-    eprintln!("n_draft   = {}", o.draft.n_max);
+    eprintln!("n_draft   = {n_draft}");
     eprintln!("n_predict = {n_gen}");
     eprintln!("n_drafted = {}", stats.n_drafted);
     eprintln!("n_accept  = {}", stats.n_accept);
