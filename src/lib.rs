@@ -15,4 +15,5 @@ pub mod perplexity;
 pub mod quant;
 pub mod quantize_model;
 pub mod sampling;
+pub mod tmpfile;
 pub mod tokenizer;

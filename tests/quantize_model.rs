@@ -135,3 +135,43 @@ fn errors_are_one_line_and_leave_files_alone() {
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "temporary files left behind");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The temporary file is created exclusively beside the destination: a
+/// planted `DST.rllama-tmp` symlink (the old fixed name) is never followed,
+/// so neither the file it points at nor the source is touched. A directory
+/// as destination is refused before any work.
+#[cfg(unix)]
+#[test]
+fn planted_symlinks_and_directories_are_safe() {
+    let Some(src) = common::model(common::SMOLLM2) else { return };
+    let dir = std::env::temp_dir().join(format!("rllama-qlink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let dst = dir.join("out.gguf");
+    std::os::unix::fs::symlink(&victim, dir.join("out.gguf.rllama-tmp")).unwrap();
+    let src_len = std::fs::metadata(&src).unwrap().len();
+    let out = std::process::Command::new(common::bin())
+        .args(["quantize", "--allow-requantize", src.to_str().unwrap(), dst.to_str().unwrap(), "Q8_0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    assert_eq!(std::fs::metadata(&src).unwrap().len(), src_len);
+    assert!(rllama::gguf::GgufFile::open(&dst).is_ok());
+    // a directory as destination: one error line, at once
+    let out = std::process::Command::new(common::bin())
+        .args(["quantize", "--allow-requantize", src.to_str().unwrap(), dir.to_str().unwrap(), "Q8_0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is a directory"), "{err}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".rllama-tmp") && n != "out.gguf.rllama-tmp")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -157,14 +157,17 @@ fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result
     let n_chunk = ppl::n_chunks(tokens.len(), o.n_ctx, o.chunks)?;
     let (batch, n_seq) = batch_and_seq(o.n_batch, o.n_ctx);
     // Write the base file under a temporary name: a failed run leaves no half file.
-    let tmp = o.logits_file.as_ref().map(|p| format!("{p}.rllama-tmp"));
-    let mut file = match (&o.logits_file, &tmp) {
-        (Some(p), Some(t)) => {
+    // (a failed run drops `tmp`, which removes it)
+    let tmp = match &o.logits_file {
+        Some(p) => {
             eprintln!("perplexity: saving all logits to {p}");
-            let f = std::fs::File::create(t).with_context(|| format!("error: perplexity: failed to open {p} for writing"))?;
-            Some(std::io::BufWriter::with_capacity(1 << 20, f))
+            Some(crate::tmpfile::beside(std::path::Path::new(p)).with_context(|| format!("error: perplexity: failed to open {p} for writing"))?)
         }
-        _ => None,
+        None => None,
+    };
+    let mut file = match &tmp {
+        Some(t) => Some(std::io::BufWriter::with_capacity(1 << 20, t.reopen().context("error: perplexity: cannot write the logits file")?)),
+        None => None,
     };
     eprintln!("perplexity: calculating perplexity over {n_chunk} chunks, n_ctx={}, batch_size={batch}, n_seq={n_seq}", o.n_ctx);
     let mut t_chunk = Instant::now();
@@ -185,18 +188,12 @@ fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result
     };
     let save = file.as_mut().map(|f| f as &mut dyn Write);
     let r = ppl::perplexity(model, &tokens, bos, o.n_ctx, Some(n_chunk), o.n_batch, save, &mut on_chunk);
-    let r = match r {
-        Ok(r) => r,
-        Err(e) => {
-            if let Some(t) = &tmp {
-                let _ = std::fs::remove_file(t);
-            }
-            return Err(e);
-        }
-    };
-    drop(file);
-    if let (Some(p), Some(t)) = (&o.logits_file, &tmp) {
-        std::fs::rename(t, p).with_context(|| format!("error: cannot write {p}"))?;
+    let r = r?;
+    if let Some(mut f) = file.take() {
+        f.flush().context("error: perplexity: cannot write the logits file")?;
+    }
+    if let (Some(p), Some(t)) = (&o.logits_file, tmp) {
+        crate::tmpfile::persist(t, std::path::Path::new(p)).map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
     }
     println!();
     match r.ppl_err {

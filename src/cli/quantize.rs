@@ -121,6 +121,9 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
             bail!("error: input and output files are the same: '{}'", src.display());
         }
     }
+    if dst.is_dir() {
+        bail!("error: cannot write {}: it is a directory", dst.display());
+    }
     match dst.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(d) if !d.is_dir() => bail!("error: cannot write {}: folder {} does not exist", dst.display(), d.display()),
         _ => {}

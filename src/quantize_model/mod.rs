@@ -117,25 +117,12 @@ impl Job {
             })
             .collect();
         let header = w.header(&infos);
-        let tmp = {
-            let mut s = dst.as_os_str().to_owned();
-            s.push(".rllama-tmp");
-            std::path::PathBuf::from(s)
-        };
-        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", dst.display()))?;
-        let res = write_tensors(&g, &plans, header, file, prog).and_then(|r| {
-            std::fs::rename(&tmp, dst).with_context(|| format!("cannot write {}", dst.display()))?;
-            Ok(r)
-        });
-        match res {
-            Ok((size_org, size_new)) => {
-                Ok(Report { size_org, size_new, n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(), n_tensors: g.tensors.len(), n_fallback })
-            }
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                Err(e)
-            }
-        }
+        // a failed run drops `tmp`, which removes it
+        let tmp = crate::tmpfile::beside(dst)?;
+        let file = tmp.reopen().with_context(|| format!("cannot write {}", dst.display()))?;
+        let (size_org, size_new) = write_tensors(&g, &plans, header, file, prog)?;
+        crate::tmpfile::persist(tmp, dst)?;
+        Ok(Report { size_org, size_new, n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(), n_tensors: g.tensors.len(), n_fallback })
     }
 }
 
