@@ -10,6 +10,37 @@ use anyhow::{bail, Result};
 use half::f16;
 use std::ops::Range;
 
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// Bytes of RAM (Linux: MemTotal), if known.
+fn physical_memory() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = s.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+fn memory_note() -> String {
+    match physical_memory() {
+        Some(m) => format!(" (this machine has {:.1} GiB)", m as f64 / GIB),
+        None => String::new(),
+    }
+}
+
+/// `n` zeroed u16s, or None when the allocation fails (pages are zeroed
+/// lazily by the system, as `vec![0; n]` does).
+fn zeroed(n: usize) -> Option<Vec<u16>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u16>(n).ok()?;
+    // SAFETY: the layout is non-zero sized; a non-null result is an
+    // allocation of exactly `n` u16s, zeroed, owned by the returned Vec.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut u16;
+        (!p.is_null()).then(|| Vec::from_raw_parts(p, n, n))
+    }
+}
+
 pub struct KvCache {
     pub n_ctx: usize,
     pub k_dim: usize,
@@ -21,15 +52,24 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(n_layer: usize, n_ctx: usize, k_dim: usize, v_dim: usize) -> Self {
-        KvCache {
-            n_ctx,
-            k_dim,
-            v_dim,
-            k: (0..n_layer).map(|_| vec![0u16; n_ctx * k_dim]).collect(),
-            v: (0..n_layer).map(|_| vec![0u16; n_ctx * v_dim]).collect(),
-            lens: vec![0; n_layer],
+    /// A cache for `n_ctx` positions, or an error saying what was asked and
+    /// what the machine has (sizes are checked, the allocation is fallible).
+    pub fn new(n_layer: usize, n_ctx: usize, k_dim: usize, v_dim: usize) -> Result<Self> {
+        let per_layer = n_ctx.checked_mul(k_dim + v_dim).and_then(|e| e.checked_mul(std::mem::size_of::<u16>()));
+        let total = per_layer.and_then(|b| b.checked_mul(n_layer));
+        let too_big = |what: String| anyhow::anyhow!("the KV cache for a context of {n_ctx} tokens needs {what}{}; use a smaller -c", memory_note());
+        let Some(total) = total else { return Err(too_big("more bytes than can be counted".into())) };
+        if physical_memory().is_some_and(|m| total as u64 > m) {
+            return Err(too_big(format!("{:.1} GiB", total as f64 / GIB)));
         }
+        let alloc = |n: usize| zeroed(n).ok_or_else(|| too_big(format!("{:.1} GiB", total as f64 / GIB)));
+        let mut k = Vec::with_capacity(n_layer);
+        let mut v = Vec::with_capacity(n_layer);
+        for _ in 0..n_layer {
+            k.push(alloc(n_ctx * k_dim)?);
+            v.push(alloc(n_ctx * v_dim)?);
+        }
+        Ok(KvCache { n_ctx, k_dim, v_dim, k, v, lens: vec![0; n_layer] })
     }
 
     pub fn n_layer(&self) -> usize {
@@ -101,7 +141,7 @@ mod tests {
 
     #[test]
     fn layers_keep_their_own_length() {
-        let mut kv = KvCache::new(4, 8, 2, 2);
+        let mut kv = KvCache::new(4, 8, 2, 2).unwrap();
         let rows = [1.0f32; 6];
         for l in 0..4 {
             kv.store(l, 0, 3, &rows, &rows);
@@ -118,5 +158,18 @@ mod tests {
         assert_eq!((kv.len(0), kv.len(3)), (4, 3));
         kv.truncate(1);
         assert_eq!((0..4).map(|l| kv.len(l)).collect::<Vec<_>>(), vec![1; 4]);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn impossible_sizes_are_errors() {
+        for n_ctx in [100_000_000usize, 4_294_967_296, usize::MAX / 2] {
+            let e = KvCache::new(24, n_ctx, 128, 128).err().expect("refused");
+            assert!(format!("{e:#}").contains("KV cache"), "{e:#}");
+        }
     }
 }

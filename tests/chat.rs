@@ -232,7 +232,7 @@ fn reverse_prompt_cut_with_pending_utf8_bytes() {
     });
     let tok = Tokenizer::from_gguf(&m.g).unwrap();
     let params = SamplerParams { temp: 0.0, seed: 1, ..Default::default() };
-    let mut gen = Generator::new(Session::new(&m, 64, 64), Sampler::new(params), None, DraftLength::new(0, 0));
+    let mut gen = Generator::new(Session::new(&m, 64, 64).unwrap(), Sampler::new(params), None, DraftLength::new(0, 0));
     gen.banned = (0..8).filter(|&t| t != 5).collect();
     gen.prompt(&[1, 2]).unwrap();
     let reverse = vec!["é".to_string()];

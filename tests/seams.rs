@@ -17,14 +17,14 @@ fn bits(v: &[f32]) -> Vec<u32> {
 fn parts_equal_forward(m: &Model, tokens: &[u32]) {
     let nl = m.cfg.n_layer;
     let split = nl / 2;
-    let mut kv = m.new_cache(256);
+    let mut kv = m.new_cache(256).unwrap();
     let mut s = Scratch::default();
     s.capture = vec![split - 1];
     let want = m.forward_with(tokens, 0, &mut kv, &mut s, &Outputs::Last, Rounding::Batch).unwrap();
     assert_eq!(s.captured.len(), 1, "hidden rows after layer {}", split - 1);
     let captured = s.captured[0].clone();
 
-    let mut kv = m.new_cache(256);
+    let mut kv = m.new_cache(256).unwrap();
     let mut s = Scratch::default();
     m.embed(tokens, &mut s).unwrap();
     m.blocks(0..split, 0, &mut kv, &mut s, Rounding::Batch, None).unwrap();
@@ -65,10 +65,10 @@ fn seventy_rows_as_steps_equal_one_token_steps() {
     let m = Model::load(&p).unwrap();
     let prompt: Vec<u32> = (0..9).map(|i| 100 + i * 37).collect();
     let batch: Vec<u32> = (0..70).map(|i| 200 + (i * 113) % 40000).collect();
-    let mut a = Session::new(&m, 256, 512);
+    let mut a = Session::new(&m, 256, 512).unwrap();
     a.prompt(&prompt).unwrap();
     let all = a.eval(&batch, &Outputs::All, Rounding::AsSteps).unwrap();
-    let mut b = Session::new(&m, 256, 512);
+    let mut b = Session::new(&m, 256, 512).unwrap();
     b.prompt(&prompt).unwrap();
     let nv = m.cfg.n_vocab;
     for (i, &t) in batch.iter().enumerate() {
@@ -80,7 +80,7 @@ fn seventy_rows_as_steps_equal_one_token_steps() {
 fn greedy_gen(m: &Model) -> Generator<'_, 'static> {
     // greedy with a repetition penalty: the output depends on the penalty window
     let params = SamplerParams { temp: 0.0, seed: 1, repeat_penalty: 1.5, repeat_last_n: 8, ..Default::default() };
-    Generator::new(Session::new(m, 256, 64), Sampler::new(params), None, DraftLength::new(0, 0))
+    Generator::new(Session::new(m, 256, 64).unwrap(), Sampler::new(params), None, DraftLength::new(0, 0))
 }
 
 fn take(g: &mut Generator, n: usize) -> Vec<u32> {
@@ -129,4 +129,44 @@ fn banned_ids_outside_the_vocabulary_are_ignored() {
     g.prompt(&[1, 2]).unwrap();
     let out = take(&mut g, 8);
     assert!(!out.contains(&3), "{out:?}");
+}
+
+/// Sizes the file or the machine cannot hold are errors before anything big
+/// is allocated: a block count far beyond the file's tensors, a training
+/// context of 2^32 taken with -c 0, a huge -c or bench depth.
+#[test]
+fn impossible_sizes_are_one_error_line() {
+    use rllama::gguf::{GgufFile, Value};
+    let bytes = common::tiny_gguf(9, |w| w.set("llama.block_count", Value::U32(100_000_000)));
+    let e = Model::from_gguf(std::sync::Arc::new(GgufFile::from_bytes(bytes).unwrap())).err().expect("refused");
+    assert!(format!("{e:#}").contains("block_count"), "{e:#}");
+    let m = common::tiny_model(9);
+    assert!(m.new_cache(usize::MAX / 4).is_err());
+    assert!(Session::new(&m, 4_294_967_296, 64).is_err());
+    // through the command line
+    let path = std::env::temp_dir().join(format!("rllama-ctx-{}.gguf", std::process::id()));
+    let file = common::tiny_gguf(9, |w| {
+        use rllama::gguf::ValueType;
+        w.set("llama.context_length", Value::U32(u32::MAX));
+        w.set_str("tokenizer.ggml.model", "gpt2");
+        let toks = ["a", "b", "c", "d", "e", "f", "g", "h"].iter().map(|t| Value::String(t.to_string())).collect();
+        w.set("tokenizer.ggml.tokens", Value::Array(ValueType::String, toks));
+        w.set("tokenizer.ggml.merges", Value::Array(ValueType::String, vec![]));
+    });
+    std::fs::write(&path, file).unwrap();
+    let p = path.to_str().unwrap();
+    for (args, want) in [
+        (vec!["bench", "-m", p, "-p", "0", "-n", "1", "-r", "1", "-d", "100000000"], "KV cache"),
+        (vec!["cli", "-m", p, "-p", "abc", "-n", "1", "-c", "0"], "KV cache"),
+        (vec!["cli", "-m", p, "-p", "abc", "-n", "1", "-c", "100000000"], "KV cache"),
+        (vec!["perplexity", "-m", p, "-f", p, "-c", "4294967296"], "error: "),
+    ] {
+        let out = std::process::Command::new(common::bin()).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err.trim().lines().last().unwrap_or("");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(last.starts_with("error: ") && last.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("memory allocation"), "{args:?}: {err}");
+    }
+    std::fs::remove_file(&path).ok();
 }

@@ -32,7 +32,7 @@ fn greedy() -> Sampler {
 }
 
 fn plain(model: &Model, prompt: &[u32], tok: &Tokenizer) -> Vec<u32> {
-    let mut sess = Session::new(model, 1024, 512);
+    let mut sess = Session::new(model, 1024, 512).unwrap();
     let mut s = greedy();
     let mut logits = sess.prompt(prompt).unwrap();
     let mut out = Vec::new();
@@ -48,8 +48,8 @@ fn plain(model: &Model, prompt: &[u32], tok: &Tokenizer) -> Vec<u32> {
 }
 
 fn speculative(model: &Model, draft: &Model, prompt: &[u32], tok: &Tokenizer, stats: &mut SpecStats) -> Vec<u32> {
-    let mut sess = Session::new(model, 1024, 512);
-    let mut drafter = DraftModel::new(draft, 1024, 512, 0.0);
+    let mut sess = Session::new(model, 1024, 512).unwrap();
+    let mut drafter = DraftModel::new(draft, 1024, 512, 0.0).unwrap();
     let mut len = DraftLength::fixed(4);
     let mut s = greedy();
     sess.prompt(&prompt[..prompt.len() - 1]).unwrap();
@@ -135,7 +135,7 @@ fn token_counts(target: &Model, draft: Option<&Model>, n: u32, rule: fn(f32, f32
         let mut out = Vec::new();
         match draft {
             None => {
-                let mut sess = Session::new(target, 64, 64);
+                let mut sess = Session::new(target, 64, 64).unwrap();
                 let mut logits = sess.prompt(&prompt).unwrap();
                 while out.len() < 3 {
                     let t = s.sample(&logits);
@@ -145,8 +145,8 @@ fn token_counts(target: &Model, draft: Option<&Model>, n: u32, rule: fn(f32, f32
                 }
             }
             Some(d) => {
-                let mut sess = Session::new(target, 64, 64);
-                let mut drafter = DraftModel::new(d, 64, 64, 0.0);
+                let mut sess = Session::new(target, 64, 64).unwrap();
+                let mut drafter = DraftModel::new(d, 64, 64, 0.0).unwrap();
                 let mut len = DraftLength::fixed(2);
                 let mut stats = SpecStats::default();
                 sess.prompt(&prompt[..2]).unwrap();

@@ -108,8 +108,8 @@ impl Totals {
 
 pub fn run(o: &CliOpts, model_path: &str) -> Result<()> {
     let setup = Setup::load(o, model_path)?;
-    let mut drafter = setup.drafter(o);
-    let mut gen = setup.generator(o, drafter.as_mut());
+    let mut drafter = setup.drafter(o)?;
+    let mut gen = setup.generator(o, drafter.as_mut())?;
     let mut totals = Totals::default();
     install_ctrl_c();
     if o.conversation {

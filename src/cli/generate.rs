@@ -51,12 +51,12 @@ impl Setup {
     }
 
     /// The draft model's drafter, when `-md` was given.
-    pub fn drafter(&self, o: &CliOpts) -> Option<DraftModel<'_>> {
-        self.draft.as_ref().map(|d| DraftModel::new(d, o.draft.n_ctx.unwrap_or(self.n_ctx), self.n_batch(o), o.draft.p_min))
+    pub fn drafter(&self, o: &CliOpts) -> Result<Option<DraftModel<'_>>> {
+        self.draft.as_ref().map(|d| DraftModel::new(d, o.draft.n_ctx.unwrap_or(self.n_ctx), self.n_batch(o), o.draft.p_min)).transpose()
     }
 
     /// A generator on the target with the flags' sampler, drafting with `drafter`.
-    pub fn generator<'s, 'd>(&'s self, o: &CliOpts, drafter: Option<&'d mut DraftModel<'s>>) -> Generator<'s, 'd> {
+    pub fn generator<'s, 'd>(&'s self, o: &CliOpts, drafter: Option<&'d mut DraftModel<'s>>) -> Result<Generator<'s, 'd>> {
         let len = if drafter.is_some() {
             let cap = MAX_DRAFT.min(self.n_ctx / 2).max(1);
             if o.draft.n_max > cap {
@@ -67,7 +67,7 @@ impl Setup {
             DraftLength::new(0, 0)
         };
         let mut gen = Generator::new(
-            Session::new(&self.model, self.n_ctx, self.n_batch(o)),
+            Session::new(&self.model, self.n_ctx, self.n_batch(o))?,
             Sampler::new(o.sampling.clone()),
             drafter.map(|d| d as &mut dyn Drafter),
             len,
@@ -76,7 +76,7 @@ impl Setup {
             // llama.cpp's -inf logit bias on every end-of-generation token
             gen.banned = self.tok.eog.iter().copied().filter(|&t| (t as usize) < self.model.cfg.n_vocab).collect();
         }
-        gen
+        Ok(gen)
     }
 }
 

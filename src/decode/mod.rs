@@ -32,8 +32,8 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize) -> Self {
-        Session { model, kv: model.new_cache(n_ctx), scratch: Scratch::default(), n_batch: n_batch.max(1), perf: Perf::default(), hidden_rows: 0 }
+    pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize) -> Result<Self> {
+        Ok(Session { model, kv: model.new_cache(n_ctx)?, scratch: Scratch::default(), n_batch: n_batch.max(1), perf: Perf::default(), hidden_rows: 0 })
     }
 
     pub fn n_ctx(&self) -> usize {

@@ -67,8 +67,8 @@ pub struct DraftModel<'m> {
 }
 
 impl<'m> DraftModel<'m> {
-    pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize, p_min: f32) -> Self {
-        DraftModel { sess: Session::new(model, n_ctx, n_batch), n_past: 0, offset: 0, p_min, ms_ema: None, t_ms: 0.0, n_drafted: 0, n_rounds: 0 }
+    pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize, p_min: f32) -> Result<Self> {
+        Ok(DraftModel { sess: Session::new(model, n_ctx, n_batch)?, n_past: 0, offset: 0, p_min, ms_ema: None, t_ms: 0.0, n_drafted: 0, n_rounds: 0 })
     }
 }
 

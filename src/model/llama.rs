@@ -86,7 +86,8 @@ impl Model {
         Ok(Model { g, cfg, w })
     }
 
-    pub fn new_cache(&self, n_ctx: usize) -> KvCache {
+    /// A KV cache for `n_ctx` positions (an error when it cannot be had).
+    pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache> {
         let c = &self.cfg;
         KvCache::new(c.n_layer, n_ctx, c.n_head_kv * c.head_dim_k, c.n_head_kv * c.head_dim_v)
     }

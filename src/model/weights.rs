@@ -8,6 +8,9 @@ use crate::ops::matmul::QMatrix;
 use anyhow::{bail, Result};
 use std::sync::Arc;
 
+/// Tensors every block has (q, k, v, o, gate, up, down, two norms).
+const TENSORS_PER_BLOCK: usize = 9;
+
 /// One transformer block's weights.
 pub struct Layer {
     pub attn_norm: Vec<f32>,
@@ -73,6 +76,11 @@ impl Weights {
         let (d, hk, hv) = (cfg.n_embd, cfg.head_dim_k, cfg.head_dim_v);
         let (nq, nk, nv) = (cfg.n_head * hk, cfg.n_head_kv * hk, cfg.n_head_kv * hv);
         // token_embd is only read row by row (unless it is also the output, packed below)
+        // every block has at least its nine matrices and norms: a block count
+        // the file cannot hold is an error before anything is allocated for it
+        if cfg.n_layer.saturating_mul(TENSORS_PER_BLOCK) > g.tensors.len() {
+            bail!("metadata block_count {}: the file holds only {} tensors", cfg.n_layer, g.tensors.len());
+        }
         let tok_embd = Linear::new(matrix(g, "token_embd.weight", d, cfg.n_vocab, false)?);
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {

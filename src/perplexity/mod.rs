@@ -81,7 +81,7 @@ pub fn perplexity(
     }
     let row_len = logprob::packed_row_len(nv);
     let mut packed = vec![0u16; if save.is_some() { n_scored * row_len } else { 0 }];
-    let mut kv = model.new_cache(n_ctx);
+    let mut kv = model.new_cache(n_ctx)?;
     let mut scratch = Scratch::default();
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut per_chunk = Vec::with_capacity(n_chunk);
@@ -140,7 +140,7 @@ pub fn kl_divergence(
     let n_scored = n_ctx - 1 - first;
     let row_len = logprob::packed_row_len(nv);
     let mut packed = vec![0u16; n_scored * row_len];
-    let mut kv = model.new_cache(n_ctx);
+    let mut kv = model.new_cache(n_ctx)?;
     let mut scratch = Scratch::default();
     let mut sums = KldSums::default();
     let (mut kld_values, mut p_diff_values) = (Vec::new(), Vec::new());

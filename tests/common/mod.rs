@@ -60,8 +60,13 @@ pub fn tiny_model(seed: u64) -> rllama::model::Model {
 
 /// `tiny_model` with extra metadata (e.g. a tokenizer).
 pub fn tiny_model_with(seed: u64, extra: impl FnOnce(&mut rllama::gguf::GgufWriter)) -> rllama::model::Model {
+    rllama::model::Model::from_gguf(std::sync::Arc::new(rllama::gguf::GgufFile::from_bytes(tiny_gguf(seed, extra)).unwrap())).unwrap()
+}
+
+/// The bytes of `tiny_model_with`'s file.
+pub fn tiny_gguf(seed: u64, extra: impl FnOnce(&mut rllama::gguf::GgufWriter)) -> Vec<u8> {
     use rand::{Rng, SeedableRng};
-    use rllama::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+    use rllama::gguf::{GgmlType, GgufWriter, Value};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let (d, ff, nv, nl) = (64usize, 128usize, 8usize, 2usize);
     let mut w = GgufWriter::new();
@@ -99,5 +104,5 @@ pub fn tiny_model_with(seed: u64, extra: impl FnOnce(&mut rllama::gguf::GgufWrit
         t(&p("ffn_down.weight"), &[ff as u64, d as u64], 0.2, false);
     }
     extra(&mut w);
-    rllama::model::Model::from_gguf(std::sync::Arc::new(GgufFile::from_bytes(w.to_bytes()).unwrap())).unwrap()
+    w.to_bytes()
 }

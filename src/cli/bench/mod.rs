@@ -476,7 +476,7 @@ fn run_gen(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<
 
 fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng: &mut rand::rngs::StdRng, idx: usize, total: usize) -> Result<TestResult> {
     let n_ctx = inst.n_prompt + inst.n_gen + inst.n_depth;
-    let mut s = Session::new(m, n_ctx.max(1), inst.n_batch.min(inst.n_ubatch));
+    let mut s = Session::new(m, n_ctx.max(1), inst.n_batch.min(inst.n_ubatch)).map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
     let progress = |what: &str| {
         if o.progress {
             eprintln!("llama-bench: benchmark {idx}/{total}: {what}");
