@@ -230,3 +230,46 @@ fn impossible_hyper_parameters_are_refused() {
         assert!(format!("{e:#}").contains(want), "{key}: {e:#}");
     }
 }
+
+/// Minor hostile-input cases: a metadata value of the wrong type is reported
+/// as such, a directory as model is named as one, control bytes from a file
+/// never reach the terminal raw.
+#[test]
+fn wrong_types_directories_and_control_bytes() {
+    let mut w = GgufWriter::new();
+    w.set_str("general.architecture", "llama");
+    for (k, n) in [("embedding_length", 64u32), ("feed_forward_length", 128), ("attention.head_count", 4), ("vocab_size", 8)] {
+        w.set(&format!("llama.{k}"), Value::U32(n));
+    }
+    w.set_str("llama.block_count", "two");
+    let e = rllama::model::Config::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).err().unwrap();
+    assert!(format!("{e:#}").contains("has type String, expected an integer"), "{e:#}");
+
+    let bin = env!("CARGO_BIN_EXE_rllama");
+    let out = std::process::Command::new(bin).args(["cli", "-m", std::env::temp_dir().to_str().unwrap(), "-p", "hi"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("is a directory"), "{err}");
+
+    // a tensor name with NUL and ESC bytes and an unknown type id
+    let s = |b: &[u8]| [(b.len() as u64).to_le_bytes().to_vec(), b.to_vec()].concat();
+    let mut f = b"GGUF".to_vec();
+    f.extend(3u32.to_le_bytes());
+    f.extend(1u64.to_le_bytes());
+    f.extend(1u64.to_le_bytes());
+    f.extend(s(b"general.architecture"));
+    f.extend(8u32.to_le_bytes());
+    f.extend(s(b"llama"));
+    f.extend(s(b"bad\x00\x1bname"));
+    f.extend(1u32.to_le_bytes());
+    f.extend(32u64.to_le_bytes());
+    f.extend(99u32.to_le_bytes());
+    f.extend(0u64.to_le_bytes());
+    f.extend([0u8; 64]);
+    let path = std::env::temp_dir().join(format!("rllama-ctl-{}.gguf", std::process::id()));
+    std::fs::write(&path, f).unwrap();
+    let out = std::process::Command::new(bin).args(["cli", "-m", path.to_str().unwrap(), "-p", "hi"]).output().unwrap();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!out.stderr.iter().any(|&b| b < 0x20 && b != b'\n'), "raw control bytes: {:?}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+}

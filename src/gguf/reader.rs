@@ -170,6 +170,9 @@ fn read_value(c: &mut Cursor, t: ValueType, v2: bool, key: &str, depth: usize) -
 impl GgufFile {
     /// Open and validate a GGUF file; tensor data is memory-mapped, not copied.
     pub fn open(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            bail!("{}: cannot open: it is a directory, not a GGUF file", path.display());
+        }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => bail!("{}: cannot open: {e}", path.display()),

@@ -46,7 +46,7 @@ pub enum FfnAct {
 
 /// An optional size: absent gives `default`, present must be in 1..2^40.
 fn opt(g: &GgufFile, key: &str, default: usize) -> Result<usize> {
-    match g.get_i64(key) {
+    match g.get(key) {
         None => Ok(default),
         Some(_) => req(g, key),
     }
@@ -56,7 +56,10 @@ fn req(g: &GgufFile, key: &str) -> Result<usize> {
     match g.get_i64(key) {
         Some(v) if v > 0 && v < (1 << 40) => Ok(v as usize),
         Some(v) => bail!("metadata {key} = {v} is out of range"),
-        None => bail!("missing metadata {key}"),
+        None => match g.get(key) {
+            Some(v) => bail!("metadata {key} has type {:?}, expected an integer", v.value_type()),
+            None => bail!("missing metadata {key}"),
+        },
     }
 }
 
