@@ -181,7 +181,12 @@ pub fn run(n: usize, f: &(dyn Fn(usize) + Sync)) {
             *sp += 1;
         }
     }
-    OVERSUBSCRIBED.store(n > available_cores(), Relaxed);
+    // written only when it changes: this runs for every job, and the workers
+    // read the flag while they wait
+    let over = n > available_cores();
+    if OVERSUBSCRIBED.load(Relaxed) != over {
+        OVERSUBSCRIBED.store(over, Relaxed);
+    }
     let sh = t.shared;
     // SAFETY: no worker reads `job` now (the previous job finished); the
     // lifetime is erased but `f` outlives this call, which waits for all.

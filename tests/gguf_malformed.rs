@@ -20,6 +20,17 @@ fn tiny() -> GgufWriter {
     w
 }
 
+/// Metadata of a small valid llama config (no tensors): the base the config
+/// tests spoil one key of.
+fn llama_config() -> GgufWriter {
+    let mut w = GgufWriter::new();
+    w.set_str("general.architecture", "llama");
+    for (k, n) in [("embedding_length", 64u32), ("feed_forward_length", 128), ("block_count", 2), ("attention.head_count", 4), ("vocab_size", 8)] {
+        w.set(&format!("llama.{k}"), Value::U32(n));
+    }
+    w
+}
+
 fn err(bytes: Vec<u8>) -> String {
     match GgufFile::from_bytes(bytes) {
         Ok(_) => panic!("malformed file accepted"),
@@ -165,11 +176,7 @@ fn small_alignment_is_refused() {
 #[test]
 fn negative_sizes_in_metadata_are_refused() {
     for (key, v) in [("attention.head_count_kv", -2i32), ("attention.key_length", -64), ("attention.value_length", -1), ("rope.dimension_count", -8)] {
-        let mut w = GgufWriter::new();
-        w.set_str("general.architecture", "llama");
-        for (k, n) in [("embedding_length", 64u32), ("feed_forward_length", 128), ("block_count", 2), ("attention.head_count", 4)] {
-            w.set(&format!("llama.{k}"), Value::U32(n));
-        }
+        let mut w = llama_config();
         w.set(&format!("llama.{key}"), Value::I32(v));
         let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
         let e = rllama::model::Config::from_gguf(&g).err().unwrap_or_else(|| panic!("{key} = {v} accepted"));
@@ -206,15 +213,7 @@ fn overlapping_tensor_data() {
 /// Impossible hyper-parameters are refused when the config is read.
 #[test]
 fn impossible_hyper_parameters_are_refused() {
-    let base = |w: &mut GgufWriter| {
-        w.set_str("general.architecture", "llama");
-        for (k, n) in [("embedding_length", 64u32), ("feed_forward_length", 128), ("block_count", 2), ("attention.head_count", 4), ("vocab_size", 8)] {
-            w.set(&format!("llama.{k}"), Value::U32(n));
-        }
-    };
-    let mut ok = GgufWriter::new();
-    base(&mut ok);
-    rllama::model::Config::from_gguf(&GgufFile::from_bytes(ok.to_bytes()).unwrap()).unwrap();
+    rllama::model::Config::from_gguf(&GgufFile::from_bytes(llama_config().to_bytes()).unwrap()).unwrap();
     for (key, v, want) in [
         ("rope.dimension_count", 0u32, "rope.dimension_count"),
         ("attention.head_count", 5, "do not divide"),
@@ -222,8 +221,7 @@ fn impossible_hyper_parameters_are_refused() {
         ("vocab_size", 0, "vocabulary"),
         ("feed_forward_length", 0, "feed_forward_length"),
     ] {
-        let mut w = GgufWriter::new();
-        base(&mut w);
+        let mut w = llama_config();
         w.set(&format!("llama.{key}"), Value::U32(v));
         let g = GgufFile::from_bytes(w.to_bytes()).unwrap();
         let e = rllama::model::Config::from_gguf(&g).err().unwrap_or_else(|| panic!("{key} = {v} accepted"));
@@ -236,11 +234,7 @@ fn impossible_hyper_parameters_are_refused() {
 /// never reach the terminal raw.
 #[test]
 fn wrong_types_directories_and_control_bytes() {
-    let mut w = GgufWriter::new();
-    w.set_str("general.architecture", "llama");
-    for (k, n) in [("embedding_length", 64u32), ("feed_forward_length", 128), ("attention.head_count", 4), ("vocab_size", 8)] {
-        w.set(&format!("llama.{k}"), Value::U32(n));
-    }
+    let mut w = llama_config();
     w.set_str("llama.block_count", "two");
     let e = rllama::model::Config::from_gguf(&GgufFile::from_bytes(w.to_bytes()).unwrap()).err().unwrap();
     assert!(format!("{e:#}").contains("has type String, expected an integer"), "{e:#}");

@@ -6,7 +6,7 @@
 //! reuse, /regen, /clear) and rolls the sampler's penalty window back with
 //! them. Front-ends only print and decide when to stop.
 
-use super::speculative::{accept_rule, round_with, DraftLength, Drafter, NoDrafter, SpecStats};
+use super::speculative::{accept_rule, ban, round_with, DraftLength, Drafter, NoDrafter, SpecStats};
 use super::Session;
 use crate::sampling::Sampler;
 use anyhow::{bail, Result};
@@ -85,11 +85,7 @@ impl<'m, 'd> Generator<'m, 'd> {
     pub fn next(&mut self) -> Result<Vec<u32>> {
         let out = if let Some(mut l) = self.logits.take() {
             let t0 = Instant::now();
-            for &b in &self.banned {
-                if let Some(v) = l.get_mut(b as usize) {
-                    *v = f32::NEG_INFINITY;
-                }
-            }
+            ban(&mut l, &self.banned);
             let t = self.sampler.sample(&l);
             self.sampler.accept(t);
             self.sess.perf.t_sample_ms += t0.elapsed().as_secs_f64() * 1e3;

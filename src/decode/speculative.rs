@@ -317,6 +317,16 @@ pub struct SpecStats {
     pub n_rounds: usize,
 }
 
+/// llama.cpp's -inf logit bias: `banned` tokens are never sampled (ids
+/// outside the vocabulary are ignored).
+pub fn ban(logits: &mut [f32], banned: &[u32]) {
+    for &b in banned {
+        if let Some(v) = logits.get_mut(b as usize) {
+            *v = f32::NEG_INFINITY;
+        }
+    }
+}
+
 /// Verify `drafts` against the target's rows of logits (row i follows the
 /// history plus drafts[..i]); returns the accepted drafts plus one more token
 /// (the target's correction, or its bonus token when all were accepted).
@@ -414,11 +424,7 @@ pub fn round_with(
     sess.perf.n_eval += 1;
     let nv = sess.model.cfg.n_vocab;
     for row in logits.chunks_exact_mut(nv) {
-        for &b in banned {
-            if let Some(v) = row.get_mut(b as usize) {
-                *v = f32::NEG_INFINITY;
-            }
-        }
+        ban(row, banned);
     }
     let rows: Vec<&[f32]> = logits.chunks_exact(nv).collect();
     let ts = Instant::now();
