@@ -33,6 +33,64 @@ fn tokenize_equals_llama_cpp() {
     }
 }
 
+/// Prompts that are not valid UTF-8 give llama.cpp's ids: SentencePiece on
+/// the bytes (Gemma), byte-level BPE with each bad byte as U+FFFD (SmolLM2,
+/// Qwen). Fixtures from scripts/tokenize-bytes-fixture.py.
+#[test]
+fn tokenize_invalid_utf8_equals_llama_cpp() {
+    for (key, file, _) in &MODELS[..3] {
+        let Some(path) = common::model(file) else {
+            continue;
+        };
+        let tok = Tokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+        let cases = common::read_jsonl(&format!("tokenize-bytes-{key}.jsonl"));
+        assert!(cases.len() > 30);
+        for r in cases {
+            let hex = r["hex"].as_str().unwrap();
+            let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+            let want: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(tok.encode_bytes(&bytes, true, true).unwrap(), want, "{key}: {:?}", String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+/// Invalid UTF-8 on the command line: `-p` is bytes (the same ids as from a
+/// file, `\xff` escapes give the byte), a model path is a path.
+#[cfg(unix)]
+#[test]
+fn front_ends_take_arguments_as_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let Some(path) = common::model(common::GEMMA) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join(OsStr::from_bytes(b"model-\xff.gguf"));
+    std::os::unix::fs::symlink(&path, &odd).unwrap();
+    let text = dir.path().join("in.txt");
+    std::fs::write(&text, b"hi \xff there").unwrap();
+    let ids = |args: &[&OsStr]| {
+        let out = std::process::Command::new(common::bin()).arg("tokenize").args(args).arg("--ids").output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let from_arg = ids(&["-m".as_ref(), odd.as_os_str(), "-p".as_ref(), OsStr::from_bytes(b"hi \xff there")]);
+    let from_file = ids(&["-m".as_ref(), odd.as_os_str(), "-f".as_ref(), text.as_os_str()]);
+    // llama-tokenize's ids (<0xFF> then the bytes of "▁", as its SentencePiece splits them)
+    assert_eq!(from_arg, "[2, 2202, 236743, 493, 464, 388, 367, 13534]");
+    assert_eq!(from_arg, from_file);
+    // completion: -e turns \xff into the byte 0xFF (not U+00FF): the echo of
+    // the prompt's tokens shows the byte token (as U+FFFD) and the split "▁"
+    let out = std::process::Command::new(common::bin())
+        .args(["cli".as_ref(), "-m".as_ref(), odd.as_os_str(), "-p".as_ref(), OsStr::from_bytes(br"hi \xff there"), "-n".as_ref(), "1".as_ref()])
+        .args(["--temp", "0", "-t", "1", "-no-cnv"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.starts_with("hi \u{FFFD}\u{2581}there".as_bytes()), "{:?}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[test]
 fn tokenize_front_end_prints_ids() {
     let Some(path) = common::model(common::SMOLLM2) else {

@@ -14,6 +14,7 @@ use crate::decode::Perf;
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 use anyhow::{bail, Result};
 use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::Instant;
 
@@ -106,7 +107,7 @@ impl Totals {
     }
 }
 
-pub fn run(o: &CliOpts, model_path: &str) -> Result<()> {
+pub fn run(o: &CliOpts, model_path: &Path) -> Result<()> {
     let setup = Setup::load(o, model_path)?;
     let mut drafter = setup.drafter(o)?;
     let mut gen = setup.generator(o, drafter.as_mut())?;
@@ -139,7 +140,7 @@ fn conversation(o: &CliOpts, setup: &Setup, gen: &mut Generator, totals: &mut To
     let mut msgs = system.clone();
     // where the last reply's tokens start in the generator's history
     let mut reply_start = None;
-    let mut first = (!o.prompt.is_empty()).then(|| o.prompt.clone());
+    let mut first = (!o.prompt.is_empty()).then(|| crate::tokenizer::text_from_bytes(&o.prompt));
     let n_ctx = gen.sess.n_ctx();
     if std::io::stdin().is_terminal() {
         println!("rllama chat: {} ({} tokens of context)", model.cfg.arch, n_ctx);
@@ -230,9 +231,9 @@ fn conversation(o: &CliOpts, setup: &Setup, gen: &mut Generator, totals: &mut To
 /// Raw interactive mode: the prompt is completed, then each input (with
 /// --in-prefix / --in-suffix) is appended as plain text and generation goes on.
 fn interactive(o: &CliOpts, tok: &Tokenizer, gen: &mut Generator, totals: &mut Totals) -> Result<()> {
-    let mut pending = tok.encode(&o.prompt, true, true)?;
+    let mut pending = tok.encode_bytes(&o.prompt, true, true)?;
     let mut out = std::io::stdout().lock();
-    out.write_all(o.prompt.as_bytes())?;
+    out.write_all(&o.prompt)?;
     out.flush()?;
     drop(out);
     loop {

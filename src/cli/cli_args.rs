@@ -2,10 +2,13 @@
 //! sees them (llama.cpp's names, aliases and defaults), turned into `CliOpts`.
 
 use super::flags::last_of;
+use super::flags::{os_bytes, os_text};
 use super::options::{CliOpts, DraftOpts};
 use crate::sampling::SamplerParams;
 use anyhow::{bail, Result};
 use clap::{ArgMatches, Args, Parser};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 const AFTER: &str = "In a chat: /exit (or EOF, or a second Ctrl-C) ends, /clear starts over, /regen redoes the last reply; \
 Ctrl-C stops the current reply. A line ending in \\ continues on the next line.
@@ -15,7 +18,7 @@ llama.cpp's single-dash spellings work too: -ngl, -no-cnv, -cnv, -sys, -sysf, -s
 #[command(about = "Generate text with a GGUF model (llama-completion / llama-cli)", after_help = AFTER)]
 pub struct CliArgs {
     #[arg(short = 'm', long = "model", value_name = "FILE", help_heading = "Model")]
-    model: Option<String>,
+    model: Option<PathBuf>,
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 4096, help = "context size (0 = the model's)", help_heading = "Model")]
     n_ctx: usize,
     #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 2048, help_heading = "Model")]
@@ -45,9 +48,9 @@ pub struct CliArgs {
     flash_attn: Option<String>,
 
     #[arg(short = 'p', long = "prompt", value_name = "TEXT", help_heading = "Prompt")]
-    prompt: Option<String>,
+    prompt: Option<OsString>,
     #[arg(short = 'f', long = "file", value_name = "FILE", help = "read the prompt from a file", help_heading = "Prompt")]
-    file: Option<String>,
+    file: Option<PathBuf>,
     #[arg(short = 'n', long = "n-predict", visible_alias = "predict", value_name = "N", default_value_t = -1, help = "tokens to generate (-1 = until the end)", help_heading = "Prompt")]
     n_predict: i64,
     #[arg(
@@ -103,19 +106,19 @@ pub struct CliArgs {
     #[arg(long = "single-turn", alias = "st", help = "one reply, then exit (-st)", help_heading = "Chat")]
     single_turn: bool,
     #[arg(long = "system-prompt", alias = "sys", value_name = "TEXT", help = "(-sys)", help_heading = "Chat")]
-    system_prompt: Option<String>,
+    system_prompt: Option<OsString>,
     #[arg(long = "system-prompt-file", alias = "sysf", value_name = "FILE", help = "(-sysf)", help_heading = "Chat")]
-    system_prompt_file: Option<String>,
+    system_prompt_file: Option<PathBuf>,
     #[arg(long = "chat-template", value_name = "NAME|JINJA", help = "built-in name or Jinja text", help_heading = "Chat")]
-    chat_template: Option<String>,
+    chat_template: Option<OsString>,
     #[arg(long = "chat-template-file", value_name = "FILE", help_heading = "Chat")]
-    chat_template_file: Option<String>,
+    chat_template_file: Option<PathBuf>,
     #[arg(short = 'r', long = "reverse-prompt", value_name = "TEXT", action = clap::ArgAction::Append, help = "stop the reply at this text (repeatable)", help_heading = "Chat")]
-    reverse_prompt: Vec<String>,
+    reverse_prompt: Vec<OsString>,
     #[arg(long = "in-prefix", value_name = "TEXT", default_value = "", help_heading = "Chat")]
-    in_prefix: String,
+    in_prefix: OsString,
     #[arg(long = "in-suffix", value_name = "TEXT", default_value = "", help_heading = "Chat")]
-    in_suffix: String,
+    in_suffix: OsString,
     #[arg(long = "multiline-input", alias = "mli", help = "(-mli)", help_heading = "Chat")]
     multiline: bool,
     #[arg(long = "show-timings", overrides_with = "no_show_timings", help = "timings after each reply (default)", help_heading = "Chat")]
@@ -158,7 +161,7 @@ pub struct DraftArgs {
         help = "draft model for speculative decoding (-md)",
         help_heading = "Speculative"
     )]
-    draft_model: Option<String>,
+    draft_model: Option<PathBuf>,
     #[arg(long = "spec-draft-n-max", visible_aliases = ["draft-max", "draft", "draft-n"], value_name = "N", default_value_t = 16, help = "most tokens drafted per round", help_heading = "Speculative")]
     draft_n_max: usize,
     #[arg(long = "spec-draft-n-min", visible_alias = "draft-min", value_name = "N", default_value_t = 0, help_heading = "Speculative")]
@@ -209,11 +212,16 @@ impl From<DraftArgs> for DraftOpts {
     }
 }
 
-fn read_text(what: &str, p: &str) -> Result<String> {
+fn read_bytes(what: &str, p: &Path) -> Result<Vec<u8>> {
     match std::fs::read(p) {
-        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
-        Err(e) => bail!("error: cannot read {what} {p}: {e}"),
+        Ok(b) => Ok(b),
+        Err(e) => bail!("error: cannot read {what} {}: {e}", p.display()),
     }
+}
+
+/// A file's text, invalid UTF-8 read as llama.cpp reads it.
+fn read_text(what: &str, p: &Path) -> Result<String> {
+    Ok(crate::tokenizer::text_from_bytes(&read_bytes(what, p)?))
 }
 
 impl CliArgs {
@@ -223,16 +231,16 @@ impl CliArgs {
             eprintln!("note: rllama runs on the CPU only; the GPU layer count (-ngl) is ignored");
         }
         let prompt = match last_of(m, &["prompt", "file"]) {
-            Some("file") => read_text("prompt file", self.file.as_deref().unwrap_or_default())?,
-            _ => self.prompt.unwrap_or_default(),
+            Some("file") => read_bytes("prompt file", self.file.as_deref().unwrap_or(Path::new("")))?,
+            _ => self.prompt.as_deref().map(os_bytes).unwrap_or_default(),
         };
         let system_prompt = match last_of(m, &["system_prompt", "system_prompt_file"]) {
-            Some("system_prompt_file") => read_text("system prompt file", self.system_prompt_file.as_deref().unwrap_or_default())?,
-            _ => self.system_prompt.unwrap_or_default(),
+            Some("system_prompt_file") => read_text("system prompt file", self.system_prompt_file.as_deref().unwrap_or(Path::new("")))?,
+            _ => self.system_prompt.as_deref().map(os_text).unwrap_or_default(),
         };
         let chat_template = match last_of(m, &["chat_template", "chat_template_file"]) {
-            Some("chat_template_file") => Some(read_text("chat template file", self.chat_template_file.as_deref().unwrap_or_default())?),
-            _ => self.chat_template,
+            Some("chat_template_file") => Some(read_text("chat template file", self.chat_template_file.as_deref().unwrap_or(Path::new("")))?),
+            _ => self.chat_template.as_deref().map(os_text),
         };
         let conversation = if self.conversation {
             true
@@ -268,9 +276,9 @@ impl CliArgs {
             single_turn: self.single_turn,
             system_prompt,
             chat_template,
-            reverse_prompts: self.reverse_prompt,
-            in_prefix: self.in_prefix,
-            in_suffix: self.in_suffix,
+            reverse_prompts: self.reverse_prompt.iter().map(|r| os_text(r)).collect(),
+            in_prefix: os_text(&self.in_prefix),
+            in_suffix: os_text(&self.in_suffix),
             multiline: self.multiline,
             show_timings: !self.no_show_timings,
             draft: self.draft.into(),

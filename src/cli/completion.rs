@@ -7,6 +7,7 @@ use super::options::{parse, print_perf, CliOpts};
 use crate::tokenizer::Utf8Stream;
 use anyhow::{bail, Result};
 use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
 pub fn run(prog: &str, args: Vec<std::ffi::OsString>, conversation_default: bool) -> Result<()> {
@@ -29,10 +30,10 @@ pub fn run_speculative(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> 
 }
 
 /// Raw completion through the decode loop, with a draft model when `-md` is given.
-pub fn generate(o: &CliOpts, model_path: &str) -> Result<()> {
+pub fn generate(o: &CliOpts, model_path: &Path) -> Result<()> {
     let setup = Setup::load(o, model_path)?;
     let (tok, n_ctx) = (&setup.tok, setup.n_ctx);
-    let prompt_toks = tok.encode(&o.prompt, true, true)?;
+    let prompt_toks = tok.encode_bytes(&o.prompt, true, true)?;
     if prompt_toks.is_empty() {
         bail!("error: the prompt is empty");
     }

@@ -143,6 +143,44 @@ fn one_line(prog: &str, e: &clap::Error) -> anyhow::Error {
     }
 }
 
+/// The bytes of an argument as the program received them (on Unix any bytes;
+/// elsewhere the lossy text), so prompts need not be UTF-8.
+pub fn os_bytes(s: &std::ffi::OsStr) -> Vec<u8> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        s.as_bytes().to_vec()
+    }
+    #[cfg(not(unix))]
+    {
+        s.to_string_lossy().into_owned().into_bytes()
+    }
+}
+
+/// An argument as text: invalid UTF-8 read as llama.cpp reads it (each bad
+/// byte U+FFFD).
+pub fn os_text(s: &std::ffi::OsStr) -> String {
+    crate::tokenizer::text_from_bytes(&os_bytes(s))
+}
+
+/// A comma-separated list of paths (llama-bench's `-m a.gguf,b.gguf`), split
+/// on the byte `,` so paths need not be UTF-8.
+pub fn split_paths(s: &std::ffi::OsStr) -> Vec<std::path::PathBuf> {
+    os_bytes(s).split(|&b| b == b',').map(path_of_bytes).collect()
+}
+
+fn path_of_bytes(b: &[u8]) -> std::path::PathBuf {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b))
+    }
+    #[cfg(not(unix))]
+    {
+        std::path::PathBuf::from(String::from_utf8_lossy(b).into_owned())
+    }
+}
+
 /// Which of several flags came last on the command line (for "last one
 /// wins" groups such as `-p` / `-f`); None if none was given.
 pub fn last_of<'a>(m: &ArgMatches, ids: &[&'a str]) -> Option<&'a str> {

@@ -28,14 +28,14 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub fn load(o: &CliOpts, model_path: &str) -> Result<Self> {
+    pub fn load(o: &CliOpts, model_path: &Path) -> Result<Self> {
         super::options::set_threads(o.threads);
         let t_start = Instant::now();
-        let model = Model::load(Path::new(model_path))?;
+        let model = Model::load(model_path)?;
         let tok = Tokenizer::from_gguf(&model.g)?;
         let draft = match &o.draft.model {
             Some(p) => {
-                let d = Model::load(Path::new(p))?;
+                let d = Model::load(p)?;
                 super::speculative::check_compatible(&tok, &Tokenizer::from_gguf(&d.g)?)?;
                 Some(d)
             }

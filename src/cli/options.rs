@@ -1,7 +1,7 @@
 //! Options shared by the generation front-ends (`rllama cli`, chat,
 //! `rllama speculative`): the flags, the thread pool, the perf block.
 
-use super::args::process_escapes;
+use super::args::{process_escapes, process_escapes_text};
 use crate::sampling::SamplerParams;
 use anyhow::Result;
 use std::time::Instant;
@@ -9,7 +9,7 @@ use std::time::Instant;
 /// The draft model and its flags (`-md` and the `--spec-draft-*` family).
 #[derive(Clone, Debug)]
 pub struct DraftOpts {
-    pub model: Option<String>,
+    pub model: Option<std::path::PathBuf>,
     pub n_max: usize,
     pub n_min: usize,
     pub p_min: f32,
@@ -23,8 +23,9 @@ impl Default for DraftOpts {
 }
 
 pub struct CliOpts {
-    pub model: Option<String>,
-    pub prompt: String,
+    pub model: Option<std::path::PathBuf>,
+    /// The prompt's bytes (not necessarily UTF-8, as llama.cpp takes them).
+    pub prompt: Vec<u8>,
     pub n_predict: i64,
     pub n_ctx: usize,
     pub n_batch: usize,
@@ -53,7 +54,7 @@ impl Default for CliOpts {
     fn default() -> Self {
         CliOpts {
             model: None,
-            prompt: String::new(),
+            prompt: Vec::new(),
             n_predict: -1,
             n_ctx: 4096,
             n_batch: 2048,
@@ -84,9 +85,9 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>, conversation_default: bo
     let mut o = a.into_opts(&m, conversation_default)?;
     if o.escape {
         o.prompt = process_escapes(&o.prompt);
-        o.in_prefix = process_escapes(&o.in_prefix);
-        o.in_suffix = process_escapes(&o.in_suffix);
-        o.reverse_prompts = o.reverse_prompts.iter().map(|r| process_escapes(r)).collect();
+        o.in_prefix = process_escapes_text(&o.in_prefix);
+        o.in_suffix = process_escapes_text(&o.in_suffix);
+        o.reverse_prompts = o.reverse_prompts.iter().map(|r| process_escapes_text(r)).collect();
     }
     Ok(Some(o))
 }

@@ -12,6 +12,7 @@ use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// `rllama perplexity` flags (llama-perplexity's).
@@ -19,9 +20,9 @@ use std::time::Instant;
 #[command(about = "Perplexity and KL divergence over a text (llama-perplexity)")]
 pub struct PplArgs {
     #[arg(short = 'm', long = "model", value_name = "FILE")]
-    model: Option<String>,
+    model: Option<PathBuf>,
     #[arg(short = 'f', long = "file", value_name = "FILE", help = "the text")]
-    file: Option<String>,
+    file: Option<PathBuf>,
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, help = "tokens per chunk")]
     n_ctx: usize,
     #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 2048)]
@@ -36,7 +37,7 @@ pub struct PplArgs {
         value_name = "FILE",
         help = "save the base model's log-probabilities, or with --kl-divergence read them"
     )]
-    logits_file: Option<String>,
+    logits_file: Option<PathBuf>,
     #[arg(long = "kl-divergence", help = "KL divergence against --kl-divergence-base FILE")]
     kl_divergence: bool,
     #[arg(long = "ppl-output-type", value_name = "0|1", default_value_t = 0, help = "progress as [i]ppl (0) or one line per chunk (1)")]
@@ -64,13 +65,14 @@ pub struct PplArgs {
 }
 
 struct Opts {
-    model: Option<String>,
-    text: Option<String>,
+    model: Option<PathBuf>,
+    /// The text's bytes (llama-perplexity tokenizes them as they are).
+    text: Option<Vec<u8>>,
     n_ctx: usize,
     n_batch: usize,
     chunks: Option<usize>,
     threads: Option<usize>,
-    logits_file: Option<String>,
+    logits_file: Option<PathBuf>,
     kl_divergence: bool,
     output_type: u32,
 }
@@ -87,10 +89,7 @@ fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
         bail!("error: perplexity tool requires '--ctx-size' > 0");
     }
     let text = match &a.file {
-        Some(p) => {
-            let b = std::fs::read(p).with_context(|| format!("error: cannot read {p}"))?;
-            Some(String::from_utf8_lossy(&b).into_owned())
-        }
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("error: cannot read {}", p.display()))?),
         None => None,
     };
     Ok(Some(Opts {
@@ -121,7 +120,7 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
         _ => None,
     };
     set_threads(o.threads);
-    let model = Model::load(std::path::Path::new(&model_path))?;
+    let model = Model::load(&model_path)?;
     let tok = Tokenizer::from_gguf(&model.g)?;
     let bos = if tok.add_bos { tok.bos } else { None };
     match base {
@@ -152,7 +151,7 @@ fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result
     let text = o.text.as_deref().unwrap_or_default();
     let t0 = Instant::now();
     eprintln!("perplexity: tokenizing the input ..");
-    let tokens = tok.encode(text, true, false)?;
+    let tokens = tok.encode_bytes(text, true, false)?;
     eprintln!("perplexity: tokenization took {:.4} ms", t0.elapsed().as_secs_f64() * 1e3);
     let n_chunk = ppl::n_chunks(tokens.len(), o.n_ctx, o.chunks)?;
     let (batch, n_seq) = batch_and_seq(o.n_batch, o.n_ctx);
@@ -160,8 +159,8 @@ fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result
     // (a failed run drops `tmp`, which removes it)
     let tmp = match &o.logits_file {
         Some(p) => {
-            eprintln!("perplexity: saving all logits to {p}");
-            Some(crate::tmpfile::beside(std::path::Path::new(p)).with_context(|| format!("error: perplexity: failed to open {p} for writing"))?)
+            eprintln!("perplexity: saving all logits to {}", p.display());
+            Some(crate::tmpfile::beside(p).with_context(|| format!("error: perplexity: failed to open {} for writing", p.display()))?)
         }
         None => None,
     };
@@ -193,7 +192,7 @@ fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result
         f.flush().context("error: perplexity: cannot write the logits file")?;
     }
     if let (Some(p), Some(t)) = (&o.logits_file, tmp) {
-        crate::tmpfile::persist(t, std::path::Path::new(p)).map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
+        crate::tmpfile::persist(t, p).map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
     }
     println!();
     match r.ppl_err {

@@ -38,7 +38,7 @@ pub struct QuantizeArgs {
     token_embedding_type: Option<String>,
     /// model-f32.gguf [model-quant.gguf] type [nthreads]
     #[arg(value_name = "SRC [DST] TYPE [NTHREADS]", allow_negative_numbers = true)]
-    pos: Vec<String>,
+    pos: Vec<std::ffi::OsString>,
 }
 
 fn parse_type(flag: &str, v: &str) -> Result<GgmlType> {
@@ -80,7 +80,9 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     if let Some(t) = &a.token_embedding_type {
         p.token_embedding_type = Some(parse_type("--token-embedding-type", t)?);
     }
-    let pos = a.pos;
+    // paths need not be UTF-8; the type and thread count are read as text
+    let paths = a.pos;
+    let pos: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     // clap passes unknown flags on among the positionals (they may be negative numbers)
     if let Some(f) = pos.iter().find(|s| s.starts_with('-') && s.len() > 1 && s.parse::<i64>().is_err()) {
         bail!("error: invalid argument: {f} (see {prog} --help; --imatrix, --tensor-type, --keep-split and --dry-run are not supported)");
@@ -88,7 +90,7 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     if pos.len() < 2 {
         bail!("error: bad arguments: need SRC [DST] TYPE [nthreads] (see rllama quantize --help)");
     }
-    let src = PathBuf::from(&pos[0]);
+    let src = PathBuf::from(&paths[0]);
     // SRC TYPE [n] or SRC DST TYPE [n], as llama-quantize tells them apart.
     let (dst, (ft, ft_name), rest) = match parse_ftype(&pos[1])? {
         Some(f) => {
@@ -98,7 +100,7 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
         None => {
             let Some(t) = pos.get(2) else { bail!("error: missing quantization type") };
             match parse_ftype(t)? {
-                Some(f) => (PathBuf::from(&pos[1]), f, &pos[3..]),
+                Some(f) => (PathBuf::from(&paths[1]), f, &pos[3..]),
                 None => bail!("error: invalid quantization type {t:?} (see rllama quantize --help)"),
             }
         }

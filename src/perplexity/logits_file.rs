@@ -44,8 +44,9 @@ fn read_i32(r: &mut impl Read, what: &str) -> Result<i32> {
 }
 
 impl LogitsReader {
-    pub fn open(path: &str) -> Result<Self> {
-        let f = std::fs::File::open(path).with_context(|| format!("failed to open {path}"))?;
+    pub fn open(file: &std::path::Path) -> Result<Self> {
+        let path = file.display();
+        let f = std::fs::File::open(file).with_context(|| format!("failed to open {path}"))?;
         let len = f.metadata()?.len();
         let mut r = BufReader::with_capacity(1 << 20, f);
         let mut magic = [0u8; 8];

@@ -135,6 +135,15 @@ impl Tokenizer {
 
     /// Tokenize like `llama_tokenize(text, add_special, parse_special)`.
     pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+        self.encode_bytes(text.as_bytes(), add_special, parse_special)
+    }
+
+    /// Tokenize bytes that need not be UTF-8, as llama.cpp does with its
+    /// `std::string` prompts: SentencePiece works on the bytes (a symbol is as
+    /// long as its lead byte says, and what is not a token falls back to byte
+    /// tokens); byte-level BPE reads each byte that does not start a complete
+    /// sequence as U+FFFD (see `text_from_bytes`).
+    pub fn encode_bytes(&self, text: &[u8], add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             if let Some(b) = self.bos {
@@ -150,14 +159,14 @@ impl Tokenizer {
                 }
                 Frag::Text(s) => {
                     match &self.algo {
-                        Algo::Bpe(b) => b.encode(s, &mut out)?,
+                        Algo::Bpe(b) => b.encode(&text_from_bytes(s), &mut out)?,
                         Algo::Spm(m) => {
-                            let mut t = String::with_capacity(s.len() + 3);
+                            let mut t = Vec::with_capacity(s.len() + 3);
                             if self.add_space_prefix && prev_special {
-                                t.push(' ');
+                                t.push(b' ');
                             }
-                            t.push_str(s);
-                            m.encode(&t.replace(' ', "\u{2581}"), &mut out)?;
+                            t.extend_from_slice(s);
+                            m.encode(&escape_spaces(&t), &mut out)?;
                         }
                     }
                     prev_special = false;
@@ -173,19 +182,20 @@ impl Tokenizer {
     }
 
     /// Split the text around special tokens, longest token text first.
-    fn partition<'a>(&self, text: &'a str, parse_special: bool) -> Vec<Frag<'a>> {
+    fn partition<'a>(&self, text: &'a [u8], parse_special: bool) -> Vec<Frag<'a>> {
         let mut frags = vec![Frag::Text(text)];
         for &id in &self.special {
             let ty = self.types[id as usize];
             if !parse_special && (ty == TOKEN_TYPE_CONTROL || ty == TOKEN_TYPE_UNKNOWN) {
                 continue;
             }
-            let pat = self.tokens[id as usize].as_str();
+            let pat = self.tokens[id as usize].as_bytes();
+            let finder = memchr::memmem::Finder::new(pat);
             let mut next = Vec::with_capacity(frags.len());
             for f in frags {
                 match f {
                     Frag::Text(mut s) => {
-                        while let Some(p) = s.find(pat) {
+                        while let Some(p) = finder.find(s) {
                             if p > 0 {
                                 next.push(Frag::Text(&s[..p]));
                             }
@@ -239,8 +249,54 @@ impl Tokenizer {
 }
 
 enum Frag<'a> {
-    Text(&'a str),
+    Text(&'a [u8]),
     Token(u32),
+}
+
+/// SentencePiece's space escape: every space becomes `▁` (U+2581).
+fn escape_spaces(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() + s.len() / 2);
+    for &b in s {
+        match b {
+            b' ' => out.extend_from_slice("\u{2581}".as_bytes()),
+            b => out.push(b),
+        }
+    }
+    out
+}
+
+/// Bytes as text the way llama.cpp's `unicode_cpts_from_utf8` reads them: a
+/// lead byte followed by enough continuation bytes is one code point (its
+/// value taken from the bits, overlong forms included); any other byte is
+/// U+FFFD on its own, and reading goes on at the next byte. (Rust's lossy
+/// conversion would give one U+FFFD for a whole broken sequence.) Code
+/// points a Rust string cannot hold (surrogates, above U+10FFFF) are U+FFFD too.
+pub fn text_from_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let lead = b[i];
+        let (len, bits) = match lead {
+            0x00..=0x7F => (1, lead as u32),
+            0xC0..=0xDF => (2, (lead & 0x1F) as u32),
+            0xE0..=0xEF => (3, (lead & 0x0F) as u32),
+            0xF0..=0xF7 => (4, (lead & 0x07) as u32),
+            _ => (0, 0),
+        };
+        let tail = b.get(i + 1..i + len.max(1));
+        match tail.filter(|t| len > 0 && t.iter().all(|&c| c & 0xC0 == 0x80)) {
+            Some(t) => {
+                let cpt = t.iter().fold(bits, |acc, &c| (acc << 6) | (c & 0x3F) as u32);
+                out.push(char::from_u32(cpt).unwrap_or(char::REPLACEMENT_CHARACTER));
+                i += len;
+            }
+            None => {
+                out.push(char::REPLACEMENT_CHARACTER);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Streaming detokenizer: collects token bytes and releases only complete
@@ -280,7 +336,19 @@ impl Utf8Stream {
 
 #[cfg(test)]
 mod tests {
-    use super::Utf8Stream;
+    use super::{text_from_bytes, Utf8Stream};
+
+    #[test]
+    fn bytes_read_as_llama_cpp_reads_them() {
+        // each byte of a broken sequence is its own U+FFFD (Rust's lossy
+        // conversion gives one for `e6 97`)
+        assert_eq!(text_from_bytes(b"\xe6\x97 x\xf0\x9f\x98"), "\u{FFFD}\u{FFFD} x\u{FFFD}\u{FFFD}\u{FFFD}");
+        assert_eq!(text_from_bytes(b"caf\xc3\xa9\xff"), "caf\u{e9}\u{FFFD}");
+        // overlong forms decode to their value; out-of-range code points are U+FFFD
+        assert_eq!(text_from_bytes(b"\xc1\x81\xc0\x80"), "A\0");
+        assert_eq!(text_from_bytes(b"\xf7\xbf\xbf\xbf\xed\xa0\x80"), "\u{FFFD}\u{FFFD}");
+        assert_eq!(text_from_bytes(b"\xe2\x82"), "\u{FFFD}\u{FFFD}");
+    }
 
     #[test]
     fn stream_never_splits_a_character() {

@@ -1,6 +1,7 @@
 //! SentencePiece-style tokenization (`tokenizer.ggml.model = llama`) as
 //! llama.cpp runs it: the text (spaces shown as `▁`) starts as one symbol per
-//! UTF-8 character; the adjacent pair whose concatenation is the vocabulary
+//! UTF-8 character (as many bytes as the lead byte says, so invalid UTF-8 is
+//! bytes too); the adjacent pair whose concatenation is the vocabulary
 //! token with the highest score is merged, over and over; symbols that are not
 //! tokens fall back to `<0xXX>` byte tokens.
 
@@ -9,7 +10,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap};
 
 pub struct Spm {
-    ids: HashMap<String, u32>,
+    ids: HashMap<Vec<u8>, u32>,
     scores: Vec<f32>,
     /// Token for each byte value (`<0xXX>`, else the byte itself as text).
     byte_tokens: Vec<Option<u32>>,
@@ -56,13 +57,13 @@ impl Spm {
         let mut ids = HashMap::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             // a repeated text maps to its last id, as in llama.cpp
-            ids.insert(t.clone(), i as u32);
+            ids.insert(t.as_bytes().to_vec(), i as u32);
         }
         let byte_tokens = (0..=255u8)
             .map(|b| {
-                ids.get(&format!("<0x{b:02X}>")).copied().or_else(|| {
+                ids.get(format!("<0x{b:02X}>").as_bytes()).copied().or_else(|| {
                     let s = [b];
-                    std::str::from_utf8(&s).ok().and_then(|s| ids.get(s).copied())
+                    std::str::from_utf8(&s).ok().and_then(|s| ids.get(s.as_bytes()).copied())
                 })
             })
             .collect();
@@ -70,12 +71,15 @@ impl Spm {
     }
 
     /// Append the tokens of `text` (already escaped: spaces as `▁`).
-    pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode(&self, text: &[u8], out: &mut Vec<u32>) -> Result<()> {
         let mut syms: Vec<Symbol> = Vec::with_capacity(text.len());
-        for (i, (start, ch)) in text.char_indices().enumerate() {
-            let len = ch.len_utf8();
+        let mut start = 0;
+        while start < text.len() {
+            let len = utf8_len(text[start]).min(text.len() - start);
+            let i = syms.len();
             let next = if start + len == text.len() { -1 } else { i as isize + 1 };
             syms.push(Symbol { start, len, prev: i as isize - 1, next });
+            start += len;
         }
         let mut heap = BinaryHeap::new();
         let add = |syms: &[Symbol], heap: &mut BinaryHeap<Bigram>, l: isize, r: isize| {
@@ -115,7 +119,7 @@ impl Spm {
             if let Some(&id) = self.ids.get(piece) {
                 out.push(id);
             } else {
-                for &b in piece.as_bytes() {
+                for &b in piece {
                     match self.byte_tokens[b as usize] {
                         Some(id) => out.push(id),
                         None => bail!("the vocabulary has no token for byte 0x{b:02X}"),
@@ -126,6 +130,13 @@ impl Spm {
         }
         Ok(())
     }
+}
+
+/// The length of a UTF-8 sequence from its lead byte alone (llama.cpp's
+/// `unicode_len_utf8`: continuation bytes count 1, 0xF8.. count 4).
+fn utf8_len(lead: u8) -> usize {
+    const BY_HIGH_NIBBLE: [usize; 16] = [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4];
+    BY_HIGH_NIBBLE[(lead >> 4) as usize]
 }
 
 /// `<0xXX>` → the byte.

@@ -23,7 +23,7 @@ llama-bench's single-dash spellings work too: -pg, -ub, -oe, -ngl, -fa, -mmp, -s
 #[command(about = "Measure prompt and generation speed (llama-bench)", after_help = AFTER)]
 pub struct BenchArgs {
     #[arg(short = 'm', long = "model", value_name = "FILE", action = ArgAction::Append, help = "model(s): repeat, or comma separated")]
-    model: Vec<String>,
+    model: Vec<std::ffi::OsString>,
     #[arg(short = 'p', long = "n-prompt", value_name = "N", action = ArgAction::Append, help = "prompt tokens [default: 512]")]
     n_prompt: Vec<String>,
     #[arg(short = 'n', long = "n-gen", value_name = "N", action = ArgAction::Append, help = "generated tokens [default: 128]")]
@@ -138,7 +138,7 @@ pub fn parse_int_range(s: &str) -> Result<Vec<usize>> {
 }
 
 pub struct BenchOpts {
-    pub models: Vec<String>,
+    pub models: Vec<std::path::PathBuf>,
     pub n_prompt: Vec<usize>,
     pub n_gen: Vec<usize>,
     pub n_pg: Vec<(usize, usize)>,
@@ -185,7 +185,7 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOp
         n_pg.push((pp, tg));
     }
     let mut o = BenchOpts {
-        models: a.model.iter().flat_map(|m| m.split(',').map(String::from)).collect(),
+        models: a.model.iter().flat_map(|m| super::flags::split_paths(m)).collect(),
         n_prompt: int_lists(&a.n_prompt)?,
         n_gen: int_lists(&a.n_gen)?,
         n_pg,
@@ -225,7 +225,7 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOp
 /// One test to run: llama-bench's cmd_params_instance, the parts rllama has.
 #[derive(Clone, Debug)]
 struct Instance {
-    model: String,
+    model: std::path::PathBuf,
     n_prompt: usize,
     n_gen: usize,
     n_depth: usize,
@@ -514,7 +514,7 @@ fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng
         samples.push((t0.elapsed().as_nanos() as u64).max(1));
     }
     Ok(TestResult {
-        model_filename: inst.model.clone(),
+        model_filename: inst.model.display().to_string(),
         model_type: model_desc(m),
         model_size: m.g.tensors.iter().map(|t| t.n_bytes as u64).sum(),
         model_n_params: m.n_params(),
@@ -544,14 +544,14 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     pe.header()?;
     // llama-bench seeds nothing: std::rand's default stream. Ours is fixed too.
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut loaded: Option<(String, Model, Option<u32>)> = None;
+    let mut loaded: Option<(std::path::PathBuf, Model, Option<u32>)> = None;
     for (i, inst) in insts.iter().enumerate() {
         if o.progress {
             eprintln!("llama-bench: benchmark {}/{}: starting", i + 1, insts.len());
         }
         if loaded.as_ref().map(|l| &l.0) != Some(&inst.model) {
             drop(loaded.take());
-            let m = Model::load(std::path::Path::new(&inst.model)).with_context(|| format!("error: failed to load model '{}'", inst.model))?;
+            let m = Model::load(&inst.model).with_context(|| format!("error: failed to load model '{}'", inst.model.display()))?;
             let tok = crate::tokenizer::Tokenizer::from_gguf(&m.g)?;
             let bos = if tok.add_bos { tok.bos } else { None };
             loaded = Some((inst.model.clone(), m, bos));
