@@ -107,6 +107,7 @@ fn tokenize_front_end_prints_ids() {
 /// Greedy 64-token text equals llama-completion's for at least 4 of 5 prompts
 /// (near-ties in the logits can flip a token; see the README).
 fn greedy(key: &str, file: &str, need: usize) {
+    common::exact_mode();
     let Some(path) = common::model(file) else {
         return;
     };
@@ -161,6 +162,7 @@ fn greedy_qwen() {
 }
 
 fn ppl(idx: usize) {
+    common::exact_mode();
     let (key, file, want) = MODELS[idx];
     let Some(path) = common::model(file) else {
         return;

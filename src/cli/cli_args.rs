@@ -44,6 +44,8 @@ pub struct CliArgs {
         help_heading = "Model"
     )]
     gpu_layers: Option<String>,
+    #[arg(long = "exact", help = "llama.cpp's rounding, bit for bit (default: fast kernels; also RLLAMA_EXACT=1)", help_heading = "Model")]
+    exact: bool,
     #[arg(long = "flash-attn", alias = "fa", value_name = "on|off|auto", help = "accepted (-fa); attention is always fused", help_heading = "Model")]
     flash_attn: Option<String>,
 
@@ -227,6 +229,9 @@ fn read_text(what: &str, p: &Path) -> Result<String> {
 impl CliArgs {
     /// The options, with "last one wins" between paired flags as llama.cpp.
     pub fn into_opts(self, m: &ArgMatches, conversation_default: bool) -> Result<CliOpts> {
+        if self.exact {
+            crate::quant::fast::set_exact(true);
+        }
         if self.gpu_layers.is_some() {
             eprintln!("note: rllama runs on the CPU only; the GPU layer count (-ngl) is ignored");
         }

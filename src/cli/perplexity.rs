@@ -42,6 +42,8 @@ pub struct PplArgs {
     kl_divergence: bool,
     #[arg(long = "ppl-output-type", value_name = "0|1", default_value_t = 0, help = "progress as [i]ppl (0) or one line per chunk (1)")]
     output_type: u32,
+    #[arg(long = "exact", help = "llama.cpp's rounding, bit for bit (default: fast kernels; also RLLAMA_EXACT=1)")]
+    exact: bool,
     #[arg(long = "ppl-stride", value_name = "N", default_value_t = 0, help = "only 0 (strided perplexity is not supported)")]
     stride: i64,
     #[arg(long = "ubatch-size", alias = "ub", value_name = "N", help_heading = "Accepted, no effect")]
@@ -79,6 +81,9 @@ struct Opts {
 
 fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
     let Some((a, _)) = super::flags::parse::<PplArgs>(prog, args)? else { return Ok(None) };
+    if a.exact {
+        crate::quant::fast::set_exact(true);
+    }
     if a.output_type > 1 {
         bail!("error: --ppl-output-type takes 0 or 1");
     }

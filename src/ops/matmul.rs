@@ -5,6 +5,7 @@
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::parallel::{self, SendPtr};
+use crate::quant::fast::{self, FastKernels, TILE_ROWS};
 use crate::quant::{kernels, AlignedBytes, TypeKernels};
 use anyhow::{bail, Result};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct QMatrix {
     pub kern: TypeKernels,
     /// The rows repacked for `kern.gemm_packed` (see `pack`).
     packed: Option<Arc<AlignedBytes>>,
+    /// Fast mode: the rows in tiles for a batch-invariant kernel (see `pack`).
+    fast: Option<(FastKernels, Arc<AlignedBytes>)>,
 }
 
 /// How the rows of a product are rounded. ggml's kernels round a row
@@ -55,7 +58,7 @@ impl QMatrix {
         let cols = dims[0] as usize;
         let rows = dims.get(1).copied().unwrap_or(1) as usize;
         let Some(row_bytes) = ty.row_bytes(cols) else { bail!("tensor {name}: {cols} columns do not fill whole {} blocks", ty.name()) };
-        Ok(QMatrix { name: name.to_string(), ty, rows, cols, row_bytes, bytes, kern, packed: None })
+        Ok(QMatrix { name: name.to_string(), ty, rows, cols, row_bytes, bytes, kern, packed: None, fast: None })
     }
 
     /// The tensor `t` of file `g`, sharing the file's mapping.
@@ -78,12 +81,23 @@ impl QMatrix {
         Ok(m)
     }
 
-    /// Copy the rows into the packed layout of `crate::quant::pack_rows` when
-    /// this machine has a kernel for it (32-element block types): a 4-row
-    /// tile then reads one sequential stream. Costs a copy of the matrix at
-    /// load; RLLAMA_NO_REPACK=1 keeps the zero-copy mmap.
+    /// Copy the rows into a layout made for this machine's kernels: in fast
+    /// mode (`crate::quant::fast`) tiles of 8 rows for a batch-invariant
+    /// kernel, where the type has one; in exact mode (or without one) the
+    /// packed layout of `crate::quant::pack_rows` for the 32-element block
+    /// types (a 4-row tile then reads one sequential stream). Costs a copy
+    /// of the matrix at load; RLLAMA_NO_REPACK=1 keeps the zero-copy mmap.
     pub fn pack(&mut self) {
-        if self.kern.gemm_packed.is_none() || std::env::var_os("RLLAMA_NO_REPACK").is_some() {
+        if std::env::var_os("RLLAMA_NO_REPACK").is_some() {
+            return;
+        }
+        if !fast::exact() {
+            if let Some(k) = fast::kernels(self.ty) {
+                self.fast = Some((k, Arc::new((k.pack)(self.data(), self.rows, self.row_bytes))));
+                return;
+            }
+        }
+        if self.kern.gemm_packed.is_none() {
             return;
         }
         let p = crate::quant::pack_rows(self.data(), self.rows, self.row_bytes, self.ty.block_bytes());
@@ -168,6 +182,10 @@ pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch:
         Batch::Steps if n == 1 => Batch::Whole,
         b => b,
     };
+    if let Some((k, tiles)) = &w.fast {
+        return matmul_fast(w, k, tiles, q, out);
+    }
+    let batch = if n > 1 && round_as_steps() { Batch::Steps } else { batch };
     let whole = matches!(batch, Batch::Whole);
     let data = w.data();
     let acts = q.buf.as_slice();
@@ -215,6 +233,41 @@ pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch:
                 unsafe { *p.get().add(t * rows + r) = v };
             }
         }
+    });
+}
+
+/// RLLAMA_ROUND_AS_STEPS=1: exact kernels round every row as a one-token
+/// step, i.e. what llama.cpp computes when it evaluates tokens one at a time.
+/// Its distance from batch rounding (KL divergence) is the scale for fast
+/// mode's (tests/fast_mode.rs).
+fn round_as_steps() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("RLLAMA_ROUND_AS_STEPS").is_some_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// The fast kernel: every row rounded the same in any batch, so `batch` is
+/// not needed. Up to 8 tokens (memory-bound) one contiguous range of tiles
+/// per thread; more, chunks of 4 tiles claimed dynamically (a chunk's
+/// weights stay in L2 while every token passes over them).
+fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &QuantizedActs, out: &mut [f32]) {
+    const CHUNK_TILES: usize = 4;
+    let (n, rows) = (q.n, w.rows);
+    let nb = w.cols / crate::quant::kquants::QK_K;
+    let ntiles = rows.div_ceil(TILE_ROWS);
+    let tile_bytes = k.geometry.tile_bytes(nb);
+    assert!(tiles.as_slice().len() >= ntiles * tile_bytes, "{}: tiles too short", w.name);
+    let nt = parallel::n_threads();
+    let chunk = if n <= 8 { ntiles.div_ceil(nt) } else { CHUNK_TILES };
+    let (acts, rb, gemm) = (q.buf.as_slice(), q.row_bytes, k.gemm);
+    let data = tiles.as_slice();
+    let ptr = SendPtr(out.as_mut_ptr());
+    parallel::for_each(ntiles.div_ceil(chunk), |c| {
+        let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(ntiles));
+        let r0 = t0 * TILE_ROWS;
+        // SAFETY: tiles t0..t1 (checked above), all n activation rows (checked
+        // by the caller), outputs (t, r) for rows of these tiles only: disjoint
+        // across items and below `rows`.
+        unsafe { gemm(&data[t0 * tile_bytes..t1 * tile_bytes], nb, t1 - t0, acts, rb, n, ptr.get().add(r0), rows, rows - r0) };
     });
 }
 

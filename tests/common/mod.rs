@@ -6,6 +6,13 @@ pub const QWEN: &str = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf";
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 pub const QWEN15: &str = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
 
+/// Exact mode (llama.cpp's rounding) for this test process and the
+/// binaries it starts: for tests that compare with llama.cpp's outputs.
+pub fn exact_mode() {
+    rllama::quant::fast::set_exact(true);
+    std::env::set_var("RLLAMA_EXACT", "1");
+}
+
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("RLLAMA_MODELS") {
         Some(d) => PathBuf::from(d),

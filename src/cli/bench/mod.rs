@@ -48,6 +48,8 @@ pub struct BenchArgs {
     no_warmup: bool,
     #[arg(long = "progress", help = "progress lines on stderr")]
     progress: bool,
+    #[arg(long = "exact", help = "llama.cpp's rounding, bit for bit (default: fast kernels; also RLLAMA_EXACT=1)")]
+    exact: bool,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
     verbose: bool,
     #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
@@ -171,6 +173,9 @@ fn int_lists(v: &[String]) -> Result<Vec<usize>> {
 
 pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOpts>> {
     let Some((a, _)) = super::flags::parse::<BenchArgs>(prog, args)? else { return Ok(None) };
+    if a.exact {
+        crate::quant::fast::set_exact(true);
+    }
     for (f, v) in [("-ctk", &a.cache_type_k), ("-ctv", &a.cache_type_v)] {
         if v != "f16" {
             bail!("error: {f} {v}: only f16 is supported by rllama bench");

@@ -1,0 +1,135 @@
+//! The fast layout: rows in tiles of 8, each tile's super-blocks in order, and
+//! in a tile super-block the 8 rows' values interleaved by groups of 8
+//! elements, so a 64-byte vector holds elements 8g..8g+8 of all 8 rows (row r
+//! at bytes 8r..8r+8), ready for a VNNI product with a broadcast 8 bytes of
+//! activations.
+//!
+//! A tile is two regions: the values of its super-blocks (64-byte aligned, so
+//! every 64-byte load is one cache line), then their scales ("meta"); the
+//! tile is padded to a whole number of cache lines.
+//!
+//! Q4_K (8 x 148 bytes per super-block; ggml's 8 x 144):
+//!   values 1024: 16 planes k of 64 bytes: byte 8r+e = q(r, 16k+e) | q(r, 16k+8+e) << 4
+//!   meta 160:    scale of sub-block s (32 elements) of row r at 8s+r (6 bits),
+//!                64.. mins likewise, 128.. d (f16) per row, 144.. dmin per row
+//! Q6_K (8 x 210 as ggml's), u = q + 32 in 0..64:
+//!   values 1536: 16 planes of the low 4 bits of u, as Q4_K's, then 8 planes m
+//!                of 64 bytes: byte 8r+e holds the high 2 bits of
+//!                u(r, 32m+8i+e) at bits 2i..2i+2, i = 0..4
+//!   meta 144:    scale (i8) of sub-block s (16 elements) of row r at 8s+r,
+//!                128.. d (f16) per row
+
+use super::TILE_ROWS;
+use crate::quant::blocks::{cast_blocks, BlockQ4K, BlockQ6K};
+use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
+use crate::quant::AlignedBytes;
+
+/// Bytes of one super-block's values and scales in a tile.
+#[derive(Clone, Copy, Debug)]
+pub struct Geometry {
+    pub values: usize,
+    pub meta: usize,
+}
+
+impl Geometry {
+    /// Bytes of a tile of `nb` super-blocks (whole cache lines).
+    pub fn tile_bytes(&self, nb: usize) -> usize {
+        (nb * (self.values + self.meta)).next_multiple_of(64)
+    }
+}
+
+pub const Q4K_GEOMETRY: Geometry = Geometry { values: 1024, meta: 160 };
+pub const Q6K_GEOMETRY: Geometry = Geometry { values: 1536, meta: 144 };
+/// Offsets in a super-block's values and meta.
+pub const Q6K_HIGH: usize = 1024;
+pub const Q4K_SCALES: usize = 0;
+pub const Q4K_MINS: usize = 64;
+pub const Q4K_D: usize = 128;
+pub const Q4K_DMIN: usize = 144;
+pub const Q6K_SCALES: usize = 0;
+pub const Q6K_D: usize = 128;
+
+/// Tiles of `rows` rows: rows past the end are zero (scale 0: they add 0).
+/// `put(blocks, values, meta)` writes one super-block.
+fn tiles<B: BlockK>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, put: impl Fn(&[Option<&B>; TILE_ROWS], &mut [u8], &mut [u8])) -> AlignedBytes {
+    let nb = row_bytes / std::mem::size_of::<B>();
+    let ntiles = rows.div_ceil(TILE_ROWS);
+    let tb = g.tile_bytes(nb);
+    let mut out = AlignedBytes::new(ntiles * tb);
+    let o = out.as_mut_slice();
+    let row = |r: usize| -> &[B] { cast_blocks(&data[r * row_bytes..(r + 1) * row_bytes]).expect("weight rows of whole blocks") };
+    for t in 0..ntiles {
+        let (values, meta) = o[t * tb..(t + 1) * tb].split_at_mut(nb * g.values);
+        for b in 0..nb {
+            let blocks: [Option<&B>; TILE_ROWS] = std::array::from_fn(|i| (t * TILE_ROWS + i < rows).then(|| &row(t * TILE_ROWS + i)[b]));
+            put(&blocks, &mut values[b * g.values..(b + 1) * g.values], &mut meta[b * g.meta..(b + 1) * g.meta]);
+        }
+    }
+    out
+}
+
+/// The 256 unsigned values of each row (q + offset), zeros for padding.
+fn values<B: BlockK>(blocks: &[Option<&B>; TILE_ROWS], offset: i16) -> [[u8; QK_K]; TILE_ROWS] {
+    let mut u = [[0u8; QK_K]; TILE_ROWS];
+    for (r, b) in blocks.iter().enumerate() {
+        if let Some(b) = b {
+            let mut q = [0i8; QK_K];
+            b.quants(&mut q);
+            for i in 0..QK_K {
+                u[r][i] = (q[i] as i16 + offset) as u8;
+            }
+        }
+    }
+    u
+}
+
+fn put_planes(u: &[[u8; QK_K]; TILE_ROWS], o: &mut [u8]) {
+    for k in 0..16 {
+        for r in 0..TILE_ROWS {
+            for e in 0..8 {
+                o[64 * k + 8 * r + e] = (u[r][16 * k + e] & 0xF) | (u[r][16 * k + 8 + e] & 0xF) << 4;
+            }
+        }
+    }
+}
+
+pub fn pack_q4k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles::<BlockQ4K>(data, rows, row_bytes, Q4K_GEOMETRY, |blocks, o, mt| {
+        put_planes(&values(blocks, 0), o);
+        for (r, b) in blocks.iter().enumerate() {
+            let Some(b) = b else { continue };
+            for s in 0..8 {
+                let (sc, m) = scale_min_k4(s, &b.scales);
+                mt[Q4K_SCALES + 8 * s + r] = sc;
+                mt[Q4K_MINS + 8 * s + r] = m;
+            }
+            mt[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+            mt[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&b.dmin.to_le_bytes());
+        }
+    })
+}
+
+pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles::<BlockQ6K>(data, rows, row_bytes, Q6K_GEOMETRY, |blocks, o, mt| {
+        let u = values(blocks, 32);
+        put_planes(&u, o);
+        for m in 0..8 {
+            for r in 0..TILE_ROWS {
+                for e in 0..8 {
+                    let mut h = 0u8;
+                    for i in 0..4 {
+                        h |= (u[r][32 * m + 8 * i + e] >> 4) << (2 * i);
+                    }
+                    o[Q6K_HIGH + 64 * m + 8 * r + e] = h;
+                }
+            }
+        }
+        for (r, b) in blocks.iter().enumerate() {
+            let Some(b) = b else { continue };
+            for s in 0..16 {
+                mt[Q6K_SCALES + 8 * s + r] = b.scales[s] as u8;
+            }
+            mt[Q6K_D + 2 * r..Q6K_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+        }
+    })
+}

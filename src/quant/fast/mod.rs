@@ -1,0 +1,242 @@
+//! Fast mode: kernels free to round differently from ggml, and batch-invariant.
+//!
+//! Weights are repacked at load into tiles of `TILE_ROWS` rows (`layout`), so
+//! one 512-bit VNNI instruction multiplies 8 elements of all 8 rows with a
+//! token's activations broadcast, and the per-block float work is done once
+//! for the 8 rows in one vector. Every (row, token) result follows one fixed
+//! formula (`dot_ref`), whatever the batch it is computed in: integer sums
+//! are exact, and the float steps per super-block are the same ops in the
+//! same order. So a token's logits do not depend on how many tokens share its
+//! matmul, and verifying drafts can use the multi-token kernels.
+//!
+//! Exact mode (`--exact`, `RLLAMA_EXACT=1`) keeps ggml's kernels, bit for bit.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod layout;
+
+use super::blocks::BlockQ8K;
+use super::kquants::{BlockK, QK_K};
+use crate::gguf::GgmlType;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Rows per tile of the fast layout.
+pub const TILE_ROWS: usize = 8;
+
+const MODE_UNSET: u8 = 0;
+const MODE_EXACT: u8 = 1;
+const MODE_FAST: u8 = 2;
+static MODE: AtomicU8 = AtomicU8::new(MODE_UNSET);
+
+/// Whether matrices loaded from now on use ggml's exact kernels (the
+/// `RLLAMA_EXACT` environment variable, unless `set_exact` said otherwise).
+pub fn exact() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        MODE_UNSET => {
+            let e = std::env::var_os("RLLAMA_EXACT").is_some_and(|v| !v.is_empty() && v != "0");
+            MODE.store(if e { MODE_EXACT } else { MODE_FAST }, Ordering::Relaxed);
+            e
+        }
+        m => m == MODE_EXACT,
+    }
+}
+
+/// Choose exact (true) or fast kernels for matrices loaded from now on.
+pub fn set_exact(e: bool) {
+    MODE.store(if e { MODE_EXACT } else { MODE_FAST }, Ordering::Relaxed);
+}
+
+/// `gemm(tiles, blocks_per_row, n_tiles, acts, act_row_bytes, n_tok, out,
+/// out_stride, n_rows)`: out[t * out_stride + r] for rows r < n_rows of the
+/// tiles (the last tile may be partly padding).
+///
+/// # Safety
+/// `tiles` holds `n_tiles` tiles of the kernel's type with `blocks_per_row`
+/// super-blocks each; `acts` holds `n_tok` rows of Q8_K blocks; `out` is valid
+/// for every index written; the CPU has the kernel's features.
+pub type FastGemmFn = unsafe fn(&[u8], usize, usize, &[u8], usize, usize, *mut f32, usize, usize);
+
+/// A weight type's fast kernel and its layout.
+#[derive(Clone, Copy)]
+pub struct FastKernels {
+    pub ty: GgmlType,
+    /// The layout's bytes per super-block (see `layout`).
+    pub geometry: layout::Geometry,
+    /// Repack `rows` rows (`row_bytes` each) into tiles (rows padded with zeros).
+    pub pack: fn(&[u8], usize, usize) -> super::AlignedBytes,
+    pub gemm: FastGemmFn,
+}
+
+/// The fast kernels of `ty` on this CPU, if any (else exact kernels run).
+pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512_vnni() {
+        return avx512::kernels(ty);
+    }
+    let _ = ty;
+    None
+}
+
+/// AVX-512 F/BW/VL with VNNI (Zen 4, Ice Lake and later).
+pub fn has_avx512_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            super::simd::has_avx2()
+                && std::env::var_os("RLLAMA_NO_AVX512").is_none()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The fast formula for one row and one token, the truth every fast kernel
+/// reproduces bit for bit. Per super-block, with q, sc, m as `BlockK` decodes
+/// them and bsum the activation sums per 16:
+/// S = sum_g sc[g] * sum_(i in g) q[i] a[i],  M = sum_g m[g] * bsum[g] (exact
+/// integers), then acc = fma(d_a, d * S - dmin * M, acc) in f32.
+pub fn dot_ref<B: BlockK>(w: &[B], a: &[BlockQ8K]) -> f32 {
+    let mut acc = 0.0f32;
+    let mut q = [0i8; QK_K];
+    for (w, a) in w.iter().zip(a) {
+        let s = w.scales();
+        w.quants(&mut q);
+        let m = s.m.unwrap_or([0; 16]);
+        let (mut isum, mut msum) = (0i32, 0i32);
+        for g in 0..16 {
+            let d: i32 = (g * 16..g * 16 + 16).map(|i| q[i] as i32 * a.qs[i] as i32).sum();
+            isum += d * s.sc[g] as i32;
+            msum += m[g] as i32 * a.bsums[g] as i32;
+        }
+        let v = s.d * isum as f32 - s.dmin * msum as f32;
+        acc = a.d.mul_add(v, acc);
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::blocks::{cast_blocks, f32_to_f16, BlockQ4K, BlockQ6K};
+    use crate::quant::kquants::{dot_q8_k, quantize_q8_k};
+    use crate::quant::quantize::quantize_row;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn f32(&mut self) -> f32 {
+            (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// `rows` rows of `cols` of type `ty`: quantized from random floats, and
+    /// (every third row) raw random bytes with sane f16 scales, so extremes
+    /// (q = 15 or 63, negative Q6_K scales) occur.
+    fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut w = vec![0u8; rows * rb];
+        for r in 0..rows {
+            let row = &mut w[r * rb..(r + 1) * rb];
+            if r % 3 == 2 {
+                row.iter_mut().for_each(|b| *b = rng.next() as u8);
+                let bb = ty.block_bytes();
+                for blk in row.chunks_mut(bb) {
+                    let d = f32_to_f16(rng.f32() * 0.01).to_le_bytes();
+                    match ty {
+                        GgmlType::Q4_K => {
+                            blk[0..2].copy_from_slice(&d);
+                            blk[2..4].copy_from_slice(&f32_to_f16(rng.f32() * 0.01).to_le_bytes());
+                        }
+                        _ => blk[bb - 2..].copy_from_slice(&d),
+                    }
+                }
+            } else {
+                let x: Vec<f32> = (0..cols).map(|_| rng.f32()).collect();
+                quantize_row(ty, &x, row).unwrap();
+            }
+        }
+        w
+    }
+
+    fn acts(n: usize, cols: usize, rng: &mut Rng) -> Vec<BlockQ8K> {
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f32() * 3.0).collect();
+        let mut a = vec![BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; 16] }; n * cols / QK_K];
+        quantize_q8_k(&x, &mut a);
+        // one token at the Q8_K extremes
+        for b in &mut a[..cols / QK_K] {
+            b.qs.iter_mut().enumerate().for_each(|(i, q)| *q = if i % 2 == 0 { 127 } else { -127 });
+            for g in 0..16 {
+                b.bsums[g] = b.qs[g * 16..g * 16 + 16].iter().map(|&q| q as i16).sum();
+            }
+        }
+        a
+    }
+
+    fn run(k: &FastKernels, tiles: &[u8], cols: usize, rows: usize, a: &[BlockQ8K], t0: usize, n: usize) -> Vec<f32> {
+        let nb = cols / QK_K;
+        let bytes = unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u8, std::mem::size_of_val(a)) };
+        let arb = nb * std::mem::size_of::<BlockQ8K>();
+        let mut out = vec![f32::NAN; n * rows];
+        unsafe { (k.gemm)(tiles, nb, rows.div_ceil(TILE_ROWS), &bytes[t0 * arb..], arb, n, out.as_mut_ptr(), rows, rows) };
+        out
+    }
+
+    fn check<B: BlockK>(ty: GgmlType) {
+        let Some(k) = kernels(ty) else {
+            eprintln!("SKIPPED: no fast kernel for {} on this CPU", ty.name());
+            return;
+        };
+        let mut rng = Rng(0x5eed ^ ty as u64);
+        let (rows, cols, ntok) = (21, 3 * QK_K, 19);
+        let w = weights(ty, rows, cols, &mut rng);
+        let tiles = (k.pack)(&w, rows, ty.row_bytes(cols).unwrap());
+        let a = acts(ntok, cols, &mut rng);
+        let nb = cols / QK_K;
+        let rb = ty.row_bytes(cols).unwrap();
+        let want: Vec<f32> = (0..ntok)
+            .flat_map(|t| (0..rows).map(move |r| (t, r)))
+            .map(|(t, r)| dot_ref::<B>(cast_blocks(&w[r * rb..(r + 1) * rb]).unwrap(), &a[t * nb..(t + 1) * nb]))
+            .collect();
+        // the reference is the exact dot but for float rounding
+        for t in 0..ntok {
+            for r in 0..rows {
+                let e = dot_q8_k::<B>(cast_blocks(&w[r * rb..(r + 1) * rb]).unwrap(), &a[t * nb..(t + 1) * nb]);
+                let f = want[t * rows + r];
+                assert!((e - f).abs() <= 1e-5 * e.abs().max(1.0), "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
+            }
+        }
+        // every batch split gives the reference's bits: batch-invariant
+        for n in [1, 2, 3, 5, 8, 9, 16, 19] {
+            for t0 in (0..ntok).step_by(n) {
+                let m = n.min(ntok - t0);
+                let got = run(&k, tiles.as_slice(), cols, rows, &a, t0, m);
+                for t in 0..m {
+                    for r in 0..rows {
+                        let (g, e) = (got[t * rows + r], want[(t0 + t) * rows + r]);
+                        assert_eq!(g.to_bits(), e.to_bits(), "{}: batch {n}, token {}, row {r}: {g} vs {e}", ty.name(), t0 + t);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q4k_equals_reference_in_any_batch() {
+        check::<BlockQ4K>(GgmlType::Q4_K);
+    }
+
+    #[test]
+    fn q6k_equals_reference_in_any_batch() {
+        check::<BlockQ6K>(GgmlType::Q6_K);
+    }
+}
