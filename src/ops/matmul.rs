@@ -252,7 +252,7 @@ fn round_as_steps() -> bool {
 fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &QuantizedActs, out: &mut [f32]) {
     const CHUNK_TILES: usize = 4;
     let (n, rows) = (q.n, w.rows);
-    let nb = w.cols / crate::quant::kquants::QK_K;
+    let nb = w.cols / w.ty.block_elems();
     let ntiles = rows.div_ceil(TILE_ROWS);
     let tile_bytes = k.geometry.tile_bytes(nb);
     assert!(tiles.as_slice().len() >= ntiles * tile_bytes, "{}: tiles too short", w.name);

@@ -8,14 +8,20 @@
 use super::layout::*;
 use super::{FastKernels, TILE_ROWS};
 use crate::gguf::GgmlType;
-use crate::quant::blocks::BlockQ8K;
+use crate::quant::blocks::{BlockQ8K, BlockQ8_0, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
 
-pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
+/// The fast kernel of `ty`; the 32-element block types only when `with_32`
+/// (see `super::kernels`).
+pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
     type Pack = fn(&[u8], usize, usize) -> crate::quant::AlignedBytes;
     let (geometry, pack, gemm): (Geometry, Pack, super::FastGemmFn) = match ty {
         GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
         GgmlType::Q6_K => (Q6K_GEOMETRY, pack_q6k, gemm_q6k),
+        GgmlType::Q8_0 if with_32 => (Q8_0_GEOMETRY, pack_q8_0, gemm_q8_0),
+        GgmlType::Q5_0 if with_32 => (Q5_0_GEOMETRY, pack_q5_0, gemm_q5_0),
+        GgmlType::Q4_0 if with_32 => (Q4_0_GEOMETRY, pack_q4_0, gemm_q4_0),
+        GgmlType::IQ4_NL if with_32 => (Q4_0_GEOMETRY, pack_iq4_nl, gemm_iq4_nl),
         _ => return None,
     };
     Some(FastKernels { ty, geometry, pack, gemm })
@@ -223,17 +229,23 @@ unsafe fn tokens<K: Tile, const T: usize>(w: &[u8], nb: usize, ntiles: usize, a:
     let acts: [*const BlockQ8K; T] = std::array::from_fn(|t| a.as_ptr().add((t0 + t) * arb) as *const BlockQ8K);
     for i in 0..ntiles {
         let acc = tile::<K, T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
-        let r0 = i * TILE_ROWS;
-        let valid = (nrows - r0).min(TILE_ROWS);
-        for (t, v) in acc.iter().enumerate() {
-            let o = out.add((t0 + t) * ostride + r0);
-            if valid == TILE_ROWS {
-                _mm256_storeu_ps(o, *v);
-            } else {
-                let mut tmp = [0f32; TILE_ROWS];
-                _mm256_storeu_ps(tmp.as_mut_ptr(), *v);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, valid);
-            }
+        store_tile(&acc, i, t0, out, ostride, nrows);
+    }
+}
+
+/// Tile i's 8 rows for tokens t0.. into `out` (rows from `nrows` on are padding).
+#[inline(always)]
+unsafe fn store_tile<const T: usize>(acc: &[__m256; T], i: usize, t0: usize, out: *mut f32, ostride: usize, nrows: usize) {
+    let r0 = i * TILE_ROWS;
+    let valid = (nrows - r0).min(TILE_ROWS);
+    for (t, v) in acc.iter().enumerate() {
+        let o = out.add((t0 + t) * ostride + r0);
+        if valid == TILE_ROWS {
+            _mm256_storeu_ps(o, *v);
+        } else {
+            let mut tmp = [0f32; TILE_ROWS];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), *v);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, valid);
         }
     }
 }
@@ -271,3 +283,160 @@ unsafe fn gemm_q4k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, nto
 unsafe fn gemm_q6k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
     gemm::<Q6K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
 }
+
+/// A 32-element block type's tile (see `layout`): the 4 groups of 8
+/// elements x 8 rows as signed bytes.
+trait Tile32 {
+    const G: Geometry;
+    unsafe fn groups(p: *const u8) -> [__m512i; 4];
+}
+
+struct Q8_0;
+impl Tile32 for Q8_0 {
+    const G: Geometry = Q8_0_GEOMETRY;
+    #[inline(always)]
+    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
+        std::array::from_fn(|g| _mm512_load_si512(p.add(64 * g) as *const _))
+    }
+}
+
+#[inline(always)]
+unsafe fn nibble_groups(p: *const u8) -> [__m512i; 4] {
+    // Q5_0's 160-byte blocks are not all 64-byte aligned
+    let (a, b) = nibbles(_mm512_loadu_si512(p as *const _));
+    let (c, d) = nibbles(_mm512_loadu_si512(p.add(64) as *const _));
+    [a, b, c, d]
+}
+
+struct Q4_0;
+impl Tile32 for Q4_0 {
+    const G: Geometry = Q4_0_GEOMETRY;
+    #[inline(always)]
+    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
+        nibble_groups(p).map(|v| _mm512_sub_epi8(v, _mm512_set1_epi8(8)))
+    }
+}
+
+struct Iq4Nl;
+impl Tile32 for Iq4Nl {
+    const G: Geometry = Q4_0_GEOMETRY;
+    #[inline(always)]
+    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
+        let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+        nibble_groups(p).map(|v| _mm512_shuffle_epi8(lut, v))
+    }
+}
+
+struct Q5_0;
+impl Tile32 for Q5_0 {
+    const G: Geometry = Q5_0_GEOMETRY;
+    #[inline(always)]
+    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
+        let n = nibble_groups(p);
+        std::array::from_fn(|g| {
+            let high: __mmask64 = std::ptr::read_unaligned(p.add(Q5_0_HIGH + 8 * g) as *const u64);
+            _mm512_sub_epi8(_mm512_or_si512(n[g], _mm512_maskz_set1_epi8(high, 16)), _mm512_set1_epi8(16))
+        })
+    }
+}
+
+/// Blocks of 32 ahead to prefetch (0.5B Q4_K_M one token per step: none 52
+/// t/s, 6: 66, 12-48: 69-70).
+const PREFETCH_BLOCKS_32: usize = 16;
+
+#[inline(always)]
+unsafe fn h2f(h: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// One tile of 32-element blocks against T tokens (Q8_0 activations):
+/// per block S = sum w a in integers (activations made unsigned by adding
+/// 128, taken off again through the row sums), then one fma per block.
+#[inline(always)]
+unsafe fn tile32<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8_0; T]) -> [__m256; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let zero = _mm512_setzero_si512();
+    let flip = _mm512_set1_epi8(-128);
+    let meta = w.add(nb * K::G.values);
+    for b in 0..nb {
+        let p = w.add(b * K::G.values);
+        let mt = meta.add(b * K::G.meta);
+        {
+            let ahead = if T <= 2 { PREFETCH_BLOCKS_32 } else { PREFETCH_BLOCKS_32 / 2 };
+            let f = p.add(ahead * K::G.values);
+            for l in (0..K::G.values).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(f.add(l) as *const i8);
+            }
+            _mm_prefetch::<_MM_HINT_T0>(mt.add(ahead * K::G.meta) as *const i8);
+        }
+        let g = K::groups(p);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(mt.add(B32_D) as *const __m128i));
+        let sw = _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128(mt.add(B32_SUM) as *const __m128i)), 7);
+        for t in 0..T {
+            let a = &*acts[t].add(b);
+            let q = a.qs.as_ptr();
+            let u = |i: usize| _mm512_xor_si512(bcast8(q.add(8 * i)), flip);
+            let x0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, u(0), g[0]), u(1), g[1]);
+            let x1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, u(2), g[2]), u(3), g[3]);
+            let x = _mm512_add_epi32(x0, x1);
+            let st = _mm256_sub_epi32(_mm512_cvtepi64_epi32(_mm512_add_epi32(x, _mm512_srli_epi64(x, 32))), sw);
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(h2f(a.d)));
+            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(st), acc[t]);
+        }
+    }
+    acc
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tokens32<K: Tile32, const T: usize>(
+    w: &[u8],
+    nb: usize,
+    ntiles: usize,
+    a: &[u8],
+    arb: usize,
+    t0: usize,
+    out: *mut f32,
+    ostride: usize,
+    nrows: usize,
+) {
+    let acts: [*const BlockQ8_0; T] = std::array::from_fn(|t| a.as_ptr().add((t0 + t) * arb) as *const BlockQ8_0);
+    for i in 0..ntiles {
+        let acc = tile32::<K, T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
+        store_tile(&acc, i, t0, out, ostride, nrows);
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm32<K: Tile32>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+    let mut t0 = 0;
+    while t0 < ntok {
+        let n = (ntok - t0).min(8);
+        match n {
+            8 => tokens32::<K, 8>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            7 => tokens32::<K, 7>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            6 => tokens32::<K, 6>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            5 => tokens32::<K, 5>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            4 => tokens32::<K, 4>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            3 => tokens32::<K, 3>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            2 => tokens32::<K, 2>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            _ => tokens32::<K, 1>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+        }
+        t0 += n;
+    }
+}
+
+macro_rules! gemm32_fn {
+    ($name:ident, $k:ty) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+            gemm32::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+        }
+    };
+}
+gemm32_fn!(gemm_q8_0, Q8_0);
+gemm32_fn!(gemm_q5_0, Q5_0);
+gemm32_fn!(gemm_q4_0, Q4_0);
+gemm32_fn!(gemm_iq4_nl, Iq4Nl);

@@ -20,8 +20,9 @@
 //!                128.. d (f16) per row
 
 use super::TILE_ROWS;
-use crate::quant::blocks::{cast_blocks, BlockQ4K, BlockQ6K};
+use crate::quant::blocks::{cast_blocks, BlockIQ4NL, BlockQ4K, BlockQ4_0, BlockQ5_0, BlockQ6K, BlockQ8_0};
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
+use crate::quant::legacy::Block32;
 use crate::quant::AlignedBytes;
 
 /// Bytes of one super-block's values and scales in a tile.
@@ -132,4 +133,101 @@ pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
             mt[Q6K_D + 2 * r..Q6K_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
         }
     })
+}
+
+/// 32-element block types (Q4_0, Q5_0, Q8_0, IQ4_NL; Q8_0 activations): a
+/// tile super-block is one block of 32 for 8 rows. Values per group g of 8
+/// elements (byte 8r+e = element 8g+e of row r):
+///   Q8_0:   4 planes of 64 bytes, the values as i8
+///   Q4_0, IQ4_NL: 2 planes k of 64: byte 8r+e = u(r, 16k+e) | u(r, 16k+8+e) << 4
+///           with u = q + 8 (Q4_0) or the grid index (IQ4_NL)
+///   Q5_0:   Q4_0's planes of the low 4 bits of u = q + 16, then 4 x 8 bytes:
+///           bit e of byte 8g+r = bit 4 of u(r, 8g+e)
+///   meta 32: d (f16) per row, then the sum of the row's 32 values (i16) per row
+pub const Q8_0_GEOMETRY: Geometry = Geometry { values: 256, meta: 32 };
+pub const Q4_0_GEOMETRY: Geometry = Geometry { values: 128, meta: 32 };
+pub const Q5_0_GEOMETRY: Geometry = Geometry { values: 160, meta: 32 };
+pub const B32_D: usize = 0;
+pub const B32_SUM: usize = 16;
+pub const Q5_0_HIGH: usize = 128;
+
+/// How a 32-block type stores its values in the tile.
+#[derive(Clone, Copy, PartialEq)]
+enum Store32 {
+    Bytes,
+    /// Nibbles of q + offset (or of the IQ4_NL index when `iq4`).
+    Nibbles {
+        offset: i8,
+        iq4: bool,
+    },
+    /// Nibbles of the low 4 bits of q + 16, the fifth bits as masks.
+    Five,
+}
+
+fn tiles32<B: Block32>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store32) -> AlignedBytes {
+    let nb = row_bytes / std::mem::size_of::<B>();
+    let ntiles = rows.div_ceil(TILE_ROWS);
+    let tb = g.tile_bytes(nb);
+    let mut out = AlignedBytes::new(ntiles * tb);
+    let o = out.as_mut_slice();
+    let row = |r: usize| -> &[B] { cast_blocks(&data[r * row_bytes..(r + 1) * row_bytes]).expect("weight rows of whole blocks") };
+    for t in 0..ntiles {
+        let (values, meta) = o[t * tb..(t + 1) * tb].split_at_mut(nb * g.values);
+        for b in 0..nb {
+            let v = &mut values[b * g.values..(b + 1) * g.values];
+            let mt = &mut meta[b * g.meta..(b + 1) * g.meta];
+            for r in 0..TILE_ROWS.min(rows - t * TILE_ROWS) {
+                let blk = &row(t * TILE_ROWS + r)[b];
+                let q = blk.unpack();
+                let u: [u8; 32] = match store {
+                    Store32::Nibbles { iq4: true, .. } => std::array::from_fn(|i| iq4_index(blk, i)),
+                    Store32::Nibbles { offset, .. } => q.map(|x| (x + offset) as u8),
+                    Store32::Five => q.map(|x| (x + 16) as u8),
+                    Store32::Bytes => q.map(|x| x as u8),
+                };
+                for e in 0..8 {
+                    match store {
+                        Store32::Bytes => {
+                            for gi in 0..4 {
+                                v[64 * gi + 8 * r + e] = u[8 * gi + e];
+                            }
+                        }
+                        _ => {
+                            for k in 0..2 {
+                                v[64 * k + 8 * r + e] = (u[16 * k + e] & 0xF) | (u[16 * k + 8 + e] & 0xF) << 4;
+                            }
+                            if store == Store32::Five {
+                                for gi in 0..4 {
+                                    v[Q5_0_HIGH + 8 * gi + r] |= ((u[8 * gi + e] >> 4) & 1) << e;
+                                }
+                            }
+                        }
+                    }
+                }
+                mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&crate::quant::blocks::f32_to_f16(blk.d()).to_le_bytes());
+                let sum: i16 = q.iter().map(|&x| x as i16).sum();
+                mt[B32_SUM + 2 * r..B32_SUM + 2 * r + 2].copy_from_slice(&sum.to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// The grid index (0..16) of element i of an IQ4_NL block.
+fn iq4_index<B: Block32>(b: &B, i: usize) -> u8 {
+    let v = b.unpack()[i];
+    crate::quant::blocks::KVALUES_IQ4NL.iter().position(|&k| k == v).expect("an IQ4_NL grid value") as u8
+}
+
+pub fn pack_q8_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles32::<BlockQ8_0>(data, rows, row_bytes, Q8_0_GEOMETRY, Store32::Bytes)
+}
+pub fn pack_q4_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles32::<BlockQ4_0>(data, rows, row_bytes, Q4_0_GEOMETRY, Store32::Nibbles { offset: 8, iq4: false })
+}
+pub fn pack_iq4_nl(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles32::<BlockIQ4NL>(data, rows, row_bytes, Q4_0_GEOMETRY, Store32::Nibbles { offset: 0, iq4: true })
+}
+pub fn pack_q5_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles32::<BlockQ5_0>(data, rows, row_bytes, Q5_0_GEOMETRY, Store32::Five)
 }
