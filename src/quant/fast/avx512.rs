@@ -18,6 +18,7 @@ pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
     let (geometry, pack, gemm): (Geometry, Pack, super::FastGemmFn) = match ty {
         GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
         GgmlType::Q6_K => (Q6K_GEOMETRY, pack_q6k, gemm_q6k),
+        GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k, gemm_q5k),
         GgmlType::Q8_0 if with_32 => (Q8_0_GEOMETRY, pack_q8_0, gemm_q8_0),
         GgmlType::Q5_0 if with_32 => (Q5_0_GEOMETRY, pack_q5_0, gemm_q5_0),
         GgmlType::Q4_0 if with_32 => (Q4_0_GEOMETRY, pack_q4_0, gemm_q4_0),
@@ -101,6 +102,39 @@ impl Tile for Q4K {
     #[inline(always)]
     unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
         byte_pairs::<false>(p.add(Q4K_MINS + 16 * j), p.add(Q4K_MINS + 16 * j + 8))
+    }
+}
+
+struct Q5K;
+impl Tile for Q5K {
+    const G: Geometry = Q5K_GEOMETRY;
+    const SUB16: bool = false;
+    const OFFSET32: bool = false;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
+        let (lo, hi) = Q4K::plane(p, k);
+        let mask = |g: usize| -> __mmask64 { std::ptr::read_unaligned(p.add(Q5K_HIGH + 8 * g) as *const u64) };
+        (
+            _mm512_mask_blend_epi8(mask(2 * k), lo, _mm512_or_si512(lo, _mm512_set1_epi8(16))),
+            _mm512_mask_blend_epi8(mask(2 * k + 1), hi, _mm512_or_si512(hi, _mm512_set1_epi8(16))),
+        )
+    }
+    #[inline(always)]
+    unsafe fn scale(p: *const u8, s: usize) -> __m512i {
+        Q4K::scale(p, s)
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        Q4K::d(p)
+    }
+    #[inline(always)]
+    unsafe fn dmin(p: *const u8) -> __m256 {
+        Q4K::dmin(p)
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        Q4K::pairs(p, j)
     }
 }
 
@@ -276,6 +310,12 @@ unsafe fn gemm<K: Tile>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_q4k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
     gemm::<Q4K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_q5k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+    gemm::<Q5K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]

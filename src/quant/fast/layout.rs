@@ -12,6 +12,8 @@
 //!   values 1024: 16 planes k of 64 bytes: byte 8r+e = q(r, 16k+e) | q(r, 16k+8+e) << 4
 //!   meta 160:    scale of sub-block s (32 elements) of row r at 8s+r (6 bits),
 //!                64.. mins likewise, 128.. d (f16) per row, 144.. dmin per row
+//! Q5_K (8 x 180 bytes; ggml's 8 x 176): Q4_K's 16 planes of the low 4 bits,
+//!   then 32 masks of 8 bytes (bit e of byte 8g+r = bit 4 of q(r, 8g+e)), Q4_K's meta
 //! Q6_K (8 x 210 as ggml's), u = q + 32 in 0..64:
 //!   values 1536: 16 planes of the low 4 bits of u, as Q4_K's, then 8 planes m
 //!                of 64 bytes: byte 8r+e holds the high 2 bits of
@@ -20,7 +22,7 @@
 //!                128.. d (f16) per row
 
 use super::TILE_ROWS;
-use crate::quant::blocks::{cast_blocks, BlockIQ4NL, BlockQ4K, BlockQ4_0, BlockQ5_0, BlockQ6K, BlockQ8_0};
+use crate::quant::blocks::{cast_blocks, BlockIQ4NL, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0};
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
 use crate::quant::legacy::Block32;
 use crate::quant::AlignedBytes;
@@ -41,6 +43,8 @@ impl Geometry {
 
 pub const Q4K_GEOMETRY: Geometry = Geometry { values: 1024, meta: 160 };
 pub const Q6K_GEOMETRY: Geometry = Geometry { values: 1536, meta: 144 };
+pub const Q5K_GEOMETRY: Geometry = Geometry { values: 1280, meta: 160 };
+pub const Q5K_HIGH: usize = 1024;
 /// Offsets in a super-block's values and meta.
 pub const Q6K_HIGH: usize = 1024;
 pub const Q4K_SCALES: usize = 0;
@@ -94,19 +98,41 @@ fn put_planes(u: &[[u8; QK_K]; TILE_ROWS], o: &mut [u8]) {
     }
 }
 
+/// Q4_K's and Q5_K's meta: 6-bit scales and mins per 32, d and dmin per row.
+fn put_meta_k4<B>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], fields: impl Fn(&B) -> (&[u8; 12], u16, u16)) {
+    for (r, b) in blocks.iter().enumerate() {
+        let Some(b) = b else { continue };
+        let (scales, d, dmin) = fields(b);
+        for s in 0..8 {
+            let (sc, m) = scale_min_k4(s, scales);
+            mt[Q4K_SCALES + 8 * s + r] = sc;
+            mt[Q4K_MINS + 8 * s + r] = m;
+        }
+        mt[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&d.to_le_bytes());
+        mt[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&dmin.to_le_bytes());
+    }
+}
+
 pub fn pack_q4k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ4K>(data, rows, row_bytes, Q4K_GEOMETRY, |blocks, o, mt| {
         put_planes(&values(blocks, 0), o);
-        for (r, b) in blocks.iter().enumerate() {
-            let Some(b) = b else { continue };
-            for s in 0..8 {
-                let (sc, m) = scale_min_k4(s, &b.scales);
-                mt[Q4K_SCALES + 8 * s + r] = sc;
-                mt[Q4K_MINS + 8 * s + r] = m;
+        put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
+    })
+}
+
+/// Q5_K: Q4_K's planes of the low 4 bits, then the fifth bits as 64-bit
+/// masks, one per group g of 8 elements: bit e of byte 8g+r = bit 4 of
+/// q(r, 8g+e); Q4_K's meta.
+pub fn pack_q5k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles::<BlockQ5K>(data, rows, row_bytes, Q5K_GEOMETRY, |blocks, o, mt| {
+        let u = values(blocks, 0);
+        put_planes(&u, o);
+        for g in 0..32 {
+            for (r, ur) in u.iter().enumerate() {
+                o[Q5K_HIGH + 8 * g + r] = (0..8).map(|e| ((ur[8 * g + e] >> 4) & 1) << e).sum();
             }
-            mt[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
-            mt[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&b.dmin.to_le_bytes());
         }
+        put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
     })
 }
 

@@ -177,7 +177,7 @@ mod tests {
                 for blk in row.chunks_mut(bb) {
                     let d = f32_to_f16(rng.f32() * 0.01).to_le_bytes();
                     match ty {
-                        GgmlType::Q4_K => {
+                        GgmlType::Q4_K | GgmlType::Q5_K => {
                             blk[0..2].copy_from_slice(&d);
                             blk[2..4].copy_from_slice(&f32_to_f16(rng.f32() * 0.01).to_le_bytes());
                         }
@@ -312,6 +312,11 @@ mod tests {
     #[test]
     fn q4k_equals_reference_in_any_batch() {
         check::<BlockQ4K>(GgmlType::Q4_K);
+    }
+
+    #[test]
+    fn q5k_equals_reference_in_any_batch() {
+        check::<crate::quant::blocks::BlockQ5K>(GgmlType::Q5_K);
     }
 
     #[test]
