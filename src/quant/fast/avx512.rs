@@ -49,6 +49,13 @@ trait Tile {
     unsafe fn pairs(p: *const u8, j: usize) -> __m256i;
 }
 
+/// 64 aligned bytes as two 256-bit loads: streaming weights from memory,
+/// 512-bit loads ran slower here (Qwen 1.5B tg at -t 2, A/B: 28.3 -> 30.5 t/s).
+#[inline(always)]
+unsafe fn load64(p: *const u8) -> __m512i {
+    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256(p as *const __m256i)), _mm256_load_si256(p.add(32) as *const __m256i), 1)
+}
+
 #[inline(always)]
 unsafe fn nibbles(v: __m512i) -> (__m512i, __m512i) {
     let m = _mm512_set1_epi8(0x0F);
@@ -85,7 +92,7 @@ impl Tile for Q4K {
     const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
-        nibbles(_mm512_load_si512(p.add(64 * k) as *const _))
+        nibbles(load64(p.add(64 * k)))
     }
     #[inline(always)]
     unsafe fn scale(p: *const u8, s: usize) -> __m512i {
@@ -146,9 +153,9 @@ impl Tile for Q6K {
     const HAS_MIN: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
-        let (lo, hi) = nibbles(_mm512_load_si512(p.add(64 * k) as *const _));
+        let (lo, hi) = nibbles(load64(p.add(64 * k)));
         // bits 4(k%2).. of the high plane: two bits for each group
-        let h = _mm512_load_si512(p.add(Q6K_HIGH + 64 * (k / 2)) as *const _);
+        let h = load64(p.add(Q6K_HIGH + 64 * (k / 2)));
         let h = if k % 2 == 1 { _mm512_srli_epi16(h, 4) } else { h };
         let m = _mm512_set1_epi8(0x30);
         (_mm512_or_si512(lo, _mm512_and_si512(_mm512_slli_epi16(h, 4), m)), _mm512_or_si512(hi, _mm512_and_si512(_mm512_slli_epi16(h, 2), m)))
