@@ -19,6 +19,7 @@ pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
         GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
         GgmlType::Q6_K => (Q6K_GEOMETRY, pack_q6k, gemm_q6k),
         GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k, gemm_q5k),
+        GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
         GgmlType::Q8_0 if with_32 => (Q8_0_GEOMETRY, pack_q8_0, gemm_q8_0),
         GgmlType::Q5_0 if with_32 => (Q5_0_GEOMETRY, pack_q5_0, gemm_q5_0),
         GgmlType::Q4_0 if with_32 => (Q4_0_GEOMETRY, pack_q4_0, gemm_q4_0),
@@ -33,8 +34,9 @@ trait Tile {
     const G: Geometry;
     /// Sub-blocks of 16 elements (else 32).
     const SUB16: bool;
-    /// Weights hold q + 32 (Q6_K): take 32 * sum_g sc[g] * bsum[g] off.
-    const OFFSET32: bool;
+    /// Weights hold q + 2^OFFSET_SHIFT (Q6_K: 32, IQ4_XS: 128; 0: none):
+    /// take 2^OFFSET_SHIFT * sum_g sc[g] * bsum[g] off.
+    const OFFSET_SHIFT: u32;
     const HAS_MIN: bool;
     /// Groups 2k and 2k+1 (elements 16k..16k+16) of the 8 rows, as bytes
     /// (`p`: the super-block's values; the other functions take its meta).
@@ -88,7 +90,7 @@ struct Q4K;
 impl Tile for Q4K {
     const G: Geometry = Q4K_GEOMETRY;
     const SUB16: bool = false;
-    const OFFSET32: bool = false;
+    const OFFSET_SHIFT: u32 = 0;
     const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
@@ -116,7 +118,7 @@ struct Q5K;
 impl Tile for Q5K {
     const G: Geometry = Q5K_GEOMETRY;
     const SUB16: bool = false;
-    const OFFSET32: bool = false;
+    const OFFSET_SHIFT: u32 = 0;
     const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
@@ -145,11 +147,53 @@ impl Tile for Q5K {
     }
 }
 
+struct Iq4Xs;
+impl Tile for Iq4Xs {
+    const G: Geometry = IQ4XS_GEOMETRY;
+    const SUB16: bool = false;
+    const OFFSET_SHIFT: u32 = 7;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
+        // grid index -> grid value + 128 (unsigned)
+        let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i));
+        let (lo, hi) = nibbles(load64(p.add(64 * k)));
+        (_mm512_shuffle_epi8(lut, lo), _mm512_shuffle_epi8(lut, hi))
+    }
+    #[inline(always)]
+    unsafe fn scale(p: *const u8, s: usize) -> __m512i {
+        doubled::<true>(p.add(IQ4XS_SCALES + 8 * s))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(IQ4XS_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(_: *const u8) -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        byte_pairs::<true>(p.add(IQ4XS_SCALES + 16 * j), p.add(IQ4XS_SCALES + 16 * j + 8))
+    }
+}
+
+/// The IQ4 grid plus 128, as unsigned bytes.
+const IQ4_GRID_U8: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
 struct Q6K;
 impl Tile for Q6K {
     const G: Geometry = Q6K_GEOMETRY;
     const SUB16: bool = true;
-    const OFFSET32: bool = true;
+    const OFFSET_SHIFT: u32 = 5;
     const HAS_MIN: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
@@ -236,31 +280,46 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
             let a = &*acts[t].add(b);
             // row r = lanes 2r + 2r+1: the low dword of each qword after the add
             let mut st = _mm512_cvtepi64_epi32(_mm512_add_epi32(s[t], _mm512_srli_epi64(s[t], 32)));
-            if K::OFFSET32 {
-                let mut bias = _mm256_setzero_si256();
-                for j in 0..8 {
-                    let bs = _mm256_set1_epi32(std::ptr::read_unaligned(a.bsums.as_ptr().add(2 * j) as *const i32));
-                    bias = _mm256_dpwssd_epi32(bias, K::pairs(mt, j), bs);
-                }
-                st = _mm256_sub_epi32(st, _mm256_slli_epi32(bias, 5));
+            if K::OFFSET_SHIFT > 0 {
+                // sum_g sc[g] * bsum[g] per row, times the offset
+                let bias = if K::SUB16 { coeff_sums16::<K>(mt, a) } else { coeff_sums32::<K>(mt, a) };
+                st = _mm256_sub_epi32(st, _mm256_sllv_epi32(bias, _mm256_set1_epi32(K::OFFSET_SHIFT as i32)));
             }
             let mut x = _mm256_mul_ps(d, _mm256_cvtepi32_ps(st));
             if K::HAS_MIN {
-                // sums of 32: adjacent pairs of the sums of 16, as i16 pairs (2j, 2j+1)
-                let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-                let b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
-                let pk = _mm256_packs_epi32(b32, b32);
-                let mut m = _mm256_setzero_si256();
-                for (j, idx) in [0, 1, 4, 5].into_iter().enumerate() {
-                    let bj = _mm256_permutevar8x32_epi32(pk, _mm256_set1_epi32(idx));
-                    m = _mm256_dpwssd_epi32(m, K::pairs(mt, j), bj);
-                }
+                let m = coeff_sums32::<K>(mt, a);
                 x = _mm256_sub_ps(x, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)));
             }
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(a.d), x, acc[t]);
         }
     }
     acc
+}
+
+/// sum_g c[g] * bsum16[g] per row (lane r), c = `K::pairs` (16 per block).
+#[inline(always)]
+unsafe fn coeff_sums16<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
+    let mut v = _mm256_setzero_si256();
+    for j in 0..8 {
+        let bs = _mm256_set1_epi32(std::ptr::read_unaligned(a.bsums.as_ptr().add(2 * j) as *const i32));
+        v = _mm256_dpwssd_epi32(v, K::pairs(mt, j), bs);
+    }
+    v
+}
+
+/// sum_s c[s] * bsum32[s] per row (lane r), c = `K::pairs` (8 per block).
+#[inline(always)]
+unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
+    // sums of 32: adjacent pairs of the sums of 16, as i16 pairs (2j, 2j+1)
+    let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+    let b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+    let pk = _mm256_packs_epi32(b32, b32);
+    let mut v = _mm256_setzero_si256();
+    for (j, idx) in [0, 1, 4, 5].into_iter().enumerate() {
+        let bj = _mm256_permutevar8x32_epi32(pk, _mm256_set1_epi32(idx));
+        v = _mm256_dpwssd_epi32(v, K::pairs(mt, j), bj);
+    }
+    v
 }
 
 /// Every tile against tokens t0..t0+T.
@@ -317,6 +376,12 @@ unsafe fn gemm<K: Tile>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_q4k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
     gemm::<Q4K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_iq4xs(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+    gemm::<Iq4Xs>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]

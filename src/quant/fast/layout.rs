@@ -14,6 +14,9 @@
 //!                64.. mins likewise, 128.. d (f16) per row, 144.. dmin per row
 //! Q5_K (8 x 180 bytes; ggml's 8 x 176): Q4_K's 16 planes of the low 4 bits,
 //!   then 32 masks of 8 bytes (bit e of byte 8g+r = bit 4 of q(r, 8g+e)), Q4_K's meta
+//! IQ4_XS (8 x 138 bytes; ggml's 8 x 136): Q4_K's planes of the grid indices;
+//!   meta 80: the scale (i8, -32..31) of sub-block s (32 elements) of row r at
+//!   8s+r, 64.. d (f16) per row
 //! Q6_K (8 x 210 as ggml's), u = q + 32 in 0..64:
 //!   values 1536: 16 planes of the low 4 bits of u, as Q4_K's, then 8 planes m
 //!                of 64 bytes: byte 8r+e holds the high 2 bits of
@@ -22,7 +25,7 @@
 //!                128.. d (f16) per row
 
 use super::TILE_ROWS;
-use crate::quant::blocks::{cast_blocks, BlockIQ4NL, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0};
+use crate::quant::blocks::{cast_blocks, BlockIQ4NL, BlockIQ4XS, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0, KVALUES_IQ4NL};
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
 use crate::quant::legacy::Block32;
 use crate::quant::AlignedBytes;
@@ -45,6 +48,9 @@ pub const Q4K_GEOMETRY: Geometry = Geometry { values: 1024, meta: 160 };
 pub const Q6K_GEOMETRY: Geometry = Geometry { values: 1536, meta: 144 };
 pub const Q5K_GEOMETRY: Geometry = Geometry { values: 1280, meta: 160 };
 pub const Q5K_HIGH: usize = 1024;
+pub const IQ4XS_GEOMETRY: Geometry = Geometry { values: 1024, meta: 80 };
+pub const IQ4XS_SCALES: usize = 0;
+pub const IQ4XS_D: usize = 64;
 /// Offsets in a super-block's values and meta.
 pub const Q6K_HIGH: usize = 1024;
 pub const Q4K_SCALES: usize = 0;
@@ -133,6 +139,26 @@ pub fn pack_q5k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
             }
         }
         put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
+    })
+}
+
+pub fn pack_iq4xs(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles::<BlockIQ4XS>(data, rows, row_bytes, IQ4XS_GEOMETRY, |blocks, o, mt| {
+        let mut u = [[0u8; QK_K]; TILE_ROWS];
+        for (r, b) in blocks.iter().enumerate() {
+            let Some(b) = b else { continue };
+            let mut q = [0i8; QK_K];
+            b.quants(&mut q);
+            for i in 0..QK_K {
+                u[r][i] = KVALUES_IQ4NL.iter().position(|&k| k == q[i]).expect("an IQ4 grid value") as u8;
+            }
+            let s = b.scales();
+            for sb in 0..8 {
+                mt[IQ4XS_SCALES + 8 * sb + r] = s.sc[2 * sb] as i8 as u8;
+            }
+            mt[IQ4XS_D + 2 * r..IQ4XS_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+        }
+        put_planes(&u, o);
     })
 }
 

@@ -182,6 +182,7 @@ mod tests {
                             blk[2..4].copy_from_slice(&f32_to_f16(rng.f32() * 0.01).to_le_bytes());
                         }
                         GgmlType::Q6_K => blk[bb - 2..].copy_from_slice(&d),
+                        GgmlType::IQ4_XS => blk[0..2].copy_from_slice(&f32_to_f16(rng.f32() * 0.001).to_le_bytes()),
                         _ => blk[0..2].copy_from_slice(&d),
                     }
                 }
@@ -317,6 +318,11 @@ mod tests {
     #[test]
     fn q5k_equals_reference_in_any_batch() {
         check::<crate::quant::blocks::BlockQ5K>(GgmlType::Q5_K);
+    }
+
+    #[test]
+    fn iq4xs_equals_reference_in_any_batch() {
+        check::<crate::quant::blocks::BlockIQ4XS>(GgmlType::IQ4_XS);
     }
 
     #[test]
