@@ -19,6 +19,8 @@ pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
         GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
         GgmlType::Q6_K => (Q6K_GEOMETRY, pack_q6k, gemm_q6k),
         GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k, gemm_q5k),
+        GgmlType::Q2_K => (Q2K_GEOMETRY, pack_q2k, gemm_q2k),
+        GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k, gemm_q3k),
         GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
         GgmlType::Q8_0 if with_32 => (Q8_0_GEOMETRY, pack_q8_0, gemm_q8_0),
         GgmlType::Q5_0 if with_32 => (Q5_0_GEOMETRY, pack_q5_0, gemm_q5_0),
@@ -144,6 +146,76 @@ impl Tile for Q5K {
     #[inline(always)]
     unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
         Q4K::pairs(p, j)
+    }
+}
+
+/// Groups 2k and 2k+1 from the 2-bit planes (Q2_K, Q3_K).
+#[inline(always)]
+unsafe fn plane2(p: *const u8, k: usize) -> (__m512i, __m512i) {
+    let v = load64(p.add(64 * (k / 2)));
+    let v = if k % 2 == 1 { _mm512_srli_epi16(v, 4) } else { v };
+    let m = _mm512_set1_epi8(3);
+    (_mm512_and_si512(v, m), _mm512_and_si512(_mm512_srli_epi16(v, 2), m))
+}
+
+struct Q2K;
+impl Tile for Q2K {
+    const G: Geometry = Q2K_GEOMETRY;
+    const SUB16: bool = true;
+    const OFFSET_SHIFT: u32 = 0;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
+        plane2(p, k)
+    }
+    #[inline(always)]
+    unsafe fn scale(p: *const u8, s: usize) -> __m512i {
+        // low nibble of ggml's scale byte
+        _mm512_and_si512(doubled::<false>(p.add(K16_SCALES + 8 * s)), _mm512_set1_epi32(0xF))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_DMIN) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        // the mins: high nibbles
+        _mm256_srli_epi16(byte_pairs::<false>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8)), 4)
+    }
+}
+
+struct Q3K;
+impl Tile for Q3K {
+    const G: Geometry = Q3K_GEOMETRY;
+    const SUB16: bool = true;
+    const OFFSET_SHIFT: u32 = 2;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
+        let (lo, hi) = plane2(p, k);
+        let mask = |g: usize| -> __mmask64 { std::ptr::read_unaligned(p.add(Q3K_HIGH + 8 * g) as *const u64) };
+        let four = _mm512_set1_epi8(4);
+        (_mm512_mask_blend_epi8(mask(2 * k), lo, _mm512_or_si512(lo, four)), _mm512_mask_blend_epi8(mask(2 * k + 1), hi, _mm512_or_si512(hi, four)))
+    }
+    #[inline(always)]
+    unsafe fn scale(p: *const u8, s: usize) -> __m512i {
+        doubled::<true>(p.add(K16_SCALES + 8 * s))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(_: *const u8) -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        byte_pairs::<true>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8))
     }
 }
 
@@ -287,7 +359,7 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
             }
             let mut x = _mm256_mul_ps(d, _mm256_cvtepi32_ps(st));
             if K::HAS_MIN {
-                let m = coeff_sums32::<K>(mt, a);
+                let m = if K::SUB16 { coeff_sums16::<K>(mt, a) } else { coeff_sums32::<K>(mt, a) };
                 x = _mm256_sub_ps(x, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)));
             }
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(a.d), x, acc[t]);
@@ -376,6 +448,18 @@ unsafe fn gemm<K: Tile>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_q4k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
     gemm::<Q4K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_q2k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+    gemm::<Q2K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_q3k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+    gemm::<Q3K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]

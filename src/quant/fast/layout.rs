@@ -14,6 +14,14 @@
 //!                64.. mins likewise, 128.. d (f16) per row, 144.. dmin per row
 //! Q5_K (8 x 180 bytes; ggml's 8 x 176): Q4_K's 16 planes of the low 4 bits,
 //!   then 32 masks of 8 bytes (bit e of byte 8g+r = bit 4 of q(r, 8g+e)), Q4_K's meta
+//! Q2_K (8 x 84 as ggml's): 8 planes m of 64 bytes: byte 8r+e holds q(r,
+//!   32m+8i+e) (2 bits) at bits 2i..2i+2, i = 0..4; meta 160: ggml's scale
+//!   byte (scale | min << 4) of sub-block s (16 elements) of row r at 8s+r,
+//!   128.. d, 144.. dmin (f16) per row
+//! Q3_K (8 x 114; ggml's 8 x 110), u = q + 4 in 0..8: Q2_K's planes of the low
+//!   2 bits of u, then 32 masks of 8 bytes of the third bits (bit e of byte
+//!   8g+r = bit 2 of u(r, 8g+e)); meta 144: the scale (i8, -32..31) of
+//!   sub-block s of row r at 8s+r, 128.. d per row
 //! IQ4_XS (8 x 138 bytes; ggml's 8 x 136): Q4_K's planes of the grid indices;
 //!   meta 80: the scale (i8, -32..31) of sub-block s (32 elements) of row r at
 //!   8s+r, 64.. d (f16) per row
@@ -25,7 +33,9 @@
 //!                128.. d (f16) per row
 
 use super::TILE_ROWS;
-use crate::quant::blocks::{cast_blocks, BlockIQ4NL, BlockIQ4XS, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0, KVALUES_IQ4NL};
+use crate::quant::blocks::{
+    cast_blocks, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0, KVALUES_IQ4NL,
+};
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
 use crate::quant::legacy::Block32;
 use crate::quant::AlignedBytes;
@@ -48,6 +58,13 @@ pub const Q4K_GEOMETRY: Geometry = Geometry { values: 1024, meta: 160 };
 pub const Q6K_GEOMETRY: Geometry = Geometry { values: 1536, meta: 144 };
 pub const Q5K_GEOMETRY: Geometry = Geometry { values: 1280, meta: 160 };
 pub const Q5K_HIGH: usize = 1024;
+pub const Q2K_GEOMETRY: Geometry = Geometry { values: 512, meta: 160 };
+pub const Q3K_GEOMETRY: Geometry = Geometry { values: 768, meta: 144 };
+pub const Q3K_HIGH: usize = 512;
+/// Q2_K's and Q3_K's meta: per-16 scales at 8s+r, then d and (Q2_K) dmin per row.
+pub const K16_SCALES: usize = 0;
+pub const K16_D: usize = 128;
+pub const K16_DMIN: usize = 144;
 pub const IQ4XS_GEOMETRY: Geometry = Geometry { values: 1024, meta: 80 };
 pub const IQ4XS_SCALES: usize = 0;
 pub const IQ4XS_D: usize = 64;
@@ -133,12 +150,58 @@ pub fn pack_q5k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ5K>(data, rows, row_bytes, Q5K_GEOMETRY, |blocks, o, mt| {
         let u = values(blocks, 0);
         put_planes(&u, o);
-        for g in 0..32 {
-            for (r, ur) in u.iter().enumerate() {
-                o[Q5K_HIGH + 8 * g + r] = (0..8).map(|e| ((ur[8 * g + e] >> 4) & 1) << e).sum();
+        put_masks(&u, 4, &mut o[Q5K_HIGH..]);
+        put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
+    })
+}
+
+/// 2-bit planes: byte 8r+e of plane m holds u(r, 32m+8i+e) & 3 at bits 2i.
+fn put_planes2(u: &[[u8; QK_K]; TILE_ROWS], o: &mut [u8]) {
+    for m in 0..8 {
+        for r in 0..TILE_ROWS {
+            for e in 0..8 {
+                o[64 * m + 8 * r + e] = (0..4).map(|i| (u[r][32 * m + 8 * i + e] & 3) << (2 * i)).sum();
             }
         }
-        put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
+    }
+}
+
+/// One 64-bit mask per group g of 8 elements: bit e of byte 8g+r = bit `bit` of u(r, 8g+e).
+fn put_masks(u: &[[u8; QK_K]; TILE_ROWS], bit: u32, o: &mut [u8]) {
+    for g in 0..32 {
+        for (r, ur) in u.iter().enumerate() {
+            o[8 * g + r] = (0..8).map(|e| ((ur[8 * g + e] >> bit) & 1) << e).sum();
+        }
+    }
+}
+
+pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles::<BlockQ2K>(data, rows, row_bytes, Q2K_GEOMETRY, |blocks, o, mt| {
+        put_planes2(&values(blocks, 0), o);
+        for (r, b) in blocks.iter().enumerate() {
+            let Some(b) = b else { continue };
+            for sb in 0..16 {
+                mt[K16_SCALES + 8 * sb + r] = b.scales[sb];
+            }
+            mt[K16_D + 2 * r..K16_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+            mt[K16_DMIN + 2 * r..K16_DMIN + 2 * r + 2].copy_from_slice(&b.dmin.to_le_bytes());
+        }
+    })
+}
+
+pub fn pack_q3k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    tiles::<BlockQ3K>(data, rows, row_bytes, Q3K_GEOMETRY, |blocks, o, mt| {
+        let u = values(blocks, 4);
+        put_planes2(&u, o);
+        put_masks(&u, 2, &mut o[Q3K_HIGH..]);
+        for (r, b) in blocks.iter().enumerate() {
+            let Some(b) = b else { continue };
+            let s = b.scales();
+            for sb in 0..16 {
+                mt[K16_SCALES + 8 * sb + r] = s.sc[sb] as i8 as u8;
+            }
+            mt[K16_D + 2 * r..K16_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+        }
     })
 }
 

@@ -181,7 +181,11 @@ mod tests {
                             blk[0..2].copy_from_slice(&d);
                             blk[2..4].copy_from_slice(&f32_to_f16(rng.f32() * 0.01).to_le_bytes());
                         }
-                        GgmlType::Q6_K => blk[bb - 2..].copy_from_slice(&d),
+                        GgmlType::Q6_K | GgmlType::Q3_K => blk[bb - 2..].copy_from_slice(&d),
+                        GgmlType::Q2_K => {
+                            blk[bb - 4..bb - 2].copy_from_slice(&d);
+                            blk[bb - 2..].copy_from_slice(&f32_to_f16(rng.f32() * 0.01).to_le_bytes());
+                        }
                         GgmlType::IQ4_XS => blk[0..2].copy_from_slice(&f32_to_f16(rng.f32() * 0.001).to_le_bytes()),
                         _ => blk[0..2].copy_from_slice(&d),
                     }
@@ -318,6 +322,16 @@ mod tests {
     #[test]
     fn q5k_equals_reference_in_any_batch() {
         check::<crate::quant::blocks::BlockQ5K>(GgmlType::Q5_K);
+    }
+
+    #[test]
+    fn q2k_equals_reference_in_any_batch() {
+        check::<crate::quant::blocks::BlockQ2K>(GgmlType::Q2_K);
+    }
+
+    #[test]
+    fn q3k_equals_reference_in_any_batch() {
+        check::<crate::quant::blocks::BlockQ3K>(GgmlType::Q3_K);
     }
 
     #[test]
