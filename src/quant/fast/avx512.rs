@@ -298,6 +298,17 @@ impl Tile for Q6K {
 /// at -t 2, one token per step: none 23 t/s, 1: 26, 2-4: 28, 8: 26.
 const PREFETCH_BLOCKS: usize = 3;
 
+/// Fetch the values and meta of the block `ahead` blocks after the one at
+/// `p` / `mt` (the hardware prefetcher does not run far enough ahead here).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, mt: *const u8, g: Geometry, ahead: usize) {
+    let f = p.add(ahead * g.values);
+    for l in (0..g.values).step_by(64) {
+        _mm_prefetch::<_MM_HINT_T0>(f.add(l) as *const i8);
+    }
+    _mm_prefetch::<_MM_HINT_T0>(mt.add(ahead * g.meta) as *const i8);
+}
+
 #[inline(always)]
 unsafe fn bcast8(p: *const i8) -> __m512i {
     _mm512_set1_epi64(std::ptr::read_unaligned(p as *const i64))
@@ -313,15 +324,7 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
     for b in 0..nb {
         let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        {
-            // the hardware prefetcher does not run far enough ahead here
-            let ahead = if T <= 2 { PREFETCH_BLOCKS } else { PREFETCH_BLOCKS / 2 };
-            let f = p.add(ahead * K::G.values);
-            for l in (0..K::G.values).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(f.add(l) as *const i8);
-            }
-            _mm_prefetch::<_MM_HINT_T0>(mt.add(ahead * K::G.meta) as *const i8);
-        }
+        prefetch(p, mt, K::G, if T <= 2 { PREFETCH_BLOCKS } else { PREFETCH_BLOCKS / 2 });
         let mut s = [zero; T];
         if K::SUB16 {
             for k in 0..16 {
@@ -394,13 +397,44 @@ unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
     v
 }
 
+/// A tile kernel of either family, for the shared token loop.
+trait Kernel {
+    /// The activation block type.
+    type Act;
+    const G: Geometry;
+    /// One tile (64-byte aligned, `nb` blocks) against T tokens.
+    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const Self::Act; T]) -> [__m256; T];
+}
+
+/// The super-block types (Q8_K activations).
+struct Super<K>(std::marker::PhantomData<K>);
+impl<K: Tile> Kernel for Super<K> {
+    type Act = BlockQ8K;
+    const G: Geometry = K::G;
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
+        tile::<K, T>(w, nb, acts)
+    }
+}
+
+/// The 32-element block types (Q8_0 activations).
+struct Small<K>(std::marker::PhantomData<K>);
+impl<K: Tile32> Kernel for Small<K> {
+    type Act = BlockQ8_0;
+    const G: Geometry = K::G;
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8_0; T]) -> [__m256; T] {
+        tile32::<K, T>(w, nb, acts)
+    }
+}
+
 /// Every tile against tokens t0..t0+T.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tokens<K: Tile, const T: usize>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, t0: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    let acts: [*const BlockQ8K; T] = std::array::from_fn(|t| a.as_ptr().add((t0 + t) * arb) as *const BlockQ8K);
+unsafe fn tokens<K: Kernel, const T: usize>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, t0: usize, out: *mut f32, ostride: usize, nrows: usize) {
+    let acts: [*const K::Act; T] = std::array::from_fn(|t| a.as_ptr().add((t0 + t) * arb) as *const K::Act);
     for i in 0..ntiles {
-        let acc = tile::<K, T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
+        let acc = K::tile::<T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
         store_tile(&acc, i, t0, out, ostride, nrows);
     }
 }
@@ -426,7 +460,7 @@ unsafe fn store_tile<const T: usize>(acc: &[__m256; T], i: usize, t0: usize, out
 /// the same in any group.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm<K: Tile>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+unsafe fn gemm<K: Kernel>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
     let mut t0 = 0;
     while t0 < ntok {
         let n = (ntok - t0).min(8);
@@ -444,41 +478,26 @@ unsafe fn gemm<K: Tile>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_q4k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    gemm::<Q4K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+/// `gemm` for one kernel, compiled with the AVX-512 VNNI features.
+macro_rules! gemm_fn {
+    ($name:ident, $k:ty) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+            gemm::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+        }
+    };
 }
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_q2k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    gemm::<Q2K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_q3k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    gemm::<Q3K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_iq4xs(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    gemm::<Iq4Xs>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_q5k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    gemm::<Q5K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-}
-
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_q6k(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    gemm::<Q6K>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-}
+gemm_fn!(gemm_q2k, Super<Q2K>);
+gemm_fn!(gemm_q3k, Super<Q3K>);
+gemm_fn!(gemm_q4k, Super<Q4K>);
+gemm_fn!(gemm_q5k, Super<Q5K>);
+gemm_fn!(gemm_q6k, Super<Q6K>);
+gemm_fn!(gemm_iq4xs, Super<Iq4Xs>);
+gemm_fn!(gemm_q8_0, Small<Q8_0>);
+gemm_fn!(gemm_q5_0, Small<Q5_0>);
+gemm_fn!(gemm_q4_0, Small<Q4_0>);
+gemm_fn!(gemm_iq4_nl, Small<Iq4Nl>);
 
 /// A 32-element block type's tile (see `layout`): the 4 groups of 8
 /// elements x 8 rows as signed bytes.
@@ -557,14 +576,7 @@ unsafe fn tile32<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[*co
     for b in 0..nb {
         let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        {
-            let ahead = if T <= 2 { PREFETCH_BLOCKS_32 } else { PREFETCH_BLOCKS_32 / 2 };
-            let f = p.add(ahead * K::G.values);
-            for l in (0..K::G.values).step_by(64) {
-                _mm_prefetch::<_MM_HINT_T0>(f.add(l) as *const i8);
-            }
-            _mm_prefetch::<_MM_HINT_T0>(mt.add(ahead * K::G.meta) as *const i8);
-        }
+        prefetch(p, mt, K::G, if T <= 2 { PREFETCH_BLOCKS_32 } else { PREFETCH_BLOCKS_32 / 2 });
         let g = K::groups(p);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(mt.add(B32_D) as *const __m128i));
         let sw = _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128(mt.add(B32_SUM) as *const __m128i)), 7);
@@ -582,57 +594,3 @@ unsafe fn tile32<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[*co
     }
     acc
 }
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tokens32<K: Tile32, const T: usize>(
-    w: &[u8],
-    nb: usize,
-    ntiles: usize,
-    a: &[u8],
-    arb: usize,
-    t0: usize,
-    out: *mut f32,
-    ostride: usize,
-    nrows: usize,
-) {
-    let acts: [*const BlockQ8_0; T] = std::array::from_fn(|t| a.as_ptr().add((t0 + t) * arb) as *const BlockQ8_0);
-    for i in 0..ntiles {
-        let acc = tile32::<K, T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
-        store_tile(&acc, i, t0, out, ostride, nrows);
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm32<K: Tile32>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    let mut t0 = 0;
-    while t0 < ntok {
-        let n = (ntok - t0).min(8);
-        match n {
-            8 => tokens32::<K, 8>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            7 => tokens32::<K, 7>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            6 => tokens32::<K, 6>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            5 => tokens32::<K, 5>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            4 => tokens32::<K, 4>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            3 => tokens32::<K, 3>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            2 => tokens32::<K, 2>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            _ => tokens32::<K, 1>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-        }
-        t0 += n;
-    }
-}
-
-macro_rules! gemm32_fn {
-    ($name:ident, $k:ty) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-            gemm32::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-        }
-    };
-}
-gemm32_fn!(gemm_q8_0, Q8_0);
-gemm32_fn!(gemm_q5_0, Q5_0);
-gemm32_fn!(gemm_q4_0, Q4_0);
-gemm32_fn!(gemm_iq4_nl, Iq4Nl);

@@ -79,7 +79,7 @@ pub const Q6K_D: usize = 128;
 
 /// Tiles of `rows` rows: rows past the end are zero (scale 0: they add 0).
 /// `put(blocks, values, meta)` writes one super-block.
-fn tiles<B: BlockK>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, put: impl Fn(&[Option<&B>; TILE_ROWS], &mut [u8], &mut [u8])) -> AlignedBytes {
+fn tiles<B: Copy>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, put: impl Fn(&[Option<&B>; TILE_ROWS], &mut [u8], &mut [u8])) -> AlignedBytes {
     let nb = row_bytes / std::mem::size_of::<B>();
     let ntiles = rows.div_ceil(TILE_ROWS);
     let tb = g.tile_bytes(nb);
@@ -213,7 +213,7 @@ pub fn pack_iq4xs(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
             let mut q = [0i8; QK_K];
             b.quants(&mut q);
             for i in 0..QK_K {
-                u[r][i] = KVALUES_IQ4NL.iter().position(|&k| k == q[i]).expect("an IQ4 grid value") as u8;
+                u[r][i] = grid_index(q[i]);
             }
             let s = b.scales();
             for sb in 0..8 {
@@ -280,58 +280,45 @@ enum Store32 {
 }
 
 fn tiles32<B: Block32>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store32) -> AlignedBytes {
-    let nb = row_bytes / std::mem::size_of::<B>();
-    let ntiles = rows.div_ceil(TILE_ROWS);
-    let tb = g.tile_bytes(nb);
-    let mut out = AlignedBytes::new(ntiles * tb);
-    let o = out.as_mut_slice();
-    let row = |r: usize| -> &[B] { cast_blocks(&data[r * row_bytes..(r + 1) * row_bytes]).expect("weight rows of whole blocks") };
-    for t in 0..ntiles {
-        let (values, meta) = o[t * tb..(t + 1) * tb].split_at_mut(nb * g.values);
-        for b in 0..nb {
-            let v = &mut values[b * g.values..(b + 1) * g.values];
-            let mt = &mut meta[b * g.meta..(b + 1) * g.meta];
-            for r in 0..TILE_ROWS.min(rows - t * TILE_ROWS) {
-                let blk = &row(t * TILE_ROWS + r)[b];
-                let q = blk.unpack();
-                let u: [u8; 32] = match store {
-                    Store32::Nibbles { iq4: true, .. } => std::array::from_fn(|i| iq4_index(blk, i)),
-                    Store32::Nibbles { offset, .. } => q.map(|x| (x + offset) as u8),
-                    Store32::Five => q.map(|x| (x + 16) as u8),
-                    Store32::Bytes => q.map(|x| x as u8),
-                };
-                for e in 0..8 {
-                    match store {
-                        Store32::Bytes => {
-                            for gi in 0..4 {
-                                v[64 * gi + 8 * r + e] = u[8 * gi + e];
-                            }
+    tiles::<B>(data, rows, row_bytes, g, |blocks, v, mt| {
+        for (r, blk) in blocks.iter().enumerate() {
+            let Some(blk) = blk else { continue };
+            let q = blk.unpack();
+            let u: [u8; 32] = match store {
+                Store32::Nibbles { iq4: true, .. } => q.map(grid_index),
+                Store32::Nibbles { offset, .. } => q.map(|x| (x + offset) as u8),
+                Store32::Five => q.map(|x| (x + 16) as u8),
+                Store32::Bytes => q.map(|x| x as u8),
+            };
+            for e in 0..8 {
+                match store {
+                    Store32::Bytes => {
+                        for gi in 0..4 {
+                            v[64 * gi + 8 * r + e] = u[8 * gi + e];
                         }
-                        _ => {
-                            for k in 0..2 {
-                                v[64 * k + 8 * r + e] = (u[16 * k + e] & 0xF) | (u[16 * k + 8 + e] & 0xF) << 4;
-                            }
-                            if store == Store32::Five {
-                                for gi in 0..4 {
-                                    v[Q5_0_HIGH + 8 * gi + r] |= ((u[8 * gi + e] >> 4) & 1) << e;
-                                }
+                    }
+                    _ => {
+                        for k in 0..2 {
+                            v[64 * k + 8 * r + e] = (u[16 * k + e] & 0xF) | (u[16 * k + 8 + e] & 0xF) << 4;
+                        }
+                        if store == Store32::Five {
+                            for gi in 0..4 {
+                                v[Q5_0_HIGH + 8 * gi + r] |= ((u[8 * gi + e] >> 4) & 1) << e;
                             }
                         }
                     }
                 }
-                mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&crate::quant::blocks::f32_to_f16(blk.d()).to_le_bytes());
-                let sum: i16 = q.iter().map(|&x| x as i16).sum();
-                mt[B32_SUM + 2 * r..B32_SUM + 2 * r + 2].copy_from_slice(&sum.to_le_bytes());
             }
+            mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&crate::quant::blocks::f32_to_f16(blk.d()).to_le_bytes());
+            let sum: i16 = q.iter().map(|&x| x as i16).sum();
+            mt[B32_SUM + 2 * r..B32_SUM + 2 * r + 2].copy_from_slice(&sum.to_le_bytes());
         }
-    }
-    out
+    })
 }
 
-/// The grid index (0..16) of element i of an IQ4_NL block.
-fn iq4_index<B: Block32>(b: &B, i: usize) -> u8 {
-    let v = b.unpack()[i];
-    crate::quant::blocks::KVALUES_IQ4NL.iter().position(|&k| k == v).expect("an IQ4_NL grid value") as u8
+/// The index (0..16) of a value of the IQ4 grid (IQ4_NL, IQ4_XS).
+fn grid_index(v: i8) -> u8 {
+    KVALUES_IQ4NL.iter().position(|&k| k == v).expect("an IQ4 grid value") as u8
 }
 
 pub fn pack_q8_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
