@@ -8,6 +8,7 @@ pub mod cli;
 pub mod decode;
 pub mod gguf;
 pub mod kv_cache;
+pub mod lora;
 pub mod model;
 pub mod ops;
 pub mod parallel;

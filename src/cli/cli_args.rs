@@ -46,6 +46,16 @@ pub struct CliArgs {
     gpu_layers: Option<String>,
     #[arg(long = "exact", help = "llama.cpp's rounding, bit for bit (default: fast kernels; also RLLAMA_EXACT=1)", help_heading = "Model")]
     exact: bool,
+    #[arg(long = "lora", value_name = "FNAME", action = clap::ArgAction::Append, help = "LoRA adapter (repeatable, comma-separated)", help_heading = "Model")]
+    lora: Vec<OsString>,
+    #[arg(
+        long = "lora-scaled",
+        value_name = "FNAME:SCALE",
+        action = clap::ArgAction::Append,
+        help = "LoRA adapter with a user-defined scale (repeatable, comma-separated pairs)",
+        help_heading = "Model"
+    )]
+    lora_scaled: Vec<OsString>,
     #[arg(long = "flash-attn", alias = "fa", value_name = "on|off|auto", help = "accepted (-fa); attention is always fused", help_heading = "Model")]
     flash_attn: Option<String>,
 
@@ -265,7 +275,9 @@ impl CliArgs {
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
         };
+        let lora = crate::lora::parse_specs(&self.lora, &self.lora_scaled)?;
         Ok(CliOpts {
+            lora,
             model: self.model,
             prompt,
             n_predict: self.n_predict,

@@ -169,7 +169,8 @@ pub fn split_paths(s: &std::ffi::OsStr) -> Vec<std::path::PathBuf> {
     os_bytes(s).split(|&b| b == b',').map(path_of_bytes).collect()
 }
 
-fn path_of_bytes(b: &[u8]) -> std::path::PathBuf {
+/// A path from raw argument bytes (any bytes on Unix).
+pub fn path_of_bytes(b: &[u8]) -> std::path::PathBuf {
     #[cfg(unix)]
     {
         use std::os::unix::ffi::OsStrExt;

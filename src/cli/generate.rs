@@ -22,6 +22,8 @@ pub struct Setup {
     pub model: Model,
     pub tok: Tokenizer,
     pub draft: Option<Model>,
+    /// The target's LoRA adapters with their scales.
+    pub adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>,
     pub n_ctx: usize,
     pub t_start: Instant,
     pub t_load_ms: f64,
@@ -41,9 +43,10 @@ impl Setup {
             }
             None => None,
         };
+        let adapters = crate::lora::session_adapters(&model, &o.lora)?;
         let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
         let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
-        Ok(Setup { model, tok, draft, n_ctx, t_start, t_load_ms })
+        Ok(Setup { model, tok, draft, adapters, n_ctx, t_start, t_load_ms })
     }
 
     pub fn n_batch(&self, o: &CliOpts) -> usize {
@@ -66,12 +69,9 @@ impl Setup {
         } else {
             DraftLength::new(0, 0)
         };
-        let mut gen = Generator::new(
-            Session::new(&self.model, self.n_ctx, self.n_batch(o))?,
-            Sampler::new(o.sampling.clone()),
-            drafter.map(|d| d as &mut dyn Drafter),
-            len,
-        );
+        let mut sess = Session::new(&self.model, self.n_ctx, self.n_batch(o))?;
+        sess.scratch.set_adapters(self.adapters.clone());
+        let mut gen = Generator::new(sess, Sampler::new(o.sampling.clone()), drafter.map(|d| d as &mut dyn Drafter), len);
         if o.ignore_eos {
             // llama.cpp's -inf logit bias on every end-of-generation token
             gen.banned = self.tok.eog.iter().copied().filter(|&t| (t as usize) < self.model.cfg.n_vocab).collect();

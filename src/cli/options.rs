@@ -48,6 +48,8 @@ pub struct CliOpts {
     pub show_timings: bool,
     /// Speculative decoding (`-md DRAFT` and the draft flags).
     pub draft: DraftOpts,
+    /// LoRA adapters on the target (`--lora`, `--lora-scaled`).
+    pub lora: Vec<crate::lora::LoraSpec>,
 }
 
 impl Default for CliOpts {
@@ -74,6 +76,7 @@ impl Default for CliOpts {
             multiline: false,
             show_timings: true,
             draft: Default::default(),
+            lora: Vec::new(),
         }
     }
 }

@@ -44,6 +44,10 @@ pub struct PplArgs {
     output_type: u32,
     #[arg(long = "exact", help = "llama.cpp's rounding, bit for bit (default: fast kernels; also RLLAMA_EXACT=1)")]
     exact: bool,
+    #[arg(long = "lora", value_name = "FNAME", action = clap::ArgAction::Append, help = "LoRA adapter (repeatable, comma-separated)")]
+    lora: Vec<std::ffi::OsString>,
+    #[arg(long = "lora-scaled", value_name = "FNAME:SCALE", action = clap::ArgAction::Append, help = "LoRA adapter with a user-defined scale (repeatable, comma-separated pairs)")]
+    lora_scaled: Vec<std::ffi::OsString>,
     #[arg(long = "ppl-stride", value_name = "N", default_value_t = 0, help = "only 0 (strided perplexity is not supported)")]
     stride: i64,
     #[arg(long = "ubatch-size", alias = "ub", value_name = "N", help_heading = "Accepted, no effect")]
@@ -68,6 +72,7 @@ pub struct PplArgs {
 
 struct Opts {
     model: Option<PathBuf>,
+    lora: Vec<crate::lora::LoraSpec>,
     /// The text's bytes (llama-perplexity tokenizes them as they are).
     text: Option<Vec<u8>>,
     n_ctx: usize,
@@ -98,6 +103,7 @@ fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
         None => None,
     };
     Ok(Some(Opts {
+        lora: crate::lora::parse_specs(&a.lora, &a.lora_scaled)?,
         model: a.model,
         text,
         n_ctx: a.n_ctx,
@@ -128,9 +134,10 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let model = Model::load(&model_path)?;
     let tok = Tokenizer::from_gguf(&model.g)?;
     let bos = if tok.add_bos { tok.bos } else { None };
+    let adapters = crate::lora::session_adapters(&model, &o.lora)?;
     match base {
-        Some(b) => run_kld(&o, &model, b, bos),
-        None => run_ppl(&o, &model, &tok, bos),
+        Some(b) => run_kld(&o, &model, adapters, b, bos),
+        None => run_ppl(&o, &model, adapters, &tok, bos),
     }
 }
 
@@ -152,7 +159,7 @@ fn print_eta(tag: &str, t_chunk: f64, n_seq: usize, n_chunk: usize) {
     let _ = out.flush();
 }
 
-fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result<()> {
+fn run_ppl(o: &Opts, model: &Model, adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>, tok: &Tokenizer, bos: Option<u32>) -> Result<()> {
     let text = o.text.as_deref().unwrap_or_default();
     let t0 = Instant::now();
     eprintln!("perplexity: tokenizing the input ..");
@@ -191,7 +198,7 @@ fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result
         t_chunk = Instant::now();
     };
     let save = file.as_mut().map(|f| f as &mut dyn Write);
-    let r = ppl::perplexity(model, &tokens, bos, o.n_ctx, Some(n_chunk), o.n_batch, save, &mut on_chunk);
+    let r = ppl::perplexity(model, adapters, &tokens, bos, o.n_ctx, Some(n_chunk), o.n_batch, save, &mut on_chunk);
     let r = r?;
     if let Some(mut f) = file.take() {
         f.flush().context("error: perplexity: cannot write the logits file")?;
@@ -208,7 +215,7 @@ fn run_ppl(o: &Opts, model: &Model, tok: &Tokenizer, bos: Option<u32>) -> Result
     Ok(())
 }
 
-fn run_kld(o: &Opts, model: &Model, mut base: LogitsReader, bos: Option<u32>) -> Result<()> {
+fn run_kld(o: &Opts, model: &Model, adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>, mut base: LogitsReader, bos: Option<u32>) -> Result<()> {
     let (batch, n_seq) = batch_and_seq(o.n_batch, base.n_ctx);
     let n_chunk = base.n_chunk;
     eprintln!("kl_divergence: computing over {n_chunk} chunks, n_ctx={}, batch_size={batch}, n_seq={n_seq}", base.n_ctx);
@@ -224,7 +231,7 @@ fn run_kld(o: &Opts, model: &Model, mut base: LogitsReader, bos: Option<u32>) ->
         let _ = out.flush();
         t_chunk = Instant::now();
     };
-    let mut r = ppl::kl_divergence(model, &mut base, bos, o.n_batch, &mut on_chunk).map_err(|e| anyhow::anyhow!("error: kl_divergence: {e:#}"))?;
+    let mut r = ppl::kl_divergence(model, adapters, &mut base, bos, o.n_batch, &mut on_chunk).map_err(|e| anyhow::anyhow!("error: kl_divergence: {e:#}"))?;
     println!();
     if r.sums.count >= 100 {
         print!("{}", summary(&r.sums, &mut r.kld_values, &mut r.p_diff_values));

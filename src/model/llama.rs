@@ -72,6 +72,11 @@ impl Scratch {
     pub fn n_rows(&self) -> usize {
         self.rows.len()
     }
+
+    /// The LoRA adapters this sequence's passes apply (None: the base alone).
+    pub fn set_adapters(&mut self, set: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>) {
+        self.mc.adapters = set.filter(|s| !s.is_empty());
+    }
 }
 
 impl Model {
@@ -95,6 +100,11 @@ impl Model {
     /// Number of parameters (elements of all tensors).
     pub fn n_params(&self) -> u64 {
         self.g.tensors.iter().map(|t| t.n_elements()).sum()
+    }
+
+    /// Every projection by its tensor's name (what adapters attach to).
+    pub fn linears(&self) -> Vec<(&str, &Linear)> {
+        self.w.linears()
     }
 
     /// The output projection (the head's matrix).
@@ -136,11 +146,9 @@ impl Model {
             bail!("token id {t} is outside the vocabulary of {}", c.n_vocab);
         }
         s.x.resize(tokens.len() * d, 0.0);
-        for (row, &tok) in s.x.chunks_mut(d).zip(tokens) {
-            self.w.tok_embd.embed(tok as usize, row);
-            if let Some(sc) = c.embd_scale {
-                row.iter_mut().for_each(|v| *v *= sc);
-            }
+        self.w.tok_embd.embed(tokens, &mut s.x, &mut s.mc);
+        if let Some(sc) = c.embd_scale {
+            s.x.iter_mut().for_each(|v| *v *= sc);
         }
         s.n_tokens = tokens.len();
         s.rows = (0..tokens.len()).collect();
@@ -257,19 +265,35 @@ impl Model {
         let v_at = |kvh: usize| move |p: usize| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv];
         let att = SendPtr(s.att.as_mut_ptr());
         // ggml's tiled kernel serves batches of FA_TILE tokens or more; rows
-        // rounded as one-token steps always take the one-token kernel.
-        if n >= FA_TILE && !steps {
-            // per head, blocks of FA_TILE query rows
-            let blocks: Vec<(usize, usize)> = (0..nh).flat_map(|h| (0..nr).step_by(FA_TILE).map(move |r0| (h, r0))).collect();
-            parallel::for_each(blocks.len(), |b| {
-                let (h, r0) = blocks[b];
-                let rr = &rows[r0..(r0 + FA_TILE).min(nr)];
-                let qs: Vec<&[f32]> = rr.iter().map(|&t| &q[(t * nh + h) * hk..(t * nh + h + 1) * hk]).collect();
-                let ranges: Vec<_> = rr.iter().map(|&t| first_pos(t)..pos0 + t + 1).collect();
-                let mut o = vec![0f32; rr.len() * hv];
-                attend_tiled(&qs, &ranges, k_at(h / group), v_at(h / group), scale, hv, &mut o);
+        // rounded as one-token steps take the one-token kernel. Fast mode
+        // uses the tiled kernel for every batch: a query's arithmetic depends
+        // only on its own positions (tiles at multiples of FA_TILE), so it is
+        // batch-invariant.
+        if !crate::quant::fast::exact() || (n >= FA_TILE && !steps) {
+            // work items: a KV head, its query heads (the K/V tiles are
+            // widened once for them all), a block of FA_TILE rows; the heads
+            // split only when there would be fewer items than threads
+            let row_blocks = nr.div_ceil(FA_TILE);
+            let subsets = parallel::n_threads().div_ceil(nkv * row_blocks).clamp(1, group);
+            let per = group.div_ceil(subsets);
+            let items: Vec<(usize, usize, usize)> =
+                (0..nkv).flat_map(|g| (0..group).step_by(per).flat_map(move |h0| (0..row_blocks).map(move |b| (g, h0, b)))).collect();
+            parallel::for_each(items.len(), |it| {
+                let (g, h0, b) = items[it];
+                let heads = g * group + h0..g * group + (h0 + per).min(group);
+                let rr = &rows[b * FA_TILE..((b + 1) * FA_TILE).min(nr)];
+                let mut qs: Vec<&[f32]> = Vec::with_capacity(heads.len() * rr.len());
+                let mut ranges = Vec::with_capacity(qs.capacity());
+                for h in heads.clone() {
+                    for &t in rr {
+                        qs.push(&q[(t * nh + h) * hk..(t * nh + h + 1) * hk]);
+                        ranges.push(first_pos(t)..pos0 + t + 1);
+                    }
+                }
+                let mut o = vec![0f32; qs.len() * hv];
+                attend_tiled(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o);
                 for (k, ov) in o.chunks(hv).enumerate() {
-                    let ri = r0 + k;
+                    let (h, ri) = (heads.start + k / rr.len(), b * FA_TILE + k % rr.len());
                     // SAFETY: (row, head) slots are disjoint across items and inside s.att.
                     unsafe { std::ptr::copy_nonoverlapping(ov.as_ptr(), att.get().add((ri * nh + h) * hv), hv) };
                 }

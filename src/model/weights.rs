@@ -34,6 +34,8 @@ pub struct Weights {
     pub layers: Vec<Layer>,
     pub output_norm: Vec<f32>,
     pub output: Linear,
+    /// The output matrix is the token embedding's.
+    pub tied_output: bool,
 }
 
 /// The matrix `name` of `g`, `rows` x `cols`; packed for the multi-row
@@ -111,6 +113,32 @@ impl Weights {
             o.pack();
             Linear::new(o)
         };
-        Ok(Weights { tok_embd, layers, output_norm, output })
+        let mut w = Weights { tok_embd, layers, output_norm, output, tied_output: g.tensor("output.weight").is_none() };
+        for (slot, l) in w.linears_mut().into_iter().enumerate() {
+            l.slot = slot;
+        }
+        Ok(w)
+    }
+
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut v = vec![&mut self.tok_embd];
+        for l in &mut self.layers {
+            v.extend([&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down]);
+        }
+        v.push(&mut self.output);
+        v
+    }
+
+    /// Every projection by the name of its tensor in the file (an output tied
+    /// to the token embedding has none of its own and is left out).
+    pub fn linears(&self) -> Vec<(&str, &Linear)> {
+        let mut v = vec![(self.tok_embd.w.name.as_str(), &self.tok_embd)];
+        for l in &self.layers {
+            v.extend([&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].map(|x| (x.w.name.as_str(), x)));
+        }
+        if !self.tied_output {
+            v.push((self.output.w.name.as_str(), &self.output));
+        }
+        v
     }
 }

@@ -135,6 +135,8 @@ pub fn attend_f16<'a>(
 
 /// Key positions per tile of ggml's tiled flash attention.
 pub const FA_TILE: usize = 64;
+/// Value lanes accumulated in registers at a time.
+const VBLOCK: usize = 64;
 
 /// Queries of one head the way ggml's tiled flash attention computes batches
 /// of at least `FA_TILE` queries: each query stays f32, K and V are widened to
@@ -154,15 +156,49 @@ pub fn attend_tiled<'a>(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::quant::simd::has_avx2() {
-        // SAFETY: avx2/fma detected at run time; the body is plain Rust.
-        return unsafe { tiled_fma(qs, ranges, &k_at, &v_at, scale, dv, out) };
+    {
+        if crate::quant::simd::has_avx512() {
+            // SAFETY: avx512f/avx2/fma/f16c detected at run time; the body is plain Rust.
+            return unsafe { tiled_avx512(qs, ranges, &k_at, &v_at, scale, dv, out) };
+        }
+        if crate::quant::simd::has_avx2() {
+            // SAFETY: avx2/fma/f16c detected at run time; the body is plain Rust.
+            return unsafe { tiled_fma(qs, ranges, &k_at, &v_at, scale, dv, out) };
+        }
     }
-    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out)
+    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out, widen_scalar)
+}
+
+/// f16 to f32, element by element.
+fn widen_scalar(src: &[u16], dst: &mut [f32]) {
+    for (d, &h) in dst.iter_mut().zip(src) {
+        *d = h2f(h);
+    }
+}
+
+/// f16 to f32 with F16C (the same values as `widen_scalar`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn widen_f16c_impl(src: &[u16], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = _mm256_cvtph_ps(_mm_loadu_si128(src.as_ptr().add(i) as *const __m128i));
+        _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
+        i += 8;
+    }
+    widen_scalar(&src[i..n], &mut dst[i..n]);
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+fn widen_f16c(src: &[u16], dst: &mut [f32]) {
+    // SAFETY: only handed to the kernel by callers that detected avx2/f16c.
+    unsafe { widen_f16c_impl(src, dst) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tiled_fma<'a>(
     qs: &[&[f32]],
     ranges: &[std::ops::Range<usize>],
@@ -172,13 +208,30 @@ unsafe fn tiled_fma<'a>(
     dv: usize,
     out: &mut [f32],
 ) {
-    tiled_body(qs, ranges, k_at, v_at, scale, dv, out)
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c)
+}
+
+/// The same body with 16-lane vectors (each score and value lane is its own
+/// fused chain, so the width does not change a bit).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn tiled_avx512<'a>(
+    qs: &[&[f32]],
+    ranges: &[std::ops::Range<usize>],
+    k_at: &dyn Fn(usize) -> &'a [u16],
+    v_at: &dyn Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+) {
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c)
 }
 
 /// The tiled kernel; the loops over keys and over value dimensions are the
 /// independent lanes (the compiler vectorises them), each lane a sequential
 /// fused chain as in ggml's simd_gemm.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn tiled_body<'a>(
     qs: &[&[f32]],
     ranges: &[std::ops::Range<usize>],
@@ -187,6 +240,7 @@ fn tiled_body<'a>(
     scale: f32,
     dv: usize,
     out: &mut [f32],
+    widen: fn(&[u16], &mut [f32]),
 ) {
     const T: usize = FA_TILE;
     let nq = qs.len();
@@ -197,6 +251,7 @@ fn tiled_body<'a>(
     let lo = ranges.iter().map(|r| r.start).min().unwrap_or(0) / T * T;
     let hi = ranges.iter().map(|r| r.end).max().unwrap_or(0);
     let mut kt = vec![0f32; dk * T]; // [d][key]
+    let mut krow = vec![0f32; dk];
     let mut vt = vec![0f32; T * dv]; // [key][d]
     let mut m = vec![f32::NEG_INFINITY; nq];
     let mut s_sum = vec![0f32; nq];
@@ -208,14 +263,24 @@ fn tiled_body<'a>(
         let n_in = (hi - t0).min(T);
         for tk in 0..T {
             if tk < n_in {
-                let k = k_at(t0 + tk);
+                #[cfg(target_arch = "x86_64")]
+                if t0 + T + tk < hi {
+                    // the next tile's rows, while this one is widened
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                    let (kn, vn) = (k_at(t0 + T + tk), v_at(t0 + T + tk));
+                    // SAFETY: prefetching is a hint; the addresses are inside the rows.
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr() as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr().add(dk - 1) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr() as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr().add(dv - 1) as *const i8);
+                    }
+                }
+                widen(&k_at(t0 + tk)[..dk], &mut krow);
                 for d in 0..dk {
-                    kt[d * T + tk] = h2f(k[d]);
+                    kt[d * T + tk] = krow[d];
                 }
-                let v = v_at(t0 + tk);
-                for d in 0..dv {
-                    vt[tk * dv + d] = h2f(v[d]);
-                }
+                widen(&v_at(t0 + tk)[..dv], &mut vt[tk * dv..(tk + 1) * dv]);
             } else {
                 for d in 0..dk {
                     kt[d * T + tk] = 0.0;
@@ -260,15 +325,31 @@ fn tiled_body<'a>(
                 sum += f16v::reduce16(&(&*g).try_into().unwrap()) as f64;
             }
             s_sum[i] = (s_sum[i] as f64 + sum) as f32;
-            for j in 0..T {
-                let p = t0 + j;
-                if p < r.start || p >= r.end {
-                    continue; // weight 0: ggml's fused add of 0 * v changes nothing
+            // keys outside the range weigh 0: ggml's fused add of 0 * v
+            // changes nothing, so only the range's keys are added; each value
+            // lane is one fused chain over the keys, held in registers by
+            // blocks of VBLOCK lanes
+            let (j0, j1) = (r.start.max(t0) - t0, r.end.min(t0 + T) - t0);
+            if dv.is_multiple_of(VBLOCK) {
+                for c in (0..dv).step_by(VBLOCK) {
+                    let mut loc = [0f32; VBLOCK];
+                    loc.copy_from_slice(&a[c..c + VBLOCK]);
+                    for j in j0..j1 {
+                        let wj = w[j];
+                        let vrow = &vt[j * dv + c..j * dv + c + VBLOCK];
+                        for d in 0..VBLOCK {
+                            loc[d] = wj.mul_add(vrow[d], loc[d]);
+                        }
+                    }
+                    a[c..c + VBLOCK].copy_from_slice(&loc);
                 }
-                let wj = w[j];
-                let vrow = &vt[j * dv..(j + 1) * dv];
-                for d in 0..dv {
-                    a[d] = wj.mul_add(vrow[d], a[d]);
+            } else {
+                for j in j0..j1 {
+                    let wj = w[j];
+                    let vrow = &vt[j * dv..(j + 1) * dv];
+                    for d in 0..dv {
+                        a[d] = wj.mul_add(vrow[d], a[d]);
+                    }
                 }
             }
         }
@@ -277,5 +358,64 @@ fn tiled_body<'a>(
     for i in 0..nq {
         let inv = if s_sum[i] == 0.0 { 0.0 } else { 1.0 / s_sum[i] };
         acc[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys, values (f16) and queries: one row per position or query.
+    type Case = (Vec<Vec<u16>>, Vec<Vec<u16>>, Vec<Vec<f32>>);
+
+    /// Keys and values of `n` positions (dim `d`, f16) and `nq` queries.
+    fn setup(n: usize, d: usize, nq: usize) -> Case {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut r = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let k = (0..n).map(|_| (0..d).map(|_| f2h(r() * 2.0)).collect()).collect();
+        let v = (0..n).map(|_| (0..d).map(|_| f2h(r())).collect()).collect();
+        let q = (0..nq).map(|_| (0..d).map(|_| r() * 2.0).collect()).collect();
+        (k, v, q)
+    }
+
+    fn run(qs: &[&[f32]], ranges: &[std::ops::Range<usize>], k: &[Vec<u16>], v: &[Vec<u16>], d: usize) -> Vec<f32> {
+        let mut out = vec![0f32; qs.len() * d];
+        attend_tiled(qs, ranges, |p| k[p].as_slice(), |p| v[p].as_slice(), 0.125, d, &mut out);
+        out
+    }
+
+    /// A query's result is the same bits alone and inside any batch (fast
+    /// mode's verification relies on it), and close to the f64 softmax.
+    #[test]
+    fn tiled_attention_is_batch_invariant_and_accurate() {
+        let (n, d) = (200, 64);
+        let (k, v, q) = setup(n, d, 40);
+        // causal ranges ending anywhere, some with a sliding-window start
+        let ranges: Vec<_> = (0..q.len()).map(|i| (if i % 3 == 0 { i * 2 } else { 0 })..(n - 39 + i)).collect();
+        let all: Vec<&[f32]> = q.iter().map(|x| x.as_slice()).collect();
+        let together = run(&all, &ranges, &k, &v, d);
+        for i in 0..q.len() {
+            let alone = run(&all[i..i + 1], &ranges[i..i + 1], &k, &v, d);
+            assert_eq!(alone, together[i * d..(i + 1) * d], "query {i}: alone differs from the batch");
+            let lo = i.saturating_sub(2);
+            let some = run(&all[lo..i + 1], &ranges[lo..i + 1], &k, &v, d);
+            assert_eq!(some[(i - lo) * d..], together[i * d..(i + 1) * d], "query {i}: a batch of {} differs", i + 1 - lo);
+            // f64 reference
+            let r = &ranges[i];
+            let s: Vec<f64> = r.clone().map(|p| (0..d).map(|e| q[i][e] as f64 * h2f(k[p][e]) as f64).sum::<f64>() * 0.125).collect();
+            let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let w: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = w.iter().sum();
+            for e in 0..d {
+                let want: f64 = r.clone().zip(&w).map(|(p, wi)| wi * h2f(v[p][e]) as f64).sum::<f64>() / z;
+                let got = together[i * d + e] as f64;
+                assert!((got - want).abs() < 1e-5, "query {i} dim {e}: {got} vs {want}");
+            }
+        }
     }
 }

@@ -3,17 +3,22 @@
 //!
 //! y = W x (+ bias) + sum_i scale_i * B_i (A_i x): the weight matrix shares
 //! its bytes (from any GGUF file or memory), the bias is added after the
-//! adapters as llama.cpp's `build_lora_mm` + `ggml_add` do, and each adapter
-//! slot holds a low-rank pair (LoRA). The rounding of W x is the caller's
+//! adapters as llama.cpp's `build_lora_mm` + `ggml_add` do. Adapters (LoRA
+//! pairs) belong to the pass, not to the weights: `MatCtx` carries an
+//! `AdapterSet` indexed by each `Linear`'s slot, so sessions on one model can
+//! use different adapters and scales. The rounding of W x is the caller's
 //! choice (`Batch`): as a whole batch, as rows of a bigger batch, or as
 //! one-token steps.
 
 use super::add_in_place;
 use super::matmul::{matmul_q_in_batch, quantize_acts, Batch, QMatrix, QuantizedActs};
 use anyhow::{bail, Result};
+use std::sync::Arc;
 
 /// A low-rank adapter pair: `a` maps the input (cols) to `rank`, `b` maps
-/// `rank` to the output (rows); its product is scaled by `scale`.
+/// `rank` to the output (rows); its product is scaled by `scale`. For the
+/// token embedding the pair is transposed: row `token` of `a` (rank values)
+/// times `b` (n_embd rows of rank).
 #[derive(Clone)]
 pub struct Adapter {
     pub a: QMatrix,
@@ -21,20 +26,48 @@ pub struct Adapter {
     pub scale: f32,
 }
 
+/// Adapters per projection slot.
+#[derive(Clone, Default)]
+pub struct AdapterSet {
+    slots: Vec<Vec<Adapter>>,
+}
+
+impl AdapterSet {
+    /// An empty set for `n_slots` projections.
+    pub fn new(n_slots: usize) -> Self {
+        AdapterSet { slots: vec![Vec::new(); n_slots] }
+    }
+
+    pub fn push(&mut self, slot: usize, a: Adapter) {
+        self.slots[slot].push(a);
+    }
+
+    /// The adapters of `slot` (none past the end).
+    pub fn get(&self, slot: usize) -> &[Adapter] {
+        self.slots.get(slot).map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(|v| v.is_empty())
+    }
+}
+
 #[derive(Clone)]
 pub struct Linear {
     pub w: QMatrix,
     pub bias: Option<Vec<f32>>,
-    pub adapters: Vec<Adapter>,
+    /// This projection's index in an `AdapterSet` (set by the model loader).
+    pub slot: usize,
 }
 
 /// Per-pass state of the projections: the activations quantized for the last
-/// input (projections of one input share them) and adapter scratch.
+/// input (projections of one input share them), the adapters, their scratch.
 #[derive(Default)]
 pub struct MatCtx {
     acts: QuantizedActs,
     /// The input changed since `acts` was filled.
     stale: bool,
+    pub adapters: Option<Arc<AdapterSet>>,
     lora_mid: Vec<f32>,
     lora_out: Vec<f32>,
     lora_acts: QuantizedActs,
@@ -49,7 +82,7 @@ impl MatCtx {
 
 impl Linear {
     pub fn new(w: QMatrix) -> Self {
-        Linear { w, bias: None, adapters: Vec::new() }
+        Linear { w, bias: None, slot: usize::MAX }
     }
 
     pub fn with_bias(w: QMatrix, bias: Option<Vec<f32>>) -> Result<Self> {
@@ -58,25 +91,7 @@ impl Linear {
                 bail!("{}: bias of {} values for {} rows", w.name, b.len(), w.rows);
             }
         }
-        Ok(Linear { w, bias, adapters: Vec::new() })
-    }
-
-    /// Add an adapter pair (checked against the weight's shape).
-    pub fn add_adapter(&mut self, a: QMatrix, b: QMatrix, scale: f32) -> Result<()> {
-        if a.cols != self.w.cols || b.rows != self.w.rows || b.cols != a.rows {
-            bail!(
-                "{}: adapter shapes A [{} x {}], B [{} x {}] do not fit a [{} x {}] weight",
-                self.w.name,
-                a.rows,
-                a.cols,
-                b.rows,
-                b.cols,
-                self.w.rows,
-                self.w.cols
-            );
-        }
-        self.adapters.push(Adapter { a, b, scale });
-        Ok(())
+        Ok(Linear { w, bias, slot: usize::MAX })
     }
 
     pub fn rows(&self) -> usize {
@@ -95,16 +110,13 @@ impl Linear {
             ctx.stale = false;
         }
         matmul_q_in_batch(w, &ctx.acts, out, batch);
-        for ad in &self.adapters {
-            let (rank, rows) = (ad.a.rows, w.rows);
-            ctx.lora_mid.resize(n * rank, 0.0);
-            quantize_acts(&ad.a, &x[..n * w.cols], n, &mut ctx.lora_acts);
-            matmul_q_in_batch(&ad.a, &ctx.lora_acts, &mut ctx.lora_mid, batch);
-            ctx.lora_out.resize(n * rows, 0.0);
-            quantize_acts(&ad.b, &ctx.lora_mid, n, &mut ctx.lora_acts);
-            matmul_q_in_batch(&ad.b, &ctx.lora_acts, &mut ctx.lora_out, batch);
-            for (o, &v) in out.iter_mut().zip(&ctx.lora_out) {
-                *o += v * ad.scale;
+        if let Some(set) = ctx.adapters.clone() {
+            for ad in set.get(self.slot) {
+                let rank = ad.a.rows;
+                ctx.lora_mid.resize(n * rank, 0.0);
+                quantize_acts(&ad.a, &x[..n * w.cols], n, &mut ctx.lora_acts);
+                matmul_q_in_batch(&ad.a, &ctx.lora_acts, &mut ctx.lora_mid, batch);
+                add_low_rank(ad, &ctx.lora_mid, n, &mut ctx.lora_acts, &mut ctx.lora_out, out, batch);
             }
         }
         if let Some(b) = &self.bias {
@@ -114,9 +126,34 @@ impl Linear {
         }
     }
 
-    /// Row `r` of the weight, dequantized (the token-embedding lookup).
-    pub fn embed(&self, r: usize, out: &mut [f32]) {
-        self.w.dequantize_row(r, out);
+    /// The embedding rows of `tokens` (one row of `cols` each, in order) into
+    /// `out`, plus the adapters' deltas as llama.cpp's `build_inp_embd`.
+    pub fn embed(&self, tokens: &[u32], out: &mut [f32], ctx: &mut MatCtx) {
+        let d = self.w.cols;
+        for (row, &t) in out.chunks_mut(d).zip(tokens) {
+            self.w.dequantize_row(t as usize, row);
+        }
+        let n = tokens.len();
+        if let Some(set) = ctx.adapters.clone() {
+            for ad in set.get(self.slot) {
+                let rank = ad.a.cols;
+                ctx.lora_mid.resize(n * rank, 0.0);
+                for (row, &t) in ctx.lora_mid.chunks_mut(rank).zip(tokens) {
+                    ad.a.dequantize_row(t as usize, row);
+                }
+                add_low_rank(ad, &ctx.lora_mid, n, &mut ctx.lora_acts, &mut ctx.lora_out, &mut out[..n * d], Batch::Whole);
+            }
+        }
+    }
+}
+
+/// out += scale * B mid, for `n` rows of `mid` (rank values each).
+fn add_low_rank(ad: &Adapter, mid: &[f32], n: usize, acts: &mut QuantizedActs, tmp: &mut Vec<f32>, out: &mut [f32], batch: Batch) {
+    tmp.resize(n * ad.b.rows, 0.0);
+    quantize_acts(&ad.b, mid, n, acts);
+    matmul_q_in_batch(&ad.b, acts, tmp, batch);
+    for (o, &v) in out.iter_mut().zip(tmp.iter()) {
+        *o += v * ad.scale;
     }
 }
 
@@ -140,10 +177,13 @@ mod tests {
         let (b, bv) = f32_matrix("b", rank, rows, |r, c| (r as f32 - c as f32) * 0.3);
         let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.01).collect();
         let mut lin = Linear::with_bias(w, Some(bias.clone())).unwrap();
-        lin.add_adapter(a, b, 0.5).unwrap();
+        lin.slot = 1;
+        let mut set = AdapterSet::new(2);
+        set.push(1, Adapter { a, b, scale: 0.5 });
         let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13) % 17) as f32 * 0.0625 - 0.5).collect();
         let mut out = vec![0.0; n * rows];
-        lin.forward(&x, n, &mut out, &mut MatCtx::default(), Batch::Whole);
+        let mut ctx = MatCtx { adapters: Some(Arc::new(set)), ..Default::default() };
+        lin.forward(&x, n, &mut out, &mut ctx, Batch::Whole);
         for t in 0..n {
             let xt = &x[t * cols..(t + 1) * cols];
             let ax: Vec<f32> = (0..rank).map(|k| (0..cols).map(|c| av[k * cols + c] * xt[c]).sum()).collect();
@@ -154,13 +194,5 @@ mod tests {
                 assert!((out[t * rows + r] - want).abs() < 1e-3, "row {t},{r}: {} vs {want}", out[t * rows + r]);
             }
         }
-    }
-
-    #[test]
-    fn adapter_shapes_are_checked() {
-        let (w, _) = f32_matrix("w", 32, 6, |_, _| 0.0);
-        let (a, _) = f32_matrix("a", 32, 2, |_, _| 0.0);
-        let (b, _) = f32_matrix("b", 3, 6, |_, _| 0.0);
-        assert!(Linear::new(w).add_adapter(a, b, 1.0).is_err());
     }
 }

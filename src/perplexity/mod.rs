@@ -9,10 +9,12 @@ pub mod logprob;
 
 use crate::kv_cache::KvCache;
 use crate::model::{Model, Outputs, Rounding, Scratch};
+use crate::ops::linear::AdapterSet;
 use anyhow::{bail, Result};
 use logprob::KldSums;
 use rayon::prelude::*;
 use std::io::Write;
+use std::sync::Arc;
 
 pub struct PplResult {
     /// Running PPL after each chunk (llama-perplexity's `[i]x.xxxx` values).
@@ -64,6 +66,7 @@ pub fn chunk_logits(model: &Model, kv: &mut KvCache, s: &mut Scratch, chunk: &[u
 #[allow(clippy::too_many_arguments)]
 pub fn perplexity(
     model: &Model,
+    adapters: Option<Arc<AdapterSet>>,
     tokens: &[u32],
     bos: Option<u32>,
     n_ctx: usize,
@@ -83,6 +86,7 @@ pub fn perplexity(
     let mut packed = vec![0u16; if save.is_some() { n_scored * row_len } else { 0 }];
     let mut kv = model.new_cache(n_ctx)?;
     let mut scratch = Scratch::default();
+    scratch.set_adapters(adapters);
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
     let mut per_chunk = Vec::with_capacity(n_chunk);
     for c in 0..n_chunk {
@@ -127,6 +131,7 @@ pub struct KldResult {
 /// (written by llama-perplexity or rllama). `on_chunk(i, sums)` after each chunk.
 pub fn kl_divergence(
     model: &Model,
+    adapters: Option<Arc<AdapterSet>>,
     base: &mut logits_file::LogitsReader,
     bos: Option<u32>,
     n_batch: usize,
@@ -142,6 +147,7 @@ pub fn kl_divergence(
     let mut packed = vec![0u16; n_scored * row_len];
     let mut kv = model.new_cache(n_ctx)?;
     let mut scratch = Scratch::default();
+    scratch.set_adapters(adapters);
     let mut sums = KldSums::default();
     let (mut kld_values, mut p_diff_values) = (Vec::new(), Vec::new());
     for c in 0..base.n_chunk {

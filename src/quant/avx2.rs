@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 
 #[path = "avx2_float.rs"]
 mod float;
-use float::{dot_f16, dot_f32};
+use float::{dot_f16_batch, dot_f32, dot_f32_batch};
 pub use float::{dot_f16_ggml, mad_f16, scale_f16, swiglu};
 #[path = "avx2_kdot.rs"]
 mod kdot;
@@ -42,7 +42,7 @@ pub fn vec_dot_for(ty: GgmlType) -> Option<DotFn> {
         Q5_K => |w, a| unsafe { dotk::<BlockQ5K>(cb(w), cb(a)) },
         Q6_K => |w, a| unsafe { dotk::<BlockQ6K>(cb(w), cb(a)) },
         IQ4_XS => |w, a| unsafe { dotk::<BlockIQ4XS>(cb(w), cb(a)) },
-        F16 => |w, a| unsafe { dot_f16(cb(w), cb(a)) },
+        F16 => |w, a| unsafe { dot_f16_ggml(cb(w), cb(a)) },
         F32 => |w, a| unsafe { dot_f32(cb(w), cb(a)) },
         _ => return None,
     })
@@ -76,6 +76,8 @@ pub fn batch_dot_for(ty: GgmlType) -> BatchDot {
         Q5_K => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockQ5K>(cb(w), cb(a)) }),
         Q6_K => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockQ6K>(cb(w), cb(a)) }),
         IQ4_XS => BatchDot::Wide(|w, a| unsafe { dotk_tiled::<BlockIQ4XS>(cb(w), cb(a)) }),
+        F16 => BatchDot::Pairs(|w, a| unsafe { dot_f16_batch(cb(w), cb(a)) }),
+        F32 => BatchDot::Pairs(|w, a| unsafe { dot_f32_batch(cb(w), cb(a)) }),
         _ => BatchDot::Same,
     }
 }

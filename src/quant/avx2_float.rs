@@ -1,46 +1,73 @@
 //! AVX2 float kernels: f16 and f32 dot products (weights of those types),
 //! the f16 attention accumulators in ggml's rounding, and SwiGLU.
 
-use super::hsum_f32;
 use crate::quant::blocks::{f16_to_f32, f32_to_f16};
 use std::arch::x86_64::*;
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_f16(w: &[u16], a: &[u16]) -> f32 {
-    // the safe vec_dot entry points reach here: the loops index both by one count
-    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
-    let n = w.len().min(a.len());
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        let x = _mm256_cvtph_ps(_mm_loadu_si128(w.as_ptr().add(i) as *const __m128i));
-        let y = _mm256_cvtph_ps(_mm_loadu_si128(a.as_ptr().add(i) as *const __m128i));
-        acc = _mm256_fmadd_ps(x, y, acc);
-        i += 8;
-    }
-    let mut s = hsum_f32(acc);
-    while i < n {
-        s += f16_to_f32(w[i]) * f16_to_f32(a[i]);
-        i += 1;
-    }
-    s
+/// The reduction tree of a 16-lane accumulator held as two 8-lane halves
+/// (float::reduce16).
+#[inline(always)]
+unsafe fn reduce16(lo: __m256, hi: __m256) -> f32 {
+    let t = _mm256_add_ps(lo, hi); // v[i] + v[i+8]
+    let u = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)); // t[i] + t[i+4]
+    let w = _mm_add_ps(u, _mm_movehl_ps(u, u)); // u0+u2, u1+u3
+    _mm_cvtss_f32(_mm_add_ss(w, _mm_shuffle_ps(w, w, 1)))
 }
 
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+/// float::dot_f16_batch (twin of the scalar one, lane for lane).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dot_f16_batch(w: &[u16], a: &[u16]) -> f32 {
     // the safe vec_dot entry points reach here: the loops index both by one count
     assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
-    let n = w.len().min(a.len());
-    let mut acc = _mm256_setzero_ps();
-    let mut i = 0;
-    while i + 8 <= n {
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(w.as_ptr().add(i)), _mm256_loadu_ps(a.as_ptr().add(i)), acc);
-        i += 8;
+    let n = w.len();
+    if !n.is_multiple_of(16) {
+        return dot_f16_ggml(w, a);
     }
-    let mut s = hsum_f32(acc);
-    while i < n {
+    let ld = |p: &[u16], i: usize| _mm256_cvtph_ps(_mm_loadu_si128(p.as_ptr().add(i) as *const __m128i));
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in (0..n).step_by(16) {
+        lo = _mm256_fmadd_ps(ld(w, i), ld(a, i), lo);
+        hi = _mm256_fmadd_ps(ld(w, i + 8), ld(a, i + 8), hi);
+    }
+    reduce16(lo, hi)
+}
+
+/// float::dot_f32_batch.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot_f32_batch(w: &[f32], a: &[f32]) -> f32 {
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
+    let n = w.len();
+    if !n.is_multiple_of(16) {
+        return dot_f32(w, a);
+    }
+    let ld = |p: &[f32], i: usize| _mm256_loadu_ps(p.as_ptr().add(i));
+    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in (0..n).step_by(16) {
+        lo = _mm256_fmadd_ps(ld(w, i), ld(a, i), lo);
+        hi = _mm256_fmadd_ps(ld(w, i + 8), ld(a, i + 8), hi);
+    }
+    reduce16(lo, hi)
+}
+
+/// float::dot_f32 (ggml_vec_dot_f32's order).
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dot_f32(w: &[f32], a: &[f32]) -> f32 {
+    assert_eq!(w.len(), a.len(), "vec_dot: operands of different lengths");
+    let n = w.len();
+    let ld = |p: &[f32], i: usize| _mm256_loadu_ps(p.as_ptr().add(i));
+    let np = n & !63;
+    let mut acc = [_mm256_setzero_ps(); 8];
+    for i in (0..np).step_by(64) {
+        for k in 0..8 {
+            acc[k] = _mm256_fmadd_ps(ld(w, i + 8 * k), ld(a, i + 8 * k), acc[k]);
+        }
+    }
+    // acc[2j], acc[2j+1] are lanes 0..8 and 8..16 of ggml's accumulator j
+    let lo = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+    let hi = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+    let mut s = reduce16(lo, hi);
+    for i in np..n {
         s += w[i] * a[i];
-        i += 1;
     }
     s
 }
@@ -91,7 +118,9 @@ pub unsafe fn scale_f16(acc: &mut [u16], s: f32) {
 /// The CPU must support the enabled target features (callers check `has_avx2()`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16]) -> f32 {
-    let n = a.len().min(b.len());
+    // the safe vec_dot entry points reach here: the loops index both by one count
+    assert_eq!(a.len(), b.len(), "vec_dot: operands of different lengths");
+    let n = a.len();
     let np = n & !63;
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut i = 0;

@@ -84,6 +84,9 @@ pub enum BatchDot {
     /// Batches of at least 8 tokens use this for every token (the tiled
     /// K-quant matmul), smaller batches `vec_dot`.
     Wide(fn(&[u8], &[u8]) -> f32),
+    /// Batches of at least 2 tokens use this (llamafile's tinyBLAS for float
+    /// rows), single tokens `vec_dot`.
+    Pairs(fn(&[u8], &[u8]) -> f32),
 }
 
 impl TypeKernels {
@@ -92,6 +95,7 @@ impl TypeKernels {
         match self.batch {
             BatchDot::Groups4(f) if t < n - n % 4 => f,
             BatchDot::Wide(f) if n >= 8 => f,
+            BatchDot::Pairs(f) if n >= 2 => f,
             _ => self.vec_dot,
         }
     }
@@ -195,7 +199,18 @@ pub fn scalar_kernels(ty: GgmlType) -> Option<TypeKernels> {
         IQ4_XS => kk!(BlockIQ4XS),
         Q8_1 | Q8_K => return None,
     };
-    Some(TypeKernels { ty, act, dequantize, vec_dot, batch: BatchDot::Same, quantize_act, gemm: None, gemm_packed: None })
+    let batch = match ty {
+        F32 => BatchDot::Pairs(|w, a| {
+            let (w, a) = dot_pair(w, a);
+            float::dot_f32_batch(w, a)
+        }),
+        F16 => BatchDot::Pairs(|w, a| {
+            let (w, a) = dot_pair(w, a);
+            float::dot_f16_batch(w, a)
+        }),
+        _ => BatchDot::Same,
+    };
+    Some(TypeKernels { ty, act, dequantize, vec_dot, batch, quantize_act, gemm: None, gemm_packed: None })
 }
 
 /// The fastest kernels for this machine (SIMD where available, else scalar).

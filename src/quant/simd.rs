@@ -24,6 +24,17 @@ pub fn has_avx2() -> bool {
     false
 }
 
+/// Whether 16-lane float loops (AVX-512F on top of the AVX2 set) can run here.
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| has_avx2() && std::env::var_os("RLLAMA_NO_AVX512").is_none() && is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Replace scalar kernels by the fastest SIMD twins this CPU supports.
 pub fn upgrade(k: &mut TypeKernels) {
     #[cfg(target_arch = "x86_64")]

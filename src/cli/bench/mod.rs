@@ -50,6 +50,10 @@ pub struct BenchArgs {
     progress: bool,
     #[arg(long = "exact", help = "llama.cpp's rounding, bit for bit (default: fast kernels; also RLLAMA_EXACT=1)")]
     exact: bool,
+    #[arg(long = "lora", value_name = "FNAME", action = ArgAction::Append, help = "LoRA adapter on every model (repeatable, comma-separated; llama-bench has none)")]
+    lora: Vec<std::ffi::OsString>,
+    #[arg(long = "lora-scaled", value_name = "FNAME:SCALE", action = ArgAction::Append, help = "LoRA adapter with a user-defined scale")]
+    lora_scaled: Vec<std::ffi::OsString>,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
     verbose: bool,
     #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
@@ -153,6 +157,8 @@ pub struct BenchOpts {
     pub output_err: Format,
     pub warmup: bool,
     pub progress: bool,
+    /// LoRA adapters applied to every model.
+    pub lora: Vec<crate::lora::LoraSpec>,
 }
 
 fn default_threads() -> usize {
@@ -190,6 +196,7 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOp
         n_pg.push((pp, tg));
     }
     let mut o = BenchOpts {
+        lora: crate::lora::parse_specs(&a.lora, &a.lora_scaled)?,
         models: a.model.iter().flat_map(|m| super::flags::split_paths(m)).collect(),
         n_prompt: int_lists(&a.n_prompt)?,
         n_gen: int_lists(&a.n_gen)?,
@@ -479,9 +486,20 @@ fn run_gen(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<
     Ok(())
 }
 
-fn run_instance(m: &Model, inst: &Instance, o: &BenchOpts, bos: Option<u32>, rng: &mut rand::rngs::StdRng, idx: usize, total: usize) -> Result<TestResult> {
+#[allow(clippy::too_many_arguments)]
+fn run_instance(
+    m: &Model,
+    adapters: &Option<std::sync::Arc<crate::ops::linear::AdapterSet>>,
+    inst: &Instance,
+    o: &BenchOpts,
+    bos: Option<u32>,
+    rng: &mut rand::rngs::StdRng,
+    idx: usize,
+    total: usize,
+) -> Result<TestResult> {
     let n_ctx = inst.n_prompt + inst.n_gen + inst.n_depth;
     let mut s = Session::new(m, n_ctx.max(1), inst.n_batch.min(inst.n_ubatch)).map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
+    s.scratch.set_adapters(adapters.clone());
     let progress = |what: &str| {
         if o.progress {
             eprintln!("llama-bench: benchmark {idx}/{total}: {what}");
@@ -549,7 +567,8 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     pe.header()?;
     // llama-bench seeds nothing: std::rand's default stream. Ours is fixed too.
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let mut loaded: Option<(std::path::PathBuf, Model, Option<u32>)> = None;
+    type Loaded = (std::path::PathBuf, Model, Option<u32>, Option<std::sync::Arc<crate::ops::linear::AdapterSet>>);
+    let mut loaded: Option<Loaded> = None;
     for (i, inst) in insts.iter().enumerate() {
         if o.progress {
             eprintln!("llama-bench: benchmark {}/{}: starting", i + 1, insts.len());
@@ -559,11 +578,12 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
             let m = Model::load(&inst.model).with_context(|| format!("error: failed to load model '{}'", inst.model.display()))?;
             let tok = crate::tokenizer::Tokenizer::from_gguf(&m.g)?;
             let bos = if tok.add_bos { tok.bos } else { None };
-            loaded = Some((inst.model.clone(), m, bos));
+            let adapters = crate::lora::session_adapters(&m, &o.lora)?;
+            loaded = Some((inst.model.clone(), m, bos, adapters));
         }
-        let (_, m, bos) = loaded.as_ref().unwrap();
+        let (_, m, bos, adapters) = loaded.as_ref().unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(inst.threads).build()?;
-        let r = pool.install(|| run_instance(m, inst, &o, *bos, &mut rng, i + 1, insts.len()))?;
+        let r = pool.install(|| run_instance(m, adapters, inst, &o, *bos, &mut rng, i + 1, insts.len()))?;
         p.test(&r)?;
         pe.test(&r)?;
     }
