@@ -6,6 +6,8 @@
 #       (the same without adapters, from ../shared/reference)
 #   tests/fixtures/lora-ppl-<key>.jsonl     case, ppl of llama-perplexity -c 512
 #       --chunks 4 with the adapters, base_ppl without
+#   tests/fixtures/lora-export-sha256.txt   <key> sha256 of llama-export-lora -m MODEL
+#       --lora A --lora-scaled B:0.7
 # The adapters are written by rllama (seeded: the same bytes on every machine).
 #   usage: scripts/lora-fixture.sh
 #   env:   KLD_CHUNKS=20 also prints rllama's KL divergence against
@@ -20,11 +22,15 @@ trap 'rm -rf "$out"' EXIT
 (cd "$root" && cargo build --release -q && RLLAMA_LORA_OUT="$out" cargo test --release -q --test lora -- --ignored write_test_adapters >/dev/null)
 text="$root/tests/fixtures/rust-book-ch00-04.txt"
 declare -A file=([smollm2-135m-q4_1]=SmolLM2-135M-Instruct.Q4_1.gguf [qwen2.5-coder-0.5b-q4_k_m]=qwen2.5-coder-0.5b-instruct-q4_k_m.gguf)
+: > "$root/tests/fixtures/lora-export-sha256.txt.tmp"
 for key in smollm2-135m-q4_1 qwen2.5-coder-0.5b-q4_k_m; do
   m="$models/${file[$key]}"
   stem=$(basename "$m" .gguf)
   a="$out/$stem-lora0.gguf"; b="$out/$stem-lora1.gguf"
   [ -f "$a" ] || { echo "skip $key: no adapters (model missing?)" >&2; continue; }
+  "$lbin/llama-export-lora" -m "$m" --lora "$a" --lora-scaled "$b:0.7" -o "$out/merged.gguf" >/dev/null 2>&1
+  echo "$key $(sha256sum "$out/merged.gguf" | cut -d' ' -f1)" >> "$root/tests/fixtures/lora-export-sha256.txt.tmp"
+  rm -f "$out/merged.gguf"
   greedy="$root/tests/fixtures/lora-greedy-$key.jsonl"; : > "$greedy.tmp"
   for case in one two; do
     if [ $case = one ]; then flags=(--lora "$a"); else flags=(--lora-scaled "$a:0.5,$b:1.5"); fi
@@ -56,3 +62,4 @@ PY
     done
   fi
 done
+mv "$root/tests/fixtures/lora-export-sha256.txt.tmp" "$root/tests/fixtures/lora-export-sha256.txt"

@@ -7,6 +7,10 @@ use anyhow::{Context, Result};
 use std::path::Path;
 use tempfile::NamedTempFile;
 
+/// Mode bits of written files before the umask, as fopen's 0666.
+#[cfg(unix)]
+const OUTPUT_MODE: u32 = 0o666;
+
 /// A new, exclusively created temporary file in `dst`'s directory.
 pub fn beside(dst: &Path) -> Result<NamedTempFile> {
     let dir = match dst.parent() {
@@ -14,11 +18,13 @@ pub fn beside(dst: &Path) -> Result<NamedTempFile> {
         _ => Path::new("."),
     };
     let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".rllama-tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file beside {}", dst.display()))
+    let prefix = format!(".{name}.");
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix).suffix(".rllama-tmp");
+    // an ordinary output file's mode (the umask still applies), not 0600
+    #[cfg(unix)]
+    b.permissions(std::os::unix::fs::PermissionsExt::from_mode(OUTPUT_MODE));
+    b.tempfile_in(dir).with_context(|| format!("cannot create a temporary file beside {}", dst.display()))
 }
 
 /// Move the finished temporary file to `dst` (replacing it, or a link there,

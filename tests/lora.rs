@@ -120,6 +120,43 @@ fn perplexity(key: &str, file: &str) {
     }
 }
 
+/// `rllama export-lora -m M --lora A --lora-scaled B:0.7` writes the bytes
+/// llama-export-lora wrote (sha256 in tests/fixtures/lora-export-sha256.txt).
+fn export(key: &str, file: &str) {
+    use sha2::{Digest, Sha256};
+    let Some(model) = common::model(file) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ads = write_adapters(&model, dir.path());
+    let out = dir.path().join("merged.gguf");
+    let args: Vec<String> = vec![
+        "export-lora".into(),
+        "-m".into(),
+        model.display().to_string(),
+        "--lora".into(),
+        ads[0].display().to_string(),
+        "--lora-scaled".into(),
+        format!("{}:0.7", ads[1].display()),
+        "-o".into(),
+        out.display().to_string(),
+    ];
+    let (success, _, err) = run(&args);
+    assert!(success, "{err}");
+    let got = format!("{:x}", Sha256::digest(std::fs::read(&out).unwrap()));
+    let fixture = std::fs::read_to_string(common::fixture("lora-export-sha256.txt")).unwrap();
+    let want = fixture.lines().find_map(|l| l.strip_prefix(&format!("{key} "))).unwrap();
+    assert_eq!(got, want.trim(), "{key}: export-lora output differs from llama-export-lora's");
+}
+
+#[test]
+fn export_lora_equals_llama_export_lora_smollm2() {
+    export(MODELS[0].0, MODELS[0].1);
+}
+
+#[test]
+fn export_lora_equals_llama_export_lora_qwen() {
+    export(MODELS[1].0, MODELS[1].1);
+}
+
 #[test]
 fn lora_greedy_equals_llama_cpp_smollm2() {
     greedy(MODELS[0].0, MODELS[0].1);

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod cli_args;
 pub mod completion;
+pub mod export_lora;
 pub mod flags;
 pub mod generate;
 pub mod options;
@@ -15,7 +16,7 @@ pub mod tokenize;
 use anyhow::Result;
 use std::ffi::OsString;
 
-const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n  speculative generate with a draft model (llama-speculative)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize when called by those names.";
+const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n  speculative generate with a draft model (llama-speculative)\n  export-lora merge LoRA adapters into a model (llama-export-lora)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize, llama-speculative, llama-export-lora when called by those names.";
 
 /// Every front-end's flags as clap commands (tests check their consistency).
 pub fn all_commands() -> Vec<clap::Command> {
@@ -25,6 +26,7 @@ pub fn all_commands() -> Vec<clap::Command> {
         flags::command::<perplexity::PplArgs>("rllama perplexity"),
         flags::command::<tokenize::TokenizeArgs>("rllama tokenize"),
         flags::command::<quantize::QuantizeArgs>("rllama quantize"),
+        flags::command::<export_lora::ExportLoraArgs>("rllama export-lora"),
     ]
 }
 
@@ -40,6 +42,7 @@ pub fn command_for_program(name: &str) -> Option<&'static str> {
         "llama-perplexity" => "perplexity",
         "llama-quantize" => "quantize",
         "llama-speculative" | "llama-speculative-simple" => "speculative",
+        "llama-export-lora" => "export-lora",
         "llama-server" => "server",
         _ => return None,
     })
@@ -76,6 +79,7 @@ pub fn main_with_args(argv: Vec<OsString>) -> Result<()> {
         "perplexity" => perplexity::run("rllama perplexity", rest),
         "quantize" => quantize::run("rllama quantize", rest),
         "speculative" => completion::run_speculative("rllama speculative", rest),
+        "export-lora" => export_lora::run("rllama export-lora", rest),
         "cli" | "completion" => completion::run("rllama cli", rest, false),
         "cli-cnv" => completion::run("llama-cli", rest, true),
         "-h" | "--help" | "help" => {

@@ -10,6 +10,7 @@
 //! row), as llama.cpp's `build_inp_embd`. Scale = user scale * alpha / rank,
 //! or the user scale when alpha is 0 (absent).
 
+pub mod export;
 pub mod random;
 
 use crate::gguf::GgufFile;

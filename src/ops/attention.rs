@@ -166,7 +166,83 @@ pub fn attend_tiled<'a>(
             return unsafe { tiled_fma(qs, ranges, &k_at, &v_at, scale, dv, out) };
         }
     }
-    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out, widen_scalar)
+    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar)
+}
+
+/// A tile's keys (`rows`, `dk` f16 each) widened into `kt` transposed,
+/// kt[d * FA_TILE + j], keys past `rows` zero.
+fn widen_kt_scalar(rows: &[&[u16]], dk: usize, kt: &mut [f32]) {
+    for j in 0..FA_TILE {
+        for d in 0..dk {
+            kt[d * FA_TILE + j] = rows.get(j).map_or(0.0, |r| h2f(r[d]));
+        }
+    }
+}
+
+/// `widen_kt_scalar` by 8 x 8 blocks: transposed as f16 (SSE2 unpacks), then
+/// widened 8 keys at a time with F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn widen_kt_f16c_impl(rows: &[&[u16]], dk: usize, kt: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const T: usize = FA_TILE;
+    let n8 = if dk.is_multiple_of(8) { rows.len() / 8 * 8 } else { 0 };
+    for j0 in (0..n8).step_by(8) {
+        for d0 in (0..dk).step_by(8) {
+            let a: [__m128i; 8] = std::array::from_fn(|i| _mm_loadu_si128(rows[j0 + i][d0..d0 + 8].as_ptr() as *const __m128i));
+            let t: [__m128i; 8] = std::array::from_fn(|i| {
+                let (x, y) = (a[2 * (i / 2) % 8], a[2 * (i / 2) % 8 + 1]);
+                if i % 2 == 0 {
+                    _mm_unpacklo_epi16(x, y)
+                } else {
+                    _mm_unpackhi_epi16(x, y)
+                }
+            });
+            // t[0]: keys 0,1 dims 0-3; t[1]: keys 0,1 dims 4-7; t[2], t[3]: keys 2,3; ...
+            let u = [
+                _mm_unpacklo_epi32(t[0], t[2]),
+                _mm_unpackhi_epi32(t[0], t[2]),
+                _mm_unpacklo_epi32(t[1], t[3]),
+                _mm_unpackhi_epi32(t[1], t[3]),
+                _mm_unpacklo_epi32(t[4], t[6]),
+                _mm_unpackhi_epi32(t[4], t[6]),
+                _mm_unpacklo_epi32(t[5], t[7]),
+                _mm_unpackhi_epi32(t[5], t[7]),
+            ];
+            // u[k] (k < 4): keys 0-3, dims 2k, 2k+1; u[k + 4]: keys 4-7
+            for k in 0..4 {
+                let lo = _mm_unpacklo_epi64(u[k], u[k + 4]);
+                let hi = _mm_unpackhi_epi64(u[k], u[k + 4]);
+                _mm256_storeu_ps(kt.as_mut_ptr().add((d0 + 2 * k) * T + j0), _mm256_cvtph_ps(lo));
+                _mm256_storeu_ps(kt.as_mut_ptr().add((d0 + 2 * k + 1) * T + j0), _mm256_cvtph_ps(hi));
+            }
+        }
+    }
+    for j in n8..T {
+        for d in 0..dk {
+            kt[d * T + j] = rows.get(j).map_or(0.0, |r| h2f(r[d]));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn widen_kt_f16c(rows: &[&[u16]], dk: usize, kt: &mut [f32]) {
+    assert!(kt.len() >= dk * FA_TILE && rows.len() <= FA_TILE && rows.iter().all(|r| r.len() >= dk));
+    // SAFETY: only handed to the kernel by callers that detected avx2/f16c;
+    // the stores stay inside kt (checked above).
+    unsafe { widen_kt_f16c_impl(rows, dk, kt) }
+}
+
+/// x[i] = expf_ggml(x[i]), element by element.
+fn exp_scalar(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = super::expf_ggml(*v));
+}
+
+/// The same values, 8 lanes at a time.
+#[cfg(target_arch = "x86_64")]
+fn exp_avx2(x: &mut [f32]) {
+    // SAFETY: only handed to the kernel by callers that detected avx2/fma.
+    unsafe { crate::quant::simd::avx2::exp_ggml(x) }
 }
 
 /// f16 to f32, element by element.
@@ -208,7 +284,7 @@ unsafe fn tiled_fma<'a>(
     dv: usize,
     out: &mut [f32],
 ) {
-    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c)
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c, widen_kt_f16c, exp_avx2)
 }
 
 /// The same body with 16-lane vectors (each score and value lane is its own
@@ -224,7 +300,7 @@ unsafe fn tiled_avx512<'a>(
     dv: usize,
     out: &mut [f32],
 ) {
-    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c)
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c, widen_kt_f16c, exp_avx2)
 }
 
 /// The tiled kernel; the loops over keys and over value dimensions are the
@@ -241,6 +317,8 @@ fn tiled_body<'a>(
     dv: usize,
     out: &mut [f32],
     widen: fn(&[u16], &mut [f32]),
+    widen_kt: fn(&[&[u16]], usize, &mut [f32]),
+    exp: fn(&mut [f32]),
 ) {
     const T: usize = FA_TILE;
     let nq = qs.len();
@@ -251,7 +329,6 @@ fn tiled_body<'a>(
     let lo = ranges.iter().map(|r| r.start).min().unwrap_or(0) / T * T;
     let hi = ranges.iter().map(|r| r.end).max().unwrap_or(0);
     let mut kt = vec![0f32; dk * T]; // [d][key]
-    let mut krow = vec![0f32; dk];
     let mut vt = vec![0f32; T * dv]; // [key][d]
     let mut m = vec![f32::NEG_INFINITY; nq];
     let mut s_sum = vec![0f32; nq];
@@ -261,32 +338,25 @@ fn tiled_body<'a>(
     let mut t0 = lo;
     while t0 < hi {
         let n_in = (hi - t0).min(T);
-        for tk in 0..T {
-            if tk < n_in {
-                #[cfg(target_arch = "x86_64")]
-                if t0 + T + tk < hi {
-                    // the next tile's rows, while this one is widened
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                    let (kn, vn) = (k_at(t0 + T + tk), v_at(t0 + T + tk));
-                    // SAFETY: prefetching is a hint; the addresses are inside the rows.
-                    unsafe {
-                        _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr() as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr().add(dk - 1) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr() as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr().add(dv - 1) as *const i8);
-                    }
-                }
-                widen(&k_at(t0 + tk)[..dk], &mut krow);
-                for d in 0..dk {
-                    kt[d * T + tk] = krow[d];
-                }
-                widen(&v_at(t0 + tk)[..dv], &mut vt[tk * dv..(tk + 1) * dv]);
-            } else {
-                for d in 0..dk {
-                    kt[d * T + tk] = 0.0;
+        let mut krows: [&[u16]; T] = [&[]; T];
+        for tk in 0..n_in {
+            #[cfg(target_arch = "x86_64")]
+            if t0 + T + tk < hi {
+                // the next tile's rows, while this one is widened
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                let (kn, vn) = (k_at(t0 + T + tk), v_at(t0 + T + tk));
+                // SAFETY: prefetching is a hint; the addresses are inside the rows.
+                unsafe {
+                    _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr() as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr().add(dk - 1) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr() as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr().add(dv - 1) as *const i8);
                 }
             }
+            krows[tk] = &k_at(t0 + tk)[..dk];
+            widen(&v_at(t0 + tk)[..dv], &mut vt[tk * dv..(tk + 1) * dv]);
         }
+        widen_kt(&krows[..n_in], dk, &mut kt);
         for (i, q) in qs.iter().enumerate() {
             let r = &ranges[i];
             if r.end <= t0 || r.start >= t0 + T {
@@ -317,12 +387,11 @@ fn tiled_body<'a>(
                 s_sum[i] *= ms;
             }
             m[i] = m_new;
+            w.iter_mut().for_each(|x| *x -= m_new);
+            exp(&mut w);
             let mut sum = 0.0f64;
-            for g in w.chunks_mut(16) {
-                for x in g.iter_mut() {
-                    *x = super::expf_ggml(*x - m_new);
-                }
-                sum += f16v::reduce16(&(&*g).try_into().unwrap()) as f64;
+            for g in w.chunks(16) {
+                sum += f16v::reduce16(g.try_into().unwrap()) as f64;
             }
             s_sum[i] = (s_sum[i] as f64 + sum) as f32;
             // keys outside the range weigh 0: ggml's fused add of 0 * v

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 #[path = "avx2_float.rs"]
 mod float;
 use float::{dot_f16_batch, dot_f32, dot_f32_batch};
-pub use float::{dot_f16_ggml, mad_f16, scale_f16, swiglu};
+pub use float::{dot_f16_ggml, exp_ggml, mad_f16, scale_f16, swiglu};
 #[path = "avx2_kdot.rs"]
 mod kdot;
 #[path = "avx2_kgemm.rs"]

@@ -146,6 +146,42 @@ pub unsafe fn dot_f16_ggml(a: &[u16], b: &[u16]) -> f32 {
     sum as f32
 }
 
+/// x[i] = ops::expf_ggml(x[i]), 8 lanes at a time (groups with a lane whose
+/// power of two is out of the normal range take the scalar twin).
+/// # Safety
+/// The CPU must support the enabled target features (callers check `has_avx2()`).
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn exp_ggml(x: &mut [f32]) {
+    let n = x.len();
+    let mut i = 0;
+    let r = _mm256_set1_ps(f32::from_bits(0x4B40_0000));
+    while i + 8 <= n {
+        let v = _mm256_loadu_ps(x.as_ptr().add(i));
+        let z = _mm256_fmadd_ps(v, _mm256_set1_ps(f32::from_bits(0x3FB8_AA3B)), r);
+        let nn = _mm256_sub_ps(z, r);
+        let b = _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x35BF_BE8E)), _mm256_fnmadd_ps(nn, _mm256_set1_ps(f32::from_bits(0x3F31_7200)), v));
+        let u = _mm256_mul_ps(b, b);
+        let p = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3C07_2010)), b, _mm256_set1_ps(f32::from_bits(0x3D2B_9F17)));
+        let q = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3E2A_AF33)), b, _mm256_set1_ps(f32::from_bits(0x3EFF_FEDB)));
+        let s = _mm256_fmadd_ps(_mm256_set1_ps(f32::from_bits(0x3F7F_FFF6)), b, _mm256_set1_ps(1.0));
+        let j = _mm256_fmadd_ps(_mm256_fmadd_ps(p, u, q), u, s);
+        // |n| > 126 (or NaN: not ordered-less-or-equal) needs the scalar path
+        let ok = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0), nn), _mm256_set1_ps(126.0), _CMP_LE_OQ));
+        if ok != 0xFF {
+            for v in &mut x[i..i + 8] {
+                *v = crate::ops::expf_ggml(*v);
+            }
+        } else {
+            let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(nn), _mm256_set1_epi32(127)), 23);
+            _mm256_storeu_ps(x.as_mut_ptr().add(i), _mm256_mul_ps(j, _mm256_castsi256_ps(e)));
+        }
+        i += 8;
+    }
+    for v in &mut x[i..] {
+        *v = crate::ops::expf_ggml(*v);
+    }
+}
+
 /// g[i] = silu(g[i]) * u[i] with ggml's vector expf; twin of ops::silu_ggml.
 /// # Safety
 /// The CPU must support the enabled target features (callers check `has_avx2()`).

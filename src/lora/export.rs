@@ -1,0 +1,194 @@
+//! `export-lora`: adapters merged into the base's weights, as
+//! llama-export-lora merges them: every tensor with a pair (in every adapter)
+//! becomes `base + sum_i scale_i * B_i A_i` written F16 (F32 when the base
+//! tensor is F32), the others are copied, the base's metadata kept with
+//! `general.file_type` = MOSTLY_F16. The float arithmetic is ggml's (the
+//! base dequantized, each product a ggml_mul_mat of the F32-cast pair, scaled,
+//! added in adapter order, rounded to F16 once), so the bytes equal
+//! llama-export-lora's.
+
+use super::{LoraFile, Pair, TOKEN_EMBD};
+use crate::gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo, Value};
+use crate::quant::float::{dot_batch, dot_ggml, LANES};
+use crate::quantize_model::Progress;
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use std::io::Write;
+use std::path::Path;
+
+/// llama.cpp's LLAMA_FTYPE_MOSTLY_F16.
+const FTYPE_MOSTLY_F16: u32 = 1;
+/// Output rows merged per slab (bounded memory for big tensors).
+const SLAB_ROWS: usize = 1024;
+
+/// One adapter's product for a tensor, as F32 rows: output element (r, c) is
+/// `scale * dot(x[c], y[r])` over `rank`.
+struct Term {
+    x: Vec<f32>,
+    y: Vec<f32>,
+    rank: usize,
+    scale: f32,
+}
+
+fn rows_f32(m: &crate::ops::matmul::QMatrix) -> Vec<f32> {
+    let mut v = vec![0f32; m.rows * m.cols];
+    for (r, row) in v.chunks_mut(m.cols).enumerate() {
+        m.dequantize_row(r, row);
+    }
+    v
+}
+
+impl Term {
+    fn new(p: &Pair, scale: f32) -> Term {
+        let rank = p.rank();
+        if p.name == TOKEN_EMBD {
+            // ggml_mul_mat(b, a): x = b's rows (n_embd of rank), y = a's (n_vocab of rank)
+            Term { x: rows_f32(&p.b), y: rows_f32(&p.a), rank, scale }
+        } else {
+            // ggml_mul_mat(cont(transpose(a)), b): x = a transposed (n_in rows of rank)
+            let a = rows_f32(&p.a);
+            let n_in = p.a.cols;
+            let mut x = vec![0f32; n_in * rank];
+            for k in 0..rank {
+                for c in 0..n_in {
+                    x[c * rank + k] = a[k * n_in + c];
+                }
+            }
+            Term { x, y: rows_f32(&p.b), rank, scale }
+        }
+    }
+
+    /// ggml's F32 mul_mat element: llamafile's tinyBLAS when the rank is a
+    /// multiple of its 16 lanes (every output has 2+ rows), else ggml_vec_dot_f32.
+    fn delta(&self, r: usize, c: usize) -> f32 {
+        let (x, y) = (&self.x[c * self.rank..(c + 1) * self.rank], &self.y[r * self.rank..(r + 1) * self.rank]);
+        let d = if self.rank.is_multiple_of(LANES) { dot_batch(self.rank, |k| (x[k], y[k]), false) } else { dot_ggml(self.rank, |k| (x[k], y[k]), false) };
+        d * self.scale
+    }
+}
+
+/// Check the adapters against the base as llama-export-lora does (same
+/// architecture, the same tensors in every adapter) plus the shapes.
+fn check(g: &GgufFile, adapters: &[(LoraFile, f32)]) -> Result<()> {
+    let arch = g.get_str(super::KEY_ARCH).unwrap_or("");
+    let first: Vec<&str> = adapters.first().map(|(f, _)| f.pairs.iter().map(|p| p.name.as_str()).collect()).unwrap_or_default();
+    for (f, _) in adapters {
+        let p = f.path.display();
+        if f.arch != arch {
+            bail!("{p}: adapter architecture '{}' does not match the model's '{arch}'", f.arch);
+        }
+        let names: Vec<&str> = f.pairs.iter().map(|p| p.name.as_str()).collect();
+        if names != first {
+            bail!("{p}: the adapters do not have the same tensors; merge them one by one");
+        }
+        for pair in &f.pairs {
+            let Some(t) = g.tensor(&pair.name) else { bail!("{p}: LoRA tensor '{}' does not exist in the base model", pair.name) };
+            let (n_in, n_out) = (t.dims[0] as usize, t.dims.get(1).copied().unwrap_or(1) as usize);
+            let (a, b) = (&pair.a, &pair.b);
+            let fits = if pair.name == TOKEN_EMBD {
+                b.rows == n_in && a.rows == n_out && a.cols == b.cols
+            } else {
+                a.cols == n_in && b.rows == n_out && a.rows == b.cols
+            };
+            if !fits || t.dims.len() > 2 {
+                bail!("{p}: tensor '{}': the pair does not fit the base's shape {:?}", pair.name, t.dims);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rows r0..r0+rows of the merged tensor `t`, as f32.
+fn merged_rows(g: &GgufFile, t: &TensorInfo, terms: &[Term], r0: usize, rows: usize, out: &mut [f32]) {
+    let n = t.row_len();
+    let rb = t.ty.row_bytes(n).expect("checked row size");
+    let data = &g.tensor_data(t)[r0 * rb..(r0 + rows) * rb];
+    out.par_chunks_mut(n).zip(data.par_chunks(rb)).enumerate().for_each(|(i, (o, src))| {
+        crate::quant::dequantize_row(t.ty, src, o);
+        for term in terms {
+            for (c, v) in o.iter_mut().enumerate() {
+                // ggml_add(delta, cur): the same sum
+                *v += term.delta(r0 + i, c);
+            }
+        }
+    });
+}
+
+/// What was written.
+pub struct ExportReport {
+    pub n_merged: usize,
+    pub n_tensors: usize,
+}
+
+/// Merge `adapters` (with their user scales) into the model at `base`,
+/// written to `dst` through a temporary file.
+pub fn export(base: &Path, adapters: &[(LoraFile, f32)], dst: &Path, prog: &mut dyn Progress) -> Result<ExportReport> {
+    let g = GgufFile::open(base)?;
+    check(&g, adapters)?;
+    let merged = |t: &TensorInfo| adapters.first().is_some_and(|(f, _)| f.pairs.iter().any(|p| p.name == t.name));
+    let out_type = |t: &TensorInfo| {
+        if !merged(t) {
+            t.ty
+        } else if t.ty == GgmlType::F32 {
+            GgmlType::F32
+        } else {
+            GgmlType::F16
+        }
+    };
+    let mut w = GgufWriter::new();
+    w.alignment = g.alignment;
+    // llama-export-lora: the base's keys, general.file_type removed and
+    // appended; tensors in name order (its std::map)
+    w.metadata = g.metadata.iter().filter(|(k, _)| k != "general.file_type").cloned().collect();
+    w.metadata.push(("general.file_type".into(), Value::U32(FTYPE_MOSTLY_F16)));
+    let mut tensors: Vec<&TensorInfo> = g.tensors.iter().collect();
+    tensors.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    let sizes: Vec<usize> = tensors.iter().map(|t| if merged(t) { t.n_rows() * out_type(t).row_bytes(t.row_len()).unwrap_or(0) } else { t.n_bytes }).collect();
+    let infos: Vec<(&str, &[u64], GgmlType, usize)> = tensors.iter().zip(&sizes).map(|(t, &s)| (t.name.as_str(), t.dims.as_slice(), out_type(t), s)).collect();
+    let header = w.header(&infos);
+    let tmp = crate::tmpfile::beside(dst)?;
+    let file = tmp.reopen().with_context(|| format!("cannot write {}", dst.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(4 << 20, file);
+    out.write_all(&header)?;
+    let a = g.alignment as usize;
+    let mut n_merged = 0;
+    let mut buf: Vec<f32> = Vec::new();
+    for (&t, &size) in tensors.iter().zip(&sizes) {
+        if !merged(t) {
+            out.write_all(g.tensor_data(t))?;
+            prog.line(&format!("copy_tensor :  {} [{}]", t.name, dims(t)));
+        } else {
+            let pairs: Vec<Term> = adapters
+                .iter()
+                .map(|(f, s)| f.pairs.iter().find(|p| p.name == t.name).map(|p| Term::new(p, f.scale(*s, p.rank()))))
+                .collect::<Option<_>>()
+                .expect("checked: every adapter has the tensor");
+            let n = t.row_len();
+            for r0 in (0..t.n_rows()).step_by(SLAB_ROWS) {
+                let rows = SLAB_ROWS.min(t.n_rows() - r0);
+                buf.resize(rows * n, 0.0);
+                merged_rows(&g, t, &pairs, r0, rows, &mut buf);
+                if out_type(t) == GgmlType::F32 {
+                    for v in &buf {
+                        out.write_all(&v.to_le_bytes())?;
+                    }
+                } else {
+                    let bytes: Vec<u8> = buf.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+                    out.write_all(&bytes)?;
+                }
+            }
+            n_merged += 1;
+            prog.line(&format!("merge_tensor : {} [{}] -> {}", t.name, dims(t), out_type(t).name()));
+        }
+        out.write_all(&vec![0u8; size.div_ceil(a) * a - size])?;
+        prog.advance(t.n_bytes as u64);
+    }
+    let file = out.into_inner().map_err(|e| anyhow::anyhow!("write failed: {e}"))?;
+    file.sync_all()?;
+    crate::tmpfile::persist(tmp, dst)?;
+    Ok(ExportReport { n_merged, n_tensors: g.tensors.len() })
+}
+
+fn dims(t: &TensorInfo) -> String {
+    t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}
