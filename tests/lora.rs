@@ -147,6 +147,30 @@ fn export(key: &str, file: &str) {
     assert_eq!(got, want.trim(), "{key}: export-lora output differs from llama-export-lora's");
 }
 
+/// `export-lora --outtype Q4_K_M` writes the bytes of export-lora followed by
+/// `quantize --allow-requantize ... Q4_K_M` (no F16 file in between).
+#[test]
+fn export_lora_outtype_equals_export_then_quantize() {
+    let Some(model) = common::model(common::SMOLLM2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ads = write_adapters(&model, dir.path());
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let m = model.display().to_string();
+    let a = ads[0].display().to_string();
+    for args in [
+        vec!["export-lora", "-m", &m, "--lora", &a, "-o", &p("f16.gguf")],
+        vec!["quantize", "--allow-requantize", &p("f16.gguf"), &p("two.gguf"), "Q4_K_M"],
+        vec!["export-lora", "-m", &m, "--lora", &a, "--outtype", "Q4_K_M", "-o", &p("one.gguf")],
+    ] {
+        let (success, _, err) = run(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(success, "{args:?}: {err}");
+    }
+    assert!(std::fs::read(p("one.gguf")).unwrap() == std::fs::read(p("two.gguf")).unwrap(), "one pass differs from export + quantize");
+    let (success, _, err) =
+        run(&["export-lora".into(), "-m".into(), m.clone(), "--lora".into(), a.clone(), "--outtype".into(), "Q9_9".into(), "-o".into(), p("x.gguf")]);
+    assert!(!success && err.trim().starts_with("error: --outtype"), "{err}");
+}
+
 #[test]
 fn export_lora_equals_llama_export_lora_smollm2() {
     export(MODELS[0].0, MODELS[0].1);

@@ -23,6 +23,12 @@ pub struct ExportLoraArgs {
     lora_scaled: Vec<OsString>,
     #[arg(short = 'o', long = "output", visible_alias = "output-file", value_name = "FNAME", default_value = DEFAULT_OUT, help = "output file")]
     output: PathBuf,
+    #[arg(
+        long = "outtype",
+        value_name = "TYPE",
+        help = "write the merged model in this llama-quantize type (Q4_K_M, Q8_0, ...) in one pass; default F16 merged tensors as llama-export-lora"
+    )]
+    outtype: Option<String>,
     #[arg(short = 't', long = "threads", value_name = "N", help = "threads (default: every core)")]
     threads: Option<usize>,
     #[arg(long = "verbose", alias = "v", help = "accepted, no effect")]
@@ -49,6 +55,11 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     let Some((a, _)) = super::flags::parse::<ExportLoraArgs>(prog, args)? else { return Ok(()) };
     let Some(model) = a.model else { bail!("error: a base model is required (-m FNAME; see {prog} --help)") };
     let specs = lora::parse_specs(&a.lora, &a.lora_scaled)?;
+    if let Some(t) = &a.outtype {
+        if crate::quantize_model::ftype::Ftype::parse(t).is_none() {
+            bail!("error: --outtype {t}: unknown or unsupported type (see rllama quantize --help)");
+        }
+    }
     if specs.is_empty() {
         bail!("error: at least one adapter is required (--lora FNAME or --lora-scaled FNAME:SCALE)");
     }
@@ -66,7 +77,15 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(total) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let mut p = Bar { bar, verbose: a.verbose };
-    let r = lora::export::export(&model, &adapters, &a.output, &mut p)?;
+    let r = match &a.outtype {
+        None => lora::export::export(&model, &adapters, &a.output, &mut p)?,
+        Some(t) => {
+            let Some((ft, _)) = crate::quantize_model::ftype::Ftype::parse(t) else {
+                bail!("error: --outtype {t}: unknown or unsupported type (see rllama quantize --help)")
+            };
+            lora::export::export_quantized(&model, &adapters, &a.output, ft, &mut p)?
+        }
+    };
     p.bar.finish_and_clear();
     eprintln!("run_merge : merged {} tensors with lora adapters", r.n_merged);
     eprintln!("run_merge : wrote {} tensors to output file", r.n_tensors);

@@ -189,6 +189,55 @@ pub fn export(base: &Path, adapters: &[(LoraFile, f32)], dst: &Path, prog: &mut 
     Ok(ExportReport { n_merged, n_tensors: g.tensors.len() })
 }
 
+/// The merged values as a quantization source: what export-lora would have
+/// written (F16-rounded unless the base tensor is F32), so converting them
+/// equals quantizing the exported file.
+struct Merged<'a> {
+    adapters: &'a [(LoraFile, f32)],
+}
+
+impl Merged<'_> {
+    fn terms(&self, name: &str) -> Option<Vec<Term>> {
+        self.adapters.iter().map(|(f, s)| f.pairs.iter().find(|p| p.name == name).map(|p| Term::new(p, f.scale(*s, p.rank())))).collect()
+    }
+}
+
+impl crate::quantize_model::Rows for Merged<'_> {
+    fn replaces(&self, t: &TensorInfo) -> bool {
+        self.adapters.first().is_some_and(|(f, _)| f.pairs.iter().any(|p| p.name == t.name))
+    }
+    fn rows(&self, g: &GgufFile, t: &TensorInfo, r0: usize, n: usize, out: &mut [f32]) {
+        let terms = self.terms(&t.name).expect("checked: every adapter has the tensor");
+        merged_rows(g, t, &terms, r0, n, out);
+        if t.ty != GgmlType::F32 {
+            out.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+    }
+}
+
+/// `export` then `rllama quantize --allow-requantize` to `ft` in one pass (no
+/// F16 file): the plan llama-quantize makes for the model, the merged tensors
+/// converted from their merged values.
+pub fn export_quantized(
+    base: &Path,
+    adapters: &[(LoraFile, f32)],
+    dst: &Path,
+    ft: crate::quantize_model::ftype::Ftype,
+    prog: &mut dyn Progress,
+) -> Result<ExportReport> {
+    use crate::quantize_model::plan;
+    let g = GgufFile::open(base)?;
+    check(&g, adapters)?;
+    let params = plan::Params { allow_requantize: true, quantize_output: true, ..Default::default() };
+    // llama-quantize's order (by layer, then name) does not depend on the
+    // file's, so the plan is the one for the exported file
+    let plans = plan::plan(&g, ft, &params);
+    let merged = Merged { adapters };
+    let n_merged = g.tensors.iter().filter(|t| crate::quantize_model::Rows::replaces(&merged, t)).count();
+    crate::quantize_model::write_plans(&g, ft, &plans, dst, prog, Some(&merged))?;
+    Ok(ExportReport { n_merged, n_tensors: g.tensors.len() })
+}
+
 fn dims(t: &TensorInfo) -> String {
     t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
 }

@@ -7,7 +7,7 @@
 pub mod ftype;
 pub mod plan;
 
-use crate::gguf::{GgmlType, GgufFile, GgufWriter, Value};
+use crate::gguf::{GgmlType, GgufFile, GgufWriter, TensorInfo, Value};
 use crate::quant::{self, quantize as q, AlignedBytes};
 use anyhow::{bail, Context, Result};
 use ftype::Ftype;
@@ -97,36 +97,58 @@ pub fn quantize_file(src: &Path, dst: &Path, ft: Ftype, p: &Params, prog: &mut d
 impl Job {
     pub fn write(self, dst: &Path, prog: &mut dyn Progress) -> Result<Report> {
         let Job { g, ft, plans } = self;
-        let mut n_fallback = 0;
-        for w in plans.iter().filter_map(|pl| pl.warning.as_ref()) {
-            prog.line(w);
-            n_fallback += 1;
-        }
-        let mut w = GgufWriter::new();
-        w.alignment = g.alignment;
-        w.metadata = g.metadata.iter().filter(|(k, _)| !k.starts_with("split.")).cloned().collect();
-        for (k, v) in [("general.quantization_version", 2u32), ("general.file_type", ft.id())] {
-            w.metadata.retain(|(key, _)| key != k);
-            w.metadata.push((k.to_string(), Value::U32(v)));
-        }
-        let infos: Vec<(&str, &[u64], GgmlType, usize)> = plans
-            .iter()
-            .map(|pl| {
-                let t = &g.tensors[pl.index];
-                (t.name.as_str(), t.dims.as_slice(), pl.new_type, new_size(&g, pl))
-            })
-            .collect();
-        let header = w.header(&infos);
-        // a failed run drops `tmp`, which removes it
-        let tmp = crate::tmpfile::beside(dst)?;
-        let file = tmp.reopen().with_context(|| format!("cannot write {}", dst.display()))?;
-        let (size_org, size_new) = write_tensors(&g, &plans, header, file, prog)?;
-        crate::tmpfile::persist(tmp, dst)?;
-        Ok(Report { size_org, size_new, n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(), n_tensors: g.tensors.len(), n_fallback })
+        write_plans(&g, ft, &plans, dst, prog, None)
     }
 }
 
-fn write_tensors(g: &GgufFile, plans: &[TensorPlan], header: Vec<u8>, file: std::fs::File, prog: &mut dyn Progress) -> Result<(u64, u64)> {
+/// Where converted tensors' f32 rows come from, when not from the file's
+/// own data (e.g. LoRA adapters merged in).
+pub trait Rows: Sync {
+    /// Whether `t`'s values are replaced (it is then converted even to its own type).
+    fn replaces(&self, t: &TensorInfo) -> bool;
+    /// Rows r0..r0+n of `t` as f32 into `out`.
+    fn rows(&self, g: &GgufFile, t: &TensorInfo, r0: usize, n: usize, out: &mut [f32]);
+}
+
+/// Write `g`'s tensors as `plans` says (in that order) into `dst` through a
+/// temporary file, the values of `rows` where it replaces them.
+pub fn write_plans(g: &GgufFile, ft: Ftype, plans: &[TensorPlan], dst: &Path, prog: &mut dyn Progress, rows: Option<&dyn Rows>) -> Result<Report> {
+    let mut n_fallback = 0;
+    for w in plans.iter().filter_map(|pl| pl.warning.as_ref()) {
+        prog.line(w);
+        n_fallback += 1;
+    }
+    let mut w = GgufWriter::new();
+    w.alignment = g.alignment;
+    w.metadata = g.metadata.iter().filter(|(k, _)| !k.starts_with("split.")).cloned().collect();
+    for (k, v) in [("general.quantization_version", 2u32), ("general.file_type", ft.id())] {
+        w.metadata.retain(|(key, _)| key != k);
+        w.metadata.push((k.to_string(), Value::U32(v)));
+    }
+    let infos: Vec<(&str, &[u64], GgmlType, usize)> = plans
+        .iter()
+        .map(|pl| {
+            let t = &g.tensors[pl.index];
+            (t.name.as_str(), t.dims.as_slice(), pl.new_type, new_size(g, pl))
+        })
+        .collect();
+    let header = w.header(&infos);
+    // a failed run drops `tmp`, which removes it
+    let tmp = crate::tmpfile::beside(dst)?;
+    let file = tmp.reopen().with_context(|| format!("cannot write {}", dst.display()))?;
+    let (size_org, size_new) = write_tensors(g, plans, header, file, prog, rows)?;
+    crate::tmpfile::persist(tmp, dst)?;
+    Ok(Report { size_org, size_new, n_elements: g.tensors.iter().map(|t| t.n_elements()).sum(), n_tensors: g.tensors.len(), n_fallback })
+}
+
+fn write_tensors(
+    g: &GgufFile,
+    plans: &[TensorPlan],
+    header: Vec<u8>,
+    file: std::fs::File,
+    prog: &mut dyn Progress,
+    rows_src: Option<&dyn Rows>,
+) -> Result<(u64, u64)> {
     let a = g.alignment as usize;
     let mut out = std::io::BufWriter::with_capacity(4 << 20, file);
     out.write_all(&header)?;
@@ -137,7 +159,8 @@ fn write_tensors(g: &GgufFile, plans: &[TensorPlan], header: Vec<u8>, file: std:
         let t = &g.tensors[pl.index];
         let data = g.tensor_data(t);
         let mut line = format!("[{:4}/{:4}] {:<36} - [{}], type = {:>6}, ", k + 1, plans.len(), t.name, shape(&t.dims), t.ty.name());
-        let written = if pl.new_type == t.ty {
+        let replaced = rows_src.is_some_and(|r| r.replaces(t));
+        let written = if pl.new_type == t.ty && !replaced {
             out.write_all(data)?;
             prog.advance(data.len() as u64);
             line.push_str(&format!("size = {:8.3} MiB", mib(data.len() as u64)));
@@ -151,7 +174,10 @@ fn write_tensors(g: &GgufFile, plans: &[TensorPlan], header: Vec<u8>, file: std:
                 let rows = rows_per_slab.min(t.n_rows() - r0);
                 let src = &data[r0 * src_rb..(r0 + rows) * src_rb];
                 f32buf.resize(rows * n, 0.0);
-                src.par_chunks(src_rb).zip(f32buf.par_chunks_mut(n)).for_each(|(s, o)| quant::dequantize_row(t.ty, s, o));
+                match rows_src.filter(|_| replaced) {
+                    Some(r) => r.rows(g, t, r0, rows, &mut f32buf),
+                    None => src.par_chunks(src_rb).zip(f32buf.par_chunks_mut(n)).for_each(|(s, o)| quant::dequantize_row(t.ty, s, o)),
+                }
                 qbuf.resize(rows * dst_rb);
                 q::quantize_rows(pl.new_type, &f32buf, n, qbuf.as_mut_slice()).with_context(|| format!("tensor {}", t.name))?;
                 out.write_all(qbuf.as_slice())?;
