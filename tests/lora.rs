@@ -171,6 +171,39 @@ fn export_lora_outtype_equals_export_then_quantize() {
     assert!(!success && err.trim().starts_with("error: --outtype"), "{err}");
 }
 
+fn mean_kld(out: &str) -> f64 {
+    let line = out.lines().find(|l| l.starts_with("Mean    KLD:")).unwrap_or_else(|| panic!("no KLD in:\n{out}"));
+    line["Mean    KLD:".len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// extract-lora recovers a known low-rank change: TUNED = export-lora(BASE,
+/// a rank-8 adapter); the rank-8 extraction keeps ~all of each difference's
+/// norm, and BASE + extracted is far closer to TUNED than BASE is.
+#[test]
+fn extract_lora_recovers_a_merged_adapter() {
+    let Some(model) = common::model(common::SMOLLM2) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ads = write_adapters(&model, dir.path());
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let m = model.display().to_string();
+    let text = common::fixture("rust-book-ch00-04.txt").display().to_string();
+    let step = |args: &[&str]| {
+        let (success, out, err) = run(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(success, "{args:?}: {err}");
+        out + &err
+    };
+    step(&["export-lora", "-m", &m, "--lora", &ads[0].display().to_string(), "-o", &p("tuned.gguf")]);
+    let report = step(&["extract-lora", "-m", &p("tuned.gguf"), "--base", &m, "-o", &p("x.gguf"), "--rank", "8"]);
+    let kept: Vec<f64> = report.lines().filter_map(|l| l.split("keeps ").nth(1)).map(|s| s.split('%').next().unwrap().parse().unwrap()).collect();
+    assert_eq!(kept.len(), 210, "{report}");
+    assert!(kept.iter().all(|&k| k > 99.0), "{report}");
+    step(&["perplexity", "-m", &p("tuned.gguf"), "-f", &text, "-c", "512", "--chunks", "2", "--kl-divergence-base", &p("tuned.kld")]);
+    let with = mean_kld(&step(&["perplexity", "-m", &m, "--lora", &p("x.gguf"), "--kl-divergence-base", &p("tuned.kld"), "--kl-divergence"]));
+    let without = mean_kld(&step(&["perplexity", "-m", &m, "--kl-divergence-base", &p("tuned.kld"), "--kl-divergence"]));
+    eprintln!("KLD to the tuned model: base {without:.6}, base + extracted rank 8 {with:.6}");
+    assert!(with < 0.1 * without, "base + extracted {with} vs base {without}");
+}
+
 #[test]
 fn export_lora_equals_llama_export_lora_smollm2() {
     export(MODELS[0].0, MODELS[0].1);

@@ -11,6 +11,7 @@
 //! or the user scale when alpha is 0 (absent).
 
 pub mod export;
+pub mod extract;
 pub mod random;
 
 use crate::gguf::GgufFile;

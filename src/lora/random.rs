@@ -14,10 +14,10 @@ const BLOCK_TARGETS: [&str; 7] = ["attn_q", "attn_k", "attn_v", "attn_output", "
 const SAMPLE_ROWS: usize = 16;
 
 /// splitmix64: tiny, fixed forever (unlike a library generator's stream).
-struct SplitMix(u64);
+pub(crate) struct SplitMix(pub(crate) u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -26,7 +26,7 @@ impl SplitMix {
     }
 
     /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
+    pub(crate) fn unit(&mut self) -> f32 {
         ((self.next() >> 40) as f32 / (1u64 << 23) as f32) - 1.0
     }
 }
