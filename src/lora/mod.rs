@@ -188,7 +188,7 @@ pub fn adapter_set(model: &Model, adapters: &[(LoraFile, f32)]) -> Result<Adapte
                 continue;
             }
             let (_, lin) = linears.iter().find(|(n, _)| *n == pair.name).expect("checked");
-            set.push(lin.slot, Adapter { a: pair.a.clone(), b: pair.b.clone(), scale });
+            set.push(lin.slot, Adapter::new(pair.a.clone(), pair.b.clone(), scale));
         }
     }
     Ok(set)

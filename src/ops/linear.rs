@@ -24,6 +24,86 @@ pub struct Adapter {
     pub a: QMatrix,
     pub b: QMatrix,
     pub scale: f32,
+    /// Fast mode: `a`'s rows and `b` transposed, as f32, multiplied with a
+    /// fixed summation order (batch-invariant; exact mode uses ggml's kernels).
+    pub fast: Option<Arc<(Vec<f32>, Vec<f32>)>>,
+}
+
+impl Adapter {
+    /// A pair; in fast mode (the default) with its f32 copies.
+    pub fn new(a: QMatrix, b: QMatrix, scale: f32) -> Adapter {
+        let fast = (!crate::quant::fast::exact()).then(|| {
+            let rows = |m: &QMatrix| {
+                let mut v = vec![0f32; m.rows * m.cols];
+                for (r, row) in v.chunks_mut(m.cols).enumerate() {
+                    m.dequantize_row(r, row);
+                }
+                v
+            };
+            // B transposed (rank rows of n_out): its products vectorise across rows
+            let (bv, (n_out, rank)) = (rows(&b), (b.rows, b.cols));
+            let bt: Vec<f32> = (0..rank * n_out).map(|i| bv[(i % n_out) * rank + i / n_out]).collect();
+            Arc::new((rows(&a), bt))
+        });
+        Adapter { a, b, scale, fast }
+    }
+}
+
+/// Lanes of the fast adapter dot (a fixed order: lane l sums elements
+/// l, l + 16, ..., then the lanes pairwise).
+const LORA_LANES: usize = 16;
+
+/// The fast adapter dot product: 16 lanes, then the lanes summed in order.
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LORA_LANES];
+    let (ca, cb) = (a.chunks_exact(LORA_LANES), b.chunks_exact(LORA_LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    // plain multiply and add (a fused multiply-add is a library call on
+    // baseline x86-64); the loop vectorizes lane for lane
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LORA_LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += x * y;
+    }
+    crate::quant::float::reduce16(&acc)
+}
+
+/// out[t][r] += scale * B (A x[t]) in f32 (`fast` holds A's rows and B transposed).
+fn add_low_rank_f32(ad: &Adapter, ab: &(Vec<f32>, Vec<f32>), x: &[f32], n: usize, mid: &mut Vec<f32>, out: &mut [f32]) {
+    let (rank, cols, rows) = (ad.a.rows, ad.a.cols, ad.b.rows);
+    mid.resize(n * rank, 0.0);
+    let pm = crate::parallel::SendPtr(mid.as_mut_ptr());
+    crate::parallel::for_each(n, |t| {
+        for k in 0..rank {
+            let v = dot_lanes(&ab.0[k * cols..(k + 1) * cols], &x[t * cols..(t + 1) * cols]);
+            // SAFETY: row t of mid, disjoint across items, inside mid.
+            unsafe { *pm.get().add(t * rank + k) = v };
+        }
+    });
+    let p = crate::parallel::SendPtr(out.as_mut_ptr());
+    let chunk = rows.div_ceil(crate::parallel::n_threads()).max(64);
+    let (mid, bt) = (&*mid, &ab.1);
+    crate::parallel::for_each(rows.div_ceil(chunk), |c| {
+        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
+        let mut acc = vec![0f32; r1 - r0];
+        for t in 0..n {
+            // per row: the sum over k in order, from 0 (whatever the batch)
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for k in 0..rank {
+                let m = mid[t * rank + k];
+                for (a, &b) in acc.iter_mut().zip(&bt[k * rows + r0..k * rows + r1]) {
+                    *a += b * m;
+                }
+            }
+            for (i, &v) in acc.iter().enumerate() {
+                // SAFETY: (t, r) with r in this chunk's rows only: disjoint across items, inside out.
+                unsafe { *p.get().add(t * rows + r0 + i) += v * ad.scale };
+            }
+        }
+    });
 }
 
 /// Adapters per projection slot.
@@ -112,6 +192,10 @@ impl Linear {
         matmul_q_in_batch(w, &ctx.acts, out, batch);
         if let Some(set) = ctx.adapters.clone() {
             for ad in set.get(self.slot) {
+                if let Some(ab) = &ad.fast {
+                    add_low_rank_f32(ad, ab, &x[..n * w.cols], n, &mut ctx.lora_mid, out);
+                    continue;
+                }
                 let rank = ad.a.rows;
                 ctx.lora_mid.resize(n * rank, 0.0);
                 quantize_acts(&ad.a, &x[..n * w.cols], n, &mut ctx.lora_acts);
@@ -178,20 +262,24 @@ mod tests {
         let bias: Vec<f32> = (0..rows).map(|r| r as f32 * 0.01).collect();
         let mut lin = Linear::with_bias(w, Some(bias.clone())).unwrap();
         lin.slot = 1;
-        let mut set = AdapterSet::new(2);
-        set.push(1, Adapter { a, b, scale: 0.5 });
         let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13) % 17) as f32 * 0.0625 - 0.5).collect();
-        let mut out = vec![0.0; n * rows];
-        let mut ctx = MatCtx { adapters: Some(Arc::new(set)), ..Default::default() };
-        lin.forward(&x, n, &mut out, &mut ctx, Batch::Whole);
-        for t in 0..n {
-            let xt = &x[t * cols..(t + 1) * cols];
-            let ax: Vec<f32> = (0..rank).map(|k| (0..cols).map(|c| av[k * cols + c] * xt[c]).sum()).collect();
-            for r in 0..rows {
-                let wx: f32 = (0..cols).map(|c| wv[r * cols + c] * xt[c]).sum();
-                let bax: f32 = (0..rank).map(|k| bv[r * rank + k] * ax[k]).sum();
-                let want = wx + 0.5 * bax + bias[r];
-                assert!((out[t * rows + r] - want).abs() < 1e-3, "row {t},{r}: {} vs {want}", out[t * rows + r]);
+        // ggml's kernels (exact mode) and the f32 path (fast mode)
+        let bt: Vec<f32> = (0..rank * rows).map(|i| bv[(i % rows) * rank + i / rows]).collect();
+        for fast in [None, Some(Arc::new((av.clone(), bt.clone())))] {
+            let mut set = AdapterSet::new(2);
+            set.push(1, Adapter { a: a.clone(), b: b.clone(), scale: 0.5, fast });
+            let mut out = vec![0.0; n * rows];
+            let mut ctx = MatCtx { adapters: Some(Arc::new(set)), ..Default::default() };
+            lin.forward(&x, n, &mut out, &mut ctx, Batch::Whole);
+            for t in 0..n {
+                let xt = &x[t * cols..(t + 1) * cols];
+                let ax: Vec<f32> = (0..rank).map(|k| (0..cols).map(|c| av[k * cols + c] * xt[c]).sum()).collect();
+                for r in 0..rows {
+                    let wx: f32 = (0..cols).map(|c| wv[r * cols + c] * xt[c]).sum();
+                    let bax: f32 = (0..rank).map(|k| bv[r * rank + k] * ax[k]).sum();
+                    let want = wx + 0.5 * bax + bias[r];
+                    assert!((out[t * rows + r] - want).abs() < 1e-3, "row {t},{r}: {} vs {want}", out[t * rows + r]);
+                }
             }
         }
     }
