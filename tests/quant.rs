@@ -96,7 +96,9 @@ fn vec_dot_matches_dequantized_dot_and_simd_matches_scalar() {
     for &t in WEIGHT_TYPES {
         let sk = scalar_kernels(t).unwrap();
         let fk = kernels(t).unwrap();
-        for &n in &[256usize, 2048] {
+        // float rows of any length (LoRA ranks, tails after 64-element steps)
+        let ns: &[usize] = if matches!(t, GgmlType::F16 | GgmlType::F32) { &[256, 2048, 8, 72, 200] } else { &[256, 2048] };
+        for &n in ns {
             for mode in 0..3u8 {
                 for _ in 0..4 {
                     let w = aligned(&random_row(t, n, &mut rng, mode));
@@ -125,6 +127,13 @@ fn vec_dot_matches_dequantized_dot_and_simd_matches_scalar() {
                     for (nb, tok) in [(4, 0), (5, 4), (8, 0), (9, 8)] {
                         let b = (fk.dot_for(nb, tok))(w.as_slice(), q.as_slice()) as f64;
                         assert!((b - s).abs() <= tl, "{t:?} n={n} mode={mode}: batch {nb}/{tok} {b} vs scalar {s}");
+                        // float rows follow llama.cpp's summation orders: the SIMD
+                        // twins are bit for bit the scalar ones, single and batched
+                        if matches!(t, GgmlType::F16 | GgmlType::F32) {
+                            let sb = (sk.dot_for(nb, tok))(w.as_slice(), q.as_slice());
+                            assert_eq!(b.to_bits(), (sb as f64).to_bits(), "{t:?} n={n}: batch {nb}/{tok} simd vs scalar");
+                            assert_eq!(f.to_bits(), s.to_bits(), "{t:?} n={n}: simd vs scalar");
+                        }
                     }
                 }
             }

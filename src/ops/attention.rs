@@ -29,41 +29,10 @@ pub mod f16v {
             // SAFETY: avx2/fma/f16c detected at run time.
             return unsafe { avx2::dot_f16_ggml(a, b) };
         }
-        dot_scalar(a, b)
+        // the scalar twin, the same order
+        crate::quant::float::dot_f16(a, b)
     }
 
-    pub fn dot_scalar(a: &[u16], b: &[u16]) -> f32 {
-        let n = a.len().min(b.len());
-        let np = n & !63;
-        let mut acc = [[0f32; 16]; 4];
-        for i in (0..np).step_by(64) {
-            for (j, accj) in acc.iter_mut().enumerate() {
-                for (l, s) in accj.iter_mut().enumerate() {
-                    let k = i + 16 * j + l;
-                    *s = h2f(a[k]).mul_add(h2f(b[k]), *s);
-                }
-            }
-        }
-        let mut v = [0f32; 16];
-        for l in 0..16 {
-            v[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
-        }
-        let mut sum = reduce16(&v) as f64;
-        for i in np..n {
-            sum += (h2f(a[i]) * h2f(b[i])) as f64;
-        }
-        sum as f32
-    }
-
-    /// _mm512_reduce_add_ps's tree: halves, quarters, then pairs.
-    pub fn reduce16(v: &[f32; 16]) -> f32 {
-        let mut t = [0f32; 8];
-        for i in 0..8 {
-            t[i] = v[i] + v[i + 8];
-        }
-        let u = [t[0] + t[4], t[1] + t[5], t[2] + t[6], t[3] + t[7]];
-        (u[0] + u[2]) + (u[1] + u[3])
-    }
     pub fn mad(acc: &mut [u16], v: &[u16], s: f32) {
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
@@ -391,7 +360,7 @@ fn tiled_body<'a>(
             exp(&mut w);
             let mut sum = 0.0f64;
             for g in w.chunks(16) {
-                sum += f16v::reduce16(g.try_into().unwrap()) as f64;
+                sum += crate::quant::float::reduce16(g.try_into().unwrap()) as f64;
             }
             s_sum[i] = (s_sum[i] as f64 + sum) as f32;
             // keys outside the range weigh 0: ggml's fused add of 0 * v
