@@ -4,6 +4,7 @@
 //! (scripts/lora-fixture.sh): greedy text and perplexity must agree. Plus the
 //! loader's errors on files that are not adapters for the model.
 mod common;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -55,9 +56,16 @@ fn lora_args(case: &str, ads: &[PathBuf]) -> Vec<String> {
     }
 }
 
-fn run(args: &[String]) -> (bool, String, String) {
+fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (bool, String, String) {
     let out = Command::new(common::bin()).args(args).env("RLLAMA_EXACT", "1").output().unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `run` that must succeed: its stdout and stderr.
+fn run_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> (String, String) {
+    let (success, out, err) = run(args);
+    assert!(success, "{args:?}: {err}");
+    (out, err)
 }
 
 fn greedy(key: &str, file: &str) {
@@ -76,8 +84,7 @@ fn greedy(key: &str, file: &str) {
                     .to_vec();
             args.push(r["prompt"].as_str().unwrap().to_string());
             args.extend(lora_args(case, &ads));
-            let (success, got, err) = run(&args);
-            assert!(success, "{err}");
+            let (got, _) = run_ok(&args);
             let want = r["stdout"].as_str().unwrap();
             if got.trim_end_matches('\n') == want.trim_end_matches('\n') {
                 ok += 1;
@@ -109,8 +116,7 @@ fn perplexity(key: &str, file: &str) {
             .map(String::from)
             .to_vec();
         args.extend(lora_args(case, &ads));
-        let (success, out, err) = run(&args);
-        assert!(success, "{err}");
+        let (out, err) = run_ok(&args);
         let ppl = final_ppl(&(out + &err));
         let want = r["ppl"].as_f64().unwrap();
         let base = r["base_ppl"].as_f64().unwrap();
@@ -139,8 +145,7 @@ fn export(key: &str, file: &str) {
         "-o".into(),
         out.display().to_string(),
     ];
-    let (success, _, err) = run(&args);
-    assert!(success, "{err}");
+    run_ok(&args);
     let got = format!("{:x}", Sha256::digest(std::fs::read(&out).unwrap()));
     let fixture = std::fs::read_to_string(common::fixture("lora-export-sha256.txt")).unwrap();
     let want = fixture.lines().find_map(|l| l.strip_prefix(&format!("{key} "))).unwrap();
@@ -162,12 +167,10 @@ fn export_lora_outtype_equals_export_then_quantize() {
         vec!["quantize", "--allow-requantize", &p("f16.gguf"), &p("two.gguf"), "Q4_K_M"],
         vec!["export-lora", "-m", &m, "--lora", &a, "--outtype", "Q4_K_M", "-o", &p("one.gguf")],
     ] {
-        let (success, _, err) = run(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert!(success, "{args:?}: {err}");
+        run_ok(&args);
     }
     assert!(std::fs::read(p("one.gguf")).unwrap() == std::fs::read(p("two.gguf")).unwrap(), "one pass differs from export + quantize");
-    let (success, _, err) =
-        run(&["export-lora".into(), "-m".into(), m.clone(), "--lora".into(), a.clone(), "--outtype".into(), "Q9_9".into(), "-o".into(), p("x.gguf")]);
+    let (success, _, err) = run(&["export-lora", "-m", &m, "--lora", &a, "--outtype", "Q9_9", "-o", &p("x.gguf")]);
     assert!(!success && err.trim().starts_with("error: --outtype"), "{err}");
 }
 
@@ -188,8 +191,7 @@ fn extract_lora_recovers_a_merged_adapter() {
     let m = model.display().to_string();
     let text = common::fixture("rust-book-ch00-04.txt").display().to_string();
     let step = |args: &[&str]| {
-        let (success, out, err) = run(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert!(success, "{args:?}: {err}");
+        let (out, err) = run_ok(args);
         out + &err
     };
     step(&["export-lora", "-m", &m, "--lora", &ads[0].display().to_string(), "-o", &p("tuned.gguf")]);
@@ -296,16 +298,16 @@ fn bad_adapters_are_one_error_line() {
     ];
     for (p, want) in cases {
         let (success, _, err) = run(&[
-            "cli".into(),
-            "-m".into(),
-            model.display().to_string(),
-            "-p".into(),
-            "Hi".into(),
-            "-n".into(),
-            "2".into(),
-            "-no-cnv".into(),
-            "--lora".into(),
-            p.display().to_string(),
+            OsStr::new("cli"),
+            OsStr::new("-m"),
+            model.as_os_str(),
+            OsStr::new("-p"),
+            OsStr::new("Hi"),
+            OsStr::new("-n"),
+            OsStr::new("2"),
+            OsStr::new("-no-cnv"),
+            OsStr::new("--lora"),
+            p.as_os_str(),
         ]);
         assert!(!success, "{}: accepted", p.display());
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -314,6 +316,7 @@ fn bad_adapters_are_one_error_line() {
         assert!(lines[0].contains(&*p.display().to_string()), "the error names the file: {err}");
     }
     // --lora-scaled without a scale
-    let (success, _, err) = run(&["cli".into(), "-m".into(), model.display().to_string(), "-p".into(), "Hi".into(), "--lora-scaled".into(), "x.gguf".into()]);
+    let (success, _, err) =
+        run(&[OsStr::new("cli"), OsStr::new("-m"), model.as_os_str(), OsStr::new("-p"), OsStr::new("Hi"), OsStr::new("--lora-scaled"), OsStr::new("x.gguf")]);
     assert!(!success && err.trim().starts_with("error: --lora-scaled"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! `rllama export-lora` (alias `llama-export-lora`): LoRA adapters merged into
 //! the base model's weights, written as llama-export-lora writes them.
 
-use crate::lora::{self, LoraFile};
+use crate::lora;
 use crate::quantize_model::Progress;
 use anyhow::{bail, Result};
 use clap::{ArgAction, Parser};
@@ -55,11 +55,13 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     let Some((a, _)) = super::flags::parse::<ExportLoraArgs>(prog, args)? else { return Ok(()) };
     let Some(model) = a.model else { bail!("error: a base model is required (-m FNAME; see {prog} --help)") };
     let specs = lora::parse_specs(&a.lora, &a.lora_scaled)?;
-    if let Some(t) = &a.outtype {
-        if crate::quantize_model::ftype::Ftype::parse(t).is_none() {
-            bail!("error: --outtype {t}: unknown or unsupported type (see rllama quantize --help)");
-        }
-    }
+    let outtype = match &a.outtype {
+        None => None,
+        Some(t) => match crate::quantize_model::ftype::Ftype::parse(t) {
+            Some((ft, _)) => Some(ft),
+            None => bail!("error: --outtype {t}: unknown or unsupported type (see rllama quantize --help)"),
+        },
+    };
     if specs.is_empty() {
         bail!("error: at least one adapter is required (--lora FNAME or --lora-scaled FNAME:SCALE)");
     }
@@ -72,19 +74,14 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         }
     }
     super::options::set_threads(a.threads);
-    let adapters: Vec<(LoraFile, f32)> = specs.iter().map(|s| LoraFile::load(&s.path).map(|f| (f, s.scale))).collect::<Result<_>>()?;
+    let adapters = lora::load_all(&specs)?;
     let total = std::fs::metadata(&model).map(|m| m.len()).unwrap_or(0);
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(total) } else { ProgressBar::hidden() };
     bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let mut p = Bar { bar, verbose: a.verbose };
-    let r = match &a.outtype {
+    let r = match outtype {
         None => lora::export::export(&model, &adapters, &a.output, &mut p)?,
-        Some(t) => {
-            let Some((ft, _)) = crate::quantize_model::ftype::Ftype::parse(t) else {
-                bail!("error: --outtype {t}: unknown or unsupported type (see rllama quantize --help)")
-            };
-            lora::export::export_quantized(&model, &adapters, &a.output, ft, &mut p)?
-        }
+        Some(ft) => lora::export::export_quantized(&model, &adapters, &a.output, ft, &mut p)?,
     };
     p.bar.finish_and_clear();
     eprintln!("run_merge : merged {} tensors with lora adapters", r.n_merged);

@@ -30,23 +30,15 @@ struct Term {
     scale: f32,
 }
 
-fn rows_f32(m: &crate::ops::matmul::QMatrix) -> Vec<f32> {
-    let mut v = vec![0f32; m.rows * m.cols];
-    for (r, row) in v.chunks_mut(m.cols).enumerate() {
-        m.dequantize_row(r, row);
-    }
-    v
-}
-
 impl Term {
     fn new(p: &Pair, scale: f32) -> Term {
         let rank = p.rank();
         if p.name == TOKEN_EMBD {
             // ggml_mul_mat(b, a): x = b's rows (n_embd of rank), y = a's (n_vocab of rank)
-            Term { x: rows_f32(&p.b), y: rows_f32(&p.a), rank, scale }
+            Term { x: p.b.to_f32(), y: p.a.to_f32(), rank, scale }
         } else {
             // ggml_mul_mat(cont(transpose(a)), b): x = a transposed (n_in rows of rank)
-            let a = rows_f32(&p.a);
+            let a = p.a.to_f32();
             let n_in = p.a.cols;
             let mut x = vec![0f32; n_in * rank];
             for k in 0..rank {
@@ -54,7 +46,7 @@ impl Term {
                     x[c * rank + k] = a[k * n_in + c];
                 }
             }
-            Term { x, y: rows_f32(&p.b), rank, scale }
+            Term { x, y: p.b.to_f32(), rank, scale }
         }
     }
 
@@ -83,19 +75,53 @@ fn check(g: &GgufFile, adapters: &[(LoraFile, f32)]) -> Result<()> {
         }
         for pair in &f.pairs {
             let Some(t) = g.tensor(&pair.name) else { bail!("{p}: LoRA tensor '{}' does not exist in the base model", pair.name) };
-            let (n_in, n_out) = (t.dims[0] as usize, t.dims.get(1).copied().unwrap_or(1) as usize);
-            let (a, b) = (&pair.a, &pair.b);
-            let fits = if pair.name == TOKEN_EMBD {
-                b.rows == n_in && a.rows == n_out && a.cols == b.cols
-            } else {
-                a.cols == n_in && b.rows == n_out && a.rows == b.cols
-            };
-            if !fits || t.dims.len() > 2 {
+            if t.dims.len() > 2 || !super::pair_fits(pair, t.row_len(), t.n_rows()) {
                 bail!("{p}: tensor '{}': the pair does not fit the base's shape {:?}", pair.name, t.dims);
             }
         }
     }
     Ok(())
+}
+
+/// The adapters' products, by tensor: which tensors they replace and their
+/// merged rows (the last tensor's terms kept, as rows come slab by slab).
+struct Merge<'a> {
+    adapters: &'a [(LoraFile, f32)],
+    last: std::sync::Mutex<Option<(String, std::sync::Arc<Vec<Term>>)>>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(adapters: &'a [(LoraFile, f32)]) -> Self {
+        Merge { adapters, last: std::sync::Mutex::new(None) }
+    }
+
+    /// `t` has a pair (in every adapter: `check`).
+    fn replaces(&self, t: &TensorInfo) -> bool {
+        self.adapters.first().is_some_and(|(f, _)| f.pairs.iter().any(|p| p.name == t.name))
+    }
+
+    fn terms(&self, name: &str) -> std::sync::Arc<Vec<Term>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((n, terms)) if n == name => terms.clone(),
+            _ => {
+                let terms: Vec<Term> = self
+                    .adapters
+                    .iter()
+                    .map(|(f, s)| f.pairs.iter().find(|p| p.name == name).map(|p| Term::new(p, f.scale(*s, p.rank()))))
+                    .collect::<Option<_>>()
+                    .expect("checked: every adapter has the tensor");
+                let terms = std::sync::Arc::new(terms);
+                *last = Some((name.to_string(), terms.clone()));
+                terms
+            }
+        }
+    }
+
+    /// Rows r0..r0+rows of the merged tensor `t`, as f32.
+    fn rows_f32(&self, g: &GgufFile, t: &TensorInfo, r0: usize, rows: usize, out: &mut [f32]) {
+        merged_rows(g, t, &self.terms(&t.name), r0, rows, out)
+    }
 }
 
 /// Rows r0..r0+rows of the merged tensor `t`, as f32.
@@ -125,7 +151,8 @@ pub struct ExportReport {
 pub fn export(base: &Path, adapters: &[(LoraFile, f32)], dst: &Path, prog: &mut dyn Progress) -> Result<ExportReport> {
     let g = GgufFile::open(base)?;
     check(&g, adapters)?;
-    let merged = |t: &TensorInfo| adapters.first().is_some_and(|(f, _)| f.pairs.iter().any(|p| p.name == t.name));
+    let merge = Merge::new(adapters);
+    let merged = |t: &TensorInfo| merge.replaces(t);
     let out_type = |t: &TensorInfo| {
         if !merged(t) {
             t.ty
@@ -158,16 +185,11 @@ pub fn export(base: &Path, adapters: &[(LoraFile, f32)], dst: &Path, prog: &mut 
             out.write_all(g.tensor_data(t))?;
             prog.line(&format!("copy_tensor :  {} [{}]", t.name, dims(t)));
         } else {
-            let pairs: Vec<Term> = adapters
-                .iter()
-                .map(|(f, s)| f.pairs.iter().find(|p| p.name == t.name).map(|p| Term::new(p, f.scale(*s, p.rank()))))
-                .collect::<Option<_>>()
-                .expect("checked: every adapter has the tensor");
             let n = t.row_len();
             for r0 in (0..t.n_rows()).step_by(SLAB_ROWS) {
                 let rows = SLAB_ROWS.min(t.n_rows() - r0);
                 buf.resize(rows * n, 0.0);
-                merged_rows(&g, t, &pairs, r0, rows, &mut buf);
+                merge.rows_f32(&g, t, r0, rows, &mut buf);
                 if out_type(t) == GgmlType::F32 {
                     for v in &buf {
                         out.write_all(&v.to_le_bytes())?;
@@ -192,23 +214,12 @@ pub fn export(base: &Path, adapters: &[(LoraFile, f32)], dst: &Path, prog: &mut 
 /// The merged values as a quantization source: what export-lora would have
 /// written (F16-rounded unless the base tensor is F32), so converting them
 /// equals quantizing the exported file.
-struct Merged<'a> {
-    adapters: &'a [(LoraFile, f32)],
-}
-
-impl Merged<'_> {
-    fn terms(&self, name: &str) -> Option<Vec<Term>> {
-        self.adapters.iter().map(|(f, s)| f.pairs.iter().find(|p| p.name == name).map(|p| Term::new(p, f.scale(*s, p.rank())))).collect()
-    }
-}
-
-impl crate::quantize_model::Rows for Merged<'_> {
+impl crate::quantize_model::Rows for Merge<'_> {
     fn replaces(&self, t: &TensorInfo) -> bool {
-        self.adapters.first().is_some_and(|(f, _)| f.pairs.iter().any(|p| p.name == t.name))
+        Merge::replaces(self, t)
     }
     fn rows(&self, g: &GgufFile, t: &TensorInfo, r0: usize, n: usize, out: &mut [f32]) {
-        let terms = self.terms(&t.name).expect("checked: every adapter has the tensor");
-        merged_rows(g, t, &terms, r0, n, out);
+        self.rows_f32(g, t, r0, n, out);
         if t.ty != GgmlType::F32 {
             out.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
         }
@@ -232,9 +243,9 @@ pub fn export_quantized(
     // llama-quantize's order (by layer, then name) does not depend on the
     // file's, so the plan is the one for the exported file
     let plans = plan::plan(&g, ft, &params);
-    let merged = Merged { adapters };
-    let n_merged = g.tensors.iter().filter(|t| crate::quantize_model::Rows::replaces(&merged, t)).count();
-    crate::quantize_model::write_plans(&g, ft, &plans, dst, prog, Some(&merged))?;
+    let merge = Merge::new(adapters);
+    let n_merged = g.tensors.iter().filter(|t| merge.replaces(t)).count();
+    crate::quantize_model::write_plans(&g, ft, &plans, dst, prog, Some(&merge))?;
     Ok(ExportReport { n_merged, n_tensors: g.tensors.len() })
 }
 

@@ -37,13 +37,8 @@ pub struct TensorReport {
 }
 
 fn dequantized(g: &GgufFile, t: &TensorInfo) -> Vec<f32> {
-    let (n, rows) = (t.row_len(), t.n_rows());
-    let rb = t.ty.row_bytes(n).expect("checked");
-    let data = g.tensor_data(t);
-    let mut out = vec![0f32; n * rows];
-    for (o, s) in out.chunks_mut(n).zip(data.chunks(rb)) {
-        crate::quant::dequantize_row(t.ty, s, o);
-    }
+    let mut out = vec![0f32; t.n_elements() as usize];
+    crate::quant::dequantize_row(t.ty, g.tensor_data(t), &mut out);
     out
 }
 
@@ -113,17 +108,17 @@ pub fn extract(tuned: &GgufFile, base: &GgufFile, p: &ExtractParams, prog: &mut 
             None => s.len(),
         };
         let sq: Vec<f64> = s[..r].iter().map(|x| x.sqrt()).collect();
-        // D = U S V^T, split evenly: rows side U sqrt(S), columns side V sqrt(S)
+        // D = U S V^T, split evenly: U sqrt(S) (m rows of r) and V sqrt(S)
         let rows_side = f16_bytes((0..m).flat_map(|i| (0..r).map(|k| u[(i, k)] * sq[k]).collect::<Vec<_>>()));
-        let cols_side = f16_bytes((0..n).flat_map(|j| (0..r).map(|k| v[(j, k)] * sq[k]).collect::<Vec<_>>()));
-        let cols_t = f16_bytes((0..r).flat_map(|k| (0..n).map(|j| v[(j, k)] * sq[k]).collect::<Vec<_>>()));
         let (r64, m64, n64) = (r as u64, m as u64, n as u64);
         if t.name == TOKEN_EMBD {
             // a {r, n_vocab}: row v = U[v] sqrt(S); b {r, n_embd}: row e = V[e] sqrt(S)
+            let cols_side = f16_bytes((0..n).flat_map(|j| (0..r).map(|k| v[(j, k)] * sq[k]).collect::<Vec<_>>()));
             w.add_tensor(&format!("{}{SUFFIX_A}", t.name), &[r64, m64], GgmlType::F16, rows_side)?;
             w.add_tensor(&format!("{}{SUFFIX_B}", t.name), &[r64, n64], GgmlType::F16, cols_side)?;
         } else {
             // a {n_in, r}: row k = sqrt(s_k) V[:, k]^T; b {r, n_out}: row i = U[i] sqrt(S)
+            let cols_t = f16_bytes((0..r).flat_map(|k| (0..n).map(|j| v[(j, k)] * sq[k]).collect::<Vec<_>>()));
             w.add_tensor(&format!("{}{SUFFIX_A}", t.name), &[n64, r64], GgmlType::F16, cols_t)?;
             w.add_tensor(&format!("{}{SUFFIX_B}", t.name), &[r64, m64], GgmlType::F16, rows_side)?;
         }

@@ -126,16 +126,22 @@ impl LoraFile {
     }
 }
 
-/// Load the adapters and check them against `model`: architecture, a base
-/// tensor for every pair, shapes as llama.cpp checks them.
-pub fn load_all(model: &Model, specs: &[LoraSpec]) -> Result<Vec<(LoraFile, f32)>> {
-    let mut out = Vec::with_capacity(specs.len());
-    for s in specs {
-        let f = LoraFile::load(&s.path)?;
-        check(model, &f)?;
-        out.push((f, s.scale));
+/// Load the adapter files with their user scales (`adapter_set` checks
+/// them against a model).
+pub fn load_all(specs: &[LoraSpec]) -> Result<Vec<(LoraFile, f32)>> {
+    specs.iter().map(|s| LoraFile::load(&s.path).map(|f| (f, s.scale))).collect()
+}
+
+/// llama.cpp's shape rule for a pair on a base matrix of `n_in` columns and
+/// `n_out` rows: a {n_in, r}, b {r, n_out}; for the token embedding the pair
+/// is transposed (a {r, n_vocab} looked up by token, b {r, n_embd}).
+pub fn pair_fits(pair: &Pair, n_in: usize, n_out: usize) -> bool {
+    let (a, b) = (&pair.a, &pair.b);
+    if pair.name == TOKEN_EMBD {
+        b.rows == n_in && a.rows == n_out && a.cols == b.cols
+    } else {
+        a.cols == n_in && b.rows == n_out && a.rows == b.cols
     }
-    Ok(out)
 }
 
 /// `f` fits `model` (architecture, names, shapes).
@@ -150,13 +156,7 @@ pub fn check(model: &Model, f: &LoraFile) -> Result<()> {
             bail!("{p}: LoRA tensor '{}' does not exist in the base model (a wrong base model?)", pair.name)
         };
         let (a, b, w) = (&pair.a, &pair.b, &lin.w);
-        let fits = if pair.name == TOKEN_EMBD {
-            // transposed: a {r, n_vocab} looked up by token, b {r, n_embd}
-            w.cols == b.rows && w.rows == a.rows && a.cols == b.cols
-        } else {
-            w.cols == a.cols && w.rows == b.rows && a.rows == b.cols
-        };
-        if !fits {
+        if !pair_fits(pair, w.cols, w.rows) {
             bail!(
                 "{p}: tensor '{}': lora_a {{{}, {}}} and lora_b {{{}, {}}} do not fit the base's {{{}, {}}} (a wrong base model?)",
                 pair.name,
@@ -200,8 +200,7 @@ pub fn session_adapters(model: &Model, specs: &[LoraSpec]) -> Result<Option<Arc<
     if specs.is_empty() {
         return Ok(None);
     }
-    let files = load_all(model, specs)?;
-    Ok(Some(Arc::new(adapter_set(model, &files)?)))
+    Ok(Some(Arc::new(adapter_set(model, &load_all(specs)?)?)))
 }
 
 /// `--lora FNAME[,FNAME...]` (scale 1) and `--lora-scaled FNAME:SCALE[,...]`

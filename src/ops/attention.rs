@@ -141,7 +141,12 @@ pub fn attend_tiled<'a>(
 /// A tile's keys (`rows`, `dk` f16 each) widened into `kt` transposed,
 /// kt[d * FA_TILE + j], keys past `rows` zero.
 fn widen_kt_scalar(rows: &[&[u16]], dk: usize, kt: &mut [f32]) {
-    for j in 0..FA_TILE {
+    widen_kt_keys(rows, dk, kt, 0);
+}
+
+/// `widen_kt_scalar` for keys j0..FA_TILE.
+fn widen_kt_keys(rows: &[&[u16]], dk: usize, kt: &mut [f32], j0: usize) {
+    for j in j0..FA_TILE {
         for d in 0..dk {
             kt[d * FA_TILE + j] = rows.get(j).map_or(0.0, |r| h2f(r[d]));
         }
@@ -160,7 +165,7 @@ unsafe fn widen_kt_f16c_impl(rows: &[&[u16]], dk: usize, kt: &mut [f32]) {
         for d0 in (0..dk).step_by(8) {
             let a: [__m128i; 8] = std::array::from_fn(|i| _mm_loadu_si128(rows[j0 + i][d0..d0 + 8].as_ptr() as *const __m128i));
             let t: [__m128i; 8] = std::array::from_fn(|i| {
-                let (x, y) = (a[2 * (i / 2) % 8], a[2 * (i / 2) % 8 + 1]);
+                let (x, y) = (a[i / 2 * 2], a[i / 2 * 2 + 1]);
                 if i % 2 == 0 {
                     _mm_unpacklo_epi16(x, y)
                 } else {
@@ -187,11 +192,7 @@ unsafe fn widen_kt_f16c_impl(rows: &[&[u16]], dk: usize, kt: &mut [f32]) {
             }
         }
     }
-    for j in n8..T {
-        for d in 0..dk {
-            kt[d * T + j] = rows.get(j).map_or(0.0, |r| h2f(r[d]));
-        }
-    }
+    widen_kt_keys(rows, dk, kt, n8);
 }
 
 #[cfg(target_arch = "x86_64")]

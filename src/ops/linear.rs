@@ -33,17 +33,10 @@ impl Adapter {
     /// A pair; in fast mode (the default) with its f32 copies.
     pub fn new(a: QMatrix, b: QMatrix, scale: f32) -> Adapter {
         let fast = (!crate::quant::fast::exact()).then(|| {
-            let rows = |m: &QMatrix| {
-                let mut v = vec![0f32; m.rows * m.cols];
-                for (r, row) in v.chunks_mut(m.cols).enumerate() {
-                    m.dequantize_row(r, row);
-                }
-                v
-            };
             // B transposed (rank rows of n_out): its products vectorise across rows
-            let (bv, (n_out, rank)) = (rows(&b), (b.rows, b.cols));
+            let (bv, (n_out, rank)) = (b.to_f32(), (b.rows, b.cols));
             let bt: Vec<f32> = (0..rank * n_out).map(|i| bv[(i % n_out) * rank + i / n_out]).collect();
-            Arc::new((rows(&a), bt))
+            Arc::new((a.to_f32(), bt))
         });
         Adapter { a, b, scale, fast }
     }

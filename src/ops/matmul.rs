@@ -121,6 +121,13 @@ impl QMatrix {
         (self.kern.dequantize)(self.row(r), &mut out[..self.cols]);
     }
 
+    /// The whole matrix as f32 rows.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut v = vec![0f32; self.rows * self.cols];
+        (self.kern.dequantize)(&self.data()[..self.rows * self.row_bytes], &mut v);
+        v
+    }
+
     /// Bytes of one activation row in this matrix's activation format.
     pub fn act_row_bytes(&self) -> usize {
         self.kern.act.row_bytes(self.cols).unwrap()

@@ -94,15 +94,7 @@ pub fn kernels_with(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
 pub fn has_avx512_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| {
-            super::simd::has_avx2()
-                && std::env::var_os("RLLAMA_NO_AVX512").is_none()
-                && is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vl")
-                && is_x86_feature_detected!("avx512vnni")
-        })
+        super::simd::has_avx2() && super::simd::avx2::has_vnni()
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
