@@ -47,6 +47,17 @@ fn write_test_adapters() {
     }
 }
 
+/// For scripts/lora-cost.sh: one adapter of rank $RLLAMA_LORA_RANK for the
+/// model $RLLAMA_LORA_MODEL, written to $RLLAMA_LORA_OUT (a file path).
+#[test]
+#[ignore]
+fn write_bench_adapter() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("set {k}"));
+    let m = rllama::model::Model::load(Path::new(&var("RLLAMA_LORA_MODEL"))).unwrap();
+    let rank: usize = var("RLLAMA_LORA_RANK").parse().unwrap();
+    rllama::lora::random::random_adapter(&m, rank, 2.0 * rank as f32, GAIN, SEEDS[0]).unwrap().write_file(Path::new(&var("RLLAMA_LORA_OUT"))).unwrap();
+}
+
 /// The flags each fixture case passes: one adapter, or both scaled.
 fn lora_args(case: &str, ads: &[PathBuf]) -> Vec<String> {
     match case {

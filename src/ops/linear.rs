@@ -11,6 +11,7 @@
 //! one-token steps.
 
 use super::add_in_place;
+use super::lowrank::LowRank;
 use super::matmul::{matmul_q_in_batch, quantize_acts, Batch, QMatrix, QuantizedActs};
 use anyhow::{bail, Result};
 use std::sync::Arc;
@@ -24,79 +25,17 @@ pub struct Adapter {
     pub a: QMatrix,
     pub b: QMatrix,
     pub scale: f32,
-    /// Fast mode: `a`'s rows and `b` transposed, as f32, multiplied with a
-    /// fixed summation order (batch-invariant; exact mode uses ggml's kernels).
-    pub fast: Option<Arc<(Vec<f32>, Vec<f32>)>>,
+    /// Fast mode: the pair for the batch-invariant product (`lowrank`;
+    /// exact mode uses ggml's kernels).
+    pub fast: Option<Arc<LowRank>>,
 }
 
 impl Adapter {
-    /// A pair; in fast mode (the default) with its f32 copies.
+    /// A pair; in fast mode (the default) with its copy for `lowrank`.
     pub fn new(a: QMatrix, b: QMatrix, scale: f32) -> Adapter {
-        let fast = (!crate::quant::fast::exact()).then(|| {
-            // B transposed (rank rows of n_out): its products vectorise across rows
-            let (bv, (n_out, rank)) = (b.to_f32(), (b.rows, b.cols));
-            let bt: Vec<f32> = (0..rank * n_out).map(|i| bv[(i % n_out) * rank + i / n_out]).collect();
-            Arc::new((a.to_f32(), bt))
-        });
+        let fast = (!crate::quant::fast::exact()).then(|| Arc::new(LowRank::new(a.to_f32(), b.to_f32(), b.cols, b.rows, LowRank::keeps_f16(a.ty, b.ty))));
         Adapter { a, b, scale, fast }
     }
-}
-
-/// Lanes of the fast adapter dot (a fixed order: lane l sums elements
-/// l, l + 16, ..., then the lanes pairwise).
-const LORA_LANES: usize = 16;
-
-/// The fast adapter dot product: 16 lanes, then the lanes summed in order.
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; LORA_LANES];
-    let (ca, cb) = (a.chunks_exact(LORA_LANES), b.chunks_exact(LORA_LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    // plain multiply and add (a fused multiply-add is a library call on
-    // baseline x86-64); the loop vectorizes lane for lane
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LORA_LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
-        acc[l] += x * y;
-    }
-    crate::quant::float::reduce16(&acc)
-}
-
-/// out[t][r] += scale * B (A x[t]) in f32 (`fast` holds A's rows and B transposed).
-fn add_low_rank_f32(ad: &Adapter, ab: &(Vec<f32>, Vec<f32>), x: &[f32], n: usize, mid: &mut Vec<f32>, out: &mut [f32]) {
-    let (rank, cols, rows) = (ad.a.rows, ad.a.cols, ad.b.rows);
-    mid.resize(n * rank, 0.0);
-    let pm = crate::parallel::SendPtr(mid.as_mut_ptr());
-    crate::parallel::for_each(n, |t| {
-        for k in 0..rank {
-            let v = dot_lanes(&ab.0[k * cols..(k + 1) * cols], &x[t * cols..(t + 1) * cols]);
-            // SAFETY: row t of mid, disjoint across items, inside mid.
-            unsafe { *pm.get().add(t * rank + k) = v };
-        }
-    });
-    let p = crate::parallel::SendPtr(out.as_mut_ptr());
-    let chunk = rows.div_ceil(crate::parallel::n_threads()).max(64);
-    let (mid, bt) = (&*mid, &ab.1);
-    crate::parallel::for_each(rows.div_ceil(chunk), |c| {
-        let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(rows));
-        let mut acc = vec![0f32; r1 - r0];
-        for t in 0..n {
-            // per row: the sum over k in order, from 0 (whatever the batch)
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for k in 0..rank {
-                let m = mid[t * rank + k];
-                for (a, &b) in acc.iter_mut().zip(&bt[k * rows + r0..k * rows + r1]) {
-                    *a += b * m;
-                }
-            }
-            for (i, &v) in acc.iter().enumerate() {
-                // SAFETY: (t, r) with r in this chunk's rows only: disjoint across items, inside out.
-                unsafe { *p.get().add(t * rows + r0 + i) += v * ad.scale };
-            }
-        }
-    });
 }
 
 /// Adapters per projection slot.
@@ -185,8 +124,8 @@ impl Linear {
         matmul_q_in_batch(w, &ctx.acts, out, batch);
         if let Some(set) = ctx.adapters.clone() {
             for ad in set.get(self.slot) {
-                if let Some(ab) = &ad.fast {
-                    add_low_rank_f32(ad, ab, &x[..n * w.cols], n, &mut ctx.lora_mid, out);
+                if let Some(lr) = &ad.fast {
+                    lr.add(ad.a.rows, w.cols, w.rows, ad.scale, &x[..n * w.cols], n, &mut ctx.lora_mid, out);
                     continue;
                 }
                 let rank = ad.a.rows;
@@ -257,8 +196,7 @@ mod tests {
         lin.slot = 1;
         let x: Vec<f32> = (0..n * cols).map(|i| ((i * 13) % 17) as f32 * 0.0625 - 0.5).collect();
         // ggml's kernels (exact mode) and the f32 path (fast mode)
-        let bt: Vec<f32> = (0..rank * rows).map(|i| bv[(i % rows) * rank + i / rows]).collect();
-        for fast in [None, Some(Arc::new((av.clone(), bt.clone())))] {
+        for fast in [None, Some(Arc::new(LowRank::new(av.clone(), bv.clone(), rank, rows, false)))] {
             let mut set = AdapterSet::new(2);
             set.push(1, Adapter { a: a.clone(), b: b.clone(), scale: 0.5, fast });
             let mut out = vec![0.0; n * rows];

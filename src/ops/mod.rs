@@ -1,6 +1,7 @@
 //! Numeric building blocks of the forward pass.
 pub mod attention;
 pub mod linear;
+pub mod lowrank;
 pub mod matmul;
 pub mod norm;
 pub mod rope;
