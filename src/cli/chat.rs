@@ -109,7 +109,7 @@ impl Totals {
 
 pub fn run(o: &CliOpts, model_path: &Path) -> Result<()> {
     let setup = Setup::load(o, model_path)?;
-    let mut drafter = setup.drafter(o)?;
+    let mut drafter = setup.drafters(o)?;
     let mut gen = setup.generator(o, drafter.as_mut())?;
     let mut totals = Totals::default();
     install_ctrl_c();

@@ -4,6 +4,7 @@
 use super::flags::last_of;
 use super::flags::{os_bytes, os_text};
 use super::options::{CliOpts, DraftOpts};
+use crate::decode::drafters::{NgramOpts, SpecType};
 use crate::sampling::SamplerParams;
 use anyhow::{bail, Result};
 use clap::{ArgMatches, Args, Parser};
@@ -205,6 +206,35 @@ pub struct DraftArgs {
         help_heading = "Speculative"
     )]
     draft_threads: Option<String>,
+    #[arg(
+        long = "spec-type",
+        value_name = "TYPES",
+        help = "comma-separated speculative types: none, ngram-simple, ngram-map-k, ngram-mod, ngram-lookup (ngram: the best), draft-simple (-md)",
+        help_heading = "Speculative"
+    )]
+    spec_type: Vec<String>,
+    #[arg(long = "spec-ngram-simple-size-n", value_name = "N", default_value_t = 12, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Speculative")]
+    ngram_simple_n: u16,
+    #[arg(long = "spec-ngram-simple-size-m", value_name = "N", default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Speculative")]
+    ngram_simple_m: u16,
+    #[arg(long = "spec-ngram-simple-min-hits", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), help = "accepted (ngram-simple uses the first hit)", help_heading = "Speculative")]
+    ngram_simple_min_hits: u16,
+    #[arg(long = "spec-ngram-map-k-size-n", value_name = "N", default_value_t = 12, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Speculative")]
+    ngram_map_k_n: u16,
+    #[arg(long = "spec-ngram-map-k-size-m", value_name = "N", default_value_t = 48, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Speculative")]
+    ngram_map_k_m: u16,
+    #[arg(long = "spec-ngram-map-k-min-hits", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..), help = "accepted (keys-only maps use the first hit)", help_heading = "Speculative")]
+    ngram_map_k_min_hits: u16,
+    #[arg(long = "spec-ngram-mod-n-match", value_name = "N", default_value_t = 24, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = "Speculative")]
+    ngram_mod_n_match: u16,
+    #[arg(long = "spec-ngram-mod-n-min", value_name = "N", default_value_t = 48, value_parser = clap::value_parser!(u16).range(0..=1024), help_heading = "Speculative")]
+    ngram_mod_n_min: u16,
+    #[arg(long = "spec-ngram-mod-n-max", value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(0..=1024), help_heading = "Speculative")]
+    ngram_mod_n_max: u16,
+    #[arg(long = "spec-ngram-lookup-n-min", value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64), help = "shortest n-gram ngram-lookup backs off to", help_heading = "Speculative")]
+    ngram_lookup_n_min: u16,
+    #[arg(long = "spec-ngram-lookup-n-max", value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=64), help = "longest n-gram ngram-lookup tries first", help_heading = "Speculative")]
+    ngram_lookup_n_max: u16,
     #[arg(long = "threads-batch-draft", alias = "tbd", value_name = "N", help = "accepted (-tbd)", help_heading = "Speculative")]
     draft_threads_batch: Option<String>,
     #[arg(
@@ -218,9 +248,42 @@ pub struct DraftArgs {
     draft_gpu_layers: Option<String>,
 }
 
-impl From<DraftArgs> for DraftOpts {
-    fn from(d: DraftArgs) -> Self {
-        DraftOpts { model: d.draft_model, n_max: d.draft_n_max, n_min: d.draft_n_min, p_min: d.draft_p_min, n_ctx: d.draft_n_ctx.filter(|&c| c > 0) }
+impl TryFrom<DraftArgs> for DraftOpts {
+    type Error = anyhow::Error;
+    fn try_from(d: DraftArgs) -> Result<Self> {
+        let mut types = SpecType::parse_list(&d.spec_type)?;
+        // accepted: the first hit drafts (as llama.cpp's keys-only lookups)
+        let _ = (d.ngram_simple_min_hits, d.ngram_map_k_min_hits);
+        if d.draft_model.is_some() && !types.contains(&SpecType::DraftSimple) {
+            // -md alone means draft-simple (llama.cpp infers it from the file)
+            types.push(SpecType::DraftSimple);
+        } else if d.draft_model.is_none() && types.contains(&SpecType::DraftSimple) {
+            bail!("error: --spec-type draft-simple needs a draft model (-md FILE)");
+        }
+        if d.ngram_lookup_n_min > d.ngram_lookup_n_max {
+            bail!("error: --spec-ngram-lookup-n-min {} is above --spec-ngram-lookup-n-max {}", d.ngram_lookup_n_min, d.ngram_lookup_n_max);
+        }
+        let ngram = NgramOpts {
+            simple_n: d.ngram_simple_n.into(),
+            simple_m: d.ngram_simple_m.into(),
+            map_k_n: d.ngram_map_k_n.into(),
+            map_k_m: d.ngram_map_k_m.into(),
+            mod_n_match: d.ngram_mod_n_match.into(),
+            mod_n_min: d.ngram_mod_n_min.into(),
+            mod_n_max: d.ngram_mod_n_max.into(),
+            lookup_n_min: d.ngram_lookup_n_min.into(),
+            lookup_n_max: d.ngram_lookup_n_max.into(),
+            ..Default::default()
+        };
+        Ok(DraftOpts {
+            model: d.draft_model,
+            n_max: d.draft_n_max,
+            n_min: d.draft_n_min,
+            p_min: d.draft_p_min,
+            n_ctx: d.draft_n_ctx.filter(|&c| c > 0),
+            types,
+            ngram,
+        })
     }
 }
 
@@ -298,7 +361,7 @@ impl CliArgs {
             in_suffix: os_text(&self.in_suffix),
             multiline: self.multiline,
             show_timings: !self.no_show_timings,
-            draft: self.draft.into(),
+            draft: self.draft.try_into()?,
         })
     }
 }

@@ -40,7 +40,7 @@ pub fn generate(o: &CliOpts, model_path: &Path) -> Result<()> {
     if prompt_toks.len() > n_ctx.saturating_sub(4) {
         bail!("error: prompt is too long ({} tokens, max {})", prompt_toks.len(), n_ctx.saturating_sub(4));
     }
-    let mut drafter = setup.drafter(o)?;
+    let mut drafter = setup.drafters(o)?;
     let mut gen = setup.generator(o, drafter.as_mut())?;
     let mut out = std::io::stdout().lock();
     let mut stream = Utf8Stream::default();

@@ -3,6 +3,7 @@
 //! condition.
 
 use super::options::CliOpts;
+use crate::decode::drafters::Drafters;
 use crate::decode::generator::Generator;
 use crate::decode::speculative::{DraftLength, DraftModel, Drafter};
 use crate::decode::Session;
@@ -53,25 +54,29 @@ impl Setup {
         o.n_batch.min(o.n_ubatch).max(1)
     }
 
-    /// The draft model's drafter, when `-md` was given.
-    pub fn drafter(&self, o: &CliOpts) -> Result<Option<DraftModel<'_>>> {
-        self.draft.as_ref().map(|d| DraftModel::new(d, o.draft.n_ctx.unwrap_or(self.n_ctx), self.n_batch(o), o.draft.p_min)).transpose()
+    /// The drafters of `--spec-type` (and `-md`); None without any.
+    pub fn drafters(&self, o: &CliOpts) -> Result<Option<Drafters<'_>>> {
+        let cap = MAX_DRAFT.min(self.n_ctx / 2).max(1);
+        let draft = match &self.draft {
+            Some(d) => {
+                if o.draft.n_max > cap {
+                    eprintln!("note: --spec-draft-n-max {} capped at {cap} (context {}, at most {MAX_DRAFT})", o.draft.n_max, self.n_ctx);
+                }
+                let dm = DraftModel::new(d, o.draft.n_ctx.unwrap_or(self.n_ctx), self.n_batch(o), o.draft.p_min)?;
+                Some((dm, o.draft.n_max.min(cap), o.draft.n_min.min(cap)))
+            }
+            None => None,
+        };
+        let ds = Drafters::from_types(&o.draft.types, &o.draft.ngram, draft, cap);
+        Ok((!ds.is_empty()).then_some(ds))
     }
 
-    /// A generator on the target with the flags' sampler, drafting with `drafter`.
-    pub fn generator<'s, 'd>(&'s self, o: &CliOpts, drafter: Option<&'d mut DraftModel<'s>>) -> Result<Generator<'s, 'd>> {
-        let len = if drafter.is_some() {
-            let cap = MAX_DRAFT.min(self.n_ctx / 2).max(1);
-            if o.draft.n_max > cap {
-                eprintln!("note: --spec-draft-n-max {} capped at {cap} (context {}, at most {MAX_DRAFT})", o.draft.n_max, self.n_ctx);
-            }
-            DraftLength::new(o.draft.n_max.min(cap), o.draft.n_min.min(cap))
-        } else {
-            DraftLength::new(0, 0)
-        };
+    /// A generator on the target with the flags' sampler, drafting with `drafters`.
+    pub fn generator<'s, 'd>(&'s self, o: &CliOpts, drafters: Option<&'d mut Drafters<'s>>) -> Result<Generator<'s, 'd>> {
+        let len = drafters.as_ref().map_or_else(|| DraftLength::new(0, 0), |d| d.length());
         let mut sess = Session::new(&self.model, self.n_ctx, self.n_batch(o))?;
         sess.scratch.set_adapters(self.adapters.clone());
-        let mut gen = Generator::new(sess, Sampler::new(o.sampling.clone()), drafter.map(|d| d as &mut dyn Drafter), len);
+        let mut gen = Generator::new(sess, Sampler::new(o.sampling.clone()), drafters.map(|d| d as &mut dyn Drafter), len);
         if o.ignore_eos {
             // llama.cpp's -inf logit bias on every end-of-generation token
             gen.banned = self.tok.eog.iter().copied().filter(|&t| (t as usize) < self.model.cfg.n_vocab).collect();

@@ -14,11 +14,14 @@ pub struct DraftOpts {
     pub n_min: usize,
     pub p_min: f32,
     pub n_ctx: Option<usize>,
+    /// `--spec-type` (draft-simple added by -md), in priority order.
+    pub types: Vec<crate::decode::drafters::SpecType>,
+    pub ngram: crate::decode::drafters::NgramOpts,
 }
 
 impl Default for DraftOpts {
     fn default() -> Self {
-        DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None }
+        DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None, types: Vec::new(), ngram: Default::default() }
     }
 }
 

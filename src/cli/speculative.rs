@@ -2,7 +2,8 @@
 //! speculative`, `rllama cli -md DRAFT`, chat with `-md`): llama.cpp's
 //! vocabulary compatibility check and llama-speculative's statistics block.
 
-use crate::decode::speculative::{DraftModel, Drafter, SpecStats};
+use crate::decode::drafters::Drafters;
+use crate::decode::speculative::SpecStats;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
 
@@ -43,8 +44,9 @@ pub fn check_compatible(t: &Tokenizer, d: &Tokenizer) -> Result<()> {
     Ok(())
 }
 
-/// llama-speculative's statistics block (stderr), then the draft's timings.
-pub fn print_stats(n_draft: usize, stats: &SpecStats, drafter: &DraftModel, n_input: usize, enc_s: f64, n_gen: i64, dec_s: f64) {
+/// llama-speculative's statistics block (stderr), then each drafter's
+/// counts and timings.
+pub fn print_stats(n_draft: usize, stats: &SpecStats, drafters: &Drafters, n_input: usize, enc_s: f64, n_gen: i64, dec_s: f64) {
     eprintln!("encoded {n_input:4} tokens in {enc_s:8.3} seconds, speed: {:8.3} t/s", n_input as f64 / enc_s.max(1e-9));
     eprintln!("decoded {n_gen:4} tokens in {dec_s:8.3} seconds, speed: {:8.3} t/s", n_gen as f64 / dec_s.max(1e-9));
     eprintln!();
@@ -54,19 +56,28 @@ pub fn print_stats(n_draft: usize, stats: &SpecStats, drafter: &DraftModel, n_in
     eprintln!("n_accept  = {}", stats.n_accept);
     eprintln!("accept    = {:.3}%", 100.0 * stats.n_accept as f64 / stats.n_drafted.max(1) as f64);
     eprintln!("rounds    = {} (target batches; draft length chosen per round from measured acceptance and costs)", stats.n_rounds);
-    eprintln!();
-    eprintln!("draft:");
-    eprintln!();
-    let (d_ms, d_n) = drafter.perf();
-    let dp = &drafter.sess.perf;
-    eprintln!(
-        "common_perf_print:        eval time = {:10.2} ms / {:5} tokens ({:8.2} ms per token, {:8.2} tokens per second)",
-        d_ms,
-        d_n,
-        d_ms / d_n.max(1) as f64,
-        d_n as f64 * 1e3 / d_ms.max(1e-9)
-    );
-    eprintln!("common_perf_print: prompt eval time = {:10.2} ms / {:5} tokens", dp.t_prompt_ms, dp.n_prompt);
+    for e in drafters.entries() {
+        let (d_ms, d_n) = e.d.perf();
+        eprintln!();
+        eprintln!(
+            "{}: {} drafts, {} tokens drafted, {} accepted ({:.3}%)",
+            e.d.name(),
+            e.n_proposals,
+            e.n_drafted,
+            e.n_accept,
+            100.0 * e.n_accept as f64 / e.n_drafted.max(1) as f64
+        );
+        eprintln!(
+            "common_perf_print:        eval time = {:10.2} ms / {:5} tokens ({:8.2} ms per token, {:8.2} tokens per second)",
+            d_ms,
+            d_n,
+            d_ms / d_n.max(1) as f64,
+            d_n as f64 * 1e3 / d_ms.max(1e-9)
+        );
+        if let Some(dp) = e.d.session_perf() {
+            eprintln!("common_perf_print: prompt eval time = {:10.2} ms / {:5} tokens", dp.t_prompt_ms, dp.n_prompt);
+        }
+    }
     eprintln!();
     eprintln!("target:");
 }

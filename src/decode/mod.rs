@@ -1,7 +1,9 @@
 //! The decode loop: a `Session` (one sequence: KV cache, scratch, timings) and
 //! the `Generator` that every front-end drives, with a pluggable `Drafter`.
 
+pub mod drafters;
 pub mod generator;
+pub mod ngram;
 pub mod speculative;
 
 use crate::kv_cache::KvCache;

@@ -47,6 +47,34 @@ pub trait Drafter {
     fn ms_per_token(&self) -> Option<f64>;
     /// Time spent drafting, tokens drafted (for the statistics block).
     fn perf(&self) -> (f64, usize);
+    /// Acceptance classes this drafter's proposals fall in (the policy keeps
+    /// an acceptance rate per class: an n-gram match of 6 tokens drafts
+    /// better than one of 2).
+    fn n_classes(&self) -> usize {
+        1
+    }
+    /// The class a proposal made now would fall in; None when there is
+    /// nothing to propose (a cheap look, before the length is chosen).
+    fn class(&mut self, _ctx: &DraftCtx) -> Option<usize> {
+        Some(0)
+    }
+    /// How many of the last proposal's tokens were accepted.
+    fn accepted(&mut self, _drafted: usize, _accepted: usize) {}
+    /// This round's drafts and the policy slot they were chosen for: the
+    /// length comes from `len` (acceptance and costs measured per slot).
+    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, room: usize) -> Result<(usize, Vec<u32>)> {
+        let Some(c) = self.class(ctx) else { return Ok((0, Vec::new())) };
+        let k = len.choose(c, self.ms_per_token()).min(room);
+        Ok((c, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
+    }
+    /// The name in statistics (`--spec-type` spelling).
+    fn name(&self) -> &str {
+        "draft-simple"
+    }
+    /// A draft model's own session timings (for the statistics block).
+    fn session_perf(&self) -> Option<&super::Perf> {
+        None
+    }
 }
 
 /// Tokens a draft model catches up per round while drafting goes on (the
@@ -176,47 +204,68 @@ impl Drafter for DraftModel<'_> {
     fn perf(&self) -> (f64, usize) {
         (self.t_ms, self.n_drafted)
     }
+
+    fn session_perf(&self) -> Option<&super::Perf> {
+        Some(&self.sess.perf)
+    }
 }
 
-/// Draft length chosen from measured acceptance and measured costs: the k
-/// that maximizes expected tokens per millisecond, 0 (plain decoding) when
-/// drafting does not pay.
-pub struct DraftLength {
-    pub n_max: usize,
-    pub n_min: usize,
+/// What the policy keeps per slot (a drafter's acceptance class).
+#[derive(Clone, Debug)]
+struct Slot {
+    n_max: usize,
+    n_min: usize,
     /// Acceptance rate of a single drafted token (smoothed).
     alpha: f64,
-    /// Target time of a batch of 1..=n_max+1 tokens, smoothed (ms).
-    t_target: Vec<Option<f64>>,
-    /// Runs seen per batch size.
-    n_seen: Vec<usize>,
     /// Rounds left before drafting is tried again after it was switched off.
     cooldown: usize,
     /// The next wait between probes.
     backoff: usize,
+}
+
+/// Draft length chosen from measured acceptance and measured costs: the k
+/// that maximizes expected tokens per millisecond, 0 (plain decoding) when
+/// drafting does not pay. The target's batch times are shared; acceptance
+/// is kept per slot (drafter and class).
+pub struct DraftLength {
+    /// The most tokens any slot drafts.
+    pub n_max: usize,
+    slots: Vec<Slot>,
+    /// Target time of a batch of 1..=n_max+1 tokens, smoothed (ms).
+    t_target: Vec<Option<f64>>,
+    /// Runs seen per batch size.
+    n_seen: Vec<usize>,
     /// Rounds since the last plain step (t1 is re-measured every 64).
     since_plain: usize,
     fixed: bool,
 }
 
+/// Rounds between re-measurements of a plain step while drafting.
+const REMEASURE_PLAIN: usize = 64;
+
 impl DraftLength {
+    /// One slot drafting up to `n_max` tokens (at least `n_min` when it drafts).
     pub fn new(n_max: usize, n_min: usize) -> Self {
-        DraftLength {
-            n_max,
-            n_min: n_min.min(n_max),
-            alpha: 0.7,
-            t_target: vec![None; n_max + 2],
-            n_seen: vec![0; n_max + 2],
-            cooldown: 0,
-            backoff: 16,
-            since_plain: 0,
-            fixed: false,
-        }
+        Self::with_slots(&[(n_max, n_min)])
+    }
+
+    /// One slot per (n_max, n_min).
+    pub fn with_slots(limits: &[(usize, usize)]) -> Self {
+        let n_max = limits.iter().map(|l| l.0).max().unwrap_or(0);
+        let slots = limits.iter().map(|&(n_max, n_min)| Slot { n_max, n_min: n_min.min(n_max), alpha: 0.7, cooldown: 0, backoff: 16 }).collect();
+        DraftLength { n_max, slots, t_target: vec![None; n_max + 2], n_seen: vec![0; n_max + 2], since_plain: 0, fixed: false }
     }
 
     /// Always draft `k` tokens (tests, and measuring acceptance).
     pub fn fixed(k: usize) -> Self {
         let mut l = Self::new(k, k);
+        l.fixed = true;
+        l
+    }
+
+    /// Fixed lengths for several slots (tests).
+    pub fn fixed_slots(limits: &[(usize, usize)]) -> Self {
+        let mut l = Self::with_slots(limits);
         l.fixed = true;
         l
     }
@@ -232,13 +281,14 @@ impl DraftLength {
         }
     }
 
-    pub fn record_acceptance(&mut self, drafted: usize, accepted: usize) {
+    pub fn record_acceptance(&mut self, slot: usize, drafted: usize, accepted: usize) {
+        let Some(s) = self.slots.get_mut(slot) else { return };
         if drafted == 0 {
             return;
         }
         // Per-token acceptance estimate from this round (accepted prefix of drafted).
         let a = if accepted == drafted { 1.0 } else { accepted as f64 / (accepted as f64 + 1.0) };
-        self.alpha = 0.85 * self.alpha + 0.15 * a;
+        s.alpha = 0.85 * s.alpha + 0.15 * a;
     }
 
     /// Target time for a batch of n tokens: measured, or a line through the
@@ -256,24 +306,34 @@ impl DraftLength {
         Some(t1 + slope * (n as f64 - 1.0))
     }
 
-    /// How many tokens to draft next (0 = a plain decoding step).
-    pub fn choose(&mut self, draft_ms: Option<f64>) -> usize {
+    /// Whether this round must be a plain step (once per round, before any
+    /// slot is asked): plain steps are measured first (the first one is cold),
+    /// and re-measured now and then while drafting.
+    pub fn plain_round(&mut self) -> bool {
         if self.n_max == 0 || self.fixed {
-            return self.n_max;
+            return self.n_max == 0;
         }
-        // Measure plain steps first (the first one is cold), re-measure one now
-        // and then while drafting, then one full draft, then decide from numbers.
         self.since_plain += 1;
-        if self.n_seen[1] < 2 || self.since_plain > 64 {
+        if self.n_seen[1] < 2 || self.since_plain > REMEASURE_PLAIN {
             self.since_plain = 0;
-            return 0;
+            return true;
         }
-        let Some(t1) = self.t(1) else { return 0 };
-        let Some(td) = draft_ms else { return self.n_max.min(4).max(self.n_min) };
-        let a = self.alpha.clamp(0.0, 0.999);
+        false
+    }
+
+    /// How many tokens slot `slot` should draft now (0 = not worth it).
+    pub fn choose(&mut self, slot: usize, draft_ms: Option<f64>) -> usize {
+        let (t1, t_of) = (self.t(1), |k: usize| self.t(k));
+        let Some(s) = self.slots.get(slot) else { return 0 };
+        if self.fixed || s.n_max == 0 {
+            return s.n_max;
+        }
+        let Some(t1) = t1 else { return 0 };
+        let Some(td) = draft_ms else { return s.n_max.min(4).max(s.n_min) };
+        let a = s.alpha.clamp(0.0, 0.999);
         let mut best = (0usize, 1.0 / t1);
-        for k in self.n_min.max(1)..=self.n_max {
-            let Some(tv) = self.t(k + 1) else { continue };
+        for k in s.n_min.max(1)..=s.n_max {
+            let Some(tv) = t_of(k + 1) else { continue };
             let expected = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
             let rate = expected / (k as f64 * td + tv);
             if rate > best.1 {
@@ -282,36 +342,35 @@ impl DraftLength {
         }
         if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
             eprintln!(
-                "[spec] alpha {:.3} t1 {:.2} ms draft {:.2} ms/token t2 {:.2} t5 {:.2} -> k {}",
-                a,
-                t1,
-                td,
-                self.t(2).unwrap_or(0.0),
-                self.t(5).unwrap_or(0.0),
+                "[spec] slot {slot} alpha {a:.3} t1 {t1:.2} ms draft {td:.3} ms/token t2 {:.2} t5 {:.2} -> k {}",
+                t_of(2).unwrap_or(0.0),
+                t_of(5).unwrap_or(0.0),
                 best.0
             );
         }
+        let (n_min, n_max) = (s.n_min, s.n_max);
+        // Even if every draft were accepted, would drafting beat plain steps by 10%?
+        let upper = (n_min.max(1)..=n_max).filter_map(|k| t_of(k + 1).map(|tv| (k as f64 + 1.0) / (k as f64 * td + tv))).fold(0.0f64, f64::max);
+        let s = &mut self.slots[slot];
         if best.0 > 0 {
-            self.cooldown = 0;
-            self.backoff = 16;
+            s.cooldown = 0;
+            s.backoff = 16;
             return best.0;
         }
-        // Even if every draft were accepted, would drafting beat plain steps by 10%?
         // If not, do not spend time probing at all.
-        let upper = (self.n_min.max(1)..=self.n_max).filter_map(|k| self.t(k + 1).map(|tv| (k as f64 + 1.0) / (k as f64 * td + tv))).fold(0.0f64, f64::max);
         if upper < 1.1 / t1 {
             return 0;
         }
         // Not worth it now. Probe again now and then (acceptance and costs
         // change with the text), backing off while probes keep failing, so
         // the probes cost little next to plain decoding.
-        if self.cooldown == 0 {
-            self.cooldown = self.backoff;
-            self.backoff = (self.backoff * 2).min(1024);
+        if s.cooldown == 0 {
+            s.cooldown = s.backoff;
+            s.backoff = (s.backoff * 2).min(1024);
         }
-        self.cooldown -= 1;
-        if self.cooldown == 0 {
-            self.n_max.min(3).max(self.n_min.max(1))
+        s.cooldown -= 1;
+        if s.cooldown == 0 {
+            n_max.min(3).max(n_min.max(1))
         } else {
             0
         }
@@ -413,8 +472,8 @@ pub fn round_with(
 ) -> Result<Vec<u32>> {
     let last = *history.last().expect("a history");
     let room = sess.n_ctx().saturating_sub(sess.n_past() + 1);
-    let k = len.choose(drafter.ms_per_token()).min(room);
-    let drafts = if k > 0 { drafter.propose(&mut DraftCtx { history, target: sess }, k)? } else { Vec::new() };
+    let (slot, drafts) =
+        if room > 0 && !len.plain_round() { drafter.draft_round(&mut DraftCtx { history, target: sess }, len, room)? } else { (0, Vec::new()) };
     let mut batch = Vec::with_capacity(drafts.len() + 1);
     batch.push(last);
     batch.extend_from_slice(&drafts);
@@ -448,7 +507,8 @@ pub fn round_with(
     if !drafts.is_empty() {
         stats.n_drafted += drafts.len();
         stats.n_accept += accepted;
-        len.record_acceptance(drafts.len(), accepted);
+        len.record_acceptance(slot, drafts.len(), accepted);
+        drafter.accepted(drafts.len(), accepted);
     }
     stats.n_rounds += 1;
     Ok(out)

@@ -1,0 +1,235 @@
+//! Several drafters in one decode loop (`--spec-type a,b,...`): each round
+//! takes the proposal of the first type that has one and that the length
+//! policy finds worth verifying; acceptance is tracked per type (and per
+//! acceptance class within a type), the target's batch costs are shared.
+
+use super::ngram::{NgramLookup, NgramMapK, NgramMod, NgramSimple};
+use super::speculative::{DraftCtx, DraftLength, DraftModel, Drafter};
+use anyhow::{bail, Result};
+
+/// The speculative types rllama runs, in llama.cpp's order of priority
+/// (n-gram lookups first: they cost nothing; models last).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SpecType {
+    NgramSimple,
+    NgramMapK,
+    NgramMod,
+    NgramLookup,
+    DraftSimple,
+}
+
+/// llama.cpp's names (and rllama's `ngram-lookup`).
+const NAMES: [(&str, SpecType); 5] = [
+    ("ngram-simple", SpecType::NgramSimple),
+    ("ngram-map-k", SpecType::NgramMapK),
+    ("ngram-mod", SpecType::NgramMod),
+    ("ngram-lookup", SpecType::NgramLookup),
+    ("draft-simple", SpecType::DraftSimple),
+];
+/// llama.cpp types rllama does not run.
+const UNSUPPORTED: [&str; 6] = ["draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark", "ngram-map-k4v", "ngram-cache"];
+/// What `ngram` stands for: the n-gram type that measured best.
+pub const BEST_NGRAM: SpecType = SpecType::NgramLookup;
+
+impl SpecType {
+    pub fn name(self) -> &'static str {
+        NAMES.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+
+    /// A comma-separated list (`none` alone or among others adds nothing),
+    /// sorted by priority, without repeats.
+    pub fn parse_list(lists: &[String]) -> Result<Vec<SpecType>> {
+        let mut out = Vec::new();
+        for name in lists.iter().flat_map(|l| l.split(',')).map(str::trim) {
+            match name {
+                "none" | "" => {}
+                "ngram" => out.push(BEST_NGRAM),
+                _ => match NAMES.iter().find(|(n, _)| *n == name) {
+                    Some((_, t)) => out.push(*t),
+                    None if UNSUPPORTED.contains(&name) => bail!("error: --spec-type {name} is not supported by rllama (it runs: none, {})", known()),
+                    None => bail!("error: unknown speculative type '{name}' (known: none, ngram, {})", known()),
+                },
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+fn known() -> String {
+    NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// The n-gram flags (`--spec-ngram-*`), llama.cpp's defaults.
+#[derive(Clone, Debug)]
+pub struct NgramOpts {
+    pub simple_n: usize,
+    pub simple_m: usize,
+    pub map_k_n: usize,
+    pub map_k_m: usize,
+    pub mod_n_match: usize,
+    pub mod_n_min: usize,
+    pub mod_n_max: usize,
+    pub lookup_n_min: usize,
+    pub lookup_n_max: usize,
+    pub lookup_draft_max: usize,
+}
+
+impl Default for NgramOpts {
+    fn default() -> Self {
+        NgramOpts {
+            simple_n: 12,
+            simple_m: 48,
+            map_k_n: 12,
+            map_k_m: 48,
+            mod_n_match: 24,
+            mod_n_min: 48,
+            mod_n_max: 64,
+            lookup_n_min: 2,
+            lookup_n_max: 6,
+            lookup_draft_max: 16,
+        }
+    }
+}
+
+/// One drafter with its limits and counters.
+pub struct Entry<'d> {
+    pub d: Box<dyn Drafter + 'd>,
+    slot0: usize,
+    pub n_max: usize,
+    pub n_min: usize,
+    pub n_drafted: usize,
+    pub n_accept: usize,
+    pub n_proposals: usize,
+}
+
+/// Drafters in priority order.
+#[derive(Default)]
+pub struct Drafters<'d> {
+    list: Vec<Entry<'d>>,
+    last: Option<usize>,
+}
+
+impl<'d> Drafters<'d> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The drafters of `types` (`draft` is the draft model's, for draft-simple).
+    pub fn from_types(types: &[SpecType], o: &NgramOpts, draft: Option<(DraftModel<'d>, usize, usize)>, cap: usize) -> Self {
+        let mut ds = Drafters::new();
+        let mut draft = draft;
+        for &t in types {
+            let (d, n_max, n_min): (Box<dyn Drafter + 'd>, usize, usize) = match t {
+                SpecType::NgramSimple => (Box::new(NgramSimple::new(o.simple_n, o.simple_m)), o.simple_m, 0),
+                SpecType::NgramMapK => (Box::new(NgramMapK::new(o.map_k_n, o.map_k_m)), o.map_k_m, 0),
+                SpecType::NgramMod => (Box::new(NgramMod::new(o.mod_n_match, o.mod_n_max, o.mod_n_min)), o.mod_n_max, 0),
+                SpecType::NgramLookup => (Box::new(NgramLookup::new(o.lookup_n_min, o.lookup_n_max)), o.lookup_draft_max, 0),
+                SpecType::DraftSimple => match draft.take() {
+                    Some((d, n_max, n_min)) => (Box::new(d), n_max, n_min),
+                    None => continue,
+                },
+            };
+            ds.push(d, n_max.min(cap), n_min.min(cap));
+        }
+        ds
+    }
+
+    pub fn push(&mut self, d: Box<dyn Drafter + 'd>, n_max: usize, n_min: usize) {
+        let slot0 = self.list.iter().map(|e| e.d.n_classes()).sum();
+        self.list.push(Entry { d, slot0, n_max, n_min, n_drafted: 0, n_accept: 0, n_proposals: 0 });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn entries(&self) -> &[Entry<'d>] {
+        &self.list
+    }
+
+    /// The length policy: a slot per (drafter, class).
+    pub fn length(&self) -> DraftLength {
+        let slots: Vec<(usize, usize)> = self.list.iter().flat_map(|e| std::iter::repeat_n((e.n_max, e.n_min), e.d.n_classes())).collect();
+        DraftLength::with_slots(&slots)
+    }
+}
+
+impl Drafter for Drafters<'_> {
+    fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>> {
+        for (i, e) in self.list.iter_mut().enumerate() {
+            let v = e.d.propose(ctx, k.min(e.n_max))?;
+            if !v.is_empty() {
+                self.last = Some(i);
+                return Ok(v);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, room: usize) -> Result<(usize, Vec<u32>)> {
+        self.last = None;
+        for (i, e) in self.list.iter_mut().enumerate() {
+            let Some(c) = e.d.class(ctx) else { continue };
+            let slot = e.slot0 + c;
+            let k = len.choose(slot, e.d.ms_per_token()).min(room);
+            if k == 0 {
+                continue;
+            }
+            let v = e.d.propose(ctx, k)?;
+            if !v.is_empty() {
+                e.n_drafted += v.len();
+                e.n_proposals += 1;
+                self.last = Some(i);
+                return Ok((slot, v));
+            }
+        }
+        Ok((0, Vec::new()))
+    }
+
+    fn accepted(&mut self, drafted: usize, accepted: usize) {
+        if let Some(i) = self.last.take() {
+            self.list[i].n_accept += accepted;
+            self.list[i].d.accepted(drafted, accepted);
+        }
+    }
+
+    fn rollback(&mut self, n: usize) {
+        for e in &mut self.list {
+            e.d.rollback(n);
+        }
+    }
+
+    fn ms_per_token(&self) -> Option<f64> {
+        None
+    }
+
+    fn perf(&self) -> (f64, usize) {
+        self.list.iter().map(|e| e.d.perf()).fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
+    fn n_classes(&self) -> usize {
+        self.list.iter().map(|e| e.d.n_classes()).sum()
+    }
+
+    fn name(&self) -> &str {
+        "several"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_parse_in_priority_order() {
+        let t = SpecType::parse_list(&["draft-simple,ngram-mod".into(), "ngram-simple".into(), "none".into()]).unwrap();
+        assert_eq!(t, vec![SpecType::NgramSimple, SpecType::NgramMod, SpecType::DraftSimple]);
+        assert_eq!(SpecType::parse_list(&["none".into()]).unwrap(), vec![]);
+        let e = SpecType::parse_list(&["ngram-cache".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("error: --spec-type ngram-cache is not supported"), "{e}");
+        let e = SpecType::parse_list(&["bogus".into()]).unwrap_err().to_string();
+        assert!(e.starts_with("error: unknown speculative type 'bogus'"), "{e}");
+    }
+}
