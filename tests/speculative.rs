@@ -124,45 +124,60 @@ fn incompatible_or_missing_draft_is_one_error_line() {
 
 use common::tiny_model;
 
-/// Counts of (position, token) over `n` seeds: the 3 tokens after a fixed
-/// prompt, sampled plainly or speculatively (2 drafts a round) with `rule`.
-fn token_counts(target: &Model, draft: Option<&Model>, n: u32, rule: fn(f32, f32) -> bool) -> Vec<[usize; 8]> {
-    use rllama::decode::speculative::round_with;
-    let prompt = [1u32, 5, 2];
+/// Where a round's drafts come from.
+#[derive(Clone, Copy)]
+enum Draft<'a> {
+    None,
+    Model(&'a Model),
+    /// n-gram lookups in the history (ngram-lookup, matches of 1-3 tokens)
+    Lookup,
+}
+
+/// A prompt that repeats, so n-gram lookups draft from the first token on.
+const REPEATING: [u32; 7] = [1, 5, 2, 1, 5, 2, 1];
+
+/// Counts of (position, token) over `n` seeds: the 3 tokens after `prompt`,
+/// sampled plainly or speculatively (2 drafts a round) with `rule`.
+fn token_counts(target: &Model, prompt: &[u32], draft: Draft, n: u32, rule: fn(f32, f32) -> bool) -> Vec<[usize; 8]> {
+    use rllama::decode::speculative::{round_with, Drafter};
     let mut counts = vec![[0usize; 8]; 3];
+    let mut drafted = 0;
     for seed in 0..n {
         let mut s = Sampler::new(SamplerParams { seed, temp: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() });
         let mut out = Vec::new();
-        match draft {
-            None => {
-                let mut sess = Session::new(target, 64, 64).unwrap();
-                let mut logits = sess.prompt(&prompt).unwrap();
+        let mut sess = Session::new(target, 64, 64).unwrap();
+        let (mut drafter, mut len): (Box<dyn Drafter>, DraftLength) = match draft {
+            Draft::None => {
+                let mut logits = sess.prompt(prompt).unwrap();
                 while out.len() < 3 {
                     let t = s.sample(&logits);
                     s.accept(t);
                     out.push(t);
                     logits = sess.step(t).unwrap();
                 }
-            }
-            Some(d) => {
-                let mut sess = Session::new(target, 64, 64).unwrap();
-                let mut drafter = DraftModel::new(d, 64, 64, 0.0).unwrap();
-                let mut len = DraftLength::fixed(2);
-                let mut stats = SpecStats::default();
-                sess.prompt(&prompt[..2]).unwrap();
-                let mut history = prompt.to_vec();
-                while out.len() < 3 {
-                    for t in round_with(&mut sess, &mut drafter, &mut len, &mut s, &history, &mut stats, rule, &[]).unwrap() {
-                        out.push(t);
-                        history.push(t);
-                    }
+                for (i, &t) in out.iter().enumerate() {
+                    counts[i][t as usize] += 1;
                 }
+                continue;
+            }
+            Draft::Model(d) => (Box::new(DraftModel::new(d, 64, 64, 0.0).unwrap()), DraftLength::fixed(2)),
+            Draft::Lookup => (Box::new(rllama::decode::ngram::NgramLookup::new(1, 3)), DraftLength::fixed_slots(&[(2, 2); 3])),
+        };
+        let mut stats = SpecStats::default();
+        sess.prompt(&prompt[..prompt.len() - 1]).unwrap();
+        let mut history = prompt.to_vec();
+        while out.len() < 3 {
+            for t in round_with(&mut sess, drafter.as_mut(), &mut len, &mut s, &history, &mut stats, rule, &[]).unwrap() {
+                out.push(t);
+                history.push(t);
             }
         }
+        drafted += stats.n_drafted;
         for (i, &t) in out.iter().take(3).enumerate() {
             counts[i][t as usize] += 1;
         }
     }
+    assert!(matches!(draft, Draft::None) || drafted > 0, "nothing was drafted");
     counts
 }
 
@@ -187,15 +202,34 @@ fn stochastic_speculation_samples_the_target_distribution() {
     let _ = rayon::ThreadPoolBuilder::new().build_global();
     let (target, draft) = (tiny_model(1), tiny_model(2));
     let n = 6000;
-    let plain = token_counts(&target, None, n, accept_rule);
-    let spec = token_counts(&target, Some(&draft), n, accept_rule);
+    let plain = token_counts(&target, &[1, 5, 2], Draft::None, n, accept_rule);
+    let spec = token_counts(&target, &[1, 5, 2], Draft::Model(&draft), n, accept_rule);
     // 7 degrees of freedom per position: P(chi2 > 30) ~ 1e-4 when unbiased.
     for pos in 0..3 {
         let x = chi2(&plain[pos], &spec[pos]);
         assert!(x < 30.0, "position {pos}: chi2 {x}\nplain {:?}\nspeculative {:?}", plain[pos], spec[pos]);
     }
     // The same test catches a verification that accepts drafts too often.
-    let biased = token_counts(&target, Some(&draft), n, |_, _| true);
+    let biased = token_counts(&target, &[1, 5, 2], Draft::Model(&draft), n, |_, _| true);
+    let worst = (0..3).map(|pos| chi2(&plain[pos], &biased[pos])).fold(0.0, f64::max);
+    assert!(worst > 30.0, "an always-accept rule went unnoticed (chi2 {worst})");
+}
+
+/// The same with n-gram lookup drafts (their drafts are not the target's
+/// likeliest tokens, so many are rejected: the rejection path is exercised).
+#[test]
+fn stochastic_ngram_speculation_samples_the_target_distribution() {
+    use rllama::decode::speculative::accept_rule;
+    let _ = rayon::ThreadPoolBuilder::new().build_global();
+    let target = tiny_model(1);
+    let n = 6000;
+    let plain = token_counts(&target, &REPEATING, Draft::None, n, accept_rule);
+    let spec = token_counts(&target, &REPEATING, Draft::Lookup, n, accept_rule);
+    for pos in 0..3 {
+        let x = chi2(&plain[pos], &spec[pos]);
+        assert!(x < 30.0, "position {pos}: chi2 {x}\nplain {:?}\nspeculative {:?}", plain[pos], spec[pos]);
+    }
+    let biased = token_counts(&target, &REPEATING, Draft::Lookup, n, |_, _| true);
     let worst = (0..3).map(|pos| chi2(&plain[pos], &biased[pos])).fold(0.0, f64::max);
     assert!(worst > 30.0, "an always-accept rule went unnoticed (chi2 {worst})");
 }

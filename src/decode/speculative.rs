@@ -221,7 +221,18 @@ struct Slot {
     cooldown: usize,
     /// The next wait between probes.
     backoff: usize,
+    /// Rounds whose acceptance was recorded.
+    n_obs: usize,
 }
+
+/// Weight of a new round in the smoothed acceptance rate once the first
+/// rounds are in (before that, the plain mean of the rounds and the prior).
+const ALPHA_EMA: f64 = 0.15;
+/// Acceptance rate assumed before a slot has drafted.
+const ALPHA_PRIOR: f64 = 0.7;
+/// A drafter this much cheaper per token than a plain step probes with one
+/// token (its probes then cost only the verification of one extra row).
+const CHEAP_DRAFT: f64 = 0.05;
 
 /// Draft length chosen from measured acceptance and measured costs: the k
 /// that maximizes expected tokens per millisecond, 0 (plain decoding) when
@@ -252,7 +263,8 @@ impl DraftLength {
     /// One slot per (n_max, n_min).
     pub fn with_slots(limits: &[(usize, usize)]) -> Self {
         let n_max = limits.iter().map(|l| l.0).max().unwrap_or(0);
-        let slots = limits.iter().map(|&(n_max, n_min)| Slot { n_max, n_min: n_min.min(n_max), alpha: 0.7, cooldown: 0, backoff: 16 }).collect();
+        let slots =
+            limits.iter().map(|&(n_max, n_min)| Slot { n_max, n_min: n_min.min(n_max), alpha: ALPHA_PRIOR, cooldown: 0, backoff: 16, n_obs: 0 }).collect();
         DraftLength { n_max, slots, t_target: vec![None; n_max + 2], n_seen: vec![0; n_max + 2], since_plain: 0, fixed: false }
     }
 
@@ -288,7 +300,9 @@ impl DraftLength {
         }
         // Per-token acceptance estimate from this round (accepted prefix of drafted).
         let a = if accepted == drafted { 1.0 } else { accepted as f64 / (accepted as f64 + 1.0) };
-        s.alpha = 0.85 * s.alpha + 0.15 * a;
+        s.n_obs += 1;
+        let w = (1.0 / (s.n_obs as f64 + 1.0)).max(ALPHA_EMA);
+        s.alpha = (1.0 - w) * s.alpha + w * a;
     }
 
     /// Target time for a batch of n tokens: measured, or a line through the
@@ -369,10 +383,12 @@ impl DraftLength {
             s.backoff = (s.backoff * 2).min(1024);
         }
         s.cooldown -= 1;
-        if s.cooldown == 0 {
-            n_max.min(3).max(n_min.max(1))
-        } else {
+        if s.cooldown > 0 {
             0
+        } else if td < CHEAP_DRAFT * t1 {
+            n_min.max(1)
+        } else {
+            n_max.min(3).max(n_min.max(1))
         }
     }
 }
