@@ -7,6 +7,7 @@ pub mod chat;
 pub mod cli;
 pub mod decode;
 pub mod gguf;
+pub mod heads;
 pub mod kv_cache;
 pub mod lora;
 pub mod model;

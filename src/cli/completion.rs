@@ -19,12 +19,14 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>, conversation_default: bool
     generate(&o, &model_path)
 }
 
-/// `rllama speculative` (llama-speculative): completion that requires a draft model.
+/// `rllama speculative` (llama-speculative, llama-speculative-simple):
+/// completion that requires something to draft with: a draft model or an
+/// n-gram `--spec-type`.
 pub fn run_speculative(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let Some(o) = super::options::parse(prog, args, false)? else { return Ok(()) };
     let Some(model_path) = o.model.clone() else { bail!("error: a model is required (-m MODEL)") };
-    if o.draft.model.is_none() {
-        bail!("error: a draft model is required (-md FILE)");
+    if o.draft.types.is_empty() {
+        bail!("error: a draft model is required (-md FILE), or an n-gram --spec-type");
     }
     generate(&o, &model_path)
 }

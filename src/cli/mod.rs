@@ -8,6 +8,7 @@ pub mod export_lora;
 pub mod extract_lora;
 pub mod flags;
 pub mod generate;
+pub mod graft;
 pub mod options;
 pub mod perplexity;
 pub mod quantize;
@@ -17,7 +18,7 @@ pub mod tokenize;
 use anyhow::Result;
 use std::ffi::OsString;
 
-const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n  speculative generate with a draft model (llama-speculative)\n  export-lora merge LoRA adapters into a model (llama-export-lora)\n  extract-lora a LoRA adapter from a tuned model and its base (SVD of the difference)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize, llama-speculative, llama-export-lora when called by those names.";
+const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        generate text (llama-cli / llama-completion)\n  tokenize   show token ids (llama-tokenize)\n  bench      measure prompt and generation speed (llama-bench)\n  perplexity perplexity and KL divergence over a text (llama-perplexity)\n  quantize   convert a GGUF file to another quantization type (llama-quantize)\n  speculative generate with drafts: a draft model or n-gram lookups (llama-speculative)\n  export-lora merge LoRA adapters into a model (llama-export-lora)\n  extract-lora a LoRA adapter from a tuned model and its base (SVD of the difference)\n  graft      fit exit heads on calibration text for early-exit drafting (--spec-heads)\n\nThe binary also runs as llama-cli, llama-completion, llama-tokenize, llama-bench, llama-perplexity, llama-quantize, llama-speculative, llama-export-lora when called by those names.";
 
 /// Every front-end's flags as clap commands (tests check their consistency).
 pub fn all_commands() -> Vec<clap::Command> {
@@ -29,6 +30,7 @@ pub fn all_commands() -> Vec<clap::Command> {
         flags::command::<quantize::QuantizeArgs>("rllama quantize"),
         flags::command::<export_lora::ExportLoraArgs>("rllama export-lora"),
         flags::command::<extract_lora::ExtractLoraArgs>("rllama extract-lora"),
+        flags::command::<graft::GraftArgs>("rllama graft"),
     ]
 }
 
@@ -83,6 +85,7 @@ pub fn main_with_args(argv: Vec<OsString>) -> Result<()> {
         "speculative" => completion::run_speculative("rllama speculative", rest),
         "export-lora" => export_lora::run("rllama export-lora", rest),
         "extract-lora" => extract_lora::run("rllama extract-lora", rest),
+        "graft" => graft::run("rllama graft", rest),
         "cli" | "completion" => completion::run("rllama cli", rest, false),
         "cli-cnv" => completion::run("llama-cli", rest, true),
         "-h" | "--help" | "help" => {

@@ -1,0 +1,90 @@
+//! `rllama graft`: exit heads for early-exit drafting, fitted on calibration
+//! text and written to a sidecar heads file (`--spec-heads`).
+
+use crate::heads::graft::{graft, GraftParams, GraftProgress};
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Fit exit heads (hidden state after L blocks -> final hidden state, closed-form ridge) on calibration text and write them to a heads file for --spec-heads"
+)]
+pub struct GraftArgs {
+    #[arg(short = 'm', long = "model", value_name = "MODEL")]
+    model: Option<PathBuf>,
+    #[arg(short = 'f', long = "file", value_name = "CALIB.txt", help = "calibration text")]
+    file: Option<PathBuf>,
+    #[arg(long = "exit-layers", value_name = "L1,L2,...", help = "blocks before each exit head", value_delimiter = ',')]
+    exit_layers: Vec<usize>,
+    #[arg(short = 'o', long = "output", value_name = "HEADS.gguf")]
+    output: Option<PathBuf>,
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, help = "tokens per chunk")]
+    n_ctx: usize,
+    #[arg(long = "chunks", value_name = "N", help = "chunks to fit on (default: all but the held-out ones)")]
+    chunks: Option<usize>,
+    #[arg(long = "holdout", value_name = "N", default_value_t = 2, help = "last chunks held out to report agreement")]
+    holdout: usize,
+    #[arg(long = "ridge", value_name = "F", default_value_t = 1e-3, help = "ridge strength (share of the mean variance)")]
+    ridge: f64,
+    #[arg(short = 't', long = "threads", value_name = "N")]
+    threads: Option<usize>,
+}
+
+struct Bar(ProgressBar);
+
+impl GraftProgress for Bar {
+    fn chunk(&mut self, done: usize, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(done as u64);
+    }
+    fn line(&mut self, s: &str) {
+        self.0.suspend(|| eprintln!("{s}"));
+    }
+}
+
+pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
+    let Some((a, _)) = super::flags::parse::<GraftArgs>(prog, args)? else { return Ok(()) };
+    let (Some(mp), Some(fp), Some(out)) = (a.model, a.file, a.output) else {
+        bail!("error: -m MODEL, -f CALIB.txt, --exit-layers L1,... and -o HEADS.gguf are required (see {prog} --help)")
+    };
+    if !(a.ridge > 0.0 && a.ridge.is_finite()) {
+        bail!("error: --ridge {}: expected a positive number", a.ridge);
+    }
+    if out.is_dir() {
+        bail!("error: cannot write {}: it is a directory", out.display());
+    }
+    super::options::set_threads(a.threads);
+    let text = match std::fs::read(&fp) {
+        Ok(b) => crate::tokenizer::text_from_bytes(&b),
+        Err(e) => bail!("error: cannot read calibration file {}: {e}", fp.display()),
+    };
+    let model = Model::load(&mp)?;
+    let tok = Tokenizer::from_gguf(&model.g)?;
+    let tokens = tok.encode(&text, true, false)?;
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(1) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("{bar:40} chunk {pos}/{len} {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut p = Bar(bar);
+    let params = GraftParams { exit_layers: a.exit_layers, n_ctx: a.n_ctx, chunks: a.chunks, holdout: a.holdout, ridge: a.ridge };
+    let t0 = std::time::Instant::now();
+    let (w, reports) = graft(&model, &tokens, &params, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?;
+    p.0.finish_and_clear();
+    let tmp = crate::tmpfile::beside(&out)?;
+    std::fs::write(tmp.path(), w.to_bytes())?;
+    crate::tmpfile::persist(tmp, &out)?;
+    let fit = (tokens.len() / params.n_ctx).saturating_sub(params.holdout).min(params.chunks.unwrap_or(usize::MAX)) * params.n_ctx;
+    eprintln!(
+        "graft: fitted on {fit} tokens, {:.1} s; top-1 agreement with the full model on {} held-out tokens:",
+        t0.elapsed().as_secs_f64(),
+        params.holdout * params.n_ctx
+    );
+    for r in &reports {
+        eprintln!("  exit after {:3} of {} layers: head {:5.1}%  (logit lens {:5.1}%)", r.layer, model.cfg.n_layer, 100.0 * r.agree, 100.0 * r.agree_lens);
+    }
+    println!("done, output file is {}", out.display());
+    Ok(())
+}
