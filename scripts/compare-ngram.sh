@@ -4,8 +4,11 @@
 # a 40-line function to rewrite with a variable renamed, free text).
 # Plain speed: rllama cli / llama-completion eval t/s; drafting: the
 # "decoded ... t/s" line of rllama cli --spec-type T / llama-speculative-simple
-# --spec-type T. Prints t/s and the speed-up over each one's own plain run.
-#   usage: scripts/compare-ngram.sh   env: MODEL=path N=200 TYPES="ngram-simple ngram-mod ngram-lookup" PROMPTS="repeat rename free"
+# --spec-type T. Each drafting run is paired with a plain run of the same
+# program right before it (the machine drifts); prints t/s and the speed-up
+# over that plain run.
+# early-exit (rllama only) needs HEADS=heads.gguf (rllama graft).
+#   usage: scripts/compare-ngram.sh   env: MODEL=path N=200 TYPES="ngram-simple ngram-mod ngram-lookup" PROMPTS="repeat rename free" HEADS=file
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 models=${RLLAMA_MODELS:-$HOME/.cache/rllama/models}
@@ -22,13 +25,13 @@ echo "| prompt | type | rllama t/s | x plain | accept % | llama.cpp t/s | x plai
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 for p in $prompts; do
   f="$root/scripts/spec-prompts/$p.txt"
-  rp=$("$rl" cli -m "$model" -f "$f" -n "$n" --temp 0 -t 2 -no-cnv 2>&1 >/dev/null | rate_eval)
-  lp=$("$lbin/llama-completion" -m "$model" -f "$f" -n "$n" --temp 0 -t 2 -no-cnv 2>&1 >/dev/null | rate_eval)
-  echo "| $p | none | $rp | 1.00 | | $lp | 1.00 | |"
   for t in $types; do
-    ro=$("$rl" cli -m "$model" -f "$f" -n "$n" --temp 0 -t 2 -no-cnv --spec-type "$t" 2>&1 >/dev/null)
+    rp=$("$rl" cli -m "$model" -f "$f" -n "$n" --temp 0 -t 2 -no-cnv 2>&1 >/dev/null | rate_eval)
+    extra=(); [ "$t" = early-exit ] && extra=(--spec-heads "${HEADS:?early-exit needs HEADS=heads.gguf}")
+    ro=$("$rl" cli -m "$model" -f "$f" -n "$n" --temp 0 -t 2 -no-cnv --spec-type "$t" "${extra[@]}" 2>&1 >/dev/null)
     rs=$(echo "$ro" | rate_dec); ra=$(echo "$ro" | acc)
-    if [ "$t" = ngram-lookup ]; then ls="-"; la="-"; else
+    if [ "$t" = ngram-lookup ] || [ "$t" = early-exit ]; then ls="-"; la="-"; lp=1; else
+      lp=$("$lbin/llama-completion" -m "$model" -f "$f" -n "$n" --temp 0 -t 2 -no-cnv 2>&1 >/dev/null | rate_eval)
       lo=$("$lbin/llama-speculative-simple" -m "$model" -f "$f" -n "$n" --temp 0 -t 2 --spec-type "$t" 2>&1 >/dev/null || true)
       ls=$(echo "$lo" | rate_dec); la=$(echo "$lo" | acc); fi
     python3 -c "import sys; p,t,rs,rp,ra,ls,lp,la=sys.argv[1:]; f=lambda a,b: '%.2f'%(float(a)/float(b)) if a not in ('','-') else '-'; print('| %s | %s | %s | %s | %s | %s | %s | %s |'%(p,t,rs,f(rs,rp),ra,ls,f(ls,lp),la))" "$p" "$t" "$rs" "$rp" "$ra" "$ls" "$lp" "$la"

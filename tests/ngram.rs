@@ -1,5 +1,6 @@
-//! Greedy decoding with n-gram drafts (`--spec-type ngram-simple`,
-//! `ngram-mod`, `ngram-lookup`, and all of them together with a draft model)
+//! Greedy decoding with self-drafts (`--spec-type ngram-simple`, `ngram-mod`,
+//! `ngram-lookup`, `early-exit` with heads grafted here on a little
+//! calibration text, and all of them together with a draft model)
 //! gives exactly the tokens of plain greedy decoding: Qwen 0.5B and 1.5B, 200
 //! tokens on five prompts (three chat-formatted ones from
 //! scripts/spec-prompts: a repetition, a function rewrite, free text). Every
@@ -11,6 +12,8 @@ use rllama::decode::drafters::{Drafters, NgramOpts, SpecType};
 use rllama::decode::generator::Generator;
 use rllama::decode::speculative::{DraftLength, DraftModel, Drafter};
 use rllama::decode::Session;
+use rllama::heads::graft::{graft, GraftParams, GraftProgress};
+use rllama::heads::Heads;
 use rllama::model::Model;
 use rllama::sampling::{Sampler, SamplerParams};
 use rllama::tokenizer::Tokenizer;
@@ -48,6 +51,25 @@ fn generate(model: &Model, prompt: &[u32], tok: &Tokenizer, drafters: Option<&mu
     (out, gen.stats.n_drafted, gen.stats.n_accept)
 }
 
+struct Quiet;
+impl GraftProgress for Quiet {
+    fn chunk(&mut self, _: usize, _: usize) {}
+    fn line(&mut self, _: &str) {}
+}
+
+/// Exit heads after `n_layer - 4` blocks, fitted on the start of the Rust book.
+fn heads(model: &Model, tok: &Tokenizer) -> Heads {
+    let text = std::fs::read_to_string(common::fixture("rust-book-ch00-04.txt")).unwrap();
+    let tokens = tok.encode(&text, true, false).unwrap();
+    let p = GraftParams { exit_layers: vec![model.cfg.n_layer - 4], n_ctx: 256, chunks: Some(4), holdout: 1, ridge: 1e-2 };
+    let (w, _) = graft(model, &tokens, &p, &mut Quiet).unwrap();
+    let path = std::env::temp_dir().join(format!("rllama-heads-{}-{}.gguf", model.cfg.n_layer, std::process::id()));
+    w.write_file(&path).unwrap();
+    let h = Heads::load(&path, model).unwrap();
+    std::fs::remove_file(&path).ok();
+    h
+}
+
 fn check(target_file: &str, draft_file: Option<&str>) {
     let Some(path) = common::model(target_file) else { return };
     let _ = rayon::ThreadPoolBuilder::new().build_global();
@@ -56,18 +78,20 @@ fn check(target_file: &str, draft_file: Option<&str>) {
     let tok = Tokenizer::from_gguf(&model.g).unwrap();
     let prompts: Vec<Vec<u32>> = prompts().iter().map(|p| tok.encode_bytes(p, true, true).unwrap()).collect();
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&model, p, &tok, None).0).collect();
-    let all = [SpecType::NgramSimple, SpecType::NgramMapK, SpecType::NgramMod, SpecType::NgramLookup, SpecType::DraftSimple];
+    let heads = heads(&model, &tok);
+    let all = [SpecType::NgramSimple, SpecType::NgramMapK, SpecType::NgramMod, SpecType::NgramLookup, SpecType::EarlyExit, SpecType::DraftSimple];
     let configs: Vec<(&str, Vec<SpecType>)> = vec![
         ("ngram-simple", vec![SpecType::NgramSimple]),
         ("ngram-mod", vec![SpecType::NgramMod]),
         ("ngram-lookup", vec![SpecType::NgramLookup]),
-        ("all n-gram types and the draft model", all.to_vec()),
+        ("early-exit", vec![SpecType::EarlyExit]),
+        ("all types and the draft model", all.to_vec()),
     ];
     for (name, types) in configs {
         let (mut drafted, mut accepted) = (0, 0);
         for (i, p) in prompts.iter().enumerate() {
             let dm = draft.as_ref().map(|d| (DraftModel::new(d, 2048, 512, 0.0).unwrap(), K, 0));
-            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, K);
+            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, Some((&model, &heads, None)), K).unwrap();
             let (got, d, a) = generate(&model, p, &tok, Some(&mut ds));
             assert_eq!(got, want[i], "{target_file} with {name}, prompt {i}: greedy output differs from plain");
             drafted += d;

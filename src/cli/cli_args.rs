@@ -235,6 +235,17 @@ pub struct DraftArgs {
     ngram_lookup_n_min: u16,
     #[arg(long = "spec-ngram-lookup-n-max", value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=64), help = "longest n-gram ngram-lookup tries first", help_heading = "Speculative")]
     ngram_lookup_n_max: u16,
+    #[arg(long = "spec-heads", value_name = "HEADS.gguf", help = "exit heads for early-exit drafting (rllama graft)", help_heading = "Speculative")]
+    spec_heads: Option<PathBuf>,
+    #[arg(
+        long = "spec-exit-layer",
+        value_name = "L",
+        help = "early-exit drafts with the first L layers (default: the deepest exit in the heads file)",
+        help_heading = "Speculative"
+    )]
+    spec_exit_layer: Option<usize>,
+    #[arg(long = "spec-draft-vocab", value_name = "K", default_value_t = crate::decode::drafters::DEFAULT_DRAFT_VOCAB, help = "early-exit drafts over the K most frequent tokens of the heads file (0: all)", help_heading = "Speculative")]
+    spec_draft_vocab: usize,
     #[arg(long = "threads-batch-draft", alias = "tbd", value_name = "N", help = "accepted (-tbd)", help_heading = "Speculative")]
     draft_threads_batch: Option<String>,
     #[arg(
@@ -273,8 +284,12 @@ impl TryFrom<DraftArgs> for DraftOpts {
             mod_n_max: d.ngram_mod_n_max.into(),
             lookup_n_min: d.ngram_lookup_n_min.into(),
             lookup_n_max: d.ngram_lookup_n_max.into(),
+            draft_vocab: d.spec_draft_vocab,
             ..Default::default()
         };
+        if types.contains(&SpecType::EarlyExit) && d.spec_heads.is_none() {
+            bail!("error: --spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)");
+        }
         Ok(DraftOpts {
             model: d.draft_model,
             n_max: d.draft_n_max,
@@ -283,6 +298,8 @@ impl TryFrom<DraftArgs> for DraftOpts {
             n_ctx: d.draft_n_ctx.filter(|&c| c > 0),
             types,
             ngram,
+            heads: d.spec_heads,
+            exit_layer: d.spec_exit_layer,
         })
     }
 }

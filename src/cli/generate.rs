@@ -23,6 +23,8 @@ pub struct Setup {
     pub model: Model,
     pub tok: Tokenizer,
     pub draft: Option<Model>,
+    /// Exit heads for early-exit drafting (`--spec-heads`).
+    pub heads: Option<crate::heads::Heads>,
     /// The target's LoRA adapters with their scales.
     pub adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>,
     pub n_ctx: usize,
@@ -44,10 +46,14 @@ impl Setup {
             }
             None => None,
         };
+        let heads = match &o.draft.heads {
+            Some(p) => Some(crate::heads::Heads::load(p, &model).map_err(|e| anyhow::anyhow!("error: {e:#}"))?),
+            None => None,
+        };
         let adapters = crate::lora::session_adapters(&model, &o.lora)?;
         let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
         let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;
-        Ok(Setup { model, tok, draft, adapters, n_ctx, t_start, t_load_ms })
+        Ok(Setup { model, tok, draft, heads, adapters, n_ctx, t_start, t_load_ms })
     }
 
     pub fn n_batch(&self, o: &CliOpts) -> usize {
@@ -67,13 +73,19 @@ impl Setup {
             }
             None => None,
         };
-        let ds = Drafters::from_types(&o.draft.types, &o.draft.ngram, draft, cap);
+        let heads = self.heads.as_ref().map(|h| (&self.model, h, o.draft.exit_layer));
+        let ds = Drafters::from_types(&o.draft.types, &o.draft.ngram, draft, heads, cap).map_err(|e| anyhow::anyhow!("error: {e}"))?;
         Ok((!ds.is_empty()).then_some(ds))
     }
 
     /// A generator on the target with the flags' sampler, drafting with `drafters`.
     pub fn generator<'s, 'd>(&'s self, o: &CliOpts, drafters: Option<&'d mut Drafters<'s>>) -> Result<Generator<'s, 'd>> {
-        let len = drafters.as_ref().map_or_else(|| DraftLength::new(0, 0), |d| d.length());
+        let len = match (drafters.as_ref(), std::env::var("RLLAMA_SPEC_FIXED").ok().and_then(|v| v.parse::<usize>().ok())) {
+            (None, _) => DraftLength::new(0, 0),
+            // measuring acceptance: every proposal drafted at this length
+            (Some(d), Some(k)) => DraftLength::fixed_slots(&vec![(k, 0); d.n_classes()]),
+            (Some(d), None) => d.length(),
+        };
         let mut sess = Session::new(&self.model, self.n_ctx, self.n_batch(o))?;
         sess.scratch.set_adapters(self.adapters.clone());
         let mut gen = Generator::new(sess, Sampler::new(o.sampling.clone()), drafters.map(|d| d as &mut dyn Drafter), len);

@@ -17,11 +17,14 @@ pub struct DraftOpts {
     /// `--spec-type` (draft-simple added by -md), in priority order.
     pub types: Vec<crate::decode::drafters::SpecType>,
     pub ngram: crate::decode::drafters::NgramOpts,
+    /// `--spec-heads` (exit heads from rllama graft) and `--spec-exit-layer`.
+    pub heads: Option<std::path::PathBuf>,
+    pub exit_layer: Option<usize>,
 }
 
 impl Default for DraftOpts {
     fn default() -> Self {
-        DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None, types: Vec::new(), ngram: Default::default() }
+        DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None, types: Vec::new(), ngram: Default::default(), heads: None, exit_layer: None }
     }
 }
 

@@ -3,8 +3,11 @@
 //! policy finds worth verifying; acceptance is tracked per type (and per
 //! acceptance class within a type), the target's batch costs are shared.
 
+use super::early_exit::EarlyExit;
 use super::ngram::{NgramLookup, NgramMapK, NgramMod, NgramSimple};
 use super::speculative::{DraftCtx, DraftLength, DraftModel, Drafter};
+use crate::heads::Heads;
+use crate::model::Model;
 use anyhow::{bail, Result};
 
 /// The speculative types rllama runs, in llama.cpp's order of priority
@@ -15,15 +18,17 @@ pub enum SpecType {
     NgramMapK,
     NgramMod,
     NgramLookup,
+    EarlyExit,
     DraftSimple,
 }
 
 /// llama.cpp's names (and rllama's `ngram-lookup`).
-const NAMES: [(&str, SpecType); 5] = [
+const NAMES: [(&str, SpecType); 6] = [
     ("ngram-simple", SpecType::NgramSimple),
     ("ngram-map-k", SpecType::NgramMapK),
     ("ngram-mod", SpecType::NgramMod),
     ("ngram-lookup", SpecType::NgramLookup),
+    ("early-exit", SpecType::EarlyExit),
     ("draft-simple", SpecType::DraftSimple),
 ];
 /// llama.cpp types rllama does not run.
@@ -74,6 +79,10 @@ pub struct NgramOpts {
     pub lookup_n_min: usize,
     pub lookup_n_max: usize,
     pub lookup_draft_max: usize,
+    /// Most tokens an early-exit round drafts.
+    pub early_exit_draft_max: usize,
+    /// Draft vocabulary of early-exit heads (`--spec-draft-vocab`; 0: all).
+    pub draft_vocab: usize,
 }
 
 impl Default for NgramOpts {
@@ -89,9 +98,14 @@ impl Default for NgramOpts {
             lookup_n_min: 2,
             lookup_n_max: 6,
             lookup_draft_max: 16,
+            early_exit_draft_max: 8,
+            draft_vocab: DEFAULT_DRAFT_VOCAB,
         }
     }
 }
+
+/// Tokens early-exit heads draft from by default.
+pub const DEFAULT_DRAFT_VOCAB: usize = 16384;
 
 /// One drafter with its limits and counters.
 pub struct Entry<'d> {
@@ -117,7 +131,14 @@ impl<'d> Drafters<'d> {
     }
 
     /// The drafters of `types` (`draft` is the draft model's, for draft-simple).
-    pub fn from_types(types: &[SpecType], o: &NgramOpts, draft: Option<(DraftModel<'d>, usize, usize)>, cap: usize) -> Self {
+    /// `heads`: the exit heads (and the exit layer asked for) for early-exit.
+    pub fn from_types(
+        types: &[SpecType],
+        o: &NgramOpts,
+        draft: Option<(DraftModel<'d>, usize, usize)>,
+        heads: Option<(&'d Model, &'d Heads, Option<usize>)>,
+        cap: usize,
+    ) -> Result<Self> {
         let mut ds = Drafters::new();
         let mut draft = draft;
         for &t in types {
@@ -126,6 +147,10 @@ impl<'d> Drafters<'d> {
                 SpecType::NgramMapK => (Box::new(NgramMapK::new(o.map_k_n, o.map_k_m)), o.map_k_m, 0),
                 SpecType::NgramMod => (Box::new(NgramMod::new(o.mod_n_match, o.mod_n_max, o.mod_n_min)), o.mod_n_max, 0),
                 SpecType::NgramLookup => (Box::new(NgramLookup::new(o.lookup_n_min, o.lookup_n_max)), o.lookup_draft_max, 0),
+                SpecType::EarlyExit => match heads {
+                    Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, o.draft_vocab)?), o.early_exit_draft_max, 0),
+                    None => bail!("--spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
+                },
                 SpecType::DraftSimple => match draft.take() {
                     Some((d, n_max, n_min)) => (Box::new(d), n_max, n_min),
                     None => continue,
@@ -133,7 +158,7 @@ impl<'d> Drafters<'d> {
             };
             ds.push(d, n_max.min(cap), n_min.min(cap));
         }
-        ds
+        Ok(ds)
     }
 
     pub fn push(&mut self, d: Box<dyn Drafter + 'd>, n_max: usize, n_min: usize) {
@@ -211,6 +236,10 @@ impl Drafter for Drafters<'_> {
 
     fn n_classes(&self) -> usize {
         self.list.iter().map(|e| e.d.n_classes()).sum()
+    }
+
+    fn reuse(&self) -> Option<(usize, usize, &[f32])> {
+        self.last.and_then(|i| self.list[i].d.reuse())
     }
 
     fn name(&self) -> &str {

@@ -2,6 +2,7 @@
 //! the `Generator` that every front-end drives, with a pluggable `Drafter`.
 
 pub mod drafters;
+pub mod early_exit;
 pub mod generator;
 pub mod ngram;
 pub mod speculative;
@@ -68,6 +69,33 @@ impl<'m> Session<'m> {
     pub fn eval(&mut self, tokens: &[u32], outputs: &Outputs, r: Rounding) -> Result<Vec<f32>> {
         let pos0 = self.n_past();
         let logits = self.model.forward_with(tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?;
+        self.hidden_rows = self.scratch.n_rows();
+        Ok(logits)
+    }
+
+    /// A forward pass over `tokens` at the cache's end whose first `done`
+    /// tokens already went through blocks `0..layers` (their keys and values
+    /// are in the cache, their hidden rows after those blocks in `hidden`):
+    /// the other tokens catch up through those blocks, then all run the rest.
+    /// Every row is rounded as one-token steps round it, so the logits equal
+    /// `eval`'s with `Rounding::AsSteps`.
+    pub fn eval_resumed(&mut self, tokens: &[u32], layers: usize, done: usize, hidden: &[f32], outputs: &Outputs) -> Result<Vec<f32>> {
+        let (m, d) = (self.model, self.model.cfg.n_embd);
+        let n0 = self.kv.len(m.cfg.n_layer - 1);
+        if done == 0 || done > tokens.len() || hidden.len() != done * d || layers == 0 || layers >= m.cfg.n_layer {
+            bail!("eval_resumed: {done} rows done of {} after {layers} layers", tokens.len());
+        }
+        let mut x = hidden.to_vec();
+        if done < tokens.len() {
+            m.embed(&tokens[done..], &mut self.scratch)?;
+            m.blocks(0..layers, n0 + done, &mut self.kv, &mut self.scratch, Rounding::AsSteps, None)?;
+            x.extend_from_slice(&self.scratch.x);
+        }
+        self.scratch.set_hidden(&x, tokens.len());
+        let rows = outputs.rows(tokens.len());
+        m.blocks(layers..m.cfg.n_layer, n0, &mut self.kv, &mut self.scratch, Rounding::AsSteps, Some(&rows))?;
+        let mut logits = Vec::new();
+        m.head(&mut self.scratch, Rounding::AsSteps, &mut logits);
         self.hidden_rows = self.scratch.n_rows();
         Ok(logits)
     }

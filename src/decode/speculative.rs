@@ -71,6 +71,12 @@ pub trait Drafter {
     fn name(&self) -> &str {
         "draft-simple"
     }
+    /// After `propose`: the drafts' leading rows this drafter already ran
+    /// through the target's first blocks (blocks, rows from the last
+    /// history token on, their hidden rows), for verification to reuse.
+    fn reuse(&self) -> Option<(usize, usize, &[f32])> {
+        None
+    }
     /// A draft model's own session timings (for the statistics block).
     fn session_perf(&self) -> Option<&super::Perf> {
         None
@@ -228,6 +234,8 @@ struct Slot {
 /// Weight of a new round in the smoothed acceptance rate once the first
 /// rounds are in (before that, the plain mean of the rounds and the prior).
 const ALPHA_EMA: f64 = 0.15;
+/// Expected speed-up below which a draft length is not chosen.
+const MIN_GAIN: f64 = 1.04;
 /// Acceptance rate assumed before a slot has drafted.
 const ALPHA_PRIOR: f64 = 0.7;
 /// A drafter this much cheaper per token than a plain step probes with one
@@ -345,7 +353,9 @@ impl DraftLength {
         let Some(t1) = t1 else { return 0 };
         let Some(td) = draft_ms else { return s.n_max.min(4).max(s.n_min) };
         let a = s.alpha.clamp(0.0, 0.999);
-        let mut best = (0usize, 1.0 / t1);
+        // drafting must beat plain steps by a margin: at break-even it only
+        // adds the noise of its estimates
+        let mut best = (0usize, MIN_GAIN / t1);
         for k in s.n_min.max(1)..=s.n_max {
             let Some(tv) = t_of(k + 1) else { continue };
             let expected = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
@@ -493,15 +503,27 @@ pub fn round_with(
     let mut batch = Vec::with_capacity(drafts.len() + 1);
     batch.push(last);
     batch.extend_from_slice(&drafts);
-    // a drafter may have written ahead in the target's cache (early exit):
-    // verification starts right after the history
-    sess.truncate(history.len() - 1);
-    let n0 = sess.n_past();
+    let reuse = if drafts.is_empty() { None } else { drafter.reuse() };
+    if reuse.is_none() {
+        // a drafter may have written ahead in the target's cache (early
+        // exit): verification starts right after the history
+        sess.truncate(history.len() - 1);
+    }
+    let n0 = sess.kv.len(sess.model.cfg.n_layer - 1);
     if n0 + 1 != history.len() {
         anyhow::bail!("the target cache holds {n0} tokens, the history {}: out of step", history.len());
     }
     let t0 = Instant::now();
-    let mut logits = sess.eval(&batch, &Outputs::All, Rounding::AsSteps)?;
+    let mut logits = match reuse {
+        Some((layers, done, hidden)) => {
+            let done = done.min(batch.len());
+            let d = sess.model.cfg.n_embd;
+            // rows past the batch (a draft that looked further) are dropped
+            sess.kv.remove_from(n0 + done, 0..layers);
+            sess.eval_resumed(&batch, layers, done, &hidden[..done * d], &Outputs::All)?
+        }
+        None => sess.eval(&batch, &Outputs::All, Rounding::AsSteps)?,
+    };
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     len.record_target(batch.len(), ms);
     sess.perf.t_eval_ms += ms;

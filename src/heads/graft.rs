@@ -140,6 +140,8 @@ pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn Graf
     w.set(KEY_EXIT_LAYERS, Value::Array(crate::gguf::ValueType::U32, p.exit_layers.iter().map(|&l| Value::U32(l as u32)).collect()));
     w.set(KEY_CALIB_TOKENS, Value::U32(nt as u32));
     w.set(KEY_RIDGE, Value::F32(p.ridge as f32));
+    let order = vocab_order(tokens, c.n_vocab, DRAFT_VOCAB_MAX);
+    w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
     let mut maps = Vec::new();
     for (sm, &l) in sums.iter().zip(&p.exit_layers) {
         let mx: Vec<f64> = sm.sx.iter().map(|v| v / nt).collect();

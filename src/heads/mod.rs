@@ -14,6 +14,10 @@
 //!   shapes and token-embedding bytes (a heads file refuses other models)
 //! - `heads.exit_layers` (u32 array): the L of each exit head
 //! - `heads.calibration_tokens` (u32), `heads.ridge` (f32): how they were fitted
+//! - `heads.draft_vocab` (u32 array): token ids in drafting priority (the
+//!   calibration text's by frequency, then the rest by id, as BPE ids
+//!   roughly follow merge frequency); drafts use the first K
+//!   (`--spec-draft-vocab K`), so the output matrix they multiply is K rows
 //! - tensors `exit.{L}.weight` (F32, {n_embd, n_embd}: row j gives output
 //!   dimension j) and `exit.{L}.bias` (F32, {n_embd})
 
@@ -36,6 +40,25 @@ pub const KEY_FINGERPRINT: &str = "heads.model_fingerprint";
 pub const KEY_EXIT_LAYERS: &str = "heads.exit_layers";
 pub const KEY_CALIB_TOKENS: &str = "heads.calibration_tokens";
 pub const KEY_RIDGE: &str = "heads.ridge";
+pub const KEY_DRAFT_VOCAB: &str = "heads.draft_vocab";
+/// Draft vocabulary kept in a heads file at most.
+pub const DRAFT_VOCAB_MAX: usize = 65536;
+
+/// Token ids in drafting priority: those of `tokens` by descending count
+/// (ties by id), then the others by id; at most `max` of `n_vocab`.
+pub fn vocab_order(tokens: &[u32], n_vocab: usize, max: usize) -> Vec<u32> {
+    let mut count = vec![0u32; n_vocab];
+    for &t in tokens {
+        if let Some(c) = count.get_mut(t as usize) {
+            *c += 1;
+        }
+    }
+    let mut seen: Vec<u32> = (0..n_vocab as u32).filter(|&t| count[t as usize] > 0).collect();
+    seen.sort_by_key(|&t| (std::cmp::Reverse(count[t as usize]), t));
+    seen.extend((0..n_vocab as u32).filter(|&t| count[t as usize] == 0));
+    seen.truncate(max);
+    seen
+}
 
 /// Bytes of the token embedding hashed into the fingerprint.
 const FINGERPRINT_BYTES: usize = 1 << 16;
@@ -73,6 +96,8 @@ pub struct ExitHead {
 /// The heads of one model.
 pub struct Heads {
     pub exits: Vec<ExitHead>,
+    /// Token ids in drafting priority (see `heads.draft_vocab`).
+    pub vocab: Vec<u32>,
 }
 
 impl Heads {
@@ -114,7 +139,30 @@ impl Heads {
             let bias: Vec<f32> = g.tensor_data(b).chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
             exits.push(ExitHead { layer: l, map: Linear::with_bias(m, Some(bias))? });
         }
-        Ok(Heads { exits })
+        let vocab: Vec<u32> = match g.get(KEY_DRAFT_VOCAB).and_then(Value::as_array) {
+            Some(a) => a.iter().filter_map(|v| v.as_i64()).filter(|&t| t >= 0 && (t as usize) < c.n_vocab).map(|t| t as u32).collect(),
+            None => Vec::new(),
+        };
+        Ok(Heads { exits, vocab })
+    }
+
+    /// The model's output matrix cut to the first `k` tokens of the draft
+    /// vocabulary (and their ids); None for the whole vocabulary (k 0, or
+    /// not fewer than the model's).
+    pub fn draft_output(&self, model: &Model, k: usize) -> Result<Option<(Linear, Vec<u32>)>> {
+        let k = k.min(self.vocab.len());
+        if k == 0 || k >= model.cfg.n_vocab {
+            return Ok(None);
+        }
+        let ids = self.vocab[..k].to_vec();
+        let out = &model.output().w;
+        let mut bytes = Vec::with_capacity(k * out.row_bytes);
+        for &t in &ids {
+            bytes.extend_from_slice(out.row(t as usize));
+        }
+        let mut m = QMatrix::from_bytes("draft_output", out.ty, out.cols, k, &bytes)?;
+        m.pack();
+        Ok(Some((Linear::new(m), ids)))
     }
 
     /// The exit head after `layer` blocks, if the file has one.

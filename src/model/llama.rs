@@ -73,6 +73,22 @@ impl Scratch {
         self.rows.len()
     }
 
+    /// Start a batch from hidden rows (`n` of them, n_embd each) instead of
+    /// token embeddings: `blocks` then continues from the layer they were
+    /// computed up to (early-exit verification reuses a draft's rows).
+    pub fn set_hidden(&mut self, x: &[f32], n: usize) {
+        self.x.clear();
+        self.x.extend_from_slice(x);
+        self.n_tokens = n;
+        self.rows = (0..n).collect();
+        self.captured.clear();
+    }
+
+    /// The LoRA adapters this sequence's passes apply.
+    pub fn adapters(&self) -> Option<std::sync::Arc<crate::ops::linear::AdapterSet>> {
+        self.mc.adapters.clone()
+    }
+
     /// The LoRA adapters this sequence's passes apply (None: the base alone).
     pub fn set_adapters(&mut self, set: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>) {
         self.mc.adapters = set.filter(|s| !s.is_empty());

@@ -1,0 +1,125 @@
+//! `--spec-type early-exit`: the target drafts for itself with its first L
+//! blocks and an exit head (`rllama graft`, `--spec-heads`). A drafted
+//! token's rows through those blocks are exactly what a full step computes
+//! (fast mode is batch-invariant, exact mode rounds verification rows as
+//! steps), so they stay in the target's cache and verification resumes from
+//! block L for them (`Session::eval_resumed`); only the last draft, which
+//! the draft never ran, goes through every block.
+
+use super::speculative::{DraftCtx, Drafter};
+use crate::heads::Heads;
+use crate::model::{Rounding, Scratch};
+use crate::ops::matmul::Batch;
+use anyhow::{bail, Result};
+use std::time::Instant;
+
+pub struct EarlyExit<'m> {
+    heads: &'m Heads,
+    /// The output matrix over the draft vocabulary, and its token ids.
+    out: Option<(crate::ops::linear::Linear, Vec<u32>)>,
+    /// Index of the exit head used.
+    exit: usize,
+    s: Scratch,
+    /// Hidden rows after the exit's blocks of the tokens drafted from, in order.
+    hidden: Vec<f32>,
+    rows: usize,
+    mapped: Vec<f32>,
+    logits: Vec<f32>,
+    ms: f64,
+    n: usize,
+    ema: Option<f64>,
+}
+
+impl<'m> EarlyExit<'m> {
+    /// Drafting with the exit after `layer` blocks (None: the deepest in the
+    /// file) over the first `vocab` tokens of the draft vocabulary (0: all).
+    pub fn new(model: &crate::model::Model, heads: &'m Heads, layer: Option<usize>, vocab: usize) -> Result<Self> {
+        let exit = match layer {
+            Some(l) => match heads.exits.iter().position(|e| e.layer == l) {
+                Some(i) => i,
+                None => bail!("--spec-exit-layer {l}: the heads file has exits after {:?} layers", heads.exits.iter().map(|e| e.layer).collect::<Vec<_>>()),
+            },
+            None => (0..heads.exits.len()).max_by_key(|&i| heads.exits[i].layer).unwrap_or(0),
+        };
+        if heads.exits.is_empty() {
+            bail!("the heads file has no exit heads");
+        }
+        let out = heads.draft_output(model, vocab)?;
+        Ok(EarlyExit { heads, out, exit, s: Scratch::default(), hidden: Vec::new(), rows: 0, mapped: Vec::new(), logits: Vec::new(), ms: 0.0, n: 0, ema: None })
+    }
+
+    pub fn layer(&self) -> usize {
+        self.heads.exits[self.exit].layer
+    }
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b })
+}
+
+impl Drafter for EarlyExit<'_> {
+    fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>> {
+        let t0 = Instant::now();
+        let head = &self.heads.exits[self.exit];
+        let sess = &mut *ctx.target;
+        let m = sess.model;
+        let d = m.cfg.n_embd;
+        let n0 = ctx.history.len() - 1;
+        sess.kv.remove_from(n0, 0..head.layer);
+        // the target's adapters: the rows it reuses must be its own
+        self.s.set_adapters(sess.scratch.adapters());
+        self.hidden.clear();
+        self.rows = 0;
+        let mut out = Vec::with_capacity(k);
+        let mut tok = *ctx.history.last().expect("a history");
+        // the draft's own tokens must fit in the cache after the history
+        let k = k.min(sess.n_ctx().saturating_sub(n0 + 1));
+        while out.len() < k {
+            m.embed(&[tok], &mut self.s)?;
+            m.blocks(0..head.layer, n0 + self.rows, &mut sess.kv, &mut self.s, Rounding::AsSteps, None)?;
+            self.hidden.extend_from_slice(&self.s.x[..d]);
+            self.rows += 1;
+            self.mapped.resize(d, 0.0);
+            head.map.forward(&self.s.x[..d], 1, &mut self.mapped, &mut Default::default(), Batch::Whole);
+            self.s.set_hidden(&self.mapped, 1);
+            let best = match &self.out {
+                Some((o, _)) => {
+                    m.head_with(o, &mut self.s, Rounding::AsSteps, &mut self.logits);
+                    argmax(&self.logits)
+                }
+                None => {
+                    m.head(&mut self.s, Rounding::AsSteps, &mut self.logits);
+                    argmax(&self.logits)
+                }
+            };
+            tok = match &self.out {
+                Some((_, ids)) => ids[best],
+                None => best as u32,
+            };
+            out.push(tok);
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.ms += ms;
+        self.n += out.len();
+        if !out.is_empty() {
+            let per = ms / out.len() as f64;
+            self.ema = Some(self.ema.map_or(per, |e| 0.8 * e + 0.2 * per));
+        }
+        Ok(out)
+    }
+    fn reuse(&self) -> Option<(usize, usize, &[f32])> {
+        (self.rows > 0).then(|| (self.heads.exits[self.exit].layer, self.rows, &self.hidden[..]))
+    }
+    fn rollback(&mut self, _n: usize) {
+        self.rows = 0;
+    }
+    fn ms_per_token(&self) -> Option<f64> {
+        self.ema
+    }
+    fn perf(&self) -> (f64, usize) {
+        (self.ms, self.n)
+    }
+    fn name(&self) -> &str {
+        "early-exit"
+    }
+}
