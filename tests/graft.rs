@@ -1,0 +1,88 @@
+//! `rllama graft` heads and `--spec-heads`: fitting on a tiny synthetic
+//! model, the heads file round trip, and one error line for a missing file,
+//! another model's heads, an exit layer out of range, early-exit without heads.
+mod common;
+
+use common::{tiny_model, Rng};
+use rllama::heads::graft::{graft, GraftParams, GraftProgress};
+use rllama::heads::Heads;
+use std::path::PathBuf;
+use std::process::Command;
+
+struct Quiet;
+impl GraftProgress for Quiet {
+    fn chunk(&mut self, _: usize, _: usize) {}
+    fn line(&mut self, _: &str) {}
+}
+
+fn params(layers: Vec<usize>) -> GraftParams {
+    GraftParams { exit_layers: layers, n_ctx: 32, chunks: None, holdout: 2, ridge: 1e-2 }
+}
+
+fn tokens(n: usize) -> Vec<u32> {
+    let mut r = Rng(7);
+    (0..n).map(|_| (r.next() % 8) as u32).collect()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("rllama-graft-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn heads_round_trip_and_refuse_another_model() {
+    let m = tiny_model(1);
+    let (w, reports) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!((0.0..=1.0).contains(&reports[0].agree) && (0.0..=1.0).contains(&reports[0].agree_lens));
+    let p = tmp("heads.gguf");
+    w.write_file(&p).unwrap();
+    let h = Heads::load(&p, &m).unwrap();
+    assert_eq!(h.exits.iter().map(|e| e.layer).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(h.vocab.len(), 8, "the draft vocabulary covers the tiny vocabulary");
+    // the same shapes, other weights
+    let e = Heads::load(&p, &tiny_model(2)).err().expect("another model's heads were accepted").to_string();
+    assert!(e.contains("another model"), "{e}");
+    std::fs::remove_file(&p).ok();
+}
+
+#[test]
+fn graft_refuses_bad_layers_and_short_text() {
+    let m = tiny_model(1);
+    for layers in [vec![0], vec![2], vec![]] {
+        let e = graft(&m, &tokens(32 * 12), &params(layers.clone()), &mut Quiet).err().expect("bad layers accepted").to_string();
+        assert!(e.contains("exit-layers"), "{layers:?}: {e}");
+    }
+    let e = graft(&m, &tokens(40), &params(vec![1]), &mut Quiet).err().expect("too little text accepted").to_string();
+    assert!(e.contains("chunks"), "{e}");
+}
+
+/// One `error:` line and exit code 1.
+fn one_error_line<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], want: &str) {
+    let out = Command::new(common::bin()).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(err.starts_with("error:") && err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
+}
+
+#[test]
+fn spec_heads_errors_are_one_line() {
+    let Some(q) = common::model(common::QWEN) else { return };
+    let q = q.display().to_string();
+    let base = ["cli", "-m", &q, "-p", "Hi", "-n", "4", "-no-cnv"];
+    let with = |extra: &[&str]| base.iter().chain(extra).map(|s| s.to_string()).collect::<Vec<String>>();
+    one_error_line(&with(&["--spec-type", "early-exit"]), "needs exit heads");
+    one_error_line(&with(&["--spec-type", "early-exit", "--spec-heads", "/nonexistent/heads.gguf"]), "cannot open heads file");
+    // the tiny model's heads on Qwen
+    let m = tiny_model(1);
+    let (w, _) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    let p = tmp("tiny-heads.gguf");
+    w.write_file(&p).unwrap();
+    one_error_line(&with(&["--spec-type", "early-exit", "--spec-heads", p.to_str().unwrap()]), "another model");
+    std::fs::remove_file(&p).ok();
+    one_error_line(&with(&["--spec-type", "ngram-cache"]), "not supported");
+    one_error_line(&["graft", "-m", &q, "-f", "/nonexistent.txt", "--exit-layers", "3", "-o", "/tmp/x.gguf"], "cannot read calibration file");
+    let text = common::fixture("rust-book-ch00-04.txt");
+    let out = tmp("never.gguf");
+    one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--exit-layers", "24", "-o", out.to_str().unwrap()], "exit-layers 24");
+    assert!(!out.exists(), "a failed graft left a file");
+}
