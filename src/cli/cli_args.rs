@@ -244,8 +244,13 @@ pub struct DraftArgs {
         help_heading = "Speculative"
     )]
     spec_exit_layer: Option<usize>,
-    #[arg(long = "spec-draft-vocab", value_name = "K", default_value_t = crate::decode::drafters::DEFAULT_DRAFT_VOCAB, help = "early-exit drafts over the K most frequent tokens of the heads file (0: all)", help_heading = "Speculative")]
-    spec_draft_vocab: usize,
+    #[arg(
+        long = "spec-draft-vocab",
+        value_name = "K",
+        help = "drafts over the K most frequent tokens of the heads file (0: all; default 16384 for early-exit, all for -md)",
+        help_heading = "Speculative"
+    )]
+    spec_draft_vocab: Option<usize>,
     #[arg(long = "threads-batch-draft", alias = "tbd", value_name = "N", help = "accepted (-tbd)", help_heading = "Speculative")]
     draft_threads_batch: Option<String>,
     #[arg(
@@ -284,7 +289,8 @@ impl TryFrom<DraftArgs> for DraftOpts {
             mod_n_max: d.ngram_mod_n_max.into(),
             lookup_n_min: d.ngram_lookup_n_min.into(),
             lookup_n_max: d.ngram_lookup_n_max.into(),
-            draft_vocab: d.spec_draft_vocab,
+            draft_vocab: d.spec_draft_vocab.unwrap_or(crate::decode::drafters::DEFAULT_DRAFT_VOCAB),
+            draft_vocab_for_model: d.spec_draft_vocab.is_some(),
             ..Default::default()
         };
         if types.contains(&SpecType::EarlyExit) && d.spec_heads.is_none() {

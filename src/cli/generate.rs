@@ -68,7 +68,14 @@ impl Setup {
                 if o.draft.n_max > cap {
                     eprintln!("note: --spec-draft-n-max {} capped at {cap} (context {}, at most {MAX_DRAFT})", o.draft.n_max, self.n_ctx);
                 }
-                let dm = DraftModel::new(d, o.draft.n_ctx.unwrap_or(self.n_ctx), self.n_batch(o), o.draft.p_min)?;
+                let mut dm = DraftModel::new(d, o.draft.n_ctx.unwrap_or(self.n_ctx), self.n_batch(o), o.draft.p_min)?;
+                // with heads and --spec-draft-vocab, the draft model drafts over
+                // their draft vocabulary too (not by default: on code it lost
+                // more acceptance than it saved time)
+                let k = if o.draft.ngram.draft_vocab_for_model { o.draft.ngram.draft_vocab } else { 0 };
+                if let Some((out, ids)) = self.heads.as_ref().map(|h| h.draft_output(d, k)).transpose()?.flatten() {
+                    dm = dm.with_vocab(out, ids);
+                }
                 Some((dm, o.draft.n_max.min(cap), o.draft.n_min.min(cap)))
             }
             None => None,

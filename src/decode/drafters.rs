@@ -83,6 +83,8 @@ pub struct NgramOpts {
     pub early_exit_draft_max: usize,
     /// Draft vocabulary of early-exit heads (`--spec-draft-vocab`; 0: all).
     pub draft_vocab: usize,
+    /// Whether the draft model drafts over it too (the flag was given).
+    pub draft_vocab_for_model: bool,
 }
 
 impl Default for NgramOpts {
@@ -100,6 +102,7 @@ impl Default for NgramOpts {
             lookup_draft_max: 16,
             early_exit_draft_max: 8,
             draft_vocab: DEFAULT_DRAFT_VOCAB,
+            draft_vocab_for_model: false,
         }
     }
 }

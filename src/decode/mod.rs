@@ -32,11 +32,22 @@ pub struct Session<'m> {
     /// Hidden rows in `scratch.x` that belong to tokens now in the cache (the
     /// last evaluated token, or the verified rows of a speculative round).
     hidden_rows: usize,
+    /// Another output matrix for this session's logits (a draft model's
+    /// over the draft vocabulary); None: the model's own.
+    pub output: Option<std::sync::Arc<crate::ops::linear::Linear>>,
 }
 
 impl<'m> Session<'m> {
     pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize) -> Result<Self> {
-        Ok(Session { model, kv: model.new_cache(n_ctx)?, scratch: Scratch::default(), n_batch: n_batch.max(1), perf: Perf::default(), hidden_rows: 0 })
+        Ok(Session {
+            model,
+            kv: model.new_cache(n_ctx)?,
+            scratch: Scratch::default(),
+            n_batch: n_batch.max(1),
+            perf: Perf::default(),
+            hidden_rows: 0,
+            output: None,
+        })
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -68,7 +79,18 @@ impl<'m> Session<'m> {
     /// One forward pass over `tokens` at the cache's end.
     pub fn eval(&mut self, tokens: &[u32], outputs: &Outputs, r: Rounding) -> Result<Vec<f32>> {
         let pos0 = self.n_past();
-        let logits = self.model.forward_with(tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?;
+        let logits = match &self.output {
+            None => self.model.forward_with(tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?,
+            Some(out) => {
+                let (m, s) = (self.model, &mut self.scratch);
+                let rows = outputs.rows(tokens.len());
+                m.embed(tokens, s)?;
+                m.blocks(0..m.cfg.n_layer, pos0, &mut self.kv, s, r, Some(&rows))?;
+                let mut logits = Vec::new();
+                m.head_with(out, s, r, &mut logits);
+                logits
+            }
+        };
         self.hidden_rows = self.scratch.n_rows();
         Ok(logits)
     }

@@ -98,6 +98,9 @@ pub struct DraftModel<'m> {
     offset: usize,
     /// Stop drafting when the draft's top probability falls below this.
     pub p_min: f32,
+    /// Token ids of the draft session's logits when it drafts over a
+    /// vocabulary subset (`Session::output`).
+    ids: Option<Vec<u32>>,
     ms_ema: Option<f64>,
     t_ms: f64,
     n_drafted: usize,
@@ -106,7 +109,25 @@ pub struct DraftModel<'m> {
 
 impl<'m> DraftModel<'m> {
     pub fn new(model: &'m Model, n_ctx: usize, n_batch: usize, p_min: f32) -> Result<Self> {
-        Ok(DraftModel { sess: Session::new(model, n_ctx, n_batch)?, n_past: 0, offset: 0, p_min, ms_ema: None, t_ms: 0.0, n_drafted: 0, n_rounds: 0 })
+        Ok(DraftModel {
+            sess: Session::new(model, n_ctx, n_batch)?,
+            n_past: 0,
+            offset: 0,
+            p_min,
+            ids: None,
+            ms_ema: None,
+            t_ms: 0.0,
+            n_drafted: 0,
+            n_rounds: 0,
+        })
+    }
+
+    /// Draft over a vocabulary subset: `output` holds the draft model's
+    /// output rows of `ids` (`Heads::draft_output`).
+    pub fn with_vocab(mut self, output: crate::ops::linear::Linear, ids: Vec<u32>) -> Self {
+        self.sess.output = Some(std::sync::Arc::new(output));
+        self.ids = Some(ids);
+        self
     }
 }
 
@@ -168,7 +189,10 @@ impl Drafter for DraftModel<'_> {
             if self.p_min > 0.0 && top_prob(&logits, best) < self.p_min {
                 break;
             }
-            let tok = best as u32;
+            let tok = match &self.ids {
+                Some(ids) => ids[best],
+                None => best as u32,
+            };
             out.push(tok);
             if i + 1 == k {
                 break;

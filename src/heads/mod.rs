@@ -154,7 +154,7 @@ impl Heads {
         if k == 0 || k >= model.cfg.n_vocab {
             return Ok(None);
         }
-        let ids = self.vocab[..k].to_vec();
+        let ids: Vec<u32> = self.vocab.iter().copied().filter(|&t| (t as usize) < model.cfg.n_vocab).take(k).collect();
         let out = &model.output().w;
         let mut bytes = Vec::with_capacity(k * out.row_bytes);
         for &t in &ids {
