@@ -80,9 +80,50 @@ fn spec_heads_errors_are_one_line() {
     one_error_line(&with(&["--spec-type", "early-exit", "--spec-heads", p.to_str().unwrap()]), "another model");
     std::fs::remove_file(&p).ok();
     one_error_line(&with(&["--spec-type", "ngram-cache"]), "not supported");
-    one_error_line(&["graft", "-m", &q, "-f", "/nonexistent.txt", "--exit-layers", "3", "-o", "/tmp/x.gguf"], "cannot read calibration file");
+    one_error_line(&with(&["--early-exit-threshold", "0.9"]), "needs exit heads");
+    one_error_line(&with(&["--early-exit-threshold", "1.5", "--spec-heads", "x.gguf"]), "expected a probability");
     let text = common::fixture("rust-book-ch00-04.txt");
+    one_error_line(&["perplexity", "-m", &q, "-f", text.to_str().unwrap(), "--early-exit-threshold", "0.9"], "needs exit heads");
+    one_error_line(&["graft", "-m", &q, "-f", "/nonexistent.txt", "--exit-layers", "3", "-o", "/tmp/x.gguf"], "cannot read calibration file");
     let out = tmp("never.gguf");
     one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--exit-layers", "24", "-o", out.to_str().unwrap()], "exit-layers 24");
     assert!(!out.exists(), "a failed graft left a file");
+}
+
+/// Lossy early exit on the tiny model: with a threshold every head passes,
+/// each token leaves at the exit, the skipped block's keys and values are
+/// still filled (the next token's step needs them), and the logits are the
+/// head's; with threshold 1 nearly none exits and the logits are the model's.
+#[test]
+fn lossy_exit_fills_the_skipped_blocks() {
+    use rllama::decode::early_exit::LossyExit;
+    use rllama::model::Scratch;
+    let m = tiny_model(1);
+    let (w, _) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    let p = tmp("lossy-heads.gguf");
+    w.write_file(&p).unwrap();
+    let h = Heads::load(&p, &m).unwrap();
+    std::fs::remove_file(&p).ok();
+    let toks = [1u32, 5, 2, 7, 3];
+    let mut all = LossyExit::new(&m, &h, 1e-6, 0).unwrap();
+    let mut kv = m.new_cache(16).unwrap();
+    let mut s = Scratch::default();
+    for (i, &t) in toks.iter().enumerate() {
+        all.step(&m, t, i, &mut kv, &mut s).unwrap();
+        assert_eq!(kv.seq_len(), i + 1, "every block holds the exited token's keys");
+    }
+    assert_eq!((all.exited, all.tokens), (toks.len(), toks.len()));
+    assert!(all.summary().contains("50.0% of the blocks skipped"), "{}", all.summary());
+    // never confident enough: the full model's logits
+    let mut none = LossyExit::new(&m, &h, 1.0, 0).unwrap();
+    let mut kv2 = m.new_cache(16).unwrap();
+    let mut got = Vec::new();
+    for (i, &t) in toks.iter().enumerate() {
+        got = none.step(&m, t, i, &mut kv2, &mut s).unwrap();
+    }
+    let want = m.forward(&toks, &mut m.new_cache(16).unwrap(), &rllama::model::Outputs::Last).unwrap();
+    if none.exited == 0 {
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-3, "full-model logits differ by {diff}");
+    }
 }

@@ -173,7 +173,7 @@ fn ppl(idx: usize) {
     let text = std::fs::read_to_string(common::fixture("rust-book-ch00-04.txt")).unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();
     let bos = if tok.add_bos { tok.bos } else { None };
-    let r = rllama::perplexity::perplexity(&model, None, &tokens, bos, 512, Some(20), 2048, None, &mut |_, _| {}).unwrap();
+    let r = rllama::perplexity::perplexity(&model, None, &tokens, bos, 512, Some(20), 2048, None, None, &mut |_, _| {}).unwrap();
     let rel = (r.ppl - want).abs() / want;
     eprintln!("{key}: PPL {:.4} +/- {:.5} (llama.cpp {want}), relative difference {:.4}%", r.ppl, r.ppl_err.unwrap_or(0.0), rel * 100.0);
     assert!(rel < 0.002, "{key}: PPL {} vs llama.cpp {want}", r.ppl);

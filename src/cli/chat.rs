@@ -119,6 +119,9 @@ pub fn run(o: &CliOpts, model_path: &Path) -> Result<()> {
         interactive(o, &setup.tok, &mut gen, &mut totals)?;
     }
     let (perf, stats, n_draft) = (gen.sess.perf.clone(), gen.stats.clone(), gen.len.n_max);
+    if let Some(lx) = &gen.sess.lossy {
+        eprintln!("{}", lx.summary());
+    }
     drop(gen);
     if let Some(d) = &drafter {
         super::speculative::print_stats(n_draft, &stats, d, totals.n_input, totals.enc_s, totals.n_gen as i64, totals.dec_s);

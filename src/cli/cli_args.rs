@@ -251,6 +251,13 @@ pub struct DraftArgs {
         help_heading = "Speculative"
     )]
     spec_draft_vocab: Option<usize>,
+    #[arg(
+        long = "early-exit-threshold",
+        value_name = "P",
+        help = "lossy early exit: a token leaves at the first exit head (--spec-heads) whose top probability reaches P",
+        help_heading = "Speculative"
+    )]
+    early_exit_threshold: Option<f32>,
     #[arg(long = "threads-batch-draft", alias = "tbd", value_name = "N", help = "accepted (-tbd)", help_heading = "Speculative")]
     draft_threads_batch: Option<String>,
     #[arg(
@@ -293,6 +300,11 @@ impl TryFrom<DraftArgs> for DraftOpts {
             draft_vocab_for_model: d.spec_draft_vocab.is_some(),
             ..Default::default()
         };
+        match (d.early_exit_threshold, &d.spec_heads) {
+            (Some(p), _) if !(p > 0.0 && p <= 1.0) => bail!("error: --early-exit-threshold {p}: expected a probability in (0, 1]"),
+            (Some(_), None) => bail!("error: --early-exit-threshold needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
+            _ => {}
+        }
         if types.contains(&SpecType::EarlyExit) && d.spec_heads.is_none() {
             bail!("error: --spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)");
         }
@@ -306,6 +318,7 @@ impl TryFrom<DraftArgs> for DraftOpts {
             ngram,
             heads: d.spec_heads,
             exit_layer: d.spec_exit_layer,
+            threshold: d.early_exit_threshold,
         })
     }
 }

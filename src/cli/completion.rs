@@ -67,6 +67,9 @@ pub fn generate(o: &CliOpts, model_path: &Path) -> Result<()> {
     out.write_all(b"\n\n")?;
     out.flush()?;
     let (perf, stats, n_draft) = (gen.sess.perf.clone(), gen.stats.clone(), gen.len.n_max);
+    if let Some(lx) = &gen.sess.lossy {
+        eprintln!("{}", lx.summary());
+    }
     drop(gen);
     if let Some(d) = &drafter {
         super::speculative::print_stats(n_draft, &stats, d, prompt_toks.len(), enc_s, reply.n_tokens as i64, dec_s);

@@ -20,11 +20,24 @@ pub struct DraftOpts {
     /// `--spec-heads` (exit heads from rllama graft) and `--spec-exit-layer`.
     pub heads: Option<std::path::PathBuf>,
     pub exit_layer: Option<usize>,
+    /// `--early-exit-threshold` (lossy early exit on one-token steps).
+    pub threshold: Option<f32>,
 }
 
 impl Default for DraftOpts {
     fn default() -> Self {
-        DraftOpts { model: None, n_max: 16, n_min: 0, p_min: 0.0, n_ctx: None, types: Vec::new(), ngram: Default::default(), heads: None, exit_layer: None }
+        DraftOpts {
+            model: None,
+            n_max: 16,
+            n_min: 0,
+            p_min: 0.0,
+            n_ctx: None,
+            types: Vec::new(),
+            ngram: Default::default(),
+            heads: None,
+            exit_layer: None,
+            threshold: None,
+        }
     }
 }
 

@@ -48,6 +48,14 @@ pub struct PplArgs {
     lora: Vec<std::ffi::OsString>,
     #[arg(long = "lora-scaled", value_name = "FNAME:SCALE", action = clap::ArgAction::Append, help = "LoRA adapter with a user-defined scale (repeatable, comma-separated pairs)")]
     lora_scaled: Vec<std::ffi::OsString>,
+    #[arg(long = "spec-heads", value_name = "HEADS.gguf", help = "exit heads (rllama graft) for --early-exit-threshold")]
+    spec_heads: Option<PathBuf>,
+    #[arg(
+        long = "early-exit-threshold",
+        value_name = "P",
+        help = "lossy early exit: scored tokens leave at the first exit head whose top probability reaches P"
+    )]
+    early_exit_threshold: Option<f32>,
     #[arg(long = "ppl-stride", value_name = "N", default_value_t = 0, help = "only 0 (strided perplexity is not supported)")]
     stride: i64,
     #[arg(long = "ubatch-size", alias = "ub", value_name = "N", help_heading = "Accepted, no effect")]
@@ -82,6 +90,8 @@ struct Opts {
     logits_file: Option<PathBuf>,
     kl_divergence: bool,
     output_type: u32,
+    heads: Option<PathBuf>,
+    threshold: Option<f32>,
 }
 
 fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
@@ -98,6 +108,11 @@ fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
     if a.n_ctx == 0 {
         bail!("error: perplexity tool requires '--ctx-size' > 0");
     }
+    match (a.early_exit_threshold, &a.spec_heads) {
+        (Some(p), _) if !(p > 0.0 && p <= 1.0) => bail!("error: --early-exit-threshold {p}: expected a probability in (0, 1]"),
+        (Some(_), None) => bail!("error: --early-exit-threshold needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
+        _ => {}
+    }
     let text = match &a.file {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("error: cannot read {}", p.display()))?),
         None => None,
@@ -113,6 +128,8 @@ fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
         logits_file: a.logits_file,
         kl_divergence: a.kl_divergence,
         output_type: a.output_type,
+        heads: a.spec_heads,
+        threshold: a.early_exit_threshold,
     }))
 }
 
@@ -135,10 +152,26 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let tok = Tokenizer::from_gguf(&model.g)?;
     let bos = if tok.add_bos { tok.bos } else { None };
     let adapters = crate::lora::session_adapters(&model, &o.lora)?;
-    match base {
-        Some(b) => run_kld(&o, &model, adapters, b, bos),
-        None => run_ppl(&o, &model, adapters, &tok, bos),
+    let heads = match (&o.heads, o.threshold) {
+        (Some(p), Some(_)) => Some(crate::heads::Heads::load(p, &model).map_err(|e| anyhow::anyhow!("error: {e:#}"))?),
+        _ => None,
+    };
+    let mut lossy = heads
+        .as_ref()
+        .zip(o.threshold)
+        .map(|(h, p)| crate::decode::early_exit::LossyExit::new(&model, h, p, crate::decode::drafters::DEFAULT_DRAFT_VOCAB))
+        .transpose()?;
+    if lossy.is_some() {
+        eprintln!("note: --early-exit-threshold is lossy: scored tokens may leave the model early");
     }
+    let r = match base {
+        Some(b) => run_kld(&o, &model, adapters, b, bos, lossy.as_mut()),
+        None => run_ppl(&o, &model, adapters, &tok, bos, lossy.as_mut()),
+    };
+    if let Some(lx) = &lossy {
+        eprintln!("{}", lx.summary());
+    }
+    r
 }
 
 /// llama.cpp's batch_size / n_seq for a context of n_ctx.
@@ -159,7 +192,14 @@ fn print_eta(tag: &str, t_chunk: f64, n_seq: usize, n_chunk: usize) {
     let _ = out.flush();
 }
 
-fn run_ppl(o: &Opts, model: &Model, adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>, tok: &Tokenizer, bos: Option<u32>) -> Result<()> {
+fn run_ppl(
+    o: &Opts,
+    model: &Model,
+    adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>,
+    tok: &Tokenizer,
+    bos: Option<u32>,
+    lossy: Option<&mut crate::decode::early_exit::LossyExit>,
+) -> Result<()> {
     let text = o.text.as_deref().unwrap_or_default();
     let t0 = Instant::now();
     eprintln!("perplexity: tokenizing the input ..");
@@ -198,7 +238,7 @@ fn run_ppl(o: &Opts, model: &Model, adapters: Option<std::sync::Arc<crate::ops::
         t_chunk = Instant::now();
     };
     let save = file.as_mut().map(|f| f as &mut dyn Write);
-    let r = ppl::perplexity(model, adapters, &tokens, bos, o.n_ctx, Some(n_chunk), o.n_batch, save, &mut on_chunk);
+    let r = ppl::perplexity(model, adapters, &tokens, bos, o.n_ctx, Some(n_chunk), o.n_batch, save, lossy, &mut on_chunk);
     let r = r?;
     if let Some(mut f) = file.take() {
         f.flush().context("error: perplexity: cannot write the logits file")?;
@@ -215,7 +255,14 @@ fn run_ppl(o: &Opts, model: &Model, adapters: Option<std::sync::Arc<crate::ops::
     Ok(())
 }
 
-fn run_kld(o: &Opts, model: &Model, adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>, mut base: LogitsReader, bos: Option<u32>) -> Result<()> {
+fn run_kld(
+    o: &Opts,
+    model: &Model,
+    adapters: Option<std::sync::Arc<crate::ops::linear::AdapterSet>>,
+    mut base: LogitsReader,
+    bos: Option<u32>,
+    lossy: Option<&mut crate::decode::early_exit::LossyExit>,
+) -> Result<()> {
     let (batch, n_seq) = batch_and_seq(o.n_batch, base.n_ctx);
     let n_chunk = base.n_chunk;
     eprintln!("kl_divergence: computing over {n_chunk} chunks, n_ctx={}, batch_size={batch}, n_seq={n_seq}", base.n_ctx);
@@ -231,7 +278,8 @@ fn run_kld(o: &Opts, model: &Model, adapters: Option<std::sync::Arc<crate::ops::
         let _ = out.flush();
         t_chunk = Instant::now();
     };
-    let mut r = ppl::kl_divergence(model, adapters, &mut base, bos, o.n_batch, &mut on_chunk).map_err(|e| anyhow::anyhow!("error: kl_divergence: {e:#}"))?;
+    let mut r =
+        ppl::kl_divergence(model, adapters, &mut base, bos, o.n_batch, lossy, &mut on_chunk).map_err(|e| anyhow::anyhow!("error: kl_divergence: {e:#}"))?;
     println!();
     if r.sums.count >= 100 {
         print!("{}", summary(&r.sums, &mut r.kld_values, &mut r.p_diff_values));

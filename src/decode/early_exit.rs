@@ -123,3 +123,91 @@ impl Drafter for EarlyExit<'_> {
         "early-exit"
     }
 }
+
+/// `--early-exit-threshold P` (lossy, CALM-style): a token is emitted from
+/// the first exit head whose top probability reaches P, and the remaining
+/// blocks are skipped for it; their keys and values at its position are
+/// filled from its hidden state at the exit (CALM's state propagation: one
+/// K/V projection per skipped block, so later tokens attend to something
+/// close to what the full model would have written, at ~2% of a block's
+/// cost; a deferred batched fill would cost a full pass of those blocks
+/// later and delay nothing it could save). Not lossless.
+pub struct LossyExit<'m> {
+    heads: &'m Heads,
+    pub threshold: f32,
+    /// The output rows of the draft vocabulary: the confidence test runs on
+    /// them (a tenth of the output matrix), the full head only on exit.
+    check: Option<(crate::ops::linear::Linear, Vec<u32>)>,
+    s2: Scratch,
+    mapped: Vec<f32>,
+    /// Tokens stepped, tokens that exited early, blocks run, blocks in all.
+    pub tokens: usize,
+    pub exited: usize,
+    pub blocks_run: usize,
+    pub blocks_total: usize,
+}
+
+/// Softmax probability of the largest logit.
+fn top_prob(logits: &[f32]) -> f32 {
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    1.0 / logits.iter().map(|&l| (l - m).exp()).sum::<f32>()
+}
+
+impl<'m> LossyExit<'m> {
+    /// Exits of `heads`, confidence measured over the first `vocab` tokens
+    /// of the draft vocabulary (0: all).
+    pub fn new(model: &crate::model::Model, heads: &'m Heads, threshold: f32, vocab: usize) -> Result<Self> {
+        let check = heads.draft_output(model, vocab)?;
+        Ok(LossyExit { heads, threshold, check, s2: Scratch::default(), mapped: Vec::new(), tokens: 0, exited: 0, blocks_run: 0, blocks_total: 0 })
+    }
+
+    /// One token at `pos0` (the cache holds 0..pos0 in every block): the
+    /// logits of the next token.
+    pub fn step(&mut self, m: &crate::model::Model, tok: u32, pos0: usize, kv: &mut crate::kv_cache::KvCache, s: &mut Scratch) -> Result<Vec<f32>> {
+        let (n_layer, d) = (m.cfg.n_layer, m.cfg.n_embd);
+        self.s2.set_adapters(s.adapters());
+        m.embed(&[tok], s)?;
+        let mut done = 0;
+        let mut logits = Vec::new();
+        self.tokens += 1;
+        self.blocks_total += n_layer;
+        let mut exits: Vec<&crate::heads::ExitHead> = self.heads.exits.iter().collect();
+        exits.sort_by_key(|e| e.layer);
+        for e in exits {
+            m.blocks(done..e.layer, pos0, kv, s, Rounding::AsSteps, None)?;
+            done = e.layer;
+            self.mapped.resize(d, 0.0);
+            e.map.forward(&s.x[..d], 1, &mut self.mapped, &mut Default::default(), Batch::Whole);
+            self.s2.set_hidden(&self.mapped, 1);
+            match &self.check {
+                Some((out, _)) => m.head_with(out, &mut self.s2, Rounding::AsSteps, &mut logits),
+                None => m.head(&mut self.s2, Rounding::AsSteps, &mut logits),
+            }
+            if top_prob(&logits) >= self.threshold {
+                if self.check.is_some() {
+                    self.s2.set_hidden(&self.mapped, 1);
+                    m.head(&mut self.s2, Rounding::AsSteps, &mut logits);
+                }
+                m.fill_kv(done..n_layer, pos0, kv, s, Rounding::AsSteps)?;
+                self.exited += 1;
+                self.blocks_run += done;
+                return Ok(logits);
+            }
+        }
+        m.blocks(done..n_layer, pos0, kv, s, Rounding::AsSteps, None)?;
+        m.head(s, Rounding::AsSteps, &mut logits);
+        self.blocks_run += n_layer;
+        Ok(logits)
+    }
+
+    /// The stderr line with what was skipped.
+    pub fn summary(&self) -> String {
+        format!(
+            "early exit (lossy, threshold {}): {} of {} tokens exited early, {:.1}% of the blocks skipped",
+            self.threshold,
+            self.exited,
+            self.tokens,
+            100.0 * (1.0 - self.blocks_run as f64 / self.blocks_total.max(1) as f64)
+        )
+    }
+}

@@ -35,6 +35,8 @@ pub struct Session<'m> {
     /// Another output matrix for this session's logits (a draft model's
     /// over the draft vocabulary); None: the model's own.
     pub output: Option<std::sync::Arc<crate::ops::linear::Linear>>,
+    /// Lossy early exit for one-token steps (`--early-exit-threshold`).
+    pub lossy: Option<early_exit::LossyExit<'m>>,
 }
 
 impl<'m> Session<'m> {
@@ -47,6 +49,7 @@ impl<'m> Session<'m> {
             perf: Perf::default(),
             hidden_rows: 0,
             output: None,
+            lossy: None,
         })
     }
 
@@ -79,6 +82,11 @@ impl<'m> Session<'m> {
     /// One forward pass over `tokens` at the cache's end.
     pub fn eval(&mut self, tokens: &[u32], outputs: &Outputs, r: Rounding) -> Result<Vec<f32>> {
         let pos0 = self.n_past();
+        if let (Some(lx), [tok]) = (self.lossy.as_mut(), tokens) {
+            let logits = lx.step(self.model, *tok, pos0, &mut self.kv, &mut self.scratch)?;
+            self.hidden_rows = 0;
+            return Ok(logits);
+        }
         let logits = match &self.output {
             None => self.model.forward_with(tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?,
             Some(out) => {

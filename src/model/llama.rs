@@ -193,16 +193,7 @@ impl Model {
         for il in layers.clone() {
             kv.check_write(il, pos0, n)?;
         }
-        let tables = |base: f32, fs: f32, out: &mut Vec<Vec<(f32, f32)>>| {
-            out.resize_with(n, Vec::new);
-            for (t, cache) in out.iter_mut().enumerate() {
-                rope_cache(pos0 + t, c.rope_dims, base, fs, cache);
-            }
-        };
-        tables(c.rope_base, c.rope_freq_scale, &mut s.rope);
-        if c.swa_layers.iter().any(|&b| b) {
-            tables(c.rope_base_swa, c.rope_freq_scale_swa, &mut s.rope_swa);
-        }
+        self.rope_tables(pos0, n, s);
         let steps = r == Rounding::AsSteps;
         let plain = if steps { Batch::Steps } else { Batch::Whole };
         for il in layers.clone() {
@@ -213,6 +204,70 @@ impl Model {
             if s.capture.contains(&il) {
                 s.captured.push(s.x.clone());
             }
+        }
+        Ok(())
+    }
+
+    /// RoPE tables for positions `pos0..pos0 + n` (and the sliding-window
+    /// layers' base) into `s`.
+    fn rope_tables(&self, pos0: usize, n: usize, s: &mut Scratch) {
+        let c = &self.cfg;
+        let tables = |base: f32, fs: f32, out: &mut Vec<Vec<(f32, f32)>>| {
+            out.resize_with(n, Vec::new);
+            for (t, cache) in out.iter_mut().enumerate() {
+                rope_cache(pos0 + t, c.rope_dims, base, fs, cache);
+            }
+        };
+        tables(c.rope_base, c.rope_freq_scale, &mut s.rope);
+        if c.swa_layers.iter().any(|&b| b) {
+            tables(c.rope_base_swa, c.rope_freq_scale_swa, &mut s.rope_swa);
+        }
+    }
+
+    /// Keys and values of layer `il` from the normalized rows in `s.h` (k
+    /// normalized and rotated), stored at `pos0..` of the cache.
+    fn store_kv(&self, il: usize, l: &Layer, pos0: usize, kv: &mut KvCache, s: &mut Scratch, plain: Batch) {
+        let c = &self.cfg;
+        let n = s.n_tokens;
+        let (hk, hv, nkv) = (c.head_dim_k, c.head_dim_v, c.n_head_kv);
+        s.k.resize(n * nkv * hk, 0.0);
+        s.v.resize(n * nkv * hv, 0.0);
+        l.wk.forward(&s.h, n, &mut s.k, &mut s.mc, plain);
+        l.wv.forward(&s.h, n, &mut s.v, &mut s.mc, plain);
+        dbg_sum(|| format!("Kcur-{il}"), &s.k);
+        dbg_sum(|| format!("Vcur-{il}"), &s.v);
+        if let Some(w) = &l.k_norm {
+            norm_in_place(&mut s.k, w, c.eps, &mut s.tmp);
+        }
+        let rope_tab = if c.swa_layers[il] { &s.rope_swa } else { &s.rope };
+        for (t, tab) in rope_tab.iter().enumerate().take(n) {
+            for h in 0..nkv {
+                rope_apply(&mut s.k[(t * nkv + h) * hk..(t * nkv + h + 1) * hk], c.rope_dims, c.rope_neox, tab);
+            }
+        }
+        kv.store(il, pos0, n, &s.k, &s.v);
+    }
+
+    /// CALM's state propagation for rows that exited early: in `layers`,
+    /// only the keys and values are written, computed from the frozen hidden
+    /// rows in `s.x` (later tokens attend to them); nothing else runs.
+    pub fn fill_kv(&self, layers: Range<usize>, pos0: usize, kv: &mut KvCache, s: &mut Scratch, r: Rounding) -> Result<()> {
+        let c = &self.cfg;
+        let n = s.n_tokens;
+        if layers.end > c.n_layer || layers.start > layers.end || s.rows.len() != n || n == 0 {
+            bail!("fill_kv: layers {layers:?} of {}, {} rows of {n}", c.n_layer, s.rows.len());
+        }
+        for il in layers.clone() {
+            kv.check_write(il, pos0, n)?;
+        }
+        self.rope_tables(pos0, n, s);
+        let plain = if r == Rounding::AsSteps { Batch::Steps } else { Batch::Whole };
+        for il in layers {
+            let l = &self.w.layers[il];
+            s.h.resize(n * c.n_embd, 0.0);
+            rms_norm_rows(&s.x, &l.attn_norm, c.eps, &mut s.h);
+            s.mc.new_input();
+            self.store_kv(il, l, pos0, kv, s, plain);
         }
         Ok(())
     }
@@ -230,21 +285,13 @@ impl Model {
         s.h.resize(n * d, 0.0);
         rms_norm_rows(&s.x, &l.attn_norm, c.eps, &mut s.h);
         s.q.resize(n * nh * hk, 0.0);
-        s.k.resize(n * nkv * hk, 0.0);
-        s.v.resize(n * nkv * hv, 0.0);
         s.mc.new_input();
         l.wq.forward(&s.h, n, &mut s.q, &mut s.mc, plain);
-        l.wk.forward(&s.h, n, &mut s.k, &mut s.mc, plain);
-        l.wv.forward(&s.h, n, &mut s.v, &mut s.mc, plain);
         dbg_sum(|| format!("attn_norm-{il}"), &s.h);
         dbg_sum(|| format!("Qcur-{il}"), &s.q);
-        dbg_sum(|| format!("Kcur-{il}"), &s.k);
-        dbg_sum(|| format!("Vcur-{il}"), &s.v);
+        self.store_kv(il, l, pos0, kv, s, plain);
         if let Some(w) = &l.q_norm {
             norm_in_place(&mut s.q, w, c.eps, &mut s.tmp);
-        }
-        if let Some(w) = &l.k_norm {
-            norm_in_place(&mut s.k, w, c.eps, &mut s.tmp);
         }
         let rope_tab = if swa { &s.rope_swa } else { &s.rope };
         for (t, tab) in rope_tab.iter().enumerate().take(n) {
@@ -255,11 +302,7 @@ impl Model {
                     qh.iter_mut().for_each(|v| *v *= qs);
                 }
             }
-            for h in 0..nkv {
-                rope_apply(&mut s.k[(t * nkv + h) * hk..(t * nkv + h + 1) * hk], c.rope_dims, c.rope_neox, tab);
-            }
         }
-        kv.store(il, pos0, n, &s.k, &s.v);
         // which token rows continue past this layer's attention
         let all: Vec<usize>;
         let rows: &[usize] = match prune {

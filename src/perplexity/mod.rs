@@ -38,7 +38,17 @@ pub fn n_chunks(n_tokens: usize, n_ctx: usize, asked: Option<usize>) -> Result<u
 
 /// Evaluate one chunk from an empty cache (its first token replaced by `bos`)
 /// and return the logits of positions n_ctx/2 .. n_ctx-1, the ones scored.
-pub fn chunk_logits(model: &Model, kv: &mut KvCache, s: &mut Scratch, chunk: &[u32], bos: Option<u32>, n_batch: usize) -> Result<Vec<f32>> {
+/// With `lossy`, the scored positions run one token at a time through its
+/// early exits (the first half, the context, runs whole).
+pub fn chunk_logits(
+    model: &Model,
+    kv: &mut KvCache,
+    s: &mut Scratch,
+    chunk: &[u32],
+    bos: Option<u32>,
+    n_batch: usize,
+    mut lossy: Option<&mut crate::decode::early_exit::LossyExit>,
+) -> Result<Vec<f32>> {
     let n_ctx = chunk.len();
     let first = n_ctx / 2;
     let mut toks = chunk.to_vec();
@@ -48,6 +58,15 @@ pub fn chunk_logits(model: &Model, kv: &mut KvCache, s: &mut Scratch, chunk: &[u
     kv.truncate(0);
     let mut logits = Vec::with_capacity((n_ctx - first) * model.cfg.n_vocab);
     let n_batch = n_batch.clamp(1, n_ctx);
+    if let Some(lx) = lossy.as_deref_mut() {
+        for (j, part) in toks[..first].chunks(n_batch).enumerate() {
+            model.forward_with(part, j * n_batch, kv, s, &Outputs::Rows(vec![part.len() - 1]), Rounding::Batch)?;
+        }
+        for (p, &t) in toks.iter().enumerate().skip(first) {
+            logits.extend(lx.step(model, t, p, kv, s)?);
+        }
+        return Ok(logits);
+    }
     for (j, part) in toks.chunks(n_batch).enumerate() {
         let p0 = j * n_batch;
         let rows: Vec<usize> = (0..part.len()).filter(|&k| p0 + k >= first).collect();
@@ -73,6 +92,7 @@ pub fn perplexity(
     n_chunks_asked: Option<usize>,
     n_batch: usize,
     mut save: Option<&mut dyn Write>,
+    mut lossy: Option<&mut crate::decode::early_exit::LossyExit>,
     on_chunk: &mut dyn FnMut(usize, f64),
 ) -> Result<PplResult> {
     let n_chunk = n_chunks(tokens.len(), n_ctx, n_chunks_asked)?;
@@ -91,7 +111,7 @@ pub fn perplexity(
     let mut per_chunk = Vec::with_capacity(n_chunk);
     for c in 0..n_chunk {
         let chunk = &tokens[c * n_ctx..(c + 1) * n_ctx];
-        let logits = chunk_logits(model, &mut kv, &mut scratch, chunk, bos, n_batch)?;
+        let logits = chunk_logits(model, &mut kv, &mut scratch, chunk, bos, n_batch, lossy.as_deref_mut())?;
         let next = &chunk[first + 1..];
         let vals: Vec<f64> = if let Some(w) = save.as_deref_mut() {
             let v: Vec<f64> =
@@ -135,6 +155,7 @@ pub fn kl_divergence(
     base: &mut logits_file::LogitsReader,
     bos: Option<u32>,
     n_batch: usize,
+    mut lossy: Option<&mut crate::decode::early_exit::LossyExit>,
     on_chunk: &mut dyn FnMut(usize, &KldSums),
 ) -> Result<KldResult> {
     let (n_ctx, nv) = (base.n_ctx, model.cfg.n_vocab);
@@ -152,7 +173,7 @@ pub fn kl_divergence(
     let (mut kld_values, mut p_diff_values) = (Vec::new(), Vec::new());
     for c in 0..base.n_chunk {
         let chunk = base.tokens[c * n_ctx..(c + 1) * n_ctx].to_vec();
-        let logits = chunk_logits(model, &mut kv, &mut scratch, &chunk, bos, n_batch)?;
+        let logits = chunk_logits(model, &mut kv, &mut scratch, &chunk, bos, n_batch, lossy.as_deref_mut())?;
         base.read_rows(&mut packed).map_err(|e| anyhow::anyhow!("failed reading log-probs for chunk {c}: {e}"))?;
         let next = &chunk[first + 1..];
         let rows: Vec<(KldSums, f64, f32)> = packed
