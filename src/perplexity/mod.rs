@@ -47,7 +47,7 @@ pub fn chunk_logits(
     chunk: &[u32],
     bos: Option<u32>,
     n_batch: usize,
-    mut lossy: Option<&mut crate::decode::early_exit::LossyExit>,
+    lossy: Option<&mut crate::decode::early_exit::LossyExit>,
 ) -> Result<Vec<f32>> {
     let n_ctx = chunk.len();
     let first = n_ctx / 2;
@@ -58,7 +58,7 @@ pub fn chunk_logits(
     kv.truncate(0);
     let mut logits = Vec::with_capacity((n_ctx - first) * model.cfg.n_vocab);
     let n_batch = n_batch.clamp(1, n_ctx);
-    if let Some(lx) = lossy.as_deref_mut() {
+    if let Some(lx) = lossy {
         for (j, part) in toks[..first].chunks(n_batch).enumerate() {
             model.forward_with(part, j * n_batch, kv, s, &Outputs::Rows(vec![part.len() - 1]), Rounding::Batch)?;
         }
