@@ -188,7 +188,12 @@ impl<'m> LossyExit<'m> {
                     self.s2.set_hidden(&self.mapped, 1);
                     m.head(&mut self.s2, Rounding::AsSteps, &mut logits);
                 }
-                m.fill_kv(done..n_layer, pos0, kv, s, Rounding::AsSteps)?;
+                if std::env::var_os("RLLAMA_EXIT_FULL_KV").is_some() {
+                    // diagnosis: the skipped blocks run in full (only the emitted logits are the head's)
+                    m.blocks(done..n_layer, pos0, kv, s, Rounding::AsSteps, None)?;
+                } else {
+                    m.fill_kv(done..n_layer, pos0, kv, s, Rounding::AsSteps)?;
+                }
                 self.exited += 1;
                 self.blocks_run += done;
                 return Ok(logits);
