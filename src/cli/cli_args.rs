@@ -209,7 +209,7 @@ pub struct DraftArgs {
     #[arg(
         long = "spec-type",
         value_name = "TYPES",
-        help = "comma-separated speculative types: none, ngram-simple, ngram-map-k, ngram-mod, ngram-lookup (ngram: the best), draft-simple (-md)",
+        help = "comma-separated speculative types: none, ngram-simple, ngram-map-k, ngram-mod, ngram-lookup (ngram: the best), early-exit (--spec-heads), draft-simple (-md)",
         help_heading = "Speculative"
     )]
     spec_type: Vec<String>,
