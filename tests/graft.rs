@@ -48,7 +48,7 @@ fn heads_round_trip_and_refuse_another_model() {
 #[test]
 fn graft_refuses_bad_layers_and_short_text() {
     let m = tiny_model(1);
-    for layers in [vec![0], vec![2], vec![]] {
+    for layers in [vec![0], vec![2], vec![], vec![1, 1]] {
         let e = graft(&m, &tokens(32 * 12), &params(layers.clone()), &mut Quiet).err().expect("bad layers accepted").to_string();
         assert!(e.contains("exit-layers"), "{layers:?}: {e}");
     }
@@ -88,6 +88,7 @@ fn spec_heads_errors_are_one_line() {
     let out = tmp("never.gguf");
     one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--exit-layers", "24", "-o", out.to_str().unwrap()], "exit-layers 24");
     assert!(!out.exists(), "a failed graft left a file");
+    one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--exit-layers", "3", "-o", &q], "would overwrite an input");
 }
 
 /// Lossy early exit on the tiny model: with a threshold every head passes,

@@ -58,6 +58,13 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     if out.is_dir() {
         bail!("error: cannot write {}: it is a directory", out.display());
     }
+    for input in [&mp, &fp] {
+        if let (Ok(x), Ok(y)) = (std::fs::canonicalize(input), std::fs::canonicalize(&out)) {
+            if x == y {
+                bail!("error: the heads file would overwrite an input: '{}'", input.display());
+            }
+        }
+    }
     super::options::set_threads(a.threads);
     let text = match std::fs::read(&fp) {
         Ok(b) => crate::tokenizer::text_from_bytes(&b),

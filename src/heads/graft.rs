@@ -94,6 +94,12 @@ pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn Graf
     if p.exit_layers.is_empty() {
         bail!("--exit-layers: give at least one layer");
     }
+    let mut seen = p.exit_layers.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != p.exit_layers.len() {
+        bail!("--exit-layers: a layer is given twice");
+    }
     if p.n_ctx < 2 {
         bail!("-c {}: chunks need at least 2 tokens", p.n_ctx);
     }
