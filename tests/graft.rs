@@ -128,3 +128,37 @@ fn lossy_exit_fills_the_skipped_blocks() {
         assert!(diff < 1e-3, "full-model logits differ by {diff}");
     }
 }
+
+/// Mutated heads files (bit flips and byte sets in the header, truncations)
+/// load or give an error, never a panic.
+#[test]
+fn mutated_heads_files_never_panic() {
+    let m = tiny_model(1);
+    let (w, _) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    let base = w.to_bytes();
+    let header = base.len().min(4096);
+    let mut rng = Rng(99);
+    let p = tmp("mutated.gguf");
+    let (mut ok, mut err) = (0, 0);
+    for _ in 0..300 {
+        let mut b = base.clone();
+        match rng.next() % 3 {
+            0 => {
+                let i = rng.next() as usize % header;
+                b[i] ^= 1 << (rng.next() % 8);
+            }
+            1 => {
+                let i = rng.next() as usize % header;
+                b[i] = [0u8, 0xff, 0x7f, 0x80][rng.next() as usize % 4];
+            }
+            _ => b.truncate(rng.next() as usize % base.len()),
+        }
+        std::fs::write(&p, &b).unwrap();
+        match Heads::load(&p, &m) {
+            Ok(_) => ok += 1,
+            Err(_) => err += 1,
+        }
+    }
+    std::fs::remove_file(&p).ok();
+    assert!(err > 0, "no mutation was refused ({ok} loaded)");
+}
