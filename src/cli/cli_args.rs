@@ -235,6 +235,8 @@ pub struct DraftArgs {
     ngram_lookup_n_min: u16,
     #[arg(long = "spec-ngram-lookup-n-max", value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u16).range(1..=64), help = "longest n-gram ngram-lookup tries first", help_heading = "Speculative")]
     ngram_lookup_n_max: u16,
+    #[arg(long = "spec-ngram-lookup-draft-max", value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64), help = "most tokens an ngram-lookup round drafts", help_heading = "Speculative")]
+    ngram_lookup_draft_max: u16,
     #[arg(long = "spec-heads", value_name = "HEADS.gguf", help = "exit heads for early-exit drafting (rllama graft)", help_heading = "Speculative")]
     spec_heads: Option<PathBuf>,
     #[arg(
@@ -296,6 +298,7 @@ impl TryFrom<DraftArgs> for DraftOpts {
             mod_n_max: d.ngram_mod_n_max.into(),
             lookup_n_min: d.ngram_lookup_n_min.into(),
             lookup_n_max: d.ngram_lookup_n_max.into(),
+            lookup_draft_max: d.ngram_lookup_draft_max.into(),
             draft_vocab: d.spec_draft_vocab.unwrap_or(crate::decode::drafters::DEFAULT_DRAFT_VOCAB),
             draft_vocab_for_model: d.spec_draft_vocab.is_some(),
             ..Default::default()
