@@ -11,7 +11,7 @@ use super::weights::{Layer, Weights};
 use super::{Config, Outputs};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
-use crate::ops::attention::{attend_f16, attend_tiled, FA_TILE};
+use crate::ops::attention::{attend_f16, attend_tiled, attend_tiled_stats, merge_segments, FA_TILE, KEY_SEGMENT};
 use crate::ops::linear::{Linear, MatCtx};
 use crate::ops::matmul::Batch;
 use crate::ops::norm::rms_norm_rows;
@@ -62,6 +62,10 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     tmp: Vec<f32>,
+    /// Per key segment: attention outputs and their (max, sum) (fast mode,
+    /// long contexts).
+    seg_o: Vec<f32>,
+    seg_st: Vec<(f32, f32)>,
     mc: MatCtx,
     rope: Vec<Vec<(f32, f32)>>,
     rope_swa: Vec<Vec<(f32, f32)>>,
@@ -328,7 +332,59 @@ impl Model {
         // uses the tiled kernel for every batch: a query's arithmetic depends
         // only on its own positions (tiles at multiples of FA_TILE), so it is
         // batch-invariant.
-        if !crate::quant::fast::exact() || (n >= FA_TILE && !steps) {
+        // fast mode splits long contexts at fixed key positions
+        // (flash-decoding): more work items for single tokens, and a query's
+        // result still depends only on its own positions
+        let max_end = rows.iter().map(|&t| pos0 + t + 1).max().unwrap_or(0);
+        let min_start = rows.iter().map(|&t| first_pos(t)).min().unwrap_or(0);
+        let (seg0, seg1) = (min_start / KEY_SEGMENT, max_end.div_ceil(KEY_SEGMENT));
+        if !crate::quant::fast::exact() && seg1 - seg0 > 1 {
+            let nseg = seg1 - seg0;
+            let row_blocks = nr.div_ceil(FA_TILE);
+            let subsets = parallel::n_threads().div_ceil(nkv * row_blocks * nseg).clamp(1, group);
+            let per = group.div_ceil(subsets);
+            let items: Vec<(usize, usize, usize, usize)> = (0..nkv)
+                .flat_map(|g| (0..group).step_by(per).flat_map(move |h0| (0..row_blocks).flat_map(move |b| (0..nseg).map(move |sg| (g, h0, b, sg)))))
+                .collect();
+            // outputs of slots no item covers are never read (their sum is 0)
+            s.seg_o.resize(nseg * nr * nh * hv, 0.0);
+            s.seg_st.clear();
+            s.seg_st.resize(nseg * nr * nh, (f32::NEG_INFINITY, 0.0));
+            let (pop, psp) = (SendPtr(s.seg_o.as_mut_ptr()), SendPtr(s.seg_st.as_mut_ptr()));
+            parallel::for_each(items.len(), |it| {
+                let (g, h0, b, sg) = items[it];
+                let (k0, k1) = ((seg0 + sg) * KEY_SEGMENT, (seg0 + sg + 1) * KEY_SEGMENT);
+                let heads = g * group + h0..g * group + (h0 + per).min(group);
+                let rr = &rows[b * FA_TILE..((b + 1) * FA_TILE).min(nr)];
+                let (mut qs, mut ranges, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+                for h in heads.clone() {
+                    for (k, &t) in rr.iter().enumerate() {
+                        let r = first_pos(t).max(k0)..(pos0 + t + 1).min(k1);
+                        if r.start < r.end {
+                            qs.push(&q[(t * nh + h) * hk..(t * nh + h + 1) * hk]);
+                            ranges.push(r);
+                            slots.push((sg * nr + b * FA_TILE + k) * nh + h);
+                        }
+                    }
+                }
+                let mut o = vec![0f32; qs.len() * hv];
+                let mut st = vec![(0f32, 0f32); qs.len()];
+                attend_tiled_stats(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o, Some(&mut st));
+                for (k, &slot) in slots.iter().enumerate() {
+                    // SAFETY: (segment, row, head) slots are disjoint across items and inside po/pst.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(o[k * hv..].as_ptr(), pop.get().add(slot * hv), hv);
+                        *psp.get().add(slot) = st[k];
+                    }
+                }
+            });
+            let (po, pst) = (&s.seg_o, &s.seg_st);
+            parallel::for_each(nr * nh, |i| {
+                // SAFETY: slot i of s.att, disjoint across items.
+                let out = unsafe { std::slice::from_raw_parts_mut(att.get().add(i * hv), hv) };
+                merge_segments(nseg, |sg| (&po[(sg * nr * nh + i) * hv..(sg * nr * nh + i + 1) * hv], pst[sg * nr * nh + i]), out);
+            });
+        } else if !crate::quant::fast::exact() || (n >= FA_TILE && !steps) {
             // work items: a KV head, its query heads (the K/V tiles are
             // widened once for them all), a block of FA_TILE rows; the heads
             // split only when there would be fewer items than threads

@@ -124,18 +124,61 @@ pub fn attend_tiled<'a>(
     dv: usize,
     out: &mut [f32],
 ) {
+    attend_tiled_stats(qs, ranges, k_at, v_at, scale, dv, out, None)
+}
+
+/// `attend_tiled`, also giving each query's running maximum and sum of
+/// weights (`stats`), so results over disjoint key ranges can be merged
+/// (`merge_segments`).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_tiled_stats<'a>(
+    qs: &[&[f32]],
+    ranges: &[std::ops::Range<usize>],
+    k_at: impl Fn(usize) -> &'a [u16],
+    v_at: impl Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+    stats: Option<&mut [(f32, f32)]>,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::quant::simd::has_avx512() {
             // SAFETY: avx512f/avx2/fma/f16c detected at run time; the body is plain Rust.
-            return unsafe { tiled_avx512(qs, ranges, &k_at, &v_at, scale, dv, out) };
+            return unsafe { tiled_avx512(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
         }
         if crate::quant::simd::has_avx2() {
             // SAFETY: avx2/fma/f16c detected at run time; the body is plain Rust.
-            return unsafe { tiled_fma(qs, ranges, &k_at, &v_at, scale, dv, out) };
+            return unsafe { tiled_fma(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
         }
     }
-    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar)
+    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar, stats)
+}
+
+/// Key positions per segment when fast mode splits a long context over
+/// work items (flash-decoding); segments start at multiples of this, so a
+/// query's arithmetic depends only on its own positions.
+pub const KEY_SEGMENT: usize = 1024;
+
+/// Merge `n` per-segment results (`part(s)`: the normalized output and its
+/// (max, sum), segments in order) into `out`.
+pub fn merge_segments<'a>(n: usize, part: impl Fn(usize) -> (&'a [f32], (f32, f32)), out: &mut [f32]) {
+    let m = (0..n).map(|s| part(s).1).filter(|x| x.1 > 0.0).fold(f32::NEG_INFINITY, |a, x| a.max(x.0));
+    out.iter_mut().for_each(|x| *x = 0.0);
+    let mut total = 0f32;
+    for s in 0..n {
+        let (os, (ms, ss)) = part(s);
+        if ss <= 0.0 {
+            continue;
+        }
+        let w = ss * (ms - m).exp();
+        total += w;
+        for (x, &v) in out.iter_mut().zip(os.iter()) {
+            *x += w * v;
+        }
+    }
+    let inv = if total > 0.0 { 1.0 / total } else { 0.0 };
+    out.iter_mut().for_each(|x| *x *= inv);
 }
 
 /// A tile's keys (`rows`, `dk` f16 each) widened into `kt` transposed,
@@ -245,6 +288,7 @@ fn widen_f16c(src: &[u16], dst: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tiled_fma<'a>(
     qs: &[&[f32]],
     ranges: &[std::ops::Range<usize>],
@@ -253,14 +297,16 @@ unsafe fn tiled_fma<'a>(
     scale: f32,
     dv: usize,
     out: &mut [f32],
+    stats: Option<&mut [(f32, f32)]>,
 ) {
-    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c, widen_kt_f16c, exp_avx2)
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c, widen_kt_f16c, exp_avx2, stats)
 }
 
 /// The same body with 16-lane vectors (each score and value lane is its own
 /// fused chain, so the width does not change a bit).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tiled_avx512<'a>(
     qs: &[&[f32]],
     ranges: &[std::ops::Range<usize>],
@@ -269,8 +315,9 @@ unsafe fn tiled_avx512<'a>(
     scale: f32,
     dv: usize,
     out: &mut [f32],
+    stats: Option<&mut [(f32, f32)]>,
 ) {
-    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c, widen_kt_f16c, exp_avx2)
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_f16c, widen_kt_f16c, exp_avx2, stats)
 }
 
 /// The tiled kernel; the loops over keys and over value dimensions are the
@@ -289,6 +336,7 @@ fn tiled_body<'a>(
     widen: fn(&[u16], &mut [f32]),
     widen_kt: fn(&[&[u16]], usize, &mut [f32]),
     exp: fn(&mut [f32]),
+    stats: Option<&mut [(f32, f32)]>,
 ) {
     const T: usize = FA_TILE;
     let nq = qs.len();
@@ -398,6 +446,11 @@ fn tiled_body<'a>(
         let inv = if s_sum[i] == 0.0 { 0.0 } else { 1.0 / s_sum[i] };
         acc[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= inv);
     }
+    if let Some(st) = stats {
+        for (i, x) in st.iter_mut().enumerate().take(nq) {
+            *x = (m[i], s_sum[i]);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -454,6 +507,37 @@ mod tests {
                 let want: f64 = r.clone().zip(&w).map(|(p, wi)| wi * h2f(v[p][e]) as f64).sum::<f64>() / z;
                 let got = together[i * d + e] as f64;
                 assert!((got - want).abs() < 1e-5, "query {i} dim {e}: {got} vs {want}");
+            }
+        }
+    }
+
+    /// Attention over a range split at a segment boundary, merged, equals
+    /// the unsplit result to float precision; a segment the range misses
+    /// (sum 0) is ignored.
+    #[test]
+    fn merged_segments_equal_one_pass() {
+        let (n, d) = (300, 64);
+        let (k, v, q) = setup(n, d, 3);
+        for (i, r) in [0..300usize, 17..300, 0..129].into_iter().enumerate() {
+            let qi: &[f32] = &q[i];
+            let whole = run(&[qi], std::slice::from_ref(&r), &k, &v, d);
+            let cut = 128;
+            let parts = [r.start..cut.max(r.start), cut.max(r.start)..r.end];
+            let mut os = Vec::new();
+            let mut sts = Vec::new();
+            for pr in &parts {
+                let mut o = vec![0f32; d];
+                let mut st = [(f32::NEG_INFINITY, 0f32)];
+                if pr.start < pr.end {
+                    attend_tiled_stats(&[qi], std::slice::from_ref(pr), |p| k[p].as_slice(), |p| v[p].as_slice(), 0.125, d, &mut o, Some(&mut st));
+                }
+                os.push(o);
+                sts.push(st[0]);
+            }
+            let mut merged = vec![0f32; d];
+            merge_segments(2, |s| (&os[s][..], sts[s]), &mut merged);
+            for e in 0..d {
+                assert!((merged[e] - whole[e]).abs() < 1e-5, "range {r:?} dim {e}: {} vs {}", merged[e], whole[e]);
             }
         }
     }
