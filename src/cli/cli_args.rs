@@ -303,11 +303,7 @@ impl TryFrom<DraftArgs> for DraftOpts {
             draft_vocab_for_model: d.spec_draft_vocab.is_some(),
             ..Default::default()
         };
-        match (d.early_exit_threshold, &d.spec_heads) {
-            (Some(p), _) if !(p > 0.0 && p <= 1.0) => bail!("error: --early-exit-threshold {p}: expected a probability in (0, 1]"),
-            (Some(_), None) => bail!("error: --early-exit-threshold needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
-            _ => {}
-        }
+        super::options::check_exit_threshold(d.early_exit_threshold, d.spec_heads.as_deref())?;
         if types.contains(&SpecType::EarlyExit) && d.spec_heads.is_none() {
             bail!("error: --spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)");
         }

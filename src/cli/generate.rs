@@ -46,10 +46,7 @@ impl Setup {
             }
             None => None,
         };
-        let heads = match &o.draft.heads {
-            Some(p) => Some(crate::heads::Heads::load(p, &model).map_err(|e| anyhow::anyhow!("error: {e:#}"))?),
-            None => None,
-        };
+        let heads = o.draft.heads.as_deref().map(|p| super::options::load_heads(p, &model)).transpose()?;
         let adapters = crate::lora::session_adapters(&model, &o.lora)?;
         let n_ctx = if o.n_ctx == 0 { model.cfg.n_ctx_train } else { o.n_ctx };
         let t_load_ms = t_start.elapsed().as_secs_f64() * 1e3;

@@ -115,6 +115,20 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>, conversation_default: bo
 }
 
 /// Size the global thread pool: `-t N`, or every available core.
+/// `--early-exit-threshold P` needs a probability and `--spec-heads`.
+pub fn check_exit_threshold(threshold: Option<f32>, heads: Option<&std::path::Path>) -> Result<()> {
+    match (threshold, heads) {
+        (Some(p), _) if !(p > 0.0 && p <= 1.0) => anyhow::bail!("error: --early-exit-threshold {p}: expected a probability in (0, 1]"),
+        (Some(_), None) => anyhow::bail!("error: --early-exit-threshold needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
+        _ => Ok(()),
+    }
+}
+
+/// The heads file of `--spec-heads` for `model` (one `error:` line if not).
+pub fn load_heads(path: &std::path::Path, model: &crate::model::Model) -> Result<crate::heads::Heads> {
+    crate::heads::Heads::load(path, model).map_err(|e| anyhow::anyhow!("error: {e:#}"))
+}
+
 pub fn set_threads(t: Option<usize>) {
     let n = t.filter(|&n| n > 0).unwrap_or_else(crate::parallel::available_cores);
     let n = warn_oversubscribed(n);

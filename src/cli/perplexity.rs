@@ -108,11 +108,7 @@ fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
     if a.n_ctx == 0 {
         bail!("error: perplexity tool requires '--ctx-size' > 0");
     }
-    match (a.early_exit_threshold, &a.spec_heads) {
-        (Some(p), _) if !(p > 0.0 && p <= 1.0) => bail!("error: --early-exit-threshold {p}: expected a probability in (0, 1]"),
-        (Some(_), None) => bail!("error: --early-exit-threshold needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
-        _ => {}
-    }
+    super::options::check_exit_threshold(a.early_exit_threshold, a.spec_heads.as_deref())?;
     let text = match &a.file {
         Some(p) => Some(std::fs::read(p).with_context(|| format!("error: cannot read {}", p.display()))?),
         None => None,
@@ -153,7 +149,7 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     let bos = if tok.add_bos { tok.bos } else { None };
     let adapters = crate::lora::session_adapters(&model, &o.lora)?;
     let heads = match (&o.heads, o.threshold) {
-        (Some(p), Some(_)) => Some(crate::heads::Heads::load(p, &model).map_err(|e| anyhow::anyhow!("error: {e:#}"))?),
+        (Some(p), Some(_)) => Some(super::options::load_heads(p, &model)?),
         _ => None,
     };
     let mut lossy = heads

@@ -6,10 +6,9 @@
 //! block L for them (`Session::eval_resumed`); only the last draft, which
 //! the draft never ran, goes through every block.
 
-use super::speculative::{DraftCtx, Drafter};
+use super::speculative::{argmax, top_prob, DraftCtx, DraftTiming, Drafter};
 use crate::heads::Heads;
 use crate::model::{Rounding, Scratch};
-use crate::ops::matmul::Batch;
 use anyhow::{bail, Result};
 use std::time::Instant;
 
@@ -25,36 +24,37 @@ pub struct EarlyExit<'m> {
     rows: usize,
     mapped: Vec<f32>,
     logits: Vec<f32>,
-    ms: f64,
-    n: usize,
-    ema: Option<f64>,
+    time: DraftTiming,
 }
 
 impl<'m> EarlyExit<'m> {
     /// Drafting with the exit after `layer` blocks (None: the deepest in the
     /// file) over the first `vocab` tokens of the draft vocabulary (0: all).
     pub fn new(model: &crate::model::Model, heads: &'m Heads, layer: Option<usize>, vocab: usize) -> Result<Self> {
+        if heads.exits.is_empty() {
+            bail!("the heads file has no exit heads");
+        }
         let exit = match layer {
             Some(l) => match heads.exits.iter().position(|e| e.layer == l) {
                 Some(i) => i,
                 None => bail!("--spec-exit-layer {l}: the heads file has exits after {:?} layers", heads.exits.iter().map(|e| e.layer).collect::<Vec<_>>()),
             },
-            None => (0..heads.exits.len()).max_by_key(|&i| heads.exits[i].layer).unwrap_or(0),
+            // exits are in layer order
+            None => heads.exits.len() - 1,
         };
-        if heads.exits.is_empty() {
-            bail!("the heads file has no exit heads");
-        }
         let out = heads.draft_output(model, vocab)?;
-        Ok(EarlyExit { heads, out, exit, s: Scratch::default(), hidden: Vec::new(), rows: 0, mapped: Vec::new(), logits: Vec::new(), ms: 0.0, n: 0, ema: None })
+        Ok(EarlyExit {
+            heads,
+            out,
+            exit,
+            s: Scratch::default(),
+            hidden: Vec::new(),
+            rows: 0,
+            mapped: Vec::new(),
+            logits: Vec::new(),
+            time: DraftTiming::default(),
+        })
     }
-
-    pub fn layer(&self) -> usize {
-        self.heads.exits[self.exit].layer
-    }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b })
 }
 
 impl Drafter for EarlyExit<'_> {
@@ -74,37 +74,21 @@ impl Drafter for EarlyExit<'_> {
         let mut tok = *ctx.history.last().expect("a history");
         // the draft's own tokens must fit in the cache after the history
         let k = k.min(sess.n_ctx().saturating_sub(n0 + 1));
+        let output = self.out.as_ref().map_or(m.output(), |(o, _)| o);
         while out.len() < k {
             m.embed(&[tok], &mut self.s)?;
             m.blocks(0..head.layer, n0 + self.rows, &mut sess.kv, &mut self.s, Rounding::AsSteps, None)?;
             self.hidden.extend_from_slice(&self.s.x[..d]);
             self.rows += 1;
-            self.mapped.resize(d, 0.0);
-            head.map.forward(&self.s.x[..d], 1, &mut self.mapped, &mut Default::default(), Batch::Whole);
-            self.s.set_hidden(&self.mapped, 1);
-            let best = match &self.out {
-                Some((o, _)) => {
-                    m.head_with(o, &mut self.s, Rounding::AsSteps, &mut self.logits);
-                    argmax(&self.logits)
-                }
-                None => {
-                    m.head(&mut self.s, Rounding::AsSteps, &mut self.logits);
-                    argmax(&self.logits)
-                }
-            };
+            head.logits(m, &self.hidden[(self.rows - 1) * d..], output, &mut self.mapped, &mut self.s, &mut self.logits);
+            let best = argmax(&self.logits);
             tok = match &self.out {
                 Some((_, ids)) => ids[best],
                 None => best as u32,
             };
             out.push(tok);
         }
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        self.ms += ms;
-        self.n += out.len();
-        if !out.is_empty() {
-            let per = ms / out.len() as f64;
-            self.ema = Some(self.ema.map_or(per, |e| 0.8 * e + 0.2 * per));
-        }
+        self.time.record(t0, out.len());
         Ok(out)
     }
     fn reuse(&self) -> Option<(usize, usize, &[f32])> {
@@ -114,10 +98,10 @@ impl Drafter for EarlyExit<'_> {
         self.rows = 0;
     }
     fn ms_per_token(&self) -> Option<f64> {
-        self.ema
+        self.time.ema
     }
     fn perf(&self) -> (f64, usize) {
-        (self.ms, self.n)
+        (self.time.ms, self.time.n)
     }
     fn name(&self) -> &str {
         "early-exit"
@@ -140,6 +124,9 @@ pub struct LossyExit<'m> {
     check: Option<(crate::ops::linear::Linear, Vec<u32>)>,
     s2: Scratch,
     mapped: Vec<f32>,
+    /// `RLLAMA_EXIT_FULL_KV` (a diagnosis): the skipped blocks run in full,
+    /// only the emitted logits are the head's.
+    full_kv: bool,
     /// Tokens stepped, tokens that exited early, blocks run, blocks in all.
     pub tokens: usize,
     pub exited: usize,
@@ -147,49 +134,37 @@ pub struct LossyExit<'m> {
     pub blocks_total: usize,
 }
 
-/// Softmax probability of the largest logit.
-fn top_prob(logits: &[f32]) -> f32 {
-    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    1.0 / logits.iter().map(|&l| (l - m).exp()).sum::<f32>()
-}
-
 impl<'m> LossyExit<'m> {
     /// Exits of `heads`, confidence measured over the first `vocab` tokens
     /// of the draft vocabulary (0: all).
     pub fn new(model: &crate::model::Model, heads: &'m Heads, threshold: f32, vocab: usize) -> Result<Self> {
         let check = heads.draft_output(model, vocab)?;
-        Ok(LossyExit { heads, threshold, check, s2: Scratch::default(), mapped: Vec::new(), tokens: 0, exited: 0, blocks_run: 0, blocks_total: 0 })
+        let full_kv = std::env::var_os("RLLAMA_EXIT_FULL_KV").is_some();
+        Ok(LossyExit { heads, threshold, check, s2: Scratch::default(), mapped: Vec::new(), full_kv, tokens: 0, exited: 0, blocks_run: 0, blocks_total: 0 })
     }
 
     /// One token at `pos0` (the cache holds 0..pos0 in every block): the
     /// logits of the next token.
     pub fn step(&mut self, m: &crate::model::Model, tok: u32, pos0: usize, kv: &mut crate::kv_cache::KvCache, s: &mut Scratch) -> Result<Vec<f32>> {
-        let (n_layer, d) = (m.cfg.n_layer, m.cfg.n_embd);
+        let n_layer = m.cfg.n_layer;
         self.s2.set_adapters(s.adapters());
         m.embed(&[tok], s)?;
         let mut done = 0;
         let mut logits = Vec::new();
         self.tokens += 1;
         self.blocks_total += n_layer;
-        let mut exits: Vec<&crate::heads::ExitHead> = self.heads.exits.iter().collect();
-        exits.sort_by_key(|e| e.layer);
-        for e in exits {
+        let check = self.check.as_ref().map_or(m.output(), |(o, _)| o);
+        // exits are in layer order
+        for e in &self.heads.exits {
             m.blocks(done..e.layer, pos0, kv, s, Rounding::AsSteps, None)?;
             done = e.layer;
-            self.mapped.resize(d, 0.0);
-            e.map.forward(&s.x[..d], 1, &mut self.mapped, &mut Default::default(), Batch::Whole);
-            self.s2.set_hidden(&self.mapped, 1);
-            match &self.check {
-                Some((out, _)) => m.head_with(out, &mut self.s2, Rounding::AsSteps, &mut logits),
-                None => m.head(&mut self.s2, Rounding::AsSteps, &mut logits),
-            }
-            if top_prob(&logits) >= self.threshold {
+            e.logits(m, &s.x, check, &mut self.mapped, &mut self.s2, &mut logits);
+            if top_prob(&logits, argmax(&logits)) >= self.threshold {
                 if self.check.is_some() {
-                    self.s2.set_hidden(&self.mapped, 1);
+                    // s2 still holds the mapped row: the full vocabulary's logits
                     m.head(&mut self.s2, Rounding::AsSteps, &mut logits);
                 }
-                if std::env::var_os("RLLAMA_EXIT_FULL_KV").is_some() {
-                    // diagnosis: the skipped blocks run in full (only the emitted logits are the head's)
+                if self.full_kv {
                     m.blocks(done..n_layer, pos0, kv, s, Rounding::AsSteps, None)?;
                 } else {
                     m.fill_kv(done..n_layer, pos0, kv, s, Rounding::AsSteps)?;

@@ -87,18 +87,8 @@ impl<'m> Session<'m> {
             self.hidden_rows = 0;
             return Ok(logits);
         }
-        let logits = match &self.output {
-            None => self.model.forward_with(tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?,
-            Some(out) => {
-                let (m, s) = (self.model, &mut self.scratch);
-                let rows = outputs.rows(tokens.len());
-                m.embed(tokens, s)?;
-                m.blocks(0..m.cfg.n_layer, pos0, &mut self.kv, s, r, Some(&rows))?;
-                let mut logits = Vec::new();
-                m.head_with(out, s, r, &mut logits);
-                logits
-            }
-        };
+        let output = self.output.as_deref().unwrap_or(self.model.output());
+        let logits = self.model.forward_to(output, tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?;
         self.hidden_rows = self.scratch.n_rows();
         Ok(logits)
     }

@@ -7,7 +7,7 @@
 //! and shrinks with it when a chat rewinds. Proposals cost microseconds; the
 //! draft-length policy decides how many of their tokens are worth verifying.
 
-use super::speculative::{DraftCtx, Drafter};
+use super::speculative::{DraftCtx, DraftTiming as Timing, Drafter};
 use anyhow::Result;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -17,36 +17,47 @@ fn key(t: &[u32]) -> u64 {
     t.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// Start positions of every n-gram of one size in the history, by content.
+/// How much of `mine` (a drafter's copy of the history) still stands in
+/// `history`: all of it unless a rewind changed it. Rewinds arrive as
+/// rollbacks; one that did not is caught by the last known token, so the
+/// common case costs one comparison, not a rescan.
+fn kept(mine: &[u32], history: &[u32]) -> usize {
+    let l = mine.len();
+    if l > history.len() || (l > 0 && mine[l - 1] != history[l - 1]) {
+        mine.iter().zip(history).take_while(|(a, b)| a == b).count()
+    } else {
+        l
+    }
+}
+
+/// The history and, for each n-gram size, the start positions of its
+/// n-grams by content (one copy of the history for all sizes).
 #[derive(Default)]
-struct Index {
-    n: usize,
-    /// key -> ascending start positions
-    map: HashMap<u64, Vec<u32>>,
-    /// The history the index covers (its own copy: rollbacks need the keys).
+struct Grams {
+    sizes: Vec<usize>,
+    /// per size: key -> ascending start positions
+    maps: Vec<HashMap<u64, Vec<u32>>>,
+    /// The history the maps cover (a copy: rollbacks need the keys).
     tokens: Vec<u32>,
 }
 
-impl Index {
-    fn new(n: usize) -> Self {
-        Index { n, ..Default::default() }
+impl Grams {
+    fn new(sizes: impl IntoIterator<Item = usize>) -> Self {
+        let sizes: Vec<usize> = sizes.into_iter().collect();
+        Grams { maps: sizes.iter().map(|_| HashMap::new()).collect(), sizes, tokens: Vec::new() }
     }
 
-    /// Bring the index to `history` (append its new tokens, or first drop
+    /// Bring the maps to `history` (append its new tokens, or first drop
     /// what a rewind took back).
     fn sync(&mut self, history: &[u32]) {
-        // rewinds arrive as rollbacks; a history that changed anyway is
-        // caught by its last known token
-        let l = self.tokens.len();
-        if l > history.len() || (l > 0 && self.tokens[l - 1] != history[l - 1]) {
-            let same = self.tokens.iter().zip(history).take_while(|(a, b)| a == b).count();
-            self.truncate(same);
-        }
+        self.truncate(kept(&self.tokens, history));
         for i in self.tokens.len()..history.len() {
             self.tokens.push(history[i]);
-            if i + 1 >= self.n {
-                let j = i + 1 - self.n;
-                self.map.entry(key(&self.tokens[j..=i])).or_default().push(j as u32);
+            for (&n, map) in self.sizes.iter().zip(&mut self.maps) {
+                if i + 1 >= n {
+                    let j = i + 1 - n;
+                    map.entry(key(&self.tokens[j..=i])).or_default().push(j as u32);
+                }
             }
         }
     }
@@ -55,12 +66,14 @@ impl Index {
     fn truncate(&mut self, len: usize) {
         while self.tokens.len() > len {
             let end = self.tokens.len();
-            if end >= self.n {
-                let k = key(&self.tokens[end - self.n..end]);
-                if let Some(v) = self.map.get_mut(&k) {
-                    v.pop();
-                    if v.is_empty() {
-                        self.map.remove(&k);
+            for (&n, map) in self.sizes.iter().zip(&mut self.maps) {
+                if end >= n {
+                    let k = key(&self.tokens[end - n..end]);
+                    if let Some(v) = map.get_mut(&k) {
+                        v.pop();
+                        if v.is_empty() {
+                            map.remove(&k);
+                        }
                     }
                 }
             }
@@ -68,33 +81,13 @@ impl Index {
         }
     }
 
-    /// Earlier starts (most recent first) of the n-gram ending the history,
-    /// the suffix itself excluded, with a start <= `max_start`.
-    fn matches(&self, max_start: usize) -> impl Iterator<Item = usize> + '_ {
-        let l = self.tokens.len();
-        let suffix = if l >= self.n { &self.tokens[l - self.n..] } else { &[][..] };
-        let list = if l >= self.n { self.map.get(&key(suffix)).map(|v| &v[..]).unwrap_or(&[]) } else { &[] };
-        list.iter().rev().map(|&j| j as usize).filter(move |&j| j <= max_start && j + self.n < l && self.tokens[j..j + self.n] == *suffix)
-    }
-}
-
-/// Drafting time and count, for the policy and the statistics.
-#[derive(Default)]
-struct Timing {
-    ms: f64,
-    n: usize,
-    ema: Option<f64>,
-}
-
-impl Timing {
-    fn record(&mut self, t0: Instant, n: usize) {
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        self.ms += ms;
-        self.n += n;
-        if n > 0 {
-            let per = ms / n as f64;
-            self.ema = Some(self.ema.map_or(per, |e| 0.8 * e + 0.2 * per));
-        }
+    /// Earlier starts (most recent first) of the size-`c` n-gram ending the
+    /// history, the suffix itself excluded, with a start <= `max_start`.
+    fn matches(&self, c: usize, max_start: usize) -> impl Iterator<Item = usize> + '_ {
+        let (n, l) = (self.sizes[c], self.tokens.len());
+        let suffix = if l >= n { &self.tokens[l - n..] } else { &[][..] };
+        let list = if l >= n { self.maps[c].get(&key(suffix)).map(|v| &v[..]).unwrap_or(&[]) } else { &[] };
+        list.iter().rev().map(|&j| j as usize).filter(move |&j| j <= max_start && j + n < l && self.tokens[j..j + n] == *suffix)
     }
 }
 
@@ -102,18 +95,18 @@ impl Timing {
 /// recent earlier occurrence; the `m` tokens after it are the draft, when at
 /// least `n` follow it.
 pub struct NgramSimple {
-    idx: Index,
+    idx: Grams,
     m: usize,
     time: Timing,
 }
 
 impl NgramSimple {
     pub fn new(n: usize, m: usize) -> Self {
-        NgramSimple { idx: Index::new(n.max(1)), m: m.max(1), time: Timing::default() }
+        NgramSimple { idx: Grams::new([n.max(1)]), m: m.max(1), time: Timing::default() }
     }
 
     fn lookup(&self) -> Option<usize> {
-        let (n, l) = (self.idx.n, self.idx.tokens.len());
+        let (n, l) = (self.idx.sizes[0], self.idx.tokens.len());
         // llama.cpp: cur_len (history without the last token) > n + m + 1;
         // a start j in 1..=cur_len-n-1 with at least n tokens after it
         // before the last one
@@ -121,7 +114,7 @@ impl NgramSimple {
             return None;
         }
         // only the most recent occurrence counts (as llama.cpp's backward search)
-        let j = self.idx.matches(l - n - 2).find(|&j| j > 0)?;
+        let j = self.idx.matches(0, l - n - 2).find(|&j| j > 0)?;
         (l - 1 - (j + n) >= n).then_some(j)
     }
 }
@@ -132,7 +125,7 @@ impl Drafter for NgramSimple {
         self.idx.sync(ctx.history);
         let out = match self.lookup() {
             Some(j) => {
-                let (n, l) = (self.idx.n, self.idx.tokens.len());
+                let (n, l) = (self.idx.sizes[0], self.idx.tokens.len());
                 let copy = self.m.min(l - 1 - (j + n)).min(k);
                 self.idx.tokens[j + n..j + n + copy].to_vec()
             }
@@ -163,7 +156,7 @@ impl Drafter for NgramSimple {
 /// recent occurrence followed by a whole `m`-gram; the draft is that m-gram,
 /// cut to the number of tokens accepted the last time the key drafted.
 pub struct NgramMapK {
-    idx: Index,
+    idx: Grams,
     m: usize,
     /// Per key: tokens accepted at its last draft (m until it drafts).
     accepted: HashMap<u64, usize>,
@@ -173,16 +166,16 @@ pub struct NgramMapK {
 
 impl NgramMapK {
     pub fn new(n: usize, m: usize) -> Self {
-        NgramMapK { idx: Index::new(n.max(1)), m: m.max(1), accepted: HashMap::new(), last: None, time: Timing::default() }
+        NgramMapK { idx: Grams::new([n.max(1)]), m: m.max(1), accepted: HashMap::new(), last: None, time: Timing::default() }
     }
 
     fn lookup(&self) -> Option<(usize, u64)> {
-        let (n, l) = (self.idx.n, self.idx.tokens.len());
+        let (n, l) = (self.idx.sizes[0], self.idx.tokens.len());
         if l < 2 * n + self.m + 1 {
             return None;
         }
         // a start with the whole m-gram after it, before the last token
-        let j = self.idx.matches(l.checked_sub(n + self.m + 3)?).find(|&j| j > 0)?;
+        let j = self.idx.matches(0, l.checked_sub(n + self.m + 3)?).find(|&j| j > 0)?;
         Some((j, key(&self.idx.tokens[l - n..])))
     }
 }
@@ -194,7 +187,7 @@ impl Drafter for NgramMapK {
         self.last = None;
         let out = match self.lookup() {
             Some((j, kk)) => {
-                let n = self.idx.n;
+                let n = self.idx.sizes[0];
                 let len = self.m.min(*self.accepted.get(&kk).unwrap_or(&self.m)).min(k);
                 self.last = Some(kk);
                 self.idx.tokens[j + n..j + n + len].to_vec()
@@ -272,7 +265,7 @@ impl NgramMod {
     /// Add the n-grams of the history whose next token is known (the last
     /// token's successor is not).
     fn sync(&mut self, history: &[u32]) {
-        let same = self.tokens.iter().zip(history).take_while(|(a, b)| a == b).count();
+        let same = kept(&self.tokens, history);
         if same < self.tokens.len() {
             // a rewind: the table cannot forget; entries refer to content
             self.tokens.truncate(same);
@@ -367,31 +360,24 @@ const LOOKUP_CANDIDATES: usize = 8;
 /// continuation may run into the draft itself, so a repeated phrase drafts
 /// past the end of its last copy. The acceptance class is the match length.
 pub struct NgramLookup {
-    idx: Vec<Index>,
-    n_min: usize,
+    idx: Grams,
     time: Timing,
 }
 
 impl NgramLookup {
     pub fn new(n_min: usize, n_max: usize) -> Self {
         let n_min = n_min.max(1);
-        NgramLookup { idx: (n_min..=n_max.max(n_min)).map(Index::new).collect(), n_min, time: Timing::default() }
+        NgramLookup { idx: Grams::new(n_min..=n_max.max(n_min)), time: Timing::default() }
     }
 
-    fn sync(&mut self, history: &[u32]) {
-        for i in &mut self.idx {
-            i.sync(history);
-        }
-    }
-
-    /// The longest matching index (position in `idx`) and its candidates.
+    /// The longest matching size (position in `idx.sizes`) and its candidates.
     fn lookup(&self) -> Option<(usize, Vec<usize>)> {
-        for (c, ix) in self.idx.iter().enumerate().rev() {
-            let l = ix.tokens.len();
-            if l <= ix.n {
+        let l = self.idx.tokens.len();
+        for (c, &n) in self.idx.sizes.iter().enumerate().rev() {
+            if l <= n {
                 continue;
             }
-            let cands: Vec<usize> = ix.matches(l - ix.n - 1).take(LOOKUP_CANDIDATES).collect();
+            let cands: Vec<usize> = self.idx.matches(c, l - n - 1).take(LOOKUP_CANDIDATES).collect();
             if !cands.is_empty() {
                 return Some((c, cands));
             }
@@ -403,10 +389,10 @@ impl NgramLookup {
 impl Drafter for NgramLookup {
     fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>> {
         let t0 = Instant::now();
-        self.sync(ctx.history);
+        self.idx.sync(ctx.history);
         let mut out = Vec::new();
         if let Some((c, mut cands)) = self.lookup() {
-            let (n, h) = (self.n_min + c, &self.idx[c].tokens);
+            let (n, h) = (self.idx.sizes[c], &self.idx.tokens);
             let at = |p: usize, out: &[u32]| if p < h.len() { h[p] } else { out[p - h.len()] };
             while out.len() < k && !cands.is_empty() {
                 let i = out.len();
@@ -422,16 +408,14 @@ impl Drafter for NgramLookup {
         Ok(out)
     }
     fn n_classes(&self) -> usize {
-        self.idx.len()
+        self.idx.sizes.len()
     }
     fn class(&mut self, ctx: &DraftCtx) -> Option<usize> {
-        self.sync(ctx.history);
+        self.idx.sync(ctx.history);
         self.lookup().map(|(c, _)| c)
     }
     fn rollback(&mut self, n: usize) {
-        for i in &mut self.idx {
-            i.truncate(n);
-        }
+        self.idx.truncate(n);
     }
     fn ms_per_token(&self) -> Option<f64> {
         self.time.ema
@@ -450,16 +434,17 @@ mod tests {
 
     #[test]
     fn index_grows_and_rewinds() {
-        let mut ix = Index::new(2);
+        let mut ix = Grams::new([2, 3]);
         ix.sync(&[1, 2, 3, 1, 2]);
-        assert_eq!(ix.matches(usize::MAX).collect::<Vec<_>>(), vec![0]);
+        assert_eq!(ix.matches(0, usize::MAX).collect::<Vec<_>>(), vec![0]);
         ix.sync(&[1, 2, 3, 1, 2, 3, 1, 2]);
-        assert_eq!(ix.matches(usize::MAX).collect::<Vec<_>>(), vec![3, 0]);
+        assert_eq!(ix.matches(0, usize::MAX).collect::<Vec<_>>(), vec![3, 0]);
+        assert_eq!(ix.matches(1, usize::MAX).collect::<Vec<_>>(), vec![2]);
         // a rewind to a different continuation
         ix.sync(&[1, 2, 3, 1, 9]);
-        assert_eq!(ix.matches(usize::MAX).count(), 0);
-        let mut fresh = Index::new(2);
+        assert_eq!(ix.matches(0, usize::MAX).count(), 0);
+        let mut fresh = Grams::new([2, 3]);
         fresh.sync(&[1, 2, 3, 1, 9]);
-        assert_eq!(ix.map.len(), fresh.map.len());
+        assert_eq!(ix.maps.iter().map(HashMap::len).collect::<Vec<_>>(), fresh.maps.iter().map(HashMap::len).collect::<Vec<_>>());
     }
 }

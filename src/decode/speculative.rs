@@ -131,8 +131,30 @@ impl<'m> DraftModel<'m> {
     }
 }
 
+/// Drafting time and count of a drafter that costs about the same per token
+/// every round, for the policy (`ms_per_token`) and the statistics (`perf`).
+#[derive(Default)]
+pub struct DraftTiming {
+    pub ms: f64,
+    pub n: usize,
+    pub ema: Option<f64>,
+}
+
+impl DraftTiming {
+    /// A proposal that started at `t0` and drafted `n` tokens.
+    pub fn record(&mut self, t0: Instant, n: usize) {
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.ms += ms;
+        self.n += n;
+        if n > 0 {
+            let per = ms / n as f64;
+            self.ema = Some(self.ema.map_or(per, |e| 0.8 * e + 0.2 * per));
+        }
+    }
+}
+
 /// Index of the largest logit (the first one wins ties).
-fn argmax(logits: &[f32]) -> usize {
+pub fn argmax(logits: &[f32]) -> usize {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {
         if l > logits[best] {
@@ -143,7 +165,7 @@ fn argmax(logits: &[f32]) -> usize {
 }
 
 /// Softmax probability of the largest logit `logits[best]`.
-fn top_prob(logits: &[f32], best: usize) -> f32 {
+pub fn top_prob(logits: &[f32], best: usize) -> f32 {
     let m = logits[best];
     let sum: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
     1.0 / sum
@@ -369,19 +391,18 @@ impl DraftLength {
 
     /// How many tokens slot `slot` should draft now (0 = not worth it).
     pub fn choose(&mut self, slot: usize, draft_ms: Option<f64>) -> usize {
-        let (t1, t_of) = (self.t(1), |k: usize| self.t(k));
-        let Some(s) = self.slots.get(slot) else { return 0 };
-        if self.fixed || s.n_max == 0 {
-            return s.n_max;
+        let Some(&Slot { n_max, n_min, alpha, .. }) = self.slots.get(slot) else { return 0 };
+        if self.fixed || n_max == 0 {
+            return n_max;
         }
-        let Some(t1) = t1 else { return 0 };
-        let Some(td) = draft_ms else { return s.n_max.min(4).max(s.n_min) };
-        let a = s.alpha.clamp(0.0, 0.999);
+        let Some(t1) = self.t(1) else { return 0 };
+        let Some(td) = draft_ms else { return n_max.min(4).max(n_min) };
+        let a = alpha.clamp(0.0, 0.999);
         // drafting must beat plain steps by a margin: at break-even it only
         // adds the noise of its estimates
         let mut best = (0usize, MIN_GAIN / t1);
-        for k in s.n_min.max(1)..=s.n_max {
-            let Some(tv) = t_of(k + 1) else { continue };
+        for k in n_min.max(1)..=n_max {
+            let Some(tv) = self.t(k + 1) else { continue };
             let expected = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
             let rate = expected / (k as f64 * td + tv);
             if rate > best.1 {
@@ -391,27 +412,27 @@ impl DraftLength {
         if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
             eprintln!(
                 "[spec] slot {slot} alpha {a:.3} t1 {t1:.2} ms draft {td:.3} ms/token t2 {:.2} t5 {:.2} -> k {}",
-                t_of(2).unwrap_or(0.0),
-                t_of(5).unwrap_or(0.0),
+                self.t(2).unwrap_or(0.0),
+                self.t(5).unwrap_or(0.0),
                 best.0
             );
         }
-        let (n_min, n_max) = (s.n_min, s.n_max);
-        // Even if every draft were accepted, would drafting beat plain steps by 10%?
-        let upper = (n_min.max(1)..=n_max).filter_map(|k| t_of(k + 1).map(|tv| (k as f64 + 1.0) / (k as f64 * td + tv))).fold(0.0f64, f64::max);
-        let s = &mut self.slots[slot];
         if best.0 > 0 {
+            let s = &mut self.slots[slot];
             s.cooldown = 0;
             s.backoff = 16;
             return best.0;
         }
-        // If not, do not spend time probing at all.
+        // Even if every draft were accepted, would drafting beat plain steps
+        // by 10%? If not, do not spend time probing at all.
+        let upper = (n_min.max(1)..=n_max).filter_map(|k| self.t(k + 1).map(|tv| (k as f64 + 1.0) / (k as f64 * td + tv))).fold(0.0f64, f64::max);
         if upper < 1.1 / t1 {
             return 0;
         }
         // Not worth it now. Probe again now and then (acceptance and costs
         // change with the text), backing off while probes keep failing, so
         // the probes cost little next to plain decoding.
+        let s = &mut self.slots[slot];
         if s.cooldown == 0 {
             s.cooldown = s.backoff;
             s.backoff = (s.backoff * 2).min(1024);

@@ -60,11 +60,6 @@ fn hidden(model: &Model, tokens: &[u32], layers: &[usize]) -> Result<(Vec<Vec<f3
     Ok((std::mem::take(&mut s.captured), s.x.clone()))
 }
 
-/// Index of the largest value in each row of `n` (argmax, first wins).
-fn argmax_rows(logits: &[f32], n: usize) -> Vec<usize> {
-    logits.chunks_exact(logits.len() / n.max(1)).map(|r| r.iter().enumerate().fold(0, |b, (i, &v)| if v > r[b] { i } else { b })).collect()
-}
-
 /// Top-1 of the model's head on hidden rows `x` (n of them), in groups.
 fn top1(model: &Model, x: &[f32], n: usize) -> Vec<usize> {
     const GROUP: usize = 32;
@@ -77,7 +72,7 @@ fn top1(model: &Model, x: &[f32], n: usize) -> Vec<usize> {
         s.x = x[g * d..(g + m) * d].to_vec();
         s.rows = (0..m).collect();
         model.head(&mut s, Rounding::Batch, &mut logits);
-        out.extend(argmax_rows(&logits, m));
+        out.extend(logits.chunks_exact(logits.len() / m).map(crate::decode::speculative::argmax));
     }
     out
 }

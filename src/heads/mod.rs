@@ -25,8 +25,9 @@ pub mod graft;
 
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::model::Model;
+use crate::model::{Rounding, Scratch};
 use crate::ops::linear::Linear;
-use crate::ops::matmul::QMatrix;
+use crate::ops::matmul::{Batch, QMatrix};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
@@ -93,7 +94,20 @@ pub struct ExitHead {
     pub map: Linear,
 }
 
-/// The heads of one model.
+impl ExitHead {
+    /// This exit's logits for one hidden row `x` (after `layer` blocks): the
+    /// map into `mapped`, then the model's output norm and `output` (the
+    /// model's own matrix or a draft-vocabulary cut of it). `s` is left
+    /// holding the mapped row, so `model.head_with` can add another output.
+    pub fn logits(&self, model: &Model, x: &[f32], output: &Linear, mapped: &mut Vec<f32>, s: &mut Scratch, logits: &mut Vec<f32>) {
+        mapped.resize(model.cfg.n_embd, 0.0);
+        self.map.forward(x, 1, mapped, &mut Default::default(), Batch::Whole);
+        s.set_hidden(mapped, 1);
+        model.head_with(output, s, Rounding::AsSteps, logits);
+    }
+}
+
+/// The heads of one model (exits in layer order).
 pub struct Heads {
     pub exits: Vec<ExitHead>,
     /// Token ids in drafting priority (see `heads.draft_vocab`).
@@ -143,6 +157,7 @@ impl Heads {
             Some(a) => a.iter().filter_map(|v| v.as_i64()).filter(|&t| t >= 0 && (t as usize) < c.n_vocab).map(|t| t as u32).collect(),
             None => Vec::new(),
         };
+        exits.sort_by_key(|e| e.layer);
         Ok(Heads { exits, vocab })
     }
 

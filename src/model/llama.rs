@@ -11,7 +11,7 @@ use super::weights::{Layer, Weights};
 use super::{Config, Outputs};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
-use crate::ops::attention::{attend_f16, attend_tiled, attend_tiled_stats, merge_segments, FA_TILE, KEY_SEGMENT};
+use crate::ops::attention::{attend_f16, attend_tiled_stats, merge_segments, FA_TILE, KEY_SEGMENT};
 use crate::ops::linear::{Linear, MatCtx};
 use crate::ops::matmul::Batch;
 use crate::ops::norm::rms_norm_rows;
@@ -143,6 +143,21 @@ impl Model {
     /// block, head. The final hidden rows stay in `s.x` (one per output row),
     /// those after the layers in `s.capture` in `s.captured`.
     pub fn forward_with(&self, tokens: &[u32], pos0: usize, kv: &mut KvCache, s: &mut Scratch, outputs: &Outputs, r: Rounding) -> Result<Vec<f32>> {
+        self.forward_to(&self.w.output, tokens, pos0, kv, s, outputs, r)
+    }
+
+    /// `forward_with` through another output matrix (a draft vocabulary's cut).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_to(
+        &self,
+        output: &Linear,
+        tokens: &[u32],
+        pos0: usize,
+        kv: &mut KvCache,
+        s: &mut Scratch,
+        outputs: &Outputs,
+        r: Rounding,
+    ) -> Result<Vec<f32>> {
         let n = tokens.len();
         if n == 0 {
             bail!("empty batch");
@@ -154,7 +169,7 @@ impl Model {
         self.embed(tokens, s)?;
         self.blocks(0..self.cfg.n_layer, pos0, kv, s, r, Some(&out_rows))?;
         let mut logits = Vec::new();
-        self.head(s, r, &mut logits);
+        self.head_with(output, s, r, &mut logits);
         Ok(logits)
     }
 
@@ -331,88 +346,75 @@ impl Model {
         // rounded as one-token steps take the one-token kernel. Fast mode
         // uses the tiled kernel for every batch: a query's arithmetic depends
         // only on its own positions (tiles at multiples of FA_TILE), so it is
-        // batch-invariant.
-        // fast mode splits long contexts at fixed key positions
-        // (flash-decoding): more work items for single tokens, and a query's
-        // result still depends only on its own positions
-        let max_end = rows.iter().map(|&t| pos0 + t + 1).max().unwrap_or(0);
-        let min_start = rows.iter().map(|&t| first_pos(t)).min().unwrap_or(0);
-        let (seg0, seg1) = (min_start / KEY_SEGMENT, max_end.div_ceil(KEY_SEGMENT));
-        if !crate::quant::fast::exact() && seg1 - seg0 > 1 {
-            let nseg = seg1 - seg0;
+        // batch-invariant. Fast mode also splits contexts longer than
+        // KEY_SEGMENT at fixed key positions (flash-decoding: more work items
+        // for one token), merging the segments in order.
+        let fast = !crate::quant::fast::exact();
+        if fast || (n >= FA_TILE && !steps) {
+            let max_end = rows.iter().map(|&t| pos0 + t + 1).max().unwrap_or(0);
+            let min_start = rows.iter().map(|&t| first_pos(t)).min().unwrap_or(0);
+            let (seg0, seg1) = (min_start / KEY_SEGMENT, max_end.div_ceil(KEY_SEGMENT));
+            let split = fast && seg1 - seg0 > 1;
+            let nseg = if split { seg1 - seg0 } else { 1 };
+            let keys = |sg: usize| if split { (seg0 + sg) * KEY_SEGMENT..(seg0 + sg + 1) * KEY_SEGMENT } else { 0..usize::MAX };
+            // work items: a KV head, its query heads (the K/V tiles are
+            // widened once for them all), a block of FA_TILE rows, a key
+            // segment; the heads split only when there would be fewer items
+            // than threads
             let row_blocks = nr.div_ceil(FA_TILE);
             let subsets = parallel::n_threads().div_ceil(nkv * row_blocks * nseg).clamp(1, group);
             let per = group.div_ceil(subsets);
             let items: Vec<(usize, usize, usize, usize)> = (0..nkv)
                 .flat_map(|g| (0..group).step_by(per).flat_map(move |h0| (0..row_blocks).flat_map(move |b| (0..nseg).map(move |sg| (g, h0, b, sg)))))
                 .collect();
-            // outputs of slots no item covers are never read (their sum is 0)
-            s.seg_o.resize(nseg * nr * nh * hv, 0.0);
-            s.seg_st.clear();
-            s.seg_st.resize(nseg * nr * nh, (f32::NEG_INFINITY, 0.0));
+            if split {
+                // outputs of slots no item covers are never read (their sum is 0)
+                s.seg_o.resize(nseg * nr * nh * hv, 0.0);
+                s.seg_st.clear();
+                s.seg_st.resize(nseg * nr * nh, (f32::NEG_INFINITY, 0.0));
+            }
             let (pop, psp) = (SendPtr(s.seg_o.as_mut_ptr()), SendPtr(s.seg_st.as_mut_ptr()));
             parallel::for_each(items.len(), |it| {
                 let (g, h0, b, sg) = items[it];
-                let (k0, k1) = ((seg0 + sg) * KEY_SEGMENT, (seg0 + sg + 1) * KEY_SEGMENT);
+                let kr = keys(sg);
                 let heads = g * group + h0..g * group + (h0 + per).min(group);
                 let rr = &rows[b * FA_TILE..((b + 1) * FA_TILE).min(nr)];
                 let (mut qs, mut ranges, mut slots) = (Vec::new(), Vec::new(), Vec::new());
-                for h in heads.clone() {
+                for h in heads {
                     for (k, &t) in rr.iter().enumerate() {
-                        let r = first_pos(t).max(k0)..(pos0 + t + 1).min(k1);
+                        let r = first_pos(t).max(kr.start)..(pos0 + t + 1).min(kr.end);
                         if r.start < r.end {
                             qs.push(&q[(t * nh + h) * hk..(t * nh + h + 1) * hk]);
                             ranges.push(r);
-                            slots.push((sg * nr + b * FA_TILE + k) * nh + h);
+                            slots.push((b * FA_TILE + k) * nh + h);
                         }
                     }
                 }
                 let mut o = vec![0f32; qs.len() * hv];
-                let mut st = vec![(0f32, 0f32); qs.len()];
-                attend_tiled_stats(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o, Some(&mut st));
+                let mut st = vec![(0f32, 0f32); if split { qs.len() } else { 0 }];
+                attend_tiled_stats(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o, split.then_some(&mut st[..]));
                 for (k, &slot) in slots.iter().enumerate() {
-                    // SAFETY: (segment, row, head) slots are disjoint across items and inside po/pst.
+                    // SAFETY: (segment, row, head) slots are disjoint across
+                    // items and inside s.att, or s.seg_o / s.seg_st.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(o[k * hv..].as_ptr(), pop.get().add(slot * hv), hv);
-                        *psp.get().add(slot) = st[k];
+                        if split {
+                            let slot = sg * nr * nh + slot;
+                            std::ptr::copy_nonoverlapping(o[k * hv..].as_ptr(), pop.get().add(slot * hv), hv);
+                            *psp.get().add(slot) = st[k];
+                        } else {
+                            std::ptr::copy_nonoverlapping(o[k * hv..].as_ptr(), att.get().add(slot * hv), hv);
+                        }
                     }
                 }
             });
-            let (po, pst) = (&s.seg_o, &s.seg_st);
-            parallel::for_each(nr * nh, |i| {
-                // SAFETY: slot i of s.att, disjoint across items.
-                let out = unsafe { std::slice::from_raw_parts_mut(att.get().add(i * hv), hv) };
-                merge_segments(nseg, |sg| (&po[(sg * nr * nh + i) * hv..(sg * nr * nh + i + 1) * hv], pst[sg * nr * nh + i]), out);
-            });
-        } else if !crate::quant::fast::exact() || (n >= FA_TILE && !steps) {
-            // work items: a KV head, its query heads (the K/V tiles are
-            // widened once for them all), a block of FA_TILE rows; the heads
-            // split only when there would be fewer items than threads
-            let row_blocks = nr.div_ceil(FA_TILE);
-            let subsets = parallel::n_threads().div_ceil(nkv * row_blocks).clamp(1, group);
-            let per = group.div_ceil(subsets);
-            let items: Vec<(usize, usize, usize)> =
-                (0..nkv).flat_map(|g| (0..group).step_by(per).flat_map(move |h0| (0..row_blocks).map(move |b| (g, h0, b)))).collect();
-            parallel::for_each(items.len(), |it| {
-                let (g, h0, b) = items[it];
-                let heads = g * group + h0..g * group + (h0 + per).min(group);
-                let rr = &rows[b * FA_TILE..((b + 1) * FA_TILE).min(nr)];
-                let mut qs: Vec<&[f32]> = Vec::with_capacity(heads.len() * rr.len());
-                let mut ranges = Vec::with_capacity(qs.capacity());
-                for h in heads.clone() {
-                    for &t in rr {
-                        qs.push(&q[(t * nh + h) * hk..(t * nh + h + 1) * hk]);
-                        ranges.push(first_pos(t)..pos0 + t + 1);
-                    }
-                }
-                let mut o = vec![0f32; qs.len() * hv];
-                attend_tiled(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o);
-                for (k, ov) in o.chunks(hv).enumerate() {
-                    let (h, ri) = (heads.start + k / rr.len(), b * FA_TILE + k % rr.len());
-                    // SAFETY: (row, head) slots are disjoint across items and inside s.att.
-                    unsafe { std::ptr::copy_nonoverlapping(ov.as_ptr(), att.get().add((ri * nh + h) * hv), hv) };
-                }
-            });
+            if split {
+                let (po, pst) = (&s.seg_o, &s.seg_st);
+                parallel::for_each(nr * nh, |i| {
+                    // SAFETY: slot i of s.att, disjoint across items.
+                    let out = unsafe { std::slice::from_raw_parts_mut(att.get().add(i * hv), hv) };
+                    merge_segments(nseg, |sg| (&po[(sg * nr * nh + i) * hv..(sg * nr * nh + i + 1) * hv], pst[sg * nr * nh + i]), out);
+                });
+            }
         } else {
             parallel::for_each(nr * nh, |i| {
                 thread_local! {
