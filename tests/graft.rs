@@ -3,9 +3,9 @@
 //! another model's heads, an exit layer out of range, early-exit without heads.
 mod common;
 
-use common::{tiny_model, Rng};
+use common::{tiny_model, tiny_model_layers, Rng};
 use rllama::heads::graft::{graft, GraftParams, GraftProgress};
-use rllama::heads::Heads;
+use rllama::heads::{ExitSpec, Heads};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -15,8 +15,9 @@ impl GraftProgress for Quiet {
     fn line(&mut self, _: &str) {}
 }
 
-fn params(layers: Vec<usize>) -> GraftParams {
-    GraftParams { exit_layers: layers, n_ctx: 32, chunks: None, holdout: 2, ridge: 1e-2 }
+/// Exits written as on the command line (`L` or `L+T`).
+fn params(exits: &[&str]) -> GraftParams {
+    GraftParams { exit_layers: exits.iter().map(|e| e.parse().unwrap()).collect(), n_ctx: 32, chunks: None, holdout: 2, ridge: 1e-2 }
 }
 
 fn tokens(n: usize) -> Vec<u32> {
@@ -31,7 +32,7 @@ fn tmp(name: &str) -> PathBuf {
 #[test]
 fn heads_round_trip_and_refuse_another_model() {
     let m = tiny_model(1);
-    let (w, reports) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    let (w, reports) = graft(&m, &tokens(32 * 12), &params(&["1"]), &mut Quiet).unwrap();
     assert_eq!(reports.len(), 1);
     assert!((0.0..=1.0).contains(&reports[0].agree) && (0.0..=1.0).contains(&reports[0].agree_lens));
     let p = tmp("heads.gguf");
@@ -48,12 +49,36 @@ fn heads_round_trip_and_refuse_another_model() {
 #[test]
 fn graft_refuses_bad_layers_and_short_text() {
     let m = tiny_model(1);
-    for layers in [vec![0], vec![2], vec![], vec![1, 1]] {
-        let e = graft(&m, &tokens(32 * 12), &params(layers.clone()), &mut Quiet).err().expect("bad layers accepted").to_string();
+    for layers in [&["0"][..], &["2"], &[], &["1", "1"], &["1+1"], &["0+1"]] {
+        let e = graft(&m, &tokens(32 * 12), &params(layers), &mut Quiet).err().expect("bad layers accepted").to_string();
         assert!(e.contains("exit-layers"), "{layers:?}: {e}");
     }
-    let e = graft(&m, &tokens(40), &params(vec![1]), &mut Quiet).err().expect("too little text accepted").to_string();
+    let e = graft(&m, &tokens(40), &params(&["1"]), &mut Quiet).err().expect("too little text accepted").to_string();
     assert!(e.contains("chunks"), "{e}");
+    assert!("3+x".parse::<ExitSpec>().is_err() && "+2".parse::<ExitSpec>().is_err());
+    assert_eq!("5+2".parse::<ExitSpec>().unwrap(), ExitSpec { layer: 5, tail: 2 });
+}
+
+/// An exit with a tail (first blocks, then the last ones) on a 3-block
+/// model: stored and loaded with its tail and agreement, refused by the
+/// lossy exit (which runs plain exits only), and given by its spelling to
+/// `--spec-exit-layer`.
+#[test]
+fn exits_with_a_tail_round_trip() {
+    let m = tiny_model_layers(1, 3);
+    let (w, reports) = graft(&m, &tokens(32 * 12), &params(&["1+1", "1", "2"]), &mut Quiet).unwrap();
+    assert_eq!(reports.iter().map(|r| r.exit.to_string()).collect::<Vec<_>>(), vec!["1+1", "1", "2"]);
+    let p = tmp("tail-heads.gguf");
+    w.write_file(&p).unwrap();
+    let h = Heads::load(&p, &m).unwrap();
+    std::fs::remove_file(&p).ok();
+    let specs: Vec<String> = h.exits.iter().map(|e| e.spec().to_string()).collect();
+    assert_eq!(specs, vec!["1", "1+1", "2"], "exits kept in (layer, tail) order");
+    for (e, r) in h.exits.iter().zip([&reports[1], &reports[0], &reports[2]]) {
+        assert_eq!(e.agree.map(|a| a as f32), Some(r.agree as f32), "exit {}: agreement stored", e.spec());
+    }
+    let ee = rllama::decode::early_exit::EarlyExit::new(&m, &h, Some(ExitSpec { layer: 1, tail: 2 }), 0);
+    assert!(ee.err().expect("a missing exit accepted").to_string().contains("1, 1+1, 2"));
 }
 
 /// One `error:` line and exit code 1.
@@ -74,7 +99,7 @@ fn spec_heads_errors_are_one_line() {
     one_error_line(&with(&["--spec-type", "early-exit", "--spec-heads", "/nonexistent/heads.gguf"]), "cannot open heads file");
     // the tiny model's heads on Qwen
     let m = tiny_model(1);
-    let (w, _) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    let (w, _) = graft(&m, &tokens(32 * 12), &params(&["1"]), &mut Quiet).unwrap();
     let p = tmp("tiny-heads.gguf");
     w.write_file(&p).unwrap();
     one_error_line(&with(&["--spec-type", "early-exit", "--spec-heads", p.to_str().unwrap()]), "another model");
@@ -100,7 +125,7 @@ fn lossy_exit_fills_the_skipped_blocks() {
     use rllama::decode::early_exit::LossyExit;
     use rllama::model::Scratch;
     let m = tiny_model(1);
-    let (w, _) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    let (w, _) = graft(&m, &tokens(32 * 12), &params(&["1"]), &mut Quiet).unwrap();
     let p = tmp("lossy-heads.gguf");
     w.write_file(&p).unwrap();
     let h = Heads::load(&p, &m).unwrap();
@@ -134,7 +159,7 @@ fn lossy_exit_fills_the_skipped_blocks() {
 #[test]
 fn mutated_heads_files_never_panic() {
     let m = tiny_model(1);
-    let (w, _) = graft(&m, &tokens(32 * 12), &params(vec![1]), &mut Quiet).unwrap();
+    let (w, _) = graft(&m, &tokens(32 * 12), &params(&["1"]), &mut Quiet).unwrap();
     let base = w.to_bytes();
     let header = base.len().min(4096);
     let mut rng = Rng(99);

@@ -13,7 +13,7 @@ use rllama::decode::generator::Generator;
 use rllama::decode::speculative::{DraftLength, DraftModel, Drafter};
 use rllama::decode::Session;
 use rllama::heads::graft::{graft, GraftParams, GraftProgress};
-use rllama::heads::Heads;
+use rllama::heads::{ExitSpec, Heads};
 use rllama::model::Model;
 use rllama::sampling::{Sampler, SamplerParams};
 use rllama::tokenizer::Tokenizer;
@@ -57,17 +57,26 @@ impl GraftProgress for Quiet {
     fn line(&mut self, _: &str) {}
 }
 
-/// Exit heads after `n_layer - 4` blocks, fitted on the start of the Rust book.
+/// Exit heads after `n_layer - 4` blocks and after `n_layer - 6` plus the
+/// last 2, fitted on the start of the Rust book.
 fn heads(model: &Model, tok: &Tokenizer) -> Heads {
     let text = std::fs::read_to_string(common::fixture("rust-book-ch00-04.txt")).unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();
-    let p = GraftParams { exit_layers: vec![model.cfg.n_layer - 4], n_ctx: 256, chunks: Some(4), holdout: 1, ridge: 1e-2 };
+    let p = GraftParams { exit_layers: vec![exit_plain(model), exit_tail(model)], n_ctx: 256, chunks: Some(4), holdout: 1, ridge: 1e-2 };
     let (w, _) = graft(model, &tokens, &p, &mut Quiet).unwrap();
     let path = std::env::temp_dir().join(format!("rllama-heads-{}-{}.gguf", model.cfg.n_layer, std::process::id()));
     w.write_file(&path).unwrap();
     let h = Heads::load(&path, model).unwrap();
     std::fs::remove_file(&path).ok();
     h
+}
+
+fn exit_plain(model: &Model) -> ExitSpec {
+    ExitSpec { layer: model.cfg.n_layer - 4, tail: 0 }
+}
+
+fn exit_tail(model: &Model) -> ExitSpec {
+    ExitSpec { layer: model.cfg.n_layer - 6, tail: 2 }
 }
 
 fn check(target_file: &str, draft_file: Option<&str>) {
@@ -80,18 +89,19 @@ fn check(target_file: &str, draft_file: Option<&str>) {
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&model, p, &tok, None).0).collect();
     let heads = heads(&model, &tok);
     let all = [SpecType::NgramSimple, SpecType::NgramMapK, SpecType::NgramMod, SpecType::NgramLookup, SpecType::EarlyExit, SpecType::DraftSimple];
-    let configs: Vec<(&str, Vec<SpecType>)> = vec![
-        ("ngram-simple", vec![SpecType::NgramSimple]),
-        ("ngram-mod", vec![SpecType::NgramMod]),
-        ("ngram-lookup", vec![SpecType::NgramLookup]),
-        ("early-exit", vec![SpecType::EarlyExit]),
-        ("all types and the draft model", all.to_vec()),
+    let configs: Vec<(&str, Vec<SpecType>, Option<ExitSpec>)> = vec![
+        ("ngram-simple", vec![SpecType::NgramSimple], None),
+        ("ngram-mod", vec![SpecType::NgramMod], None),
+        ("ngram-lookup", vec![SpecType::NgramLookup], None),
+        ("early-exit", vec![SpecType::EarlyExit], Some(exit_plain(&model))),
+        ("early-exit skipping middle layers", vec![SpecType::EarlyExit], Some(exit_tail(&model))),
+        ("all types and the draft model", all.to_vec(), None),
     ];
-    for (name, types) in configs {
+    for (name, types, exit) in configs {
         let (mut drafted, mut accepted) = (0, 0);
         for (i, p) in prompts.iter().enumerate() {
             let dm = draft.as_ref().map(|d| (DraftModel::new(d, 2048, 512, 0.0).unwrap(), K, 0));
-            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, Some((&model, &heads, None)), K).unwrap();
+            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, Some((&model, &heads, exit)), K).unwrap();
             let (got, d, a) = generate(&model, p, &tok, Some(&mut ds));
             assert_eq!(got, want[i], "{target_file} with {name}, prompt {i}: greedy output differs from plain");
             drafted += d;

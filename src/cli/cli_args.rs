@@ -241,11 +241,11 @@ pub struct DraftArgs {
     spec_heads: Option<PathBuf>,
     #[arg(
         long = "spec-exit-layer",
-        value_name = "L",
-        help = "early-exit drafts with the first L layers (default: the deepest exit in the heads file)",
+        value_name = "L[+T]",
+        help = "early-exit drafts only with this exit of the heads file (the first L layers, plus the last T) (default: each round the exit expected fastest)",
         help_heading = "Speculative"
     )]
-    spec_exit_layer: Option<usize>,
+    spec_exit_layer: Option<crate::heads::ExitSpec>,
     #[arg(
         long = "spec-draft-vocab",
         value_name = "K",

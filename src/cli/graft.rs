@@ -2,6 +2,7 @@
 //! text and written to a sidecar heads file (`--spec-heads`).
 
 use crate::heads::graft::{graft, GraftParams, GraftProgress};
+use crate::heads::ExitSpec;
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
@@ -19,8 +20,13 @@ pub struct GraftArgs {
     model: Option<PathBuf>,
     #[arg(short = 'f', long = "file", value_name = "CALIB.txt", help = "calibration text")]
     file: Option<PathBuf>,
-    #[arg(long = "exit-layers", value_name = "L1,L2,...", help = "blocks before each exit head", value_delimiter = ',')]
-    exit_layers: Vec<usize>,
+    #[arg(
+        long = "exit-layers",
+        value_name = "L1,L2,...",
+        help = "blocks before each exit head; L+T: the first L blocks, then the last T (middle layers skipped)",
+        value_delimiter = ','
+    )]
+    exit_layers: Vec<ExitSpec>,
     #[arg(short = 'o', long = "output", value_name = "HEADS.gguf")]
     output: Option<PathBuf>,
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, help = "tokens per chunk")]
@@ -90,7 +96,14 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         params.holdout * params.n_ctx
     );
     for r in &reports {
-        eprintln!("  exit after {:3} of {} layers: head {:5.1}%  (logit lens {:5.1}%)", r.layer, model.cfg.n_layer, 100.0 * r.agree, 100.0 * r.agree_lens);
+        eprintln!(
+            "  exit {:>5} ({:2} of {} blocks): head {:5.1}%  (logit lens {:5.1}%)",
+            r.exit.to_string(),
+            r.exit.blocks(),
+            model.cfg.n_layer,
+            100.0 * r.agree,
+            100.0 * r.agree_lens
+        );
     }
     println!("done, output file is {}", out.display());
     Ok(())

@@ -19,7 +19,7 @@ pub struct DraftOpts {
     pub ngram: crate::decode::drafters::NgramOpts,
     /// `--spec-heads` (exit heads from rllama graft) and `--spec-exit-layer`.
     pub heads: Option<std::path::PathBuf>,
-    pub exit_layer: Option<usize>,
+    pub exit_layer: Option<crate::heads::ExitSpec>,
     /// `--early-exit-threshold` (lossy early exit on one-token steps).
     pub threshold: Option<f32>,
 }

@@ -139,7 +139,7 @@ impl<'d> Drafters<'d> {
         types: &[SpecType],
         o: &NgramOpts,
         draft: Option<(DraftModel<'d>, usize, usize)>,
-        heads: Option<(&'d Model, &'d Heads, Option<usize>)>,
+        heads: Option<(&'d Model, &'d Heads, Option<crate::heads::ExitSpec>)>,
         cap: usize,
     ) -> Result<Self> {
         let mut ds = Drafters::new();
@@ -196,16 +196,10 @@ impl Drafter for Drafters<'_> {
         Ok(Vec::new())
     }
 
-    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, room: usize) -> Result<(usize, Vec<u32>)> {
+    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
         self.last = None;
         for (i, e) in self.list.iter_mut().enumerate() {
-            let Some(c) = e.d.class(ctx) else { continue };
-            let slot = e.slot0 + c;
-            let k = len.choose(slot, e.d.ms_per_token()).min(room);
-            if k == 0 {
-                continue;
-            }
-            let v = e.d.propose(ctx, k)?;
+            let (slot, v) = e.d.draft_round(ctx, len, slot0 + e.slot0, room)?;
             if !v.is_empty() {
                 e.n_drafted += v.len();
                 e.n_proposals += 1;
@@ -213,7 +207,7 @@ impl Drafter for Drafters<'_> {
                 return Ok((slot, v));
             }
         }
-        Ok((0, Vec::new()))
+        Ok((slot0, Vec::new()))
     }
 
     fn accepted(&mut self, drafted: usize, accepted: usize) {

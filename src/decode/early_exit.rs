@@ -6,8 +6,9 @@
 //! block L for them (`Session::eval_resumed`); only the last draft, which
 //! the draft never ran, goes through every block.
 
+use super::speculative::DraftLength;
 use super::speculative::{argmax, top_prob, DraftCtx, DraftTiming, Drafter};
-use crate::heads::Heads;
+use crate::heads::{ExitSpec, Heads};
 use crate::model::{Rounding, Scratch};
 use anyhow::{bail, Result};
 use std::time::Instant;
@@ -16,44 +17,77 @@ pub struct EarlyExit<'m> {
     heads: &'m Heads,
     /// The output matrix over the draft vocabulary, and its token ids.
     out: Option<(crate::ops::linear::Linear, Vec<u32>)>,
-    /// Index of the exit head used.
+    /// Exits it may draft with (indexes into `heads.exits`; all of them
+    /// unless `--spec-exit-layer` picked one). Each is a class of the
+    /// length policy: acceptance and draft time are kept per exit, and each
+    /// round drafts with the exit expected to be fastest.
+    allowed: Vec<usize>,
+    /// The exit of the last proposal.
     exit: usize,
+    /// Measured time of a drafted token per exit (ms, smoothed).
+    ms: Vec<Option<f64>>,
+    /// Whether the exits' held-out agreement was given to the policy.
+    primed: bool,
     s: Scratch,
-    /// Hidden rows after the exit's blocks of the tokens drafted from, in order.
+    /// Hidden rows after the exit's first blocks of the tokens drafted from, in order.
     hidden: Vec<f32>,
     rows: usize,
+    /// The row after the tail blocks.
+    tail_x: Vec<f32>,
     mapped: Vec<f32>,
     logits: Vec<f32>,
     time: DraftTiming,
 }
 
+/// Weight of a new draft-time measurement.
+const MS_EMA: f64 = 0.3;
+
 impl<'m> EarlyExit<'m> {
-    /// Drafting with the exit after `layer` blocks (None: the deepest in the
-    /// file) over the first `vocab` tokens of the draft vocabulary (0: all).
-    pub fn new(model: &crate::model::Model, heads: &'m Heads, layer: Option<usize>, vocab: usize) -> Result<Self> {
+    /// Drafting with the exits of `heads` (only the one written `exit`, as
+    /// `L` or `L+T`, when given) over the first `vocab` tokens of the draft
+    /// vocabulary (0: all).
+    pub fn new(model: &crate::model::Model, heads: &'m Heads, exit: Option<ExitSpec>, vocab: usize) -> Result<Self> {
         if heads.exits.is_empty() {
             bail!("the heads file has no exit heads");
         }
-        let exit = match layer {
-            Some(l) => match heads.exits.iter().position(|e| e.layer == l) {
-                Some(i) => i,
-                None => bail!("--spec-exit-layer {l}: the heads file has exits after {:?} layers", heads.exits.iter().map(|e| e.layer).collect::<Vec<_>>()),
+        let allowed = match exit {
+            Some(x) => match heads.exits.iter().position(|e| e.spec() == x) {
+                Some(i) => vec![i],
+                None => {
+                    bail!("--spec-exit-layer {x}: the heads file has exits {}", heads.exits.iter().map(|e| e.spec().to_string()).collect::<Vec<_>>().join(", "))
+                }
             },
-            // exits are in layer order
-            None => heads.exits.len() - 1,
+            None => (0..heads.exits.len()).collect(),
         };
         let out = heads.draft_output(model, vocab)?;
         Ok(EarlyExit {
             heads,
             out,
-            exit,
+            exit: allowed[0],
+            allowed,
+            ms: vec![None; heads.exits.len()],
+            primed: false,
             s: Scratch::default(),
             hidden: Vec::new(),
             rows: 0,
+            tail_x: Vec::new(),
             mapped: Vec::new(),
             logits: Vec::new(),
             time: DraftTiming::default(),
         })
+    }
+
+    /// Draft time per token of exit `i`: measured, else scaled from a
+    /// measured exit by blocks run, else the share of a plain step `t1`.
+    fn est_ms(&self, i: usize, n_layer: usize, t1: f64) -> f64 {
+        let blocks = |j: usize| self.heads.exits[j].spec().blocks() as f64;
+        if let Some(t) = self.ms[i] {
+            return t;
+        }
+        match (0..self.ms.len()).find_map(|j| self.ms[j].map(|t| (j, t))) {
+            Some((j, t)) => t * blocks(i) / blocks(j),
+            None => t1 * blocks(i) / n_layer as f64,
+        }
     }
 }
 
@@ -63,9 +97,11 @@ impl Drafter for EarlyExit<'_> {
         let head = &self.heads.exits[self.exit];
         let sess = &mut *ctx.target;
         let m = sess.model;
-        let d = m.cfg.n_embd;
+        let (d, n_layer) = (m.cfg.n_embd, m.cfg.n_layer);
+        let tail = n_layer - head.tail..n_layer;
         let n0 = ctx.history.len() - 1;
         sess.kv.remove_from(n0, 0..head.layer);
+        sess.kv.remove_from(n0, tail.clone());
         // the target's adapters: the rows it reuses must be its own
         self.s.set_adapters(sess.scratch.adapters());
         self.hidden.clear();
@@ -76,11 +112,23 @@ impl Drafter for EarlyExit<'_> {
         let k = k.min(sess.n_ctx().saturating_sub(n0 + 1));
         let output = self.out.as_ref().map_or(m.output(), |(o, _)| o);
         while out.len() < k {
+            let pos = n0 + self.rows;
             m.embed(&[tok], &mut self.s)?;
-            m.blocks(0..head.layer, n0 + self.rows, &mut sess.kv, &mut self.s, Rounding::AsSteps, None)?;
+            m.blocks(0..head.layer, pos, &mut sess.kv, &mut self.s, Rounding::AsSteps, None)?;
             self.hidden.extend_from_slice(&self.s.x[..d]);
             self.rows += 1;
-            head.logits(m, &self.hidden[(self.rows - 1) * d..], output, &mut self.mapped, &mut self.s, &mut self.logits);
+            let x: &[f32] = if tail.is_empty() {
+                &self.hidden[(self.rows - 1) * d..]
+            } else {
+                // the last blocks on the skipped state; their cache rows at
+                // the drafted positions are the draft's own (verification
+                // writes the full model's over them)
+                m.blocks(tail.clone(), pos, &mut sess.kv, &mut self.s, Rounding::AsSteps, None)?;
+                self.tail_x.clear();
+                self.tail_x.extend_from_slice(&self.s.x[..d]);
+                &self.tail_x
+            };
+            head.logits(m, x, output, &mut self.mapped, &mut self.s, &mut self.logits);
             let best = argmax(&self.logits);
             tok = match &self.out {
                 Some((_, ids)) => ids[best],
@@ -88,8 +136,48 @@ impl Drafter for EarlyExit<'_> {
             };
             out.push(tok);
         }
+        // the tail's rows are the draft's own: verification runs those
+        // blocks again from the exit on
+        sess.kv.remove_from(n0, tail);
+        if !out.is_empty() {
+            let per = t0.elapsed().as_secs_f64() * 1e3 / out.len() as f64;
+            let e = &mut self.ms[self.exit];
+            *e = Some(e.map_or(per, |v| (1.0 - MS_EMA) * v + MS_EMA * per));
+        }
         self.time.record(t0, out.len());
         Ok(out)
+    }
+    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
+        if !self.primed {
+            // the graft's held-out agreement: what a first draft token is accepted at
+            for (i, e) in self.heads.exits.iter().enumerate() {
+                if let Some(a) = e.agree {
+                    len.set_prior(slot0 + i, a);
+                }
+            }
+            self.primed = true;
+        }
+        let n_layer = ctx.model().cfg.n_layer;
+        // the exit expected fastest now; with none worth it, the length
+        // policy decides on probing that one
+        let best = len.t1().and_then(|t1| {
+            self.allowed
+                .iter()
+                .filter_map(|&i| len.plan(slot0 + i, self.est_ms(i, n_layer, t1)).map(|(_, speed)| (i, speed)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+        });
+        let i = best.map_or(self.exit, |b| b.0);
+        if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
+            if let Some((_, speed)) = best {
+                eprintln!("[spec] early-exit: exit {} expected {speed:.3}x plain", self.heads.exits[i].spec());
+            }
+        }
+        let k = len.choose(slot0 + i, self.ms[i].or(self.ms.iter().flatten().next().copied())).min(room);
+        self.exit = i;
+        Ok((slot0 + i, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
+    }
+    fn n_classes(&self) -> usize {
+        self.heads.exits.len()
     }
     fn reuse(&self) -> Option<(usize, usize, &[f32])> {
         (self.rows > 0).then(|| (self.heads.exits[self.exit].layer, self.rows, &self.hidden[..]))
@@ -98,7 +186,7 @@ impl Drafter for EarlyExit<'_> {
         self.rows = 0;
     }
     fn ms_per_token(&self) -> Option<f64> {
-        self.time.ema
+        self.ms[self.exit]
     }
     fn perf(&self) -> (f64, usize) {
         (self.time.ms, self.time.n)
@@ -154,8 +242,8 @@ impl<'m> LossyExit<'m> {
         self.tokens += 1;
         self.blocks_total += n_layer;
         let check = self.check.as_ref().map_or(m.output(), |(o, _)| o);
-        // exits are in layer order
-        for e in &self.heads.exits {
+        // exits are in layer order; those with a tail are drafting exits
+        for e in self.heads.exits.iter().filter(|e| e.tail == 0) {
             m.blocks(done..e.layer, pos0, kv, s, Rounding::AsSteps, None)?;
             done = e.layer;
             e.logits(m, &s.x, check, &mut self.mapped, &mut self.s2, &mut logits);

@@ -61,11 +61,12 @@ pub trait Drafter {
     /// How many of the last proposal's tokens were accepted.
     fn accepted(&mut self, _drafted: usize, _accepted: usize) {}
     /// This round's drafts and the policy slot they were chosen for: the
-    /// length comes from `len` (acceptance and costs measured per slot).
-    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, room: usize) -> Result<(usize, Vec<u32>)> {
-        let Some(c) = self.class(ctx) else { return Ok((0, Vec::new())) };
-        let k = len.choose(c, self.ms_per_token()).min(room);
-        Ok((c, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
+    /// length comes from `len` (acceptance and costs measured per slot; this
+    /// drafter's classes are slots `slot0..slot0 + n_classes()`).
+    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
+        let Some(c) = self.class(ctx) else { return Ok((slot0, Vec::new())) };
+        let k = len.choose(slot0 + c, self.ms_per_token()).min(room);
+        Ok((slot0 + c, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
     }
     /// The name in statistics (`--spec-type` spelling).
     fn name(&self) -> &str {
@@ -389,6 +390,38 @@ impl DraftLength {
         false
     }
 
+    /// A prior acceptance for slot `slot` (e.g. an exit head's held-out
+    /// agreement), before anything is observed.
+    pub fn set_prior(&mut self, slot: usize, alpha: f64) {
+        if let Some(s) = self.slots.get_mut(slot).filter(|s| s.n_obs == 0) {
+            s.alpha = alpha.clamp(0.0, 0.999);
+        }
+    }
+
+    /// Plain step time (ms), once measured.
+    pub fn t1(&self) -> Option<f64> {
+        self.t(1)
+    }
+
+    /// The best length for slot `slot` with drafts costing `td` ms each, and
+    /// its expected speed relative to plain steps (None until the plain step
+    /// is measured).
+    pub fn plan(&self, slot: usize, td: f64) -> Option<(usize, f64)> {
+        let s = self.slots.get(slot)?;
+        let t1 = self.t(1)?;
+        let a = s.alpha.clamp(0.0, 0.999);
+        let mut best = (0usize, 0.0f64);
+        for k in s.n_min.max(1)..=s.n_max {
+            let Some(tv) = self.t(k + 1) else { continue };
+            let expected = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
+            let speed = expected * t1 / (k as f64 * td + tv);
+            if speed > best.1 {
+                best = (k, speed);
+            }
+        }
+        Some(best)
+    }
+
     /// How many tokens slot `slot` should draft now (0 = not worth it).
     pub fn choose(&mut self, slot: usize, draft_ms: Option<f64>) -> usize {
         let Some(&Slot { n_max, n_min, alpha, .. }) = self.slots.get(slot) else { return 0 };
@@ -397,21 +430,15 @@ impl DraftLength {
         }
         let Some(t1) = self.t(1) else { return 0 };
         let Some(td) = draft_ms else { return n_max.min(4).max(n_min) };
-        let a = alpha.clamp(0.0, 0.999);
         // drafting must beat plain steps by a margin: at break-even it only
         // adds the noise of its estimates
-        let mut best = (0usize, MIN_GAIN / t1);
-        for k in n_min.max(1)..=n_max {
-            let Some(tv) = self.t(k + 1) else { continue };
-            let expected = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
-            let rate = expected / (k as f64 * td + tv);
-            if rate > best.1 {
-                best = (k, rate);
-            }
-        }
+        let best = match self.plan(slot, td) {
+            Some((k, speed)) if speed > MIN_GAIN => (k, speed),
+            _ => (0, 0.0),
+        };
         if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
             eprintln!(
-                "[spec] slot {slot} alpha {a:.3} t1 {t1:.2} ms draft {td:.3} ms/token t2 {:.2} t5 {:.2} -> k {}",
+                "[spec] slot {slot} alpha {alpha:.3} t1 {t1:.2} ms draft {td:.3} ms/token t2 {:.2} t5 {:.2} -> k {}",
                 self.t(2).unwrap_or(0.0),
                 self.t(5).unwrap_or(0.0),
                 best.0
@@ -544,7 +571,7 @@ pub fn round_with(
     let last = *history.last().expect("a history");
     let room = sess.n_ctx().saturating_sub(sess.n_past() + 1);
     let (slot, drafts) =
-        if room > 0 && !len.plain_round() { drafter.draft_round(&mut DraftCtx { history, target: sess }, len, room)? } else { (0, Vec::new()) };
+        if room > 0 && !len.plain_round() { drafter.draft_round(&mut DraftCtx { history, target: sess }, len, 0, room)? } else { (0, Vec::new()) };
     let mut batch = Vec::with_capacity(drafts.len() + 1);
     batch.push(last);
     batch.extend_from_slice(&drafts);

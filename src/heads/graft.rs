@@ -4,6 +4,9 @@
 //! x'x and x'y (f64, centred at the end); the head is
 //! y ~ x W + b with W = I + (Cxx + lambda I)^-1 (Cxy - Cxx), the ridge pulling
 //! towards the identity (the plain logit lens), lambda = ridge * tr(Cxx) / d.
+//! An exit with a tail (`L+T`) also runs the model's last T blocks on the
+//! hidden state after L (with their own cache, as a draft would): its head
+//! maps that output instead.
 //! The last chunks are held out: each head's top-1 agreement with the full
 //! model on them is reported (and the plain logit lens's, for comparison).
 
@@ -14,7 +17,7 @@ use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 
 pub struct GraftParams {
-    pub exit_layers: Vec<usize>,
+    pub exit_layers: Vec<ExitSpec>,
     /// Tokens per chunk.
     pub n_ctx: usize,
     /// Chunks used for fitting (None: all but the held-out ones).
@@ -26,7 +29,7 @@ pub struct GraftParams {
 
 /// What fitting found per exit layer.
 pub struct ExitReport {
-    pub layer: usize,
+    pub exit: ExitSpec,
     /// Held-out top-1 agreement with the full model: the fitted head, the logit lens.
     pub agree: f64,
     pub agree_lens: f64,
@@ -50,14 +53,34 @@ fn rows(v: &[f32], n: usize, d: usize) -> Mat<f64> {
     Mat::from_fn(n, d, |i, j| v[i * d + j] as f64)
 }
 
-/// Hidden rows after each exit layer and the final ones for one chunk.
-fn hidden(model: &Model, tokens: &[u32], layers: &[usize]) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+/// Each exit's input rows (after its first blocks, and its tail blocks run
+/// with their own cache) and the final rows, for one chunk.
+fn hidden(model: &Model, tokens: &[u32], exits: &[ExitSpec]) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+    let n_layer = model.cfg.n_layer;
     let mut kv = model.new_cache(tokens.len())?;
     let mut s = Scratch::default();
-    s.capture = layers.iter().map(|&l| l - 1).collect();
+    let mut at: Vec<usize> = exits.iter().map(|e| e.layer - 1).collect();
+    at.sort_unstable();
+    at.dedup();
+    s.capture = at.clone();
     model.embed(tokens, &mut s)?;
-    model.blocks(0..model.cfg.n_layer, 0, &mut kv, &mut s, Rounding::Batch, None)?;
-    Ok((std::mem::take(&mut s.captured), s.x.clone()))
+    model.blocks(0..n_layer, 0, &mut kv, &mut s, Rounding::Batch, None)?;
+    let captured = std::mem::take(&mut s.captured);
+    let mut xs = Vec::with_capacity(exits.len());
+    for e in exits {
+        let Ok(i) = at.binary_search(&(e.layer - 1)) else { bail!("exit {e}: its rows were not captured") };
+        let x = &captured[i];
+        if e.tail == 0 {
+            xs.push(x.clone());
+            continue;
+        }
+        let mut s2 = Scratch::default();
+        let mut kv2 = model.new_cache(tokens.len())?;
+        s2.set_hidden(x, tokens.len());
+        model.blocks(n_layer - e.tail..n_layer, 0, &mut kv2, &mut s2, Rounding::Batch, None)?;
+        xs.push(std::mem::take(&mut s2.x));
+    }
+    Ok((xs, s.x.clone()))
 }
 
 /// Top-1 of the model's head on hidden rows `x` (n of them), in groups.
@@ -81,10 +104,8 @@ fn top1(model: &Model, x: &[f32], n: usize) -> Vec<usize> {
 pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn GraftProgress) -> Result<(GgufWriter, Vec<ExitReport>)> {
     let c = &model.cfg;
     let d = c.n_embd;
-    for &l in &p.exit_layers {
-        if l == 0 || l >= c.n_layer {
-            bail!("--exit-layers {l}: an exit needs 1..{} blocks before it (the model has {} layers)", c.n_layer - 1, c.n_layer);
-        }
+    for e in &p.exit_layers {
+        e.check(c.n_layer).map_err(|err| anyhow::anyhow!("--exit-layers {err}"))?;
     }
     if p.exit_layers.is_empty() {
         bail!("--exit-layers: give at least one layer");
@@ -138,13 +159,16 @@ pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn Graf
     w.set(KEY_N_LAYER, Value::U32(c.n_layer as u32));
     w.set(KEY_N_VOCAB, Value::U32(c.n_vocab as u32));
     w.set_str(KEY_FINGERPRINT, &fingerprint(&model.g));
-    w.set(KEY_EXIT_LAYERS, Value::Array(crate::gguf::ValueType::U32, p.exit_layers.iter().map(|&l| Value::U32(l as u32)).collect()));
+    w.set(KEY_EXIT_LAYERS, Value::Array(crate::gguf::ValueType::U32, p.exit_layers.iter().map(|e| Value::U32(e.layer as u32)).collect()));
+    if p.exit_layers.iter().any(|e| e.tail > 0) {
+        w.set(KEY_EXIT_TAILS, Value::Array(crate::gguf::ValueType::U32, p.exit_layers.iter().map(|e| Value::U32(e.tail as u32)).collect()));
+    }
     w.set(KEY_CALIB_TOKENS, Value::U32(nt as u32));
     w.set(KEY_RIDGE, Value::F32(p.ridge as f32));
     let order = vocab_order(tokens, c.n_vocab, DRAFT_VOCAB_MAX);
     w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
     let mut maps = Vec::new();
-    for (sm, &l) in sums.iter().zip(&p.exit_layers) {
+    for (sm, l) in sums.iter().zip(&p.exit_layers) {
         let mx: Vec<f64> = sm.sx.iter().map(|v| v / nt).collect();
         // centred second moments
         let cxx = Mat::from_fn(d, d, |i, j| sm.xx[(i, j)] - nt * mx[i] * mx[j]);
@@ -188,11 +212,13 @@ pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn Graf
         n_held += n;
         prog.chunk(fit + hi + 1, total);
     }
+    let agreement: Vec<f64> = agree.iter().map(|&a| a as f64 / n_held.max(1) as f64).collect();
+    w.set(KEY_EXIT_AGREEMENT, Value::Array(crate::gguf::ValueType::F32, agreement.iter().map(|&a| Value::F32(a as f32)).collect()));
     let reports = p
         .exit_layers
         .iter()
         .enumerate()
-        .map(|(e, &layer)| ExitReport { layer, agree: agree[e] as f64 / n_held.max(1) as f64, agree_lens: lens[e] as f64 / n_held.max(1) as f64 })
+        .map(|(e, &exit)| ExitReport { exit, agree: agreement[e], agree_lens: lens[e] as f64 / n_held.max(1) as f64 })
         .collect();
     Ok((w, reports))
 }

@@ -13,13 +13,21 @@
 //! - `heads.model_fingerprint` (string): a hash of the model's tensor names,
 //!   shapes and token-embedding bytes (a heads file refuses other models)
 //! - `heads.exit_layers` (u32 array): the L of each exit head
+//! - `heads.exit_tails` (u32 array, optional, parallel to `exit_layers`):
+//!   T > 0 for an exit that also runs the model's last T blocks on the
+//!   hidden state after the first L (a layer-skipping draft: blocks
+//!   `0..L` and `n_layer-T..n_layer`, the middle ones skipped); absent = 0
+//! - `heads.exit_agreement` (f32 array, optional, parallel): each head's
+//!   held-out top-1 agreement with the full model (the drafting policy's
+//!   prior acceptance)
 //! - `heads.calibration_tokens` (u32), `heads.ridge` (f32): how they were fitted
 //! - `heads.draft_vocab` (u32 array): token ids in drafting priority (the
 //!   calibration text's by frequency, then the rest by id, as BPE ids
 //!   roughly follow merge frequency); drafts use the first K
 //!   (`--spec-draft-vocab K`), so the output matrix they multiply is K rows
-//! - tensors `exit.{L}.weight` (F32, {n_embd, n_embd}: row j gives output
-//!   dimension j) and `exit.{L}.bias` (F32, {n_embd})
+//! - tensors `exit.{S}.weight` (F32, {n_embd, n_embd}: row j gives output
+//!   dimension j) and `exit.{S}.bias` (F32, {n_embd}), S = `L`, or `L+T`
+//!   for an exit with a tail
 
 pub mod graft;
 
@@ -39,6 +47,8 @@ pub const KEY_N_LAYER: &str = "heads.n_layer";
 pub const KEY_N_VOCAB: &str = "heads.n_vocab";
 pub const KEY_FINGERPRINT: &str = "heads.model_fingerprint";
 pub const KEY_EXIT_LAYERS: &str = "heads.exit_layers";
+pub const KEY_EXIT_TAILS: &str = "heads.exit_tails";
+pub const KEY_EXIT_AGREEMENT: &str = "heads.exit_agreement";
 pub const KEY_CALIB_TOKENS: &str = "heads.calibration_tokens";
 pub const KEY_RIDGE: &str = "heads.ridge";
 pub const KEY_DRAFT_VOCAB: &str = "heads.draft_vocab";
@@ -86,10 +96,56 @@ pub fn fingerprint(g: &GgufFile) -> String {
     format!("{h:016x}")
 }
 
+/// Which blocks an exit runs: the first `layer`, then the last `tail`
+/// (written `L` or `L+T`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExitSpec {
+    pub layer: usize,
+    pub tail: usize,
+}
+
+impl ExitSpec {
+    /// Blocks a draft token runs through.
+    pub fn blocks(&self) -> usize {
+        self.layer + self.tail
+    }
+    /// Whether it fits a model of `n_layer` blocks (at least one block
+    /// first, at least one skipped).
+    pub fn check(&self, n_layer: usize) -> Result<()> {
+        if self.layer == 0 || self.layer + self.tail >= n_layer {
+            bail!("{self}: an exit runs 1..{} of the model's {n_layer} blocks (the first L, plus the last T in L+T)", n_layer - 1);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for ExitSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.tail {
+            0 => write!(f, "{}", self.layer),
+            t => write!(f, "{}+{t}", self.layer),
+        }
+    }
+}
+
+impl std::str::FromStr for ExitSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let num = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("'{s}': expected L or L+T (blocks first, blocks last)"));
+        match s.split_once('+') {
+            Some((l, t)) => Ok(ExitSpec { layer: num(l)?, tail: num(t)? }),
+            None => Ok(ExitSpec { layer: num(s)?, tail: 0 }),
+        }
+    }
+}
+
 /// One exit head.
 pub struct ExitHead {
-    /// Blocks run before it.
+    /// Blocks run before it: the first `layer`, then the last `tail`.
     pub layer: usize,
+    pub tail: usize,
+    /// Held-out top-1 agreement with the full model the graft measured.
+    pub agree: Option<f64>,
     /// The affine map (rows: output dimensions) and its bias.
     pub map: Linear,
 }
@@ -99,6 +155,10 @@ impl ExitHead {
     /// map into `mapped`, then the model's output norm and `output` (the
     /// model's own matrix or a draft-vocabulary cut of it). `s` is left
     /// holding the mapped row, so `model.head_with` can add another output.
+    pub fn spec(&self) -> ExitSpec {
+        ExitSpec { layer: self.layer, tail: self.tail }
+    }
+
     pub fn logits(&self, model: &Model, x: &[f32], output: &Linear, mapped: &mut Vec<f32>, s: &mut Scratch, logits: &mut Vec<f32>) {
         mapped.resize(model.cfg.n_embd, 0.0);
         self.map.forward(x, 1, mapped, &mut Default::default(), Batch::Whole);
@@ -133,31 +193,40 @@ impl Heads {
         if g.get_str(KEY_ARCH) != Some(c.arch.as_str()) || g.get_str(KEY_FINGERPRINT) != Some(fingerprint(&model.g).as_str()) {
             bail!("{name}: heads fitted for another model (architecture or weights differ; run rllama graft on this model)");
         }
-        let layers: Vec<usize> = match g.get(KEY_EXIT_LAYERS).and_then(Value::as_array) {
-            Some(a) => a
-                .iter()
-                .map(|v| v.as_i64().unwrap_or(-1))
-                .map(|l| if l > 0 && (l as usize) < c.n_layer { Ok(l as usize) } else { bail!("{name}: exit layer {l} out of range") })
-                .collect::<Result<_>>()?,
-            None => bail!("{name}: no {KEY_EXIT_LAYERS}"),
+        let ints = |key: &str| -> Option<Vec<i64>> { g.get(key).and_then(Value::as_array).map(|a| a.iter().map(|v| v.as_i64().unwrap_or(-1)).collect()) };
+        let Some(layers) = ints(KEY_EXIT_LAYERS) else { bail!("{name}: no {KEY_EXIT_LAYERS}") };
+        let agree: Vec<Option<f64>> = match g.get(KEY_EXIT_AGREEMENT).and_then(Value::as_array) {
+            Some(a) if a.len() == layers.len() => a.iter().map(|v| v.as_f64().filter(|x| (0.0..=1.0).contains(x))).collect(),
+            _ => vec![None; layers.len()],
         };
+        let tails = ints(KEY_EXIT_TAILS).unwrap_or_else(|| vec![0; layers.len()]);
+        if tails.len() != layers.len() {
+            bail!("{name}: {KEY_EXIT_TAILS} has {} entries for {} exits", tails.len(), layers.len());
+        }
+        let mut specs = Vec::new();
+        for (&l, &t) in layers.iter().zip(&tails) {
+            if l <= 0 || t < 0 || (l + t) as usize >= c.n_layer {
+                bail!("{name}: exit layer {l} (tail {t}) out of range for {} layers", c.n_layer);
+            }
+            specs.push(ExitSpec { layer: l as usize, tail: t as usize });
+        }
         let d = c.n_embd;
         let mut exits = Vec::new();
-        for l in layers {
-            let (wn, bn) = (format!("exit.{l}.weight"), format!("exit.{l}.bias"));
+        for (spec, agree) in specs.into_iter().zip(agree) {
+            let (wn, bn) = (format!("exit.{spec}.weight"), format!("exit.{spec}.bias"));
             let (Some(w), Some(b)) = (g.tensor(&wn), g.tensor(&bn)) else { bail!("{name}: missing {wn} or {bn}") };
             if w.ty != GgmlType::F32 || b.ty != GgmlType::F32 || w.dims != [d as u64, d as u64] || b.dims != [d as u64] {
                 bail!("{name}: {wn} / {bn} must be F32 of {{{d}, {d}}} / {{{d}}}");
             }
             let m = QMatrix::from_bytes(&wn, GgmlType::F32, d, d, g.tensor_data(w))?;
             let bias: Vec<f32> = g.tensor_data(b).chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect();
-            exits.push(ExitHead { layer: l, map: Linear::with_bias(m, Some(bias))? });
+            exits.push(ExitHead { layer: spec.layer, tail: spec.tail, agree, map: Linear::with_bias(m, Some(bias))? });
         }
         let vocab: Vec<u32> = match g.get(KEY_DRAFT_VOCAB).and_then(Value::as_array) {
             Some(a) => a.iter().filter_map(|v| v.as_i64()).filter(|&t| t >= 0 && (t as usize) < c.n_vocab).map(|t| t as u32).collect(),
             None => Vec::new(),
         };
-        exits.sort_by_key(|e| e.layer);
+        exits.sort_by_key(|e| e.spec());
         Ok(Heads { exits, vocab })
     }
 
@@ -180,8 +249,8 @@ impl Heads {
         Ok(Some((Linear::new(m), ids)))
     }
 
-    /// The exit head after `layer` blocks, if the file has one.
+    /// The exit head after `layer` blocks (no tail), if the file has one.
     pub fn exit(&self, layer: usize) -> Option<&ExitHead> {
-        self.exits.iter().find(|e| e.layer == layer)
+        self.exits.iter().find(|e| e.layer == layer && e.tail == 0)
     }
 }

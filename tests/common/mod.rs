@@ -70,12 +70,22 @@ pub fn tiny_model_with(seed: u64, extra: impl FnOnce(&mut rllama::gguf::GgufWrit
     rllama::model::Model::from_gguf(std::sync::Arc::new(rllama::gguf::GgufFile::from_bytes(tiny_gguf(seed, extra)).unwrap())).unwrap()
 }
 
+/// `tiny_model` with `n_layer` blocks.
+pub fn tiny_model_layers(seed: u64, n_layer: usize) -> rllama::model::Model {
+    rllama::model::Model::from_gguf(std::sync::Arc::new(rllama::gguf::GgufFile::from_bytes(tiny_gguf_layers(seed, n_layer, |_| {})).unwrap())).unwrap()
+}
+
 /// The bytes of `tiny_model_with`'s file.
 pub fn tiny_gguf(seed: u64, extra: impl FnOnce(&mut rllama::gguf::GgufWriter)) -> Vec<u8> {
+    tiny_gguf_layers(seed, 2, extra)
+}
+
+/// The bytes of a tiny model file with `nl` blocks.
+pub fn tiny_gguf_layers(seed: u64, nl: usize, extra: impl FnOnce(&mut rllama::gguf::GgufWriter)) -> Vec<u8> {
     use rand::{Rng, SeedableRng};
     use rllama::gguf::{GgmlType, GgufWriter, Value};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let (d, ff, nv, nl) = (64usize, 128usize, 8usize, 2usize);
+    let (d, ff, nv) = (64usize, 128usize, 8usize);
     let mut w = GgufWriter::new();
     w.set_str("general.architecture", "llama");
     for (k, v) in [
