@@ -74,6 +74,9 @@ pub fn print_stats(n_draft: usize, stats: &SpecStats, drafters: &Drafters, n_inp
             d_ms / d_n.max(1) as f64,
             d_n as f64 * 1e3 / d_ms.max(1e-9)
         );
+        for line in e.d.details() {
+            eprintln!("  {line}");
+        }
         if let Some(dp) = e.d.session_perf() {
             eprintln!("common_perf_print: prompt eval time = {:10.2} ms / {:5} tokens", dp.t_prompt_ms, dp.n_prompt);
         }

@@ -26,6 +26,14 @@ pub struct EarlyExit<'m> {
     exit: usize,
     /// Measured time of a drafted token per exit (ms, smoothed).
     ms: Vec<Option<f64>>,
+    /// Weight bytes a drafted token reads per exit (its blocks, its map and
+    /// the draft output), and a plain step's (every block and the output):
+    /// generation reads weights at the memory's pace, so their ratio
+    /// estimates a draft token's time before it is measured.
+    bytes: Vec<f64>,
+    step_bytes: f64,
+    /// Per exit: proposals, tokens drafted, tokens accepted.
+    counts: Vec<[usize; 3]>,
     /// Whether the exits' held-out agreement was given to the policy.
     primed: bool,
     s: Scratch,
@@ -60,12 +68,21 @@ impl<'m> EarlyExit<'m> {
             None => (0..heads.exits.len()).collect(),
         };
         let out = heads.draft_output(model, vocab)?;
+        let n_layer = model.cfg.n_layer;
+        let mat = |l: &crate::ops::linear::Linear| (l.w.rows * l.w.row_bytes) as f64;
+        let blocks = |r: std::ops::Range<usize>| r.map(|il| model.block_bytes(il) as f64).sum::<f64>();
+        let step_bytes = blocks(0..n_layer) + mat(model.output());
+        let out_bytes = mat(out.as_ref().map_or(model.output(), |(o, _)| o));
+        let bytes = heads.exits.iter().map(|e| blocks(0..e.layer) + blocks(n_layer - e.tail..n_layer) + mat(&e.map) + out_bytes).collect();
         Ok(EarlyExit {
+            bytes,
+            step_bytes,
             heads,
             out,
             exit: allowed[0],
             allowed,
             ms: vec![None; heads.exits.len()],
+            counts: vec![[0; 3]; heads.exits.len()],
             primed: false,
             s: Scratch::default(),
             hidden: Vec::new(),
@@ -77,16 +94,15 @@ impl<'m> EarlyExit<'m> {
         })
     }
 
-    /// Draft time per token of exit `i`: measured, else scaled from a
-    /// measured exit by blocks run, else the share of a plain step `t1`.
-    fn est_ms(&self, i: usize, n_layer: usize, t1: f64) -> f64 {
-        let blocks = |j: usize| self.heads.exits[j].spec().blocks() as f64;
+    /// Draft time per token of exit `i`: measured, else scaled by weight
+    /// bytes read from a measured exit, else from a plain step `t1`.
+    fn est_ms(&self, i: usize, t1: f64) -> f64 {
         if let Some(t) = self.ms[i] {
             return t;
         }
         match (0..self.ms.len()).find_map(|j| self.ms[j].map(|t| (j, t))) {
-            Some((j, t)) => t * blocks(i) / blocks(j),
-            None => t1 * blocks(i) / n_layer as f64,
+            Some((j, t)) => t * self.bytes[i] / self.bytes[j],
+            None => t1 * self.bytes[i] / self.step_bytes,
         }
     }
 }
@@ -157,14 +173,10 @@ impl Drafter for EarlyExit<'_> {
             }
             self.primed = true;
         }
-        let n_layer = ctx.model().cfg.n_layer;
         // the exit expected fastest now; with none worth it, the length
         // policy decides on probing that one
         let best = len.t1().and_then(|t1| {
-            self.allowed
-                .iter()
-                .filter_map(|&i| len.plan(slot0 + i, self.est_ms(i, n_layer, t1)).map(|(_, speed)| (i, speed)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
+            self.allowed.iter().filter_map(|&i| len.plan(slot0 + i, self.est_ms(i, t1)).map(|(_, speed)| (i, speed))).max_by(|a, b| a.1.total_cmp(&b.1))
         });
         let i = best.map_or(self.exit, |b| b.0);
         if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
@@ -172,12 +184,38 @@ impl Drafter for EarlyExit<'_> {
                 eprintln!("[spec] early-exit: exit {} expected {speed:.3}x plain", self.heads.exits[i].spec());
             }
         }
-        let k = len.choose(slot0 + i, self.ms[i].or(self.ms.iter().flatten().next().copied())).min(room);
+        // nothing measured yet: the policy's first probe measures it
+        let td = len.t1().filter(|_| self.ms.iter().any(Option::is_some)).map(|t1| self.est_ms(i, t1));
+        let k = len.choose(slot0 + i, td).min(room);
         self.exit = i;
         Ok((slot0 + i, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
     }
     fn n_classes(&self) -> usize {
         self.heads.exits.len()
+    }
+    fn accepted(&mut self, drafted: usize, accepted: usize) {
+        let c = &mut self.counts[self.exit];
+        c[0] += 1;
+        c[1] += drafted;
+        c[2] += accepted;
+    }
+    fn details(&self) -> Vec<String> {
+        self.allowed
+            .iter()
+            .map(|&i| {
+                let (e, c) = (&self.heads.exits[i], self.counts[i]);
+                let ms = self.ms[i].map_or("-".into(), |t| format!("{t:.2}"));
+                let prior = e.agree.map_or("-".into(), |a| format!("{:.1}%", 100.0 * a));
+                format!(
+                    "exit {:>5}: {} drafts, {} tokens drafted, {} accepted ({:.1}%), {ms} ms per drafted token, graft agreement {prior}",
+                    e.spec().to_string(),
+                    c[0],
+                    c[1],
+                    c[2],
+                    100.0 * c[2] as f64 / c[1].max(1) as f64
+                )
+            })
+            .collect()
     }
     fn reuse(&self) -> Option<(usize, usize, &[f32])> {
         (self.rows > 0).then(|| (self.heads.exits[self.exit].layer, self.rows, &self.hidden[..]))

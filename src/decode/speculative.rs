@@ -78,6 +78,10 @@ pub trait Drafter {
     fn reuse(&self) -> Option<(usize, usize, &[f32])> {
         None
     }
+    /// Extra statistics lines (e.g. per exit head).
+    fn details(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// A draft model's own session timings (for the statistics block).
     fn session_perf(&self) -> Option<&super::Perf> {
         None

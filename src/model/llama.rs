@@ -127,6 +127,12 @@ impl Model {
         self.w.linears()
     }
 
+    /// Weight bytes block `il` reads per step (its projections).
+    pub fn block_bytes(&self, il: usize) -> usize {
+        let l = &self.w.layers[il];
+        [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|x| x.w.rows * x.w.row_bytes).sum()
+    }
+
     /// The output projection (the head's matrix).
     pub fn output(&self) -> &Linear {
         &self.w.output
