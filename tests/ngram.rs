@@ -101,7 +101,7 @@ fn check(target_file: &str, draft_file: Option<&str>) {
         let (mut drafted, mut accepted) = (0, 0);
         for (i, p) in prompts.iter().enumerate() {
             let dm = draft.as_ref().map(|d| (DraftModel::new(d, 2048, 512, 0.0).unwrap(), K, 0));
-            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, Some((&model, &heads, exit)), K).unwrap();
+            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, Some((&model, &heads, exit)), None, K).unwrap();
             let (got, d, a) = generate(&model, p, &tok, Some(&mut ds));
             assert_eq!(got, want[i], "{target_file} with {name}, prompt {i}: greedy output differs from plain");
             drafted += d;

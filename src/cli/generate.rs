@@ -78,7 +78,8 @@ impl Setup {
             None => None,
         };
         let heads = self.heads.as_ref().map(|h| (&self.model, h, o.draft.exit_layer));
-        let ds = Drafters::from_types(&o.draft.types, &o.draft.ngram, draft, heads, cap).map_err(|e| anyhow::anyhow!("error: {e}"))?;
+        let mtp = self.heads.as_ref().and_then(|h| h.mtp.as_ref()).or(self.model.nextn().first());
+        let ds = Drafters::from_types(&o.draft.types, &o.draft.ngram, draft, heads, mtp, cap).map_err(|e| anyhow::anyhow!("error: {e}"))?;
         Ok((!ds.is_empty()).then_some(ds))
     }
 

@@ -4,6 +4,7 @@
 //! acceptance class within a type), the target's batch costs are shared.
 
 use super::early_exit::EarlyExit;
+use super::mtp::MtpDrafter;
 use super::ngram::{NgramLookup, NgramMapK, NgramMod, NgramSimple};
 use super::speculative::{DraftCtx, DraftLength, DraftModel, Drafter};
 use crate::heads::Heads;
@@ -19,20 +20,22 @@ pub enum SpecType {
     NgramMod,
     NgramLookup,
     EarlyExit,
+    DraftMtp,
     DraftSimple,
 }
 
 /// llama.cpp's names (and rllama's `ngram-lookup`).
-const NAMES: [(&str, SpecType); 6] = [
+const NAMES: [(&str, SpecType); 7] = [
     ("ngram-simple", SpecType::NgramSimple),
     ("ngram-map-k", SpecType::NgramMapK),
     ("ngram-mod", SpecType::NgramMod),
     ("ngram-lookup", SpecType::NgramLookup),
     ("early-exit", SpecType::EarlyExit),
+    ("draft-mtp", SpecType::DraftMtp),
     ("draft-simple", SpecType::DraftSimple),
 ];
 /// llama.cpp types rllama does not run.
-const UNSUPPORTED: [&str; 6] = ["draft-eagle3", "draft-mtp", "draft-dflash", "draft-dspark", "ngram-map-k4v", "ngram-cache"];
+const UNSUPPORTED: [&str; 5] = ["draft-eagle3", "draft-dflash", "draft-dspark", "ngram-map-k4v", "ngram-cache"];
 /// What `ngram` stands for: the n-gram type that measured best.
 pub const BEST_NGRAM: SpecType = SpecType::NgramLookup;
 
@@ -81,6 +84,8 @@ pub struct NgramOpts {
     pub lookup_draft_max: usize,
     /// Most tokens an early-exit round drafts.
     pub early_exit_draft_max: usize,
+    /// Most tokens a draft-mtp round drafts.
+    pub mtp_draft_max: usize,
     /// Draft vocabulary of early-exit heads (`--spec-draft-vocab`; 0: all).
     pub draft_vocab: usize,
     /// Whether the draft model drafts over it too (the flag was given).
@@ -101,6 +106,7 @@ impl Default for NgramOpts {
             lookup_n_max: 6,
             lookup_draft_max: 16,
             early_exit_draft_max: 8,
+            mtp_draft_max: 4,
             draft_vocab: DEFAULT_DRAFT_VOCAB,
             draft_vocab_for_model: false,
         }
@@ -140,6 +146,7 @@ impl<'d> Drafters<'d> {
         o: &NgramOpts,
         draft: Option<(DraftModel<'d>, usize, usize)>,
         heads: Option<(&'d Model, &'d Heads, Option<crate::heads::ExitSpec>)>,
+        mtp: Option<&'d crate::model::nextn::Nextn>,
         cap: usize,
     ) -> Result<Self> {
         let mut ds = Drafters::new();
@@ -153,6 +160,18 @@ impl<'d> Drafters<'d> {
                 SpecType::EarlyExit => match heads {
                     Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, o.draft_vocab)?), o.early_exit_draft_max, 0),
                     None => bail!("--spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
+                },
+                SpecType::DraftMtp => match (mtp, heads) {
+                    (Some(head), h) => {
+                        let out = match h {
+                            Some((m, hs, _)) => hs.draft_output(m, o.draft_vocab)?,
+                            None => None,
+                        };
+                        (Box::new(MtpDrafter::new(head, out)?), o.mtp_draft_max, 0)
+                    }
+                    (None, _) => {
+                        bail!("--spec-type draft-mtp needs a model with nextn layers or an MTP head (--spec-heads HEADS.gguf, written by rllama graft --mtp)")
+                    }
                 },
                 SpecType::DraftSimple => match draft.take() {
                     Some((d, n_max, n_min)) => (Box::new(d), n_max, n_min),
@@ -237,6 +256,10 @@ impl Drafter for Drafters<'_> {
 
     fn reuse(&self) -> Option<(usize, usize, &[f32])> {
         self.last.and_then(|i| self.list[i].d.reuse())
+    }
+
+    fn wants_hidden(&self) -> bool {
+        self.list.iter().any(|e| e.d.wants_hidden())
     }
 
     fn name(&self) -> &str {

@@ -28,7 +28,8 @@ pub struct Generator<'m, 'd> {
 }
 
 impl<'m, 'd> Generator<'m, 'd> {
-    pub fn new(sess: Session<'m>, sampler: Sampler, drafter: Option<&'d mut dyn Drafter>, len: DraftLength) -> Self {
+    pub fn new(mut sess: Session<'m>, sampler: Sampler, drafter: Option<&'d mut dyn Drafter>, len: DraftLength) -> Self {
+        sess.log_hidden = drafter.as_ref().is_some_and(|d| d.wants_hidden());
         Generator { sess, sampler, drafter, len, stats: SpecStats::default(), history: Vec::new(), banned: Vec::new(), logits: None }
     }
 

@@ -4,6 +4,7 @@
 pub mod drafters;
 pub mod early_exit;
 pub mod generator;
+pub mod mtp;
 pub mod ngram;
 pub mod speculative;
 
@@ -37,6 +38,13 @@ pub struct Session<'m> {
     pub output: Option<std::sync::Arc<crate::ops::linear::Linear>>,
     /// Lossy early exit for one-token steps (`--early-exit-threshold`).
     pub lossy: Option<early_exit::LossyExit<'m>>,
+    /// Keep the final hidden rows of every token put in the cache (for a
+    /// drafter that reads them: `take_hidden_log`).
+    pub log_hidden: bool,
+    /// Those rows, of positions `log_pos0..`, and where the last pass began.
+    log: Vec<f32>,
+    log_pos0: usize,
+    last_pos0: usize,
 }
 
 impl<'m> Session<'m> {
@@ -50,6 +58,10 @@ impl<'m> Session<'m> {
             hidden_rows: 0,
             output: None,
             lossy: None,
+            log_hidden: false,
+            log: Vec::new(),
+            log_pos0: 0,
+            last_pos0: 0,
         })
     }
 
@@ -66,6 +78,46 @@ impl<'m> Session<'m> {
     pub fn truncate(&mut self, n: usize) {
         self.kv.truncate(n);
         self.hidden_rows = 0;
+        self.trim_log(n);
+    }
+
+    /// Drop logged rows of positions `n..`.
+    fn trim_log(&mut self, n: usize) {
+        let d = self.model.cfg.n_embd;
+        if n < self.log_pos0 {
+            self.log.clear();
+            self.log_pos0 = n;
+        } else {
+            self.log.truncate((n - self.log_pos0) * d);
+        }
+    }
+
+    /// Log the final hidden rows of the last pass (tokens at `pos0..`).
+    fn log_pass(&mut self, pos0: usize) {
+        self.last_pos0 = pos0;
+        if !self.log_hidden {
+            return;
+        }
+        let d = self.model.cfg.n_embd;
+        let rows = if self.scratch.keep_all_rows { &self.scratch.all_x } else { &self.scratch.x };
+        let end = self.log_pos0 + self.log.len() / d;
+        if pos0 > end {
+            // rows were not logged in between: start over here
+            self.log.clear();
+            self.log_pos0 = pos0;
+        } else {
+            self.log.truncate((pos0 - self.log_pos0) * d);
+        }
+        self.log.extend_from_slice(rows);
+    }
+
+    /// The logged final hidden rows (before the output norm) since the last
+    /// call, and the position of the first; the log starts over.
+    pub fn take_hidden_log(&mut self) -> (usize, Vec<f32>) {
+        let d = self.model.cfg.n_embd;
+        let pos0 = self.log_pos0;
+        self.log_pos0 += self.log.len() / d;
+        (pos0, std::mem::take(&mut self.log))
     }
 
     /// Final hidden rows (n_embd each, before the output norm) of the last
@@ -77,6 +129,7 @@ impl<'m> Session<'m> {
     /// Keep only the first `n` hidden rows of the last pass (the verified ones).
     pub fn keep_hidden(&mut self, n: usize) {
         self.hidden_rows = self.hidden_rows.min(n);
+        self.trim_log(self.last_pos0 + n);
     }
 
     /// One forward pass over `tokens` at the cache's end.
@@ -88,8 +141,10 @@ impl<'m> Session<'m> {
             return Ok(logits);
         }
         let output = self.output.as_deref().unwrap_or(self.model.output());
+        self.scratch.keep_all_rows = self.log_hidden;
         let logits = self.model.forward_to(output, tokens, pos0, &mut self.kv, &mut self.scratch, outputs, r)?;
         self.hidden_rows = self.scratch.n_rows();
+        self.log_pass(pos0);
         Ok(logits)
     }
 
@@ -117,6 +172,9 @@ impl<'m> Session<'m> {
         let mut logits = Vec::new();
         m.head(&mut self.scratch, Rounding::AsSteps, &mut logits);
         self.hidden_rows = self.scratch.n_rows();
+        // every row was kept (verification)
+        self.scratch.keep_all_rows = false;
+        self.log_pass(n0);
         Ok(logits)
     }
 

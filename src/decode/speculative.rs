@@ -78,6 +78,11 @@ pub trait Drafter {
     fn reuse(&self) -> Option<(usize, usize, &[f32])> {
         None
     }
+    /// Whether it reads the target's final hidden rows of every token
+    /// (`Session::take_hidden_log`; the session then keeps them).
+    fn wants_hidden(&self) -> bool {
+        false
+    }
     /// Extra statistics lines (e.g. per exit head).
     fn details(&self) -> Vec<String> {
         Vec::new()

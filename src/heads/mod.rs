@@ -172,6 +172,8 @@ pub struct Heads {
     pub exits: Vec<ExitHead>,
     /// Token ids in drafting priority (see `heads.draft_vocab`).
     pub vocab: Vec<u32>,
+    /// A grafted multi-token-prediction head (`rllama graft --mtp`).
+    pub mtp: Option<crate::model::nextn::Nextn>,
 }
 
 impl Heads {
@@ -227,7 +229,7 @@ impl Heads {
             None => Vec::new(),
         };
         exits.sort_by_key(|e| e.spec());
-        Ok(Heads { exits, vocab })
+        Ok(Heads { exits, vocab, mtp: None })
     }
 
     /// The model's output matrix cut to the first `k` tokens of the draft

@@ -9,7 +9,10 @@ pub struct Config {
     pub n_vocab: usize,
     pub n_ctx_train: usize,
     pub n_embd: usize,
+    /// Blocks of the main pass.
     pub n_layer: usize,
+    /// Multi-token-prediction blocks after them (`{arch}.nextn_predict_layers`).
+    pub n_nextn: usize,
     pub n_head: usize,
     pub n_head_kv: usize,
     pub head_dim_k: usize,
@@ -103,7 +106,15 @@ impl Config {
             Some(f) if f > 0.0 && g.get_str(&k("rope.scaling.type")).unwrap_or("linear") == "linear" => (1.0 / f) as f32,
             _ => 1.0,
         };
-        let n_layer = req(g, &k("block_count"))?;
+        let n_blocks = req(g, &k("block_count"))?;
+        // trailing blocks that are multi-token-prediction (nextn) layers: not
+        // run in the main pass, `draft-mtp` drafts with them
+        let n_nextn = match g.get_i64(&k("nextn_predict_layers")) {
+            None => 0,
+            Some(v) if v >= 0 && (v as usize) < n_blocks => v as usize,
+            Some(v) => bail!("metadata {} = {v}: the model has {n_blocks} blocks", k("nextn_predict_layers")),
+        };
+        let n_layer = n_blocks;
         let gemma = arch == "gemma3";
         let rope_base = g.get_f64(&k("rope.freq_base")).unwrap_or(10000.0) as f32;
         let swa_window = if gemma { g.get_i64(&k("attention.sliding_window")).unwrap_or(0).max(0) as usize } else { 0 };
@@ -139,7 +150,8 @@ impl Config {
             n_vocab,
             n_ctx_train: g.get_i64(&k("context_length")).unwrap_or(2048).max(1) as usize,
             n_embd,
-            n_layer,
+            n_layer: n_layer - n_nextn,
+            n_nextn,
             n_head,
             n_head_kv,
             head_dim_k,

@@ -50,6 +50,10 @@ pub struct Scratch {
     pub rows: Vec<usize>,
     /// Tokens in the current batch.
     n_tokens: usize,
+    /// Run the last block on every row (not only the output rows) and keep
+    /// all final hidden rows in `all_x` (a nextn head needs every position's).
+    pub keep_all_rows: bool,
+    pub all_x: Vec<f32>,
     /// Layers after which to copy the hidden rows into `captured`.
     pub capture: Vec<usize>,
     pub captured: Vec<Vec<f32>>,
@@ -66,7 +70,7 @@ pub struct Scratch {
     /// long contexts).
     seg_o: Vec<f32>,
     seg_st: Vec<(f32, f32)>,
-    mc: MatCtx,
+    pub(crate) mc: MatCtx,
     rope: Vec<Vec<(f32, f32)>>,
     rope_swa: Vec<Vec<(f32, f32)>>,
 }
@@ -129,8 +133,7 @@ impl Model {
 
     /// Weight bytes block `il` reads per step (its projections).
     pub fn block_bytes(&self, il: usize) -> usize {
-        let l = &self.w.layers[il];
-        [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|x| x.w.rows * x.w.row_bytes).sum()
+        self.w.layers[il].bytes()
     }
 
     /// The output projection (the head's matrix).
@@ -173,7 +176,17 @@ impl Model {
             bail!("output row out of range");
         }
         self.embed(tokens, s)?;
-        self.blocks(0..self.cfg.n_layer, pos0, kv, s, r, Some(&out_rows))?;
+        if s.keep_all_rows {
+            self.blocks(0..self.cfg.n_layer, pos0, kv, s, r, None)?;
+            s.all_x.clone_from(&s.x);
+            if out_rows.len() < n {
+                let d = self.cfg.n_embd;
+                s.x = out_rows.iter().flat_map(|&i| s.all_x[i * d..(i + 1) * d].iter().copied()).collect();
+                s.rows = out_rows;
+            }
+        } else {
+            self.blocks(0..self.cfg.n_layer, pos0, kv, s, r, Some(&out_rows))?;
+        }
         let mut logits = Vec::new();
         self.head_with(output, s, r, &mut logits);
         Ok(logits)
@@ -231,6 +244,32 @@ impl Model {
             }
         }
         Ok(())
+    }
+
+    /// One block `l` outside the main stack (a nextn head's) over the batch
+    /// in `s.x` at positions `pos0..`, its keys and values in layer `il` of `kv`.
+    pub fn block_at(&self, l: &Layer, il: usize, pos0: usize, kv: &mut KvCache, s: &mut Scratch, r: Rounding) -> Result<()> {
+        let n = s.n_tokens;
+        if s.rows.len() != n || n == 0 || il >= kv.n_layer() {
+            bail!("block_at: layer {il} of {}, {} rows of {n}", kv.n_layer(), s.rows.len());
+        }
+        kv.check_write(il, pos0, n)?;
+        self.rope_tables(pos0, n, s);
+        let steps = r == Rounding::AsSteps;
+        let plain = if steps { Batch::Steps } else { Batch::Whole };
+        self.attention_part(il, l, pos0, kv, s, plain, steps, None);
+        self.ffn_part(il, l, s, plain);
+        Ok(())
+    }
+
+    /// The nextn (multi-token-prediction) blocks the model file ships.
+    pub fn nextn(&self) -> &[super::nextn::Nextn] {
+        &self.w.nextn
+    }
+
+    /// The final norm's weights.
+    pub fn output_norm(&self) -> &[f32] {
+        &self.w.output_norm
     }
 
     /// RoPE tables for positions `pos0..pos0 + n` (and the sliding-window
@@ -495,6 +534,19 @@ impl Model {
         let nr = s.n_rows();
         s.h.resize(nr * c.n_embd, 0.0);
         rms_norm_rows(&s.x, &self.w.output_norm, c.eps, &mut s.h);
+        self.project(output, s, r, logits);
+    }
+
+    /// Logits of rows in `s.x` that are already normed (a nextn head's).
+    pub fn head_normed(&self, output: &Linear, s: &mut Scratch, r: Rounding, logits: &mut Vec<f32>) {
+        s.h.clone_from(&s.x);
+        self.project(output, s, r, logits);
+    }
+
+    /// The output projection and soft cap of the normed rows in `s.h`.
+    fn project(&self, output: &Linear, s: &mut Scratch, r: Rounding, logits: &mut Vec<f32>) {
+        let c = &self.cfg;
+        let nr = s.n_rows();
         logits.resize(nr * output.rows(), 0.0);
         s.mc.new_input();
         let batch = if r == Rounding::AsSteps { Batch::Steps } else { Batch::Whole };

@@ -4,6 +4,7 @@
 mod config;
 mod debug;
 mod llama;
+pub mod nextn;
 pub mod weights;
 
 pub use config::Config;

@@ -28,10 +28,43 @@ pub struct Layer {
     pub post_ffn_norm: Option<Vec<f32>>,
 }
 
+impl Layer {
+    /// Block `i` of `g` (tensors `blk.{i}.*`), shaped as `cfg` says.
+    pub fn load(g: &Arc<GgufFile>, cfg: &Config, i: usize) -> Result<Layer> {
+        let (d, hk, hv) = (cfg.n_embd, cfg.head_dim_k, cfg.head_dim_v);
+        let (nq, nk, nv) = (cfg.n_head * hk, cfg.n_head_kv * hk, cfg.n_head_kv * hv);
+        let p = |s: &str| format!("blk.{i}.{s}");
+        let lin = |s: &str, cols, rows| matrix(g, &p(&format!("{s}.weight")), cols, rows, true);
+        let biased = |s: &str, cols, rows| Linear::with_bias(lin(s, cols, rows)?, opt_vector(g, &p(&format!("{s}.bias")), rows)?);
+        Ok(Layer {
+            attn_norm: vector(g, &p("attn_norm.weight"), d)?,
+            wq: biased("attn_q", d, nq)?,
+            wk: biased("attn_k", d, nk)?,
+            wv: biased("attn_v", d, nv)?,
+            wo: Linear::new(lin("attn_output", cfg.n_head * hv, d)?),
+            ffn_norm: vector(g, &p("ffn_norm.weight"), d)?,
+            w_gate: Linear::new(lin("ffn_gate", d, cfg.n_ff)?),
+            w_up: Linear::new(lin("ffn_up", d, cfg.n_ff)?),
+            w_down: Linear::new(lin("ffn_down", cfg.n_ff, d)?),
+            q_norm: opt_vector(g, &p("attn_q_norm.weight"), hk)?,
+            k_norm: opt_vector(g, &p("attn_k_norm.weight"), hk)?,
+            post_attn_norm: opt_vector(g, &p("post_attention_norm.weight"), d)?,
+            post_ffn_norm: opt_vector(g, &p("post_ffw_norm.weight"), d)?,
+        })
+    }
+
+    /// Weight bytes one step reads (its projections).
+    pub fn bytes(&self) -> usize {
+        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down].iter().map(|x| x.w.rows * x.w.row_bytes).sum()
+    }
+}
+
 /// All weights of a model.
 pub struct Weights {
     pub tok_embd: Linear,
     pub layers: Vec<Layer>,
+    /// Multi-token-prediction blocks shipped with the model.
+    pub nextn: Vec<super::nextn::Nextn>,
     pub output_norm: Vec<f32>,
     pub output: Linear,
     /// The output matrix is the token embedding's.
@@ -75,36 +108,17 @@ pub fn opt_vector(g: &GgufFile, name: &str, n: usize) -> Result<Option<Vec<f32>>
 
 impl Weights {
     pub fn load(g: &Arc<GgufFile>, cfg: &Config) -> Result<Self> {
-        let (d, hk, hv) = (cfg.n_embd, cfg.head_dim_k, cfg.head_dim_v);
-        let (nq, nk, nv) = (cfg.n_head * hk, cfg.n_head_kv * hk, cfg.n_head_kv * hv);
+        let d = cfg.n_embd;
         // token_embd is only read row by row (unless it is also the output, packed below)
         // every block has at least its nine matrices and norms: a block count
         // the file cannot hold is an error before anything is allocated for it
-        if cfg.n_layer.saturating_mul(TENSORS_PER_BLOCK) > g.tensors.len() {
-            bail!("metadata block_count {}: the file holds only {} tensors", cfg.n_layer, g.tensors.len());
+        let n_blocks = cfg.n_layer + cfg.n_nextn;
+        if n_blocks.saturating_mul(TENSORS_PER_BLOCK) > g.tensors.len() {
+            bail!("metadata block_count {n_blocks}: the file holds only {} tensors", g.tensors.len());
         }
         let tok_embd = Linear::new(matrix(g, "token_embd.weight", d, cfg.n_vocab, false)?);
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            let p = |s: &str| format!("blk.{i}.{s}");
-            let lin = |s: &str, cols, rows| matrix(g, &p(&format!("{s}.weight")), cols, rows, true);
-            let biased = |s: &str, cols, rows| Linear::with_bias(lin(s, cols, rows)?, opt_vector(g, &p(&format!("{s}.bias")), rows)?);
-            layers.push(Layer {
-                attn_norm: vector(g, &p("attn_norm.weight"), d)?,
-                wq: biased("attn_q", d, nq)?,
-                wk: biased("attn_k", d, nk)?,
-                wv: biased("attn_v", d, nv)?,
-                wo: Linear::new(lin("attn_output", cfg.n_head * hv, d)?),
-                ffn_norm: vector(g, &p("ffn_norm.weight"), d)?,
-                w_gate: Linear::new(lin("ffn_gate", d, cfg.n_ff)?),
-                w_up: Linear::new(lin("ffn_up", d, cfg.n_ff)?),
-                w_down: Linear::new(lin("ffn_down", cfg.n_ff, d)?),
-                q_norm: opt_vector(g, &p("attn_q_norm.weight"), hk)?,
-                k_norm: opt_vector(g, &p("attn_k_norm.weight"), hk)?,
-                post_attn_norm: opt_vector(g, &p("post_attention_norm.weight"), d)?,
-                post_ffn_norm: opt_vector(g, &p("post_ffw_norm.weight"), d)?,
-            });
-        }
+        let layers = (0..cfg.n_layer).map(|i| Layer::load(g, cfg, i)).collect::<Result<Vec<_>>>()?;
+        let nextn = (cfg.n_layer..cfg.n_layer + cfg.n_nextn).map(|i| super::nextn::Nextn::load(g, cfg, i)).collect::<Result<Vec<_>>>()?;
         let output_norm = vector(g, "output_norm.weight", d)?;
         let output = if g.tensor("output.weight").is_some() {
             Linear::new(matrix(g, "output.weight", d, cfg.n_vocab, true)?)
@@ -113,7 +127,7 @@ impl Weights {
             o.pack();
             Linear::new(o)
         };
-        let mut w = Weights { tok_embd, layers, output_norm, output, tied_output: g.tensor("output.weight").is_none() };
+        let mut w = Weights { tok_embd, layers, nextn, output_norm, output, tied_output: g.tensor("output.weight").is_none() };
         for (slot, l) in w.linears_mut().into_iter().enumerate() {
             l.slot = slot;
         }

@@ -1,0 +1,134 @@
+//! `--spec-type draft-mtp`: a multi-token-prediction head drafts from the
+//! target's own hidden state (llama.cpp's algorithm). Its cache holds, at
+//! each position p of the history, the head's block run on the pair
+//! (target hidden row of p - 1, token p); the target's rows come from the
+//! session's hidden log (every verified pass). A round catches the head up
+//! to the last history token, whose output is the first draft; further
+//! drafts chain on the head's own output rows. Lossless through
+//! verification.
+
+use super::speculative::{argmax, DraftCtx, DraftTiming, Drafter};
+use crate::kv_cache::KvCache;
+use crate::model::nextn::Nextn;
+use crate::model::{Model, Rounding, Scratch};
+use crate::ops::linear::Linear;
+use crate::ops::norm::rms_norm_rows;
+use anyhow::Result;
+use std::time::Instant;
+
+pub struct MtpDrafter<'m> {
+    head: &'m Nextn,
+    /// Its own cache (made at the first round, as long as the target's).
+    kv: Option<KvCache>,
+    /// Head cache positions `0..valid` hold pairs with the target's rows.
+    valid: usize,
+    /// The target's final hidden rows after its output norm, by position.
+    h: Vec<f32>,
+    /// The output matrix over the draft vocabulary, and its token ids.
+    out: Option<(Linear, Vec<u32>)>,
+    s: Scratch,
+    logits: Vec<f32>,
+    time: DraftTiming,
+}
+
+impl<'m> MtpDrafter<'m> {
+    pub fn new(head: &'m Nextn, out: Option<(Linear, Vec<u32>)>) -> Result<Self> {
+        Ok(MtpDrafter { head, kv: None, valid: 0, h: Vec::new(), out, s: Scratch::default(), logits: Vec::new(), time: DraftTiming::default() })
+    }
+
+    /// Take the target's newly logged rows (normed) into `h`.
+    fn take_rows(&mut self, ctx: &mut DraftCtx) {
+        let m = ctx.target.model;
+        let d = m.cfg.n_embd;
+        let (pos0, rows) = ctx.target.take_hidden_log();
+        if rows.is_empty() {
+            return;
+        }
+        // positions never logged stay zero rows (the head sees no state there)
+        self.h.resize(pos0 * d, 0.0);
+        let start = self.h.len();
+        self.h.resize(start + rows.len(), 0.0);
+        rms_norm_rows(&rows, m.output_norm(), m.cfg.eps, &mut self.h[start..]);
+    }
+
+    /// Catch the head up to the last history token, then draft up to `k`.
+    fn run(&mut self, m: &Model, history: &[u32], kv: &mut KvCache, k: usize) -> Result<Vec<u32>> {
+        let d = m.cfg.n_embd;
+        let il = self.head.il;
+        let n = history.len();
+        let k = k.min(kv.n_ctx.saturating_sub(n));
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        // pairs (h[p - 1], x[p]) for p in from..n; h of position -1 is zeros
+        let from = self.valid.min(n - 1);
+        let mut hrows = vec![0f32; (n - from) * d];
+        for p in from.max(1)..n {
+            if p * d <= self.h.len() {
+                hrows[(p - from) * d..(p - from + 1) * d].copy_from_slice(&self.h[(p - 1) * d..p * d]);
+            }
+        }
+        kv.remove_from(from, il..il + 1);
+        self.head.forward(m, &history[from..], &hrows, from, kv, &mut self.s)?;
+        self.valid = n;
+        let mut out = Vec::with_capacity(k);
+        let mut tok = self.next_token(m);
+        out.push(tok);
+        while out.len() < k {
+            let prev = self.s.x[(self.s.n_rows() - 1) * d..].to_vec();
+            self.head.forward(m, &[tok], &prev, n - 1 + out.len(), kv, &mut self.s)?;
+            tok = self.next_token(m);
+            out.push(tok);
+        }
+        Ok(out)
+    }
+
+    fn next_token(&mut self, model: &Model) -> u32 {
+        let d = model.cfg.n_embd;
+        let n = self.s.n_rows();
+        // the last row only
+        let last = self.s.x[(n - 1) * d..n * d].to_vec();
+        let mut s2 = Scratch::default();
+        s2.set_hidden(&last, 1);
+        let output = self.out.as_ref().map_or(model.output(), |(o, _)| o);
+        model.head_normed(output, &mut s2, Rounding::AsSteps, &mut self.logits);
+        let best = argmax(&self.logits);
+        match &self.out {
+            Some((_, ids)) => ids[best],
+            None => best as u32,
+        }
+    }
+}
+
+impl Drafter for MtpDrafter<'_> {
+    fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>> {
+        let t0 = Instant::now();
+        self.take_rows(ctx);
+        let m = ctx.target.model;
+        let mut kv = match self.kv.take() {
+            Some(kv) => kv,
+            None => self.head.new_cache(m, ctx.target.n_ctx())?,
+        };
+        let out = self.run(m, ctx.history, &mut kv, k);
+        self.kv = Some(kv);
+        let out = out?;
+        self.time.record(t0, out.len());
+        Ok(out)
+    }
+    fn rollback(&mut self, n: usize) {
+        // the head's rows past the history were drafts
+        self.valid = self.valid.min(n);
+    }
+    fn ms_per_token(&self) -> Option<f64> {
+        self.time.ema
+    }
+    fn perf(&self) -> (f64, usize) {
+        (self.time.ms, self.time.n)
+    }
+    fn name(&self) -> &str {
+        "draft-mtp"
+    }
+    fn wants_hidden(&self) -> bool {
+        true
+    }
+}
