@@ -187,3 +187,56 @@ fn mutated_heads_files_never_panic() {
     std::fs::remove_file(&p).ok();
     assert!(err > 0, "no mutation was refused ({ok} loaded)");
 }
+
+/// `graft --mtp` on the tiny model: the head lands in the heads file in
+/// llama.cpp's nextn layout (block n_layer, `{arch}.nextn_predict_layers`),
+/// loads back, and `draft-mtp` with it leaves greedy output unchanged.
+#[test]
+fn mtp_head_round_trip_and_lossless_drafting() {
+    use rllama::decode::drafters::{Drafters, NgramOpts, SpecType};
+    use rllama::decode::generator::Generator;
+    use rllama::decode::speculative::{DraftLength, Drafter};
+    use rllama::decode::Session;
+    use rllama::heads::graft::heads_writer;
+    use rllama::heads::mtp::{graft_mtp, MtpParams};
+    use rllama::sampling::{Sampler, SamplerParams};
+    let m = tiny_model(1);
+    let toks = tokens(32 * 12);
+    let mut w = heads_writer(&m, &toks);
+    let p = MtpParams { n_ctx: 32, chunks: None, holdout: 2, ridge: 1e-2, ty: rllama::gguf::GgmlType::Q8_0 };
+    let r = graft_mtp(&m, &toks, &p, &mut w, &mut Quiet).unwrap();
+    assert_eq!(r.agree.len(), 3);
+    assert!(r.agree.iter().all(|a| (0.0..=1.0).contains(a)), "{:?}", r.agree);
+    let path = tmp("mtp-heads.gguf");
+    w.write_file(&path).unwrap();
+    let g = rllama::gguf::GgufFile::open(&path).unwrap();
+    assert_eq!(g.get_i64("llama.nextn_predict_layers"), Some(1));
+    for t in [
+        "blk.2.nextn.eh_proj.weight",
+        "blk.2.nextn.enorm.weight",
+        "blk.2.nextn.hnorm.weight",
+        "blk.2.nextn.shared_head_norm.weight",
+        "blk.2.attn_q.weight",
+        "blk.2.ffn_down.weight",
+    ] {
+        assert!(g.tensor(t).is_some(), "{t} missing");
+    }
+    let h = Heads::load(&path, &m).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(h.exits.is_empty() && h.mtp.is_some());
+    let run = |d: Option<&mut dyn Drafter>, len: DraftLength| {
+        let mut gen = Generator::new(Session::new(&m, 128, 32).unwrap(), Sampler::new(SamplerParams { temp: 0.0, ..Default::default() }), d, len);
+        gen.prompt(&toks[..20]).unwrap();
+        let mut out = Vec::new();
+        while out.len() < 60 {
+            out.extend(gen.next().unwrap());
+        }
+        out.truncate(60);
+        (out, gen.stats.n_drafted)
+    };
+    let (want, _) = run(None, DraftLength::new(0, 0));
+    let mut ds = Drafters::from_types(&[SpecType::DraftMtp], &NgramOpts::default(), None, Some((&m, &h, None)), h.mtp.as_ref(), 3).unwrap();
+    let (got, drafted) = run(Some(&mut ds), DraftLength::fixed(3));
+    assert_eq!(got, want, "draft-mtp changed greedy output");
+    assert!(drafted > 0);
+}

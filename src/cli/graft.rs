@@ -1,7 +1,8 @@
 //! `rllama graft`: exit heads for early-exit drafting, fitted on calibration
 //! text and written to a sidecar heads file (`--spec-heads`).
 
-use crate::heads::graft::{graft, GraftParams, GraftProgress};
+use crate::heads::graft::{graft_exits, heads_writer, GraftParams, GraftProgress};
+use crate::heads::mtp::{graft_mtp, MtpParams};
 use crate::heads::ExitSpec;
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
@@ -27,6 +28,10 @@ pub struct GraftArgs {
         value_delimiter = ','
     )]
     exit_layers: Vec<ExitSpec>,
+    #[arg(long = "mtp", help = "also graft a multi-token-prediction head (for --spec-type draft-mtp)")]
+    mtp: bool,
+    #[arg(long = "mtp-type", value_name = "TYPE", default_value = "q8_0", help = "type of the MTP head's matrices (f32, f16, q8_0, ...)")]
+    mtp_type: String,
     #[arg(short = 'o', long = "output", value_name = "HEADS.gguf")]
     output: Option<PathBuf>,
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, help = "tokens per chunk")]
@@ -56,7 +61,7 @@ impl GraftProgress for Bar {
 pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     let Some((a, _)) = super::flags::parse::<GraftArgs>(prog, args)? else { return Ok(()) };
     let (Some(mp), Some(fp), Some(out)) = (a.model, a.file, a.output) else {
-        bail!("error: -m MODEL, -f CALIB.txt, --exit-layers L1,... and -o HEADS.gguf are required (see {prog} --help)")
+        bail!("error: -m MODEL, -f CALIB.txt, --exit-layers L1,... (or --mtp) and -o HEADS.gguf are required (see {prog} --help)")
     };
     if !(a.ridge > 0.0 && a.ridge.is_finite()) {
         bail!("error: --ridge {}: expected a positive number", a.ridge);
@@ -71,6 +76,10 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             }
         }
     }
+    let mtp_ty = match crate::gguf::GgmlType::from_name(&a.mtp_type) {
+        Some(t) if crate::quant::quantize::can_quantize(t) => t,
+        _ => bail!("error: --mtp-type {}: not a weight type rllama can write", a.mtp_type),
+    };
     super::options::set_threads(a.threads);
     let text = match std::fs::read(&fp) {
         Ok(b) => crate::tokenizer::text_from_bytes(&b),
@@ -84,7 +93,18 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     let mut p = Bar(bar);
     let params = GraftParams { exit_layers: a.exit_layers, n_ctx: a.n_ctx, chunks: a.chunks, holdout: a.holdout, ridge: a.ridge };
     let t0 = std::time::Instant::now();
-    let (w, reports) = graft(&model, &tokens, &params, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?;
+    let mut w = heads_writer(&model, &tokens);
+    let reports = if params.exit_layers.is_empty() && a.mtp {
+        Vec::new()
+    } else {
+        graft_exits(&model, &tokens, &params, &mut w, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?
+    };
+    let mtp = if a.mtp {
+        let mp = MtpParams { n_ctx: a.n_ctx, chunks: a.chunks, holdout: a.holdout, ridge: a.ridge, ty: mtp_ty };
+        Some(graft_mtp(&model, &tokens, &mp, &mut w, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?)
+    } else {
+        None
+    };
     p.0.finish_and_clear();
     let tmp = crate::tmpfile::beside(&out)?;
     std::fs::write(tmp.path(), w.to_bytes())?;
@@ -95,6 +115,10 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         params.holdout * params.n_ctx
     );
+    if let Some(m) = &mtp {
+        let pos: Vec<String> = m.agree.iter().enumerate().map(|(k, a)| format!("draft {}: {:.1}%", k + 1, 100.0 * a)).collect();
+        eprintln!("  MTP head ({} held-out positions): {}", m.held_out, pos.join(", "));
+    }
     for r in &reports {
         eprintln!(
             "  exit {:>5} ({:2} of {} blocks): head {:5.1}%  (logit lens {:5.1}%)",

@@ -16,6 +16,10 @@ use crate::ops::norm::rms_norm_rows;
 use anyhow::Result;
 use std::time::Instant;
 
+/// Positions caught up at once beyond which the catch-up (a prompt's) is
+/// not counted as drafting time.
+const LONG_CATCHUP: usize = 16;
+
 pub struct MtpDrafter<'m> {
     head: &'m Nextn,
     /// Its own cache (made at the first round, as long as the target's).
@@ -51,14 +55,16 @@ impl<'m> MtpDrafter<'m> {
         rms_norm_rows(&rows, m.output_norm(), m.cfg.eps, &mut self.h[start..]);
     }
 
-    /// Catch the head up to the last history token, then draft up to `k`.
-    fn run(&mut self, m: &Model, history: &[u32], kv: &mut KvCache, k: usize) -> Result<Vec<u32>> {
+    /// Catch the head up to the last history token, then draft up to `k`;
+    /// also the time a long catch-up took (a prompt's: not a draft cost).
+    fn run(&mut self, m: &Model, history: &[u32], kv: &mut KvCache, k: usize) -> Result<(Vec<u32>, std::time::Duration)> {
         let d = m.cfg.n_embd;
         let il = self.head.il;
         let n = history.len();
         let k = k.min(kv.n_ctx.saturating_sub(n));
+        let mut t_catchup = std::time::Duration::ZERO;
         if k == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), t_catchup));
         }
         // pairs (h[p - 1], x[p]) for p in from..n; h of position -1 is zeros
         let from = self.valid.min(n - 1);
@@ -69,7 +75,14 @@ impl<'m> MtpDrafter<'m> {
             }
         }
         kv.remove_from(from, il..il + 1);
-        self.head.forward(m, &history[from..], &hrows, from, kv, &mut self.s)?;
+        let mut at = from;
+        if n - from > LONG_CATCHUP {
+            let t = Instant::now();
+            self.head.forward(m, &history[from..n - 1], &hrows[..(n - 1 - from) * d], from, kv, &mut self.s)?;
+            t_catchup = t.elapsed();
+            at = n - 1;
+        }
+        self.head.forward(m, &history[at..], &hrows[(at - from) * d..], at, kv, &mut self.s)?;
         self.valid = n;
         let mut out = Vec::with_capacity(k);
         let mut tok = self.next_token(m);
@@ -80,7 +93,7 @@ impl<'m> MtpDrafter<'m> {
             tok = self.next_token(m);
             out.push(tok);
         }
-        Ok(out)
+        Ok((out, t_catchup))
     }
 
     fn next_token(&mut self, model: &Model) -> u32 {
@@ -111,8 +124,8 @@ impl Drafter for MtpDrafter<'_> {
         };
         let out = self.run(m, ctx.history, &mut kv, k);
         self.kv = Some(kv);
-        let out = out?;
-        self.time.record(t0, out.len());
+        let (out, t_catchup) = out?;
+        self.time.record(t0.checked_add(t_catchup).unwrap_or(t0), out.len());
         Ok(out)
     }
     fn rollback(&mut self, n: usize) {

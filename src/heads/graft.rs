@@ -100,8 +100,32 @@ fn top1(model: &Model, x: &[f32], n: usize) -> Vec<usize> {
     out
 }
 
+/// A heads file for `model` with its identity and the draft vocabulary of
+/// `tokens` (the calibration text); heads are added to it.
+pub fn heads_writer(model: &Model, tokens: &[u32]) -> GgufWriter {
+    let c = &model.cfg;
+    let mut w = GgufWriter::new();
+    w.set_str(KEY_TYPE, TYPE_HEADS);
+    w.set_str(KEY_ARCH, &c.arch);
+    w.set_str("general.name", "rllama graft heads");
+    w.set(KEY_N_EMBD, Value::U32(c.n_embd as u32));
+    w.set(KEY_N_LAYER, Value::U32(c.n_layer as u32));
+    w.set(KEY_N_VOCAB, Value::U32(c.n_vocab as u32));
+    w.set_str(KEY_FINGERPRINT, &fingerprint(&model.g));
+    let order = vocab_order(tokens, c.n_vocab, DRAFT_VOCAB_MAX);
+    w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
+    w
+}
+
 /// Fit the heads on `tokens` (the calibration text) and write them.
 pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn GraftProgress) -> Result<(GgufWriter, Vec<ExitReport>)> {
+    let mut w = heads_writer(model, tokens);
+    let reports = graft_exits(model, tokens, p, &mut w, prog)?;
+    Ok((w, reports))
+}
+
+/// The exit heads of `p` into `w`.
+pub fn graft_exits(model: &Model, tokens: &[u32], p: &GraftParams, w: &mut GgufWriter, prog: &mut dyn GraftProgress) -> Result<Vec<ExitReport>> {
     let c = &model.cfg;
     let d = c.n_embd;
     for e in &p.exit_layers {
@@ -151,22 +175,12 @@ pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn Graf
     }
     let nt = (fit * p.n_ctx) as f64;
     let my: Vec<f64> = sy.iter().map(|v| v / nt).collect();
-    let mut w = GgufWriter::new();
-    w.set_str(KEY_TYPE, TYPE_HEADS);
-    w.set_str(KEY_ARCH, &c.arch);
-    w.set_str("general.name", "rllama graft exit heads");
-    w.set(KEY_N_EMBD, Value::U32(d as u32));
-    w.set(KEY_N_LAYER, Value::U32(c.n_layer as u32));
-    w.set(KEY_N_VOCAB, Value::U32(c.n_vocab as u32));
-    w.set_str(KEY_FINGERPRINT, &fingerprint(&model.g));
     w.set(KEY_EXIT_LAYERS, Value::Array(crate::gguf::ValueType::U32, p.exit_layers.iter().map(|e| Value::U32(e.layer as u32)).collect()));
     if p.exit_layers.iter().any(|e| e.tail > 0) {
         w.set(KEY_EXIT_TAILS, Value::Array(crate::gguf::ValueType::U32, p.exit_layers.iter().map(|e| Value::U32(e.tail as u32)).collect()));
     }
     w.set(KEY_CALIB_TOKENS, Value::U32(nt as u32));
     w.set(KEY_RIDGE, Value::F32(p.ridge as f32));
-    let order = vocab_order(tokens, c.n_vocab, DRAFT_VOCAB_MAX);
-    w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
     let mut maps = Vec::new();
     for (sm, l) in sums.iter().zip(&p.exit_layers) {
         let mx: Vec<f64> = sm.sx.iter().map(|v| v / nt).collect();
@@ -220,5 +234,5 @@ pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn Graf
         .enumerate()
         .map(|(e, &exit)| ExitReport { exit, agree: agreement[e], agree_lens: lens[e] as f64 / n_held.max(1) as f64 })
         .collect();
-    Ok((w, reports))
+    Ok(reports)
 }

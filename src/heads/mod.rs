@@ -25,11 +25,15 @@
 //!   calibration text's by frequency, then the rest by id, as BPE ids
 //!   roughly follow merge frequency); drafts use the first K
 //!   (`--spec-draft-vocab K`), so the output matrix they multiply is K rows
+//! - an MTP head (`rllama graft --mtp`): `{arch}.nextn_predict_layers` = 1
+//!   and block `n_layer` in llama.cpp's nextn layout (`blk.{n_layer}.nextn.*`
+//!   and the block's `attn_*`/`ffn_*` tensors; see `model::nextn`)
 //! - tensors `exit.{S}.weight` (F32, {n_embd, n_embd}: row j gives output
 //!   dimension j) and `exit.{S}.bias` (F32, {n_embd}), S = `L`, or `L+T`
 //!   for an exit with a tail
 
 pub mod graft;
+pub mod mtp;
 
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::model::Model;
@@ -196,7 +200,13 @@ impl Heads {
             bail!("{name}: heads fitted for another model (architecture or weights differ; run rllama graft on this model)");
         }
         let ints = |key: &str| -> Option<Vec<i64>> { g.get(key).and_then(Value::as_array).map(|a| a.iter().map(|v| v.as_i64().unwrap_or(-1)).collect()) };
-        let Some(layers) = ints(KEY_EXIT_LAYERS) else { bail!("{name}: no {KEY_EXIT_LAYERS}") };
+        let mtp_key = format!("{}.nextn_predict_layers", c.arch);
+        let n_mtp = g.get_i64(&mtp_key).unwrap_or(0);
+        let layers = match ints(KEY_EXIT_LAYERS) {
+            Some(l) => l,
+            None if n_mtp > 0 => Vec::new(),
+            None => bail!("{name}: no {KEY_EXIT_LAYERS} and no MTP head"),
+        };
         let agree: Vec<Option<f64>> = match g.get(KEY_EXIT_AGREEMENT).and_then(Value::as_array) {
             Some(a) if a.len() == layers.len() => a.iter().map(|v| v.as_f64().filter(|x| (0.0..=1.0).contains(x))).collect(),
             _ => vec![None; layers.len()],
@@ -229,7 +239,15 @@ impl Heads {
             None => Vec::new(),
         };
         exits.sort_by_key(|e| e.spec());
-        Ok(Heads { exits, vocab, mtp: None })
+        let mtp = match n_mtp {
+            0 => None,
+            1 => {
+                let g = std::sync::Arc::new(g);
+                Some(crate::model::nextn::Nextn::load(&g, c, c.n_layer).with_context(|| format!("{name}: the MTP head"))?)
+            }
+            k => bail!("{name}: {mtp_key} = {k}: one MTP head is supported"),
+        };
+        Ok(Heads { exits, vocab, mtp })
     }
 
     /// The model's output matrix cut to the first `k` tokens of the draft

@@ -262,6 +262,11 @@ impl Model {
         Ok(())
     }
 
+    /// Block `il` of the main pass.
+    pub fn layer(&self, il: usize) -> &Layer {
+        &self.w.layers[il]
+    }
+
     /// The nextn (multi-token-prediction) blocks the model file ships.
     pub fn nextn(&self) -> &[super::nextn::Nextn] {
         &self.w.nextn
@@ -303,7 +308,7 @@ impl Model {
         if let Some(w) = &l.k_norm {
             norm_in_place(&mut s.k, w, c.eps, &mut s.tmp);
         }
-        let rope_tab = if c.swa_layers[il] { &s.rope_swa } else { &s.rope };
+        let rope_tab = if c.swa_layers.get(il).copied().unwrap_or(false) { &s.rope_swa } else { &s.rope };
         for (t, tab) in rope_tab.iter().enumerate().take(n) {
             for h in 0..nkv {
                 rope_apply(&mut s.k[(t * nkv + h) * hk..(t * nkv + h + 1) * hk], c.rope_dims, c.rope_neox, tab);
@@ -345,7 +350,7 @@ impl Model {
         let d = c.n_embd;
         let (hk, hv) = (c.head_dim_k, c.head_dim_v);
         let (nh, nkv) = (c.n_head, c.n_head_kv);
-        let swa = c.swa_layers[il];
+        let swa = c.swa_layers.get(il).copied().unwrap_or(false);
         s.h.resize(n * d, 0.0);
         rms_norm_rows(&s.x, &l.attn_norm, c.eps, &mut s.h);
         s.q.resize(n * nh * hk, 0.0);
