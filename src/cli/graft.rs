@@ -32,6 +32,19 @@ pub struct GraftArgs {
     mtp: bool,
     #[arg(long = "mtp-type", value_name = "TYPE", default_value = "q8_0", help = "type of the MTP head's matrices (f32, f16, q8_0, ...)")]
     mtp_type: String,
+    #[arg(long = "epochs", value_name = "N", default_value_t = 3, help = "MTP head training epochs (0: the closed-form head)")]
+    epochs: usize,
+    #[arg(long = "lr", value_name = "F", default_value_t = 2e-4, help = "MTP head learning rate (AdamW)")]
+    lr: f64,
+    #[arg(
+        long = "self-distill",
+        value_name = "N",
+        default_value_t = 0,
+        help = "also train the MTP head on N tokens the model generates from calibration snippets"
+    )]
+    self_distill: usize,
+    #[arg(long = "tokens", value_name = "N", help = "use the first N tokens of the calibration text")]
+    max_tokens: Option<usize>,
     #[arg(short = 'o', long = "output", value_name = "HEADS.gguf")]
     output: Option<PathBuf>,
     #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, help = "tokens per chunk")]
@@ -46,7 +59,7 @@ pub struct GraftArgs {
     threads: Option<usize>,
 }
 
-struct Bar(ProgressBar);
+struct Bar(ProgressBar, Option<f64>);
 
 impl GraftProgress for Bar {
     fn chunk(&mut self, done: usize, total: usize) {
@@ -56,6 +69,42 @@ impl GraftProgress for Bar {
     fn line(&mut self, s: &str) {
         self.0.suspend(|| eprintln!("{s}"));
     }
+    fn train(&mut self, epoch: usize, step: usize, steps: usize, loss: f64, agree: Option<f64>) {
+        self.0.set_length(steps as u64);
+        self.0.set_position(step as u64);
+        let a = agree.map_or(String::new(), |a| format!(", held-out agreement {:.1}%", 100.0 * a));
+        self.0.set_message(format!("training epoch {} loss {loss:.4}{a}", epoch + 1));
+        if agree != self.1 {
+            // an epoch ended
+            self.1 = agree;
+            self.0.suspend(|| eprintln!("training: epoch {} ({step}/{steps} steps), loss {loss:.4}{a}", epoch + 1));
+        }
+    }
+}
+
+/// Requests about calibration passages, in the model's chat format (the
+/// text drafting meets most: the model answering), cycling through a few
+/// kinds of request; none without a chat template (snippets are used).
+fn distill_prompts(model: &Model, tok: &Tokenizer, text: &str, n: usize) -> Vec<Vec<u32>> {
+    const ASKS: [&str; 4] = [
+        "Summarize this passage:",
+        "Write a Rust program that illustrates this passage, with comments:",
+        "Explain this passage to a beginner:",
+        "Write three questions about this passage and answer them:",
+    ];
+    let Ok(tmpl) = crate::chat::template::ChatTemplate::new(None, &model.g, tok) else { return Vec::new() };
+    let passages: Vec<&str> = text.split("\n\n").map(str::trim).filter(|p| (200..1500).contains(&p.len())).collect();
+    if passages.is_empty() || n == 0 {
+        return Vec::new();
+    }
+    (0..n)
+        .filter_map(|i| {
+            let p = passages[i * passages.len() / n];
+            let msg = crate::chat::template::Message::new("user", &format!("{}\n\n{p}", ASKS[i % ASKS.len()]));
+            let rendered = tmpl.render(&[msg], true).ok()?;
+            tok.encode(&rendered, true, true).ok()
+        })
+        .collect()
 }
 
 pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
@@ -87,10 +136,13 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     };
     let model = Model::load(&mp)?;
     let tok = Tokenizer::from_gguf(&model.g)?;
-    let tokens = tok.encode(&text, true, false)?;
+    let mut tokens = tok.encode(&text, true, false)?;
+    if let Some(n) = a.max_tokens {
+        tokens.truncate(n);
+    }
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(1) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:40} chunk {pos}/{len} {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let mut p = Bar(bar);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {eta} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut p = Bar(bar, None);
     let params = GraftParams { exit_layers: a.exit_layers, n_ctx: a.n_ctx, chunks: a.chunks, holdout: a.holdout, ridge: a.ridge };
     let t0 = std::time::Instant::now();
     let mut w = heads_writer(&model, &tokens);
@@ -100,7 +152,19 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         graft_exits(&model, &tokens, &params, &mut w, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?
     };
     let mtp = if a.mtp {
-        let mp = MtpParams { n_ctx: a.n_ctx, chunks: a.chunks, holdout: a.holdout, ridge: a.ridge, ty: mtp_ty };
+        let mp = MtpParams {
+            n_ctx: a.n_ctx,
+            chunks: a.chunks,
+            holdout: a.holdout,
+            ridge: a.ridge,
+            ty: mtp_ty,
+            epochs: a.epochs,
+            lr: a.lr,
+            self_distill: a.self_distill,
+            train_vocab: crate::decode::drafters::DEFAULT_DRAFT_VOCAB,
+            distill_prompts: distill_prompts(&model, &tok, &text, a.self_distill.div_ceil(192)),
+            stop: (0..model.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect(),
+        };
         Some(graft_mtp(&model, &tokens, &mp, &mut w, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?)
     } else {
         None
@@ -116,8 +180,11 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         params.holdout * params.n_ctx
     );
     if let Some(m) = &mtp {
-        let pos: Vec<String> = m.agree.iter().enumerate().map(|(k, a)| format!("draft {}: {:.1}%", k + 1, 100.0 * a)).collect();
-        eprintln!("  MTP head ({} held-out positions): {}", m.held_out, pos.join(", "));
+        let pos = |v: &[f64]| v.iter().enumerate().map(|(k, a)| format!("draft {}: {:.1}%", k + 1, 100.0 * a)).collect::<Vec<_>>().join(", ");
+        eprintln!("  MTP head ({} held-out positions, {} self-distilled tokens): {}", m.held_out, m.distilled, pos(&m.agree));
+        if a.epochs > 0 {
+            eprintln!("  (closed-form start: {})", pos(&m.agree_start));
+        }
     }
     for r in &reports {
         eprintln!(

@@ -46,6 +46,9 @@ struct Sums {
 pub trait GraftProgress {
     fn chunk(&mut self, done: usize, total: usize);
     fn line(&mut self, s: &str);
+    /// A training step (MTP head): mean loss of the epoch so far, held-out
+    /// agreement after the last epoch.
+    fn train(&mut self, _epoch: usize, _step: usize, _steps: usize, _loss: f64, _agree: Option<f64>) {}
 }
 
 /// Rows (n x d, f32) as an f64 matrix.

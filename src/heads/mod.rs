@@ -34,6 +34,8 @@
 
 pub mod graft;
 pub mod mtp;
+#[cfg(feature = "train")]
+pub mod train;
 
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::model::Model;

@@ -32,15 +32,31 @@ pub struct MtpParams {
     pub ridge: f64,
     /// Type of the head's matrices.
     pub ty: GgmlType,
+    /// Training epochs (0: the closed-form head only).
+    pub epochs: usize,
+    pub lr: f64,
+    /// Tokens the model generates from calibration snippets to train on.
+    pub self_distill: usize,
+    /// Draft vocabulary the training loss runs over.
+    pub train_vocab: usize,
+    /// Prompts the self-distilled text continues (e.g. chat-formatted
+    /// requests about calibration passages); empty: calibration snippets.
+    pub distill_prompts: Vec<Vec<u32>>,
+    /// Tokens that end a generation (end of turn).
+    pub stop: Vec<u32>,
 }
 
 /// Draft positions the agreement is reported for.
 pub const REPORT_POSITIONS: usize = 3;
 
 pub struct MtpReport {
-    /// Held-out top-1 agreement with the full model per draft position.
+    /// Held-out top-1 agreement with the full model per draft position:
+    /// the head written, and its closed-form start.
     pub agree: Vec<f64>,
+    pub agree_start: Vec<f64>,
     pub held_out: usize,
+    /// Self-distilled tokens trained on.
+    pub distilled: usize,
 }
 
 /// Final hidden rows (before the output norm) of every token of `chunk`.
@@ -102,38 +118,91 @@ fn dequant(m: &crate::ops::matmul::QMatrix) -> Vec<f32> {
     out
 }
 
-/// The head's tensors into `w` (block `il`), from eh_proj (d rows of 2d)
-/// and block matrices taken from the model's last block but with zero
-/// output projections.
-pub fn write_head(model: &Model, w: &mut GgufWriter, eh: &[f32], ty: GgmlType) -> Result<()> {
-    let c = &model.cfg;
-    let (d, il) = (c.n_embd, c.n_layer);
-    let last = model.layer(c.n_layer - 1);
-    let p = |s: &str| format!("blk.{il}.{s}");
-    put(w, &p("nextn.eh_proj.weight"), 2 * d, d, eh, ty)?;
-    put_vec(w, &p("nextn.enorm.weight"), &vec![1.0; d])?;
-    put_vec(w, &p("nextn.hnorm.weight"), &vec![1.0; d])?;
-    put_vec(w, &p("nextn.shared_head_norm.weight"), model.output_norm())?;
-    put_vec(w, &p("attn_norm.weight"), &last.attn_norm)?;
-    put_vec(w, &p("ffn_norm.weight"), &last.ffn_norm)?;
-    for (name, lin) in [("attn_q", &last.wq), ("attn_k", &last.wk), ("attn_v", &last.wv), ("ffn_gate", &last.w_gate), ("ffn_up", &last.w_up)] {
-        put(w, &p(&format!("{name}.weight")), lin.w.cols, lin.w.rows, &dequant(&lin.w), ty)?;
-        if let Some(b) = lin.bias.as_deref() {
-            put_vec(w, &p(&format!("{name}.bias")), b)?;
+/// The head's weights as f32 rows (matrices: rows are output dimensions).
+#[derive(Clone)]
+pub struct HeadWeights {
+    pub eh_proj: Vec<f32>,
+    pub enorm: Vec<f32>,
+    pub hnorm: Vec<f32>,
+    pub head_norm: Vec<f32>,
+    pub attn_norm: Vec<f32>,
+    pub ffn_norm: Vec<f32>,
+    /// q, k, v, o, gate, up, down: (cols, rows, values, bias)
+    pub mats: Vec<(&'static str, usize, usize, Vec<f32>, Option<Vec<f32>>)>,
+    /// Norms the block has besides attn/ffn (q/k norms, post norms), kept.
+    pub extra_norms: Vec<(&'static str, Vec<f32>)>,
+}
+
+impl HeadWeights {
+    /// The closed-form start: `eh_proj` (d rows of 2d), the model's last
+    /// block with zero output projections (attn_output, ffn_down).
+    pub fn start(model: &Model, eh_proj: Vec<f32>) -> HeadWeights {
+        let c = &model.cfg;
+        let d = c.n_embd;
+        let last = model.layer(c.n_layer - 1);
+        let mut mats = Vec::new();
+        for (name, lin) in [
+            ("attn_q", &last.wq),
+            ("attn_k", &last.wk),
+            ("attn_v", &last.wv),
+            ("attn_output", &last.wo),
+            ("ffn_gate", &last.w_gate),
+            ("ffn_up", &last.w_up),
+            ("ffn_down", &last.w_down),
+        ] {
+            let zero = name == "attn_output" || name == "ffn_down";
+            let v = if zero { vec![0.0; lin.w.cols * lin.w.rows] } else { dequant(&lin.w) };
+            mats.push((name, lin.w.cols, lin.w.rows, v, lin.bias.clone()));
+        }
+        let extra_norms = [
+            ("attn_q_norm", &last.q_norm),
+            ("attn_k_norm", &last.k_norm),
+            ("post_attention_norm", &last.post_attn_norm),
+            ("post_ffw_norm", &last.post_ffn_norm),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.clone().map(|v| (n, v)))
+        .collect();
+        HeadWeights {
+            eh_proj,
+            enorm: vec![1.0; d],
+            hnorm: vec![1.0; d],
+            head_norm: model.output_norm().to_vec(),
+            attn_norm: last.attn_norm.clone(),
+            ffn_norm: last.ffn_norm.clone(),
+            mats,
+            extra_norms,
         }
     }
-    for (name, lin) in [("attn_output", &last.wo), ("ffn_down", &last.w_down)] {
-        put(w, &p(&format!("{name}.weight")), lin.w.cols, lin.w.rows, &vec![0.0; lin.w.cols * lin.w.rows], ty)?;
+
+    /// The matrix `name` (values, bias).
+    pub fn mat(&self, name: &str) -> Option<(&[f32], Option<&[f32]>)> {
+        self.mats.iter().find(|m| m.0 == name).map(|m| (&m.3[..], m.4.as_deref()))
     }
-    for (name, v) in
-        [("attn_q_norm", &last.q_norm), ("attn_k_norm", &last.k_norm), ("post_attention_norm", &last.post_attn_norm), ("post_ffw_norm", &last.post_ffn_norm)]
-    {
-        if let Some(v) = v {
+
+    /// The tensors into `w` as block `n_layer` (matrices as `ty`).
+    pub fn write(&self, model: &Model, w: &mut GgufWriter, ty: GgmlType) -> Result<()> {
+        let c = &model.cfg;
+        let (d, il) = (c.n_embd, c.n_layer);
+        let p = |s: &str| format!("blk.{il}.{s}");
+        put(w, &p("nextn.eh_proj.weight"), 2 * d, d, &self.eh_proj, ty)?;
+        put_vec(w, &p("nextn.enorm.weight"), &self.enorm)?;
+        put_vec(w, &p("nextn.hnorm.weight"), &self.hnorm)?;
+        put_vec(w, &p("nextn.shared_head_norm.weight"), &self.head_norm)?;
+        put_vec(w, &p("attn_norm.weight"), &self.attn_norm)?;
+        put_vec(w, &p("ffn_norm.weight"), &self.ffn_norm)?;
+        for (name, cols, rows, v, bias) in &self.mats {
+            put(w, &p(&format!("{name}.weight")), *cols, *rows, v, ty)?;
+            if let Some(b) = bias {
+                put_vec(w, &p(&format!("{name}.bias")), b)?;
+            }
+        }
+        for (name, v) in &self.extra_norms {
             put_vec(w, &p(&format!("{name}.weight")), v)?;
         }
+        w.set(&format!("{}.nextn_predict_layers", c.arch), Value::U32(1));
+        Ok(())
     }
-    w.set(&format!("{}.nextn_predict_layers", c.arch), Value::U32(1));
-    Ok(())
 }
 
 /// Fit the head on `tokens`, write it into `w`, report held-out agreement.
@@ -146,20 +215,45 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     if n_chunks < p.holdout + 1 {
         bail!("the calibration text has {} tokens: {} chunks of {} needed ({} held out)", tokens.len(), p.holdout + 1, p.n_ctx, p.holdout);
     }
+    if p.epochs > 0 && !cfg!(feature = "train") {
+        bail!("--epochs {}: this rllama was built without the 'train' feature (use --epochs 0 for the closed-form head)", p.epochs);
+    }
     let fit = p.chunks.unwrap_or(usize::MAX).min(n_chunks - p.holdout);
-    let total = fit + p.holdout;
+    let n_distill = p.self_distill.div_ceil(DISTILL_GEN);
+    let total = fit + n_distill + p.holdout;
     faer::set_global_parallelism(faer::Par::rayon(rayon::current_num_threads()));
-    let (mut zz, mut zy) = (Mat::<f64>::zeros(2 * d, 2 * d), Mat::<f64>::zeros(2 * d, d));
+    let mut samples = Vec::new();
     for ci in 0..fit {
-        let chunk = &tokens[ci * p.n_ctx..(ci + 1) * p.n_ctx];
-        let f = final_rows(model, chunk)?;
-        let z = pair_rows(model, chunk, &f)?;
+        let chunk = tokens[ci * p.n_ctx..(ci + 1) * p.n_ctx].to_vec();
+        let f = final_rows(model, &chunk)?;
+        samples.push((chunk, f));
+        prog.chunk(ci + 1, total);
+    }
+    // the model's own continuations of calibration snippets
+    let mut distilled = 0;
+    for i in 0..n_distill {
+        let seq = match p.distill_prompts.get(i % p.distill_prompts.len().max(1)) {
+            Some(prompt) => continue_greedy(model, prompt, DISTILL_GEN, &p.stop)?,
+            None => {
+                let at = (i * tokens.len() / n_distill.max(1)).min(tokens.len().saturating_sub(DISTILL_PROMPT));
+                continue_greedy(model, &tokens[at..at + DISTILL_PROMPT.min(tokens.len())], DISTILL_GEN, &p.stop)?
+            }
+        };
+        if seq.len() >= 2 {
+            let f = final_rows(model, &seq)?;
+            distilled += seq.len();
+            samples.push((seq, f));
+        }
+        prog.chunk(fit + i + 1, total);
+    }
+    let (mut zz, mut zy) = (Mat::<f64>::zeros(2 * d, 2 * d), Mat::<f64>::zeros(2 * d, d));
+    for (chunk, f) in &samples {
+        let z = pair_rows(model, chunk, f)?;
         let n = chunk.len();
         let zm = Mat::from_fn(n, 2 * d, |i, j| z[i * 2 * d + j] as f64);
         let ym = Mat::from_fn(n, d, |i, j| f[i * d + j] as f64);
         zz += zm.transpose() * &zm;
         zy += zm.transpose() * &ym;
-        prog.chunk(ci + 1, total);
     }
     let trace: f64 = (0..2 * d).map(|i| zz[(i, i)]).sum();
     let lambda = p.ridge * trace / (2 * d) as f64;
@@ -168,20 +262,89 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     let wm = llt.solve(&zy);
     // eh_proj rows are output dimensions: E[j][i] = W[i][j]
     let eh: Vec<f32> = (0..d).flat_map(|j| (0..2 * d).map(move |i| (j, i))).map(|(j, i)| wm[(i, j)] as f32).collect();
-    write_head(model, w, &eh, p.ty)?;
-    let head = load_written(model, w)?;
-    let (mut hits, mut tried) = (vec![0usize; REPORT_POSITIONS], vec![0usize; REPORT_POSITIONS]);
-    for hi in 0..p.holdout {
-        let ci = n_chunks - p.holdout + hi;
-        let chunk = &tokens[ci * p.n_ctx..(ci + 1) * p.n_ctx];
-        let (h, t) = agreement(model, &head, chunk)?;
-        for k in 0..REPORT_POSITIONS {
-            hits[k] += h[k];
-            tried[k] += t[k];
+    let start = HeadWeights::start(model, eh);
+    let held: Vec<Vec<u32>> = (0..p.holdout).map(|hi| (n_chunks - p.holdout + hi) * p.n_ctx).map(|o| tokens[o..o + p.n_ctx].to_vec()).collect();
+    let evaluate = |h: &HeadWeights, prog: &mut dyn super::graft::GraftProgress| -> Result<Vec<f64>> {
+        let mut tmp = GgufWriter::new();
+        h.write(model, &mut tmp, p.ty)?;
+        let head = load_written(model, &tmp)?;
+        let (mut hits, mut tried) = (vec![0usize; REPORT_POSITIONS], vec![0usize; REPORT_POSITIONS]);
+        for (hi, chunk) in held.iter().enumerate() {
+            let (h, t) = agreement(model, &head, chunk)?;
+            for k in 0..REPORT_POSITIONS {
+                hits[k] += h[k];
+                tried[k] += t[k];
+            }
+            prog.chunk(total - p.holdout + hi + 1, total);
         }
-        prog.chunk(fit + hi + 1, total);
+        Ok(hits.iter().zip(&tried).map(|(&h, &t)| h as f64 / t.max(1) as f64).collect())
+    };
+    let agree_start = evaluate(&start, prog)?;
+    let trained = if p.epochs > 0 { train_head(model, tokens, &start, samples, &held, p, prog)? } else { start };
+    trained.write(model, w, p.ty)?;
+    let agree = if p.epochs > 0 { evaluate(&trained, prog)? } else { agree_start.clone() };
+    Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, distilled })
+}
+
+/// Tokens of calibration text each self-distillation sample starts from.
+const DISTILL_PROMPT: usize = 64;
+/// Tokens the model generates after each.
+const DISTILL_GEN: usize = 192;
+
+/// `prompt` followed by up to `n` tokens the model picks greedily (until a
+/// `stop` token).
+fn continue_greedy(model: &Model, prompt: &[u32], n: usize, stop: &[u32]) -> Result<Vec<u32>> {
+    let mut sess = crate::decode::Session::new(model, prompt.len() + n, 512)?;
+    let mut logits = sess.prompt(prompt)?;
+    let mut seq = prompt.to_vec();
+    for i in 0..n {
+        let t = crate::decode::speculative::argmax(&logits) as u32;
+        seq.push(t);
+        if stop.contains(&t) {
+            break;
+        }
+        if i + 1 < n {
+            logits = sess.step(t)?;
+        }
     }
-    Ok(MtpReport { agree: hits.iter().zip(&tried).map(|(&h, &t)| h as f64 / t.max(1) as f64).collect(), held_out: tried[0] })
+    Ok(seq)
+}
+
+#[cfg(feature = "train")]
+fn train_head(
+    model: &Model,
+    tokens: &[u32],
+    start: &HeadWeights,
+    samples: Vec<(Vec<u32>, Vec<f32>)>,
+    held: &[Vec<u32>],
+    p: &MtpParams,
+    prog: &mut dyn super::graft::GraftProgress,
+) -> Result<HeadWeights> {
+    use super::train::{train, Sample, TrainParams, TrainProgress};
+    struct Bridge<'a>(&'a mut dyn super::graft::GraftProgress);
+    impl TrainProgress for Bridge<'_> {
+        fn step(&mut self, epoch: usize, step: usize, steps: usize, loss: f64, agree: Option<f64>) {
+            self.0.train(epoch, step, steps, loss, agree);
+        }
+    }
+    let data: Vec<Sample> = samples.into_iter().map(|(tokens, f)| Sample { tokens, f }).collect();
+    let held: Vec<Sample> = held.iter().map(|t| Ok(Sample { tokens: t.clone(), f: final_rows(model, t)? })).collect::<Result<_>>()?;
+    let vocab = vocab_order(tokens, model.cfg.n_vocab, p.train_vocab);
+    let tp = TrainParams { epochs: p.epochs, lr: p.lr, reg: 1.0 };
+    train(model, start, &data, &held, &vocab, &tp, &mut Bridge(prog))
+}
+
+#[cfg(not(feature = "train"))]
+fn train_head(
+    _: &Model,
+    _: &[u32],
+    _: &HeadWeights,
+    _: Vec<(Vec<u32>, Vec<f32>)>,
+    _: &[Vec<u32>],
+    _: &MtpParams,
+    _: &mut dyn super::graft::GraftProgress,
+) -> Result<HeadWeights> {
+    bail!("this rllama was built without the 'train' feature")
 }
 
 /// The head as written in `w` (its tensors read back).

@@ -7,7 +7,7 @@ mod llama;
 pub mod nextn;
 pub mod weights;
 
-pub use config::Config;
+pub use config::{Config, FfnAct};
 pub use llama::{Model, Rounding, Scratch};
 
 /// Which positions of a batch to return logits for.
