@@ -223,3 +223,22 @@ fn huge_draft_length_is_capped() {
     let err = ok(&["speculative", "-m", m, "-md", m, "--draft-max", "100000", "-p", "Hi", "-n", "8", "--temp", "0.8", "-s", "1"]);
     assert!(err.contains("capped at 64") && err.contains("n_draft   = 64"), "{err}");
 }
+
+/// `bench --spec-type`: a tg row with drafting on, named as llama-bench
+/// would name a test (`tg8+ngram-lookup`), after the plain one; draft-mtp
+/// without a head is one error line.
+#[test]
+fn bench_spec_type_adds_a_drafting_tg_row() {
+    let Some(m) = common::model(common::SMOLLM2) else { return };
+    let m = m.to_str().unwrap();
+    let out = run(&["bench", "-m", m, "-p", "0", "-n", "8", "-r", "1", "-t", "2", "--spec-type", "ngram-lookup"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains(" tg8")).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(rows[1].contains("tg8+ngram-lookup"), "{text}");
+    let out = run(&["bench", "-m", m, "-p", "0", "-n", "8", "-r", "1", "--spec-type", "draft-mtp"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("error:") && err.contains("draft-mtp needs") && err.trim().lines().count() == 1, "{err}");
+}

@@ -131,6 +131,8 @@ enum Draft<'a> {
     Model(&'a Model),
     /// n-gram lookups in the history (ngram-lookup, matches of 1-3 tokens)
     Lookup,
+    /// An MTP head on the target's hidden rows (draft-mtp)
+    Mtp(&'a rllama::model::nextn::Nextn),
 }
 
 /// A prompt that repeats, so n-gram lookups draft from the first token on.
@@ -162,7 +164,9 @@ fn token_counts(target: &Model, prompt: &[u32], draft: Draft, n: u32, rule: fn(f
             }
             Draft::Model(d) => (Box::new(DraftModel::new(d, 64, 64, 0.0).unwrap()), DraftLength::fixed(2)),
             Draft::Lookup => (Box::new(rllama::decode::ngram::NgramLookup::new(1, 3)), DraftLength::fixed_slots(&[(2, 2); 3])),
+            Draft::Mtp(h) => (Box::new(rllama::decode::mtp::MtpDrafter::new(h, None).unwrap()), DraftLength::fixed(2)),
         };
+        sess.log_hidden = drafter.wants_hidden();
         let mut stats = SpecStats::default();
         sess.prompt(&prompt[..prompt.len() - 1]).unwrap();
         let mut history = prompt.to_vec();
@@ -230,6 +234,52 @@ fn stochastic_ngram_speculation_samples_the_target_distribution() {
         assert!(x < 30.0, "position {pos}: chi2 {x}\nplain {:?}\nspeculative {:?}", plain[pos], spec[pos]);
     }
     let biased = token_counts(&target, &REPEATING, Draft::Lookup, n, |_, _| true);
+    let worst = (0..3).map(|pos| chi2(&plain[pos], &biased[pos])).fold(0.0, f64::max);
+    assert!(worst > 30.0, "an always-accept rule went unnoticed (chi2 {worst})");
+}
+
+/// The same with draft-mtp (a closed-form MTP head grafted on the tiny model).
+#[test]
+fn stochastic_mtp_speculation_samples_the_target_distribution() {
+    use rllama::decode::speculative::accept_rule;
+    use rllama::heads::graft::heads_writer;
+    use rllama::heads::mtp::{graft_mtp, MtpParams};
+    struct Quiet;
+    impl rllama::heads::graft::GraftProgress for Quiet {
+        fn chunk(&mut self, _: usize, _: usize) {}
+        fn line(&mut self, _: &str) {}
+    }
+    let _ = rayon::ThreadPoolBuilder::new().build_global();
+    let target = tiny_model(1);
+    let toks: Vec<u32> = (0..32 * 12u32).map(|i| (i * 7 + i / 3) % 8).collect();
+    let mut w = heads_writer(&target, &toks);
+    let p = MtpParams {
+        n_ctx: 32,
+        chunks: None,
+        holdout: 2,
+        ridge: 1e-2,
+        ty: rllama::gguf::GgmlType::F32,
+        epochs: 0,
+        lr: 0.0,
+        self_distill: 0,
+        train_vocab: 8,
+        distill_prompts: Vec::new(),
+        stop: Vec::new(),
+    };
+    graft_mtp(&target, &toks, &p, &mut w, &mut Quiet).unwrap();
+    let path = std::env::temp_dir().join(format!("rllama-spec-mtp-{}.gguf", std::process::id()));
+    w.write_file(&path).unwrap();
+    let heads = rllama::heads::Heads::load(&path, &target).unwrap();
+    std::fs::remove_file(&path).ok();
+    let head = heads.mtp.as_ref().unwrap();
+    let n = 6000;
+    let plain = token_counts(&target, &[1, 5, 2], Draft::None, n, accept_rule);
+    let spec = token_counts(&target, &[1, 5, 2], Draft::Mtp(head), n, accept_rule);
+    for pos in 0..3 {
+        let x = chi2(&plain[pos], &spec[pos]);
+        assert!(x < 30.0, "position {pos}: chi2 {x}\nplain {:?}\nspeculative {:?}", plain[pos], spec[pos]);
+    }
+    let biased = token_counts(&target, &[1, 5, 2], Draft::Mtp(head), n, |_, _| true);
     let worst = (0..3).map(|pos| chi2(&plain[pos], &biased[pos])).fold(0.0, f64::max);
     assert!(worst > 30.0, "an always-accept rule went unnoticed (chi2 {worst})");
 }

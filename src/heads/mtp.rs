@@ -118,6 +118,10 @@ fn dequant(m: &crate::ops::matmul::QMatrix) -> Vec<f32> {
     out
 }
 
+/// A matrix of the head: name, columns, rows, values (rows are output
+/// dimensions), bias.
+pub type HeadMatrix = (&'static str, usize, usize, Vec<f32>, Option<Vec<f32>>);
+
 /// The head's weights as f32 rows (matrices: rows are output dimensions).
 #[derive(Clone)]
 pub struct HeadWeights {
@@ -128,7 +132,7 @@ pub struct HeadWeights {
     pub attn_norm: Vec<f32>,
     pub ffn_norm: Vec<f32>,
     /// q, k, v, o, gate, up, down: (cols, rows, values, bias)
-    pub mats: Vec<(&'static str, usize, usize, Vec<f32>, Option<Vec<f32>>)>,
+    pub mats: Vec<HeadMatrix>,
     /// Norms the block has besides attn/ffn (q/k norms, post norms), kept.
     pub extra_norms: Vec<(&'static str, Vec<f32>)>,
 }

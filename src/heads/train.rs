@@ -230,7 +230,7 @@ pub fn train(
     prog: &mut dyn TrainProgress,
 ) -> Result<HeadWeights> {
     let c = &model.cfg;
-    if c.rope_dims != c.head_dim_k || c.head_dim_k != c.head_dim_v || c.q_scale.is_some() || c.n_head % c.n_head_kv != 0 {
+    if c.rope_dims != c.head_dim_k || c.head_dim_k != c.head_dim_v || c.q_scale.is_some() || !c.n_head.is_multiple_of(c.n_head_kv) {
         bail!("training an MTP head supports llama and qwen2 style blocks (this is {})", c.arch);
     }
     if !start.extra_norms.is_empty() || !matches!(c.ffn_act, crate::model::FfnAct::Silu) {

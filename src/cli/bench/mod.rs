@@ -13,6 +13,7 @@ use std::io::Write;
 use std::time::Instant;
 
 mod output;
+mod spec;
 use output::*;
 
 const AFTER: &str = "Several values: comma lists, or ranges first-last, first-last+step, first-last*mult.
@@ -54,6 +55,12 @@ pub struct BenchArgs {
     lora: Vec<std::ffi::OsString>,
     #[arg(long = "lora-scaled", value_name = "FNAME:SCALE", action = ArgAction::Append, help = "LoRA adapter with a user-defined scale")]
     lora_scaled: Vec<std::ffi::OsString>,
+    #[arg(long = "spec-type", value_name = "LIST", action = ArgAction::Append, help = "also a tg row with these speculative types drafting (e.g. draft-mtp: tg128+mtp), greedy on --spec-prompt")]
+    spec_type: Vec<String>,
+    #[arg(long = "spec-heads", value_name = "HEADS.gguf", help = "heads file (rllama graft) for early-exit and draft-mtp")]
+    spec_heads: Option<std::path::PathBuf>,
+    #[arg(long = "spec-prompt", value_name = "TEXT", help = "the request the drafting tg row answers (chat-formatted)")]
+    spec_prompt: Option<String>,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
     verbose: bool,
     #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
@@ -159,6 +166,10 @@ pub struct BenchOpts {
     pub progress: bool,
     /// LoRA adapters applied to every model.
     pub lora: Vec<crate::lora::LoraSpec>,
+    /// Speculative types of the extra tg row (none: no such row).
+    pub spec: Vec<crate::decode::drafters::SpecType>,
+    pub spec_heads: Option<std::path::PathBuf>,
+    pub spec_prompt: String,
 }
 
 fn default_threads() -> usize {
@@ -210,6 +221,9 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOp
         output_err: parse_format(&a.output_err)?,
         warmup: !a.no_warmup,
         progress: a.progress,
+        spec: crate::decode::drafters::SpecType::parse_list(&a.spec_type)?,
+        spec_heads: a.spec_heads,
+        spec_prompt: a.spec_prompt.unwrap_or_else(|| spec::DEFAULT_PROMPT.to_string()),
     };
     if o.models.is_empty() {
         bail!("error: a model is required (-m MODEL)");
@@ -244,6 +258,8 @@ struct Instance {
     n_batch: usize,
     n_ubatch: usize,
     threads: usize,
+    /// A tg row with drafting on.
+    spec: bool,
 }
 
 fn instances(o: &BenchOpts) -> Vec<Instance> {
@@ -253,7 +269,7 @@ fn instances(o: &BenchOpts) -> Vec<Instance> {
             for &n_ubatch in &o.n_ubatch {
                 for &threads in &o.threads {
                     for &n_depth in &o.n_depth {
-                        let base = Instance { model: m.clone(), n_prompt: 0, n_gen: 0, n_depth, n_batch, n_ubatch, threads };
+                        let base = Instance { model: m.clone(), n_prompt: 0, n_gen: 0, n_depth, n_batch, n_ubatch, threads, spec: false };
                         let tests = o
                             .n_prompt
                             .iter()
@@ -263,6 +279,9 @@ fn instances(o: &BenchOpts) -> Vec<Instance> {
                             .chain(o.n_pg.iter().copied().filter(|&(p, g)| p > 0 || g > 0));
                         for (p, g) in tests {
                             v.push(Instance { n_prompt: p, n_gen: g, ..base.clone() });
+                            if p == 0 && g > 0 && n_depth == 0 && !o.spec.is_empty() {
+                                v.push(Instance { n_prompt: p, n_gen: g, spec: true, ..base.clone() });
+                            }
                         }
                     }
                 }
@@ -286,6 +305,8 @@ pub struct TestResult {
     n_depth: usize,
     test_time: String,
     samples_ns: Vec<u64>,
+    /// Drafting types of a speculative tg row (`tg128+mtp`).
+    spec: Option<String>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -328,6 +349,9 @@ impl TestResult {
         } else {
             format!("pp{}+tg{}", self.n_prompt, self.n_gen)
         };
+        if let Some(l) = &self.spec {
+            s += &format!("+{l}");
+        }
         if self.n_depth > 0 {
             s += &format!(" @ d{}", self.n_depth);
         }
@@ -486,6 +510,31 @@ fn run_gen(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<
     Ok(())
 }
 
+/// A speculative tg row: `o.reps` greedy generations of `inst.n_gen` tokens.
+fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option<&crate::heads::Heads>, inst: &Instance, o: &BenchOpts) -> Result<TestResult> {
+    let prompt = spec::prompt_tokens(m, tok, &o.spec_prompt)?;
+    if o.warmup {
+        spec::run(m, tok, heads, &o.spec, &prompt, 4)?;
+    }
+    let samples =
+        (0..o.reps).map(|_| spec::run(m, tok, heads, &o.spec, &prompt, inst.n_gen)).collect::<Result<Vec<_>>>().map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
+    Ok(TestResult {
+        model_filename: inst.model.display().to_string(),
+        model_type: model_desc(m),
+        model_size: m.g.tensors.iter().map(|t| t.n_bytes as u64).sum(),
+        model_n_params: m.n_params(),
+        inst_n_batch: inst.n_batch,
+        inst_n_ubatch: inst.n_ubatch,
+        n_threads: inst.threads,
+        n_prompt: 0,
+        n_gen: inst.n_gen,
+        n_depth: 0,
+        test_time: utc_now_rfc3339(),
+        samples_ns: samples,
+        spec: Some(spec::label(&o.spec)),
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_instance(
     m: &Model,
@@ -549,6 +598,7 @@ fn run_instance(
         n_depth: inst.n_depth,
         test_time: utc_now_rfc3339(),
         samples_ns: samples,
+        spec: None,
     })
 }
 
@@ -567,7 +617,14 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
     pe.header()?;
     // llama-bench seeds nothing: std::rand's default stream. Ours is fixed too.
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    type Loaded = (std::path::PathBuf, Model, Option<u32>, Option<std::sync::Arc<crate::ops::linear::AdapterSet>>);
+    type Loaded = (
+        std::path::PathBuf,
+        Model,
+        Option<u32>,
+        Option<std::sync::Arc<crate::ops::linear::AdapterSet>>,
+        crate::tokenizer::Tokenizer,
+        Option<crate::heads::Heads>,
+    );
     let mut loaded: Option<Loaded> = None;
     for (i, inst) in insts.iter().enumerate() {
         if o.progress {
@@ -579,11 +636,19 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
             let tok = crate::tokenizer::Tokenizer::from_gguf(&m.g)?;
             let bos = if tok.add_bos { tok.bos } else { None };
             let adapters = crate::lora::session_adapters(&m, &o.lora)?;
-            loaded = Some((inst.model.clone(), m, bos, adapters));
+            let heads = match &o.spec_heads {
+                Some(h) => Some(crate::heads::Heads::load(h, &m).map_err(|e| anyhow::anyhow!("error: {e:#}"))?),
+                None => None,
+            };
+            loaded = Some((inst.model.clone(), m, bos, adapters, tok, heads));
         }
-        let (_, m, bos, adapters) = loaded.as_ref().unwrap();
+        let Some((_, m, bos, adapters, tok, heads)) = loaded.as_ref() else { bail!("error: no model loaded") };
         let pool = rayon::ThreadPoolBuilder::new().num_threads(inst.threads).build()?;
-        let r = pool.install(|| run_instance(m, adapters, inst, &o, *bos, &mut rng, i + 1, insts.len()))?;
+        let r = if inst.spec {
+            pool.install(|| run_spec_instance(m, tok, heads.as_ref(), inst, &o))?
+        } else {
+            pool.install(|| run_instance(m, adapters, inst, &o, *bos, &mut rng, i + 1, insts.len()))?
+        };
         p.test(&r)?;
         pe.test(&r)?;
     }

@@ -201,6 +201,7 @@ impl TestResult {
             n_depth: 0,
             test_time: String::new(),
             samples_ns: vec![],
+            spec: None,
         }
     }
 }
