@@ -1,5 +1,5 @@
 //! Greedy decoding with self-drafts (`--spec-type ngram-simple`, `ngram-mod`,
-//! `ngram-lookup`, `early-exit` with heads grafted here on a little
+//! `ngram-lookup`, `early-exit` and `draft-mtp` with heads grafted here on a little
 //! calibration text, and all of them together with a draft model)
 //! gives exactly the tokens of plain greedy decoding: Qwen 0.5B and 1.5B, 200
 //! tokens on five prompts (three chat-formatted ones from
@@ -13,6 +13,7 @@ use rllama::decode::generator::Generator;
 use rllama::decode::speculative::{DraftLength, DraftModel, Drafter};
 use rllama::decode::Session;
 use rllama::heads::graft::{graft, GraftParams, GraftProgress};
+use rllama::heads::mtp::{graft_mtp, MtpParams};
 use rllama::heads::{ExitSpec, Heads};
 use rllama::model::Model;
 use rllama::sampling::{Sampler, SamplerParams};
@@ -58,12 +59,27 @@ impl GraftProgress for Quiet {
 }
 
 /// Exit heads after `n_layer - 4` blocks and after `n_layer - 6` plus the
-/// last 2, fitted on the start of the Rust book.
+/// last 2, and a closed-form MTP head, fitted on the start of the Rust book.
 fn heads(model: &Model, tok: &Tokenizer) -> Heads {
     let text = std::fs::read_to_string(common::fixture("rust-book-ch00-04.txt")).unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();
     let p = GraftParams { exit_layers: vec![exit_plain(model), exit_tail(model)], n_ctx: 256, chunks: Some(4), holdout: 1, ridge: 1e-2 };
-    let (w, _) = graft(model, &tokens, &p, &mut Quiet).unwrap();
+    let (mut w, _) = graft(model, &tokens, &p, &mut Quiet).unwrap();
+    // a closed-form MTP head in the same file
+    let mp = MtpParams {
+        n_ctx: 256,
+        chunks: Some(4),
+        holdout: 1,
+        ridge: 1e-2,
+        ty: rllama::gguf::GgmlType::Q8_0,
+        epochs: 0,
+        lr: 0.0,
+        self_distill: 0,
+        train_vocab: 0,
+        distill_prompts: Vec::new(),
+        stop: Vec::new(),
+    };
+    graft_mtp(model, &tokens, &mp, &mut w, &mut Quiet).unwrap();
     let path = std::env::temp_dir().join(format!("rllama-heads-{}-{}.gguf", model.cfg.n_layer, std::process::id()));
     w.write_file(&path).unwrap();
     let h = Heads::load(&path, model).unwrap();
@@ -88,20 +104,22 @@ fn check(target_file: &str, draft_file: Option<&str>) {
     let prompts: Vec<Vec<u32>> = prompts().iter().map(|p| tok.encode_bytes(p, true, true).unwrap()).collect();
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&model, p, &tok, None).0).collect();
     let heads = heads(&model, &tok);
-    let all = [SpecType::NgramSimple, SpecType::NgramMapK, SpecType::NgramMod, SpecType::NgramLookup, SpecType::EarlyExit, SpecType::DraftSimple];
+    let all =
+        [SpecType::NgramSimple, SpecType::NgramMapK, SpecType::NgramMod, SpecType::NgramLookup, SpecType::EarlyExit, SpecType::DraftMtp, SpecType::DraftSimple];
     let configs: Vec<(&str, Vec<SpecType>, Option<ExitSpec>)> = vec![
         ("ngram-simple", vec![SpecType::NgramSimple], None),
         ("ngram-mod", vec![SpecType::NgramMod], None),
         ("ngram-lookup", vec![SpecType::NgramLookup], None),
         ("early-exit", vec![SpecType::EarlyExit], Some(exit_plain(&model))),
         ("early-exit skipping middle layers", vec![SpecType::EarlyExit], Some(exit_tail(&model))),
+        ("draft-mtp", vec![SpecType::DraftMtp], None),
         ("all types and the draft model", all.to_vec(), None),
     ];
     for (name, types, exit) in configs {
         let (mut drafted, mut accepted) = (0, 0);
         for (i, p) in prompts.iter().enumerate() {
             let dm = draft.as_ref().map(|d| (DraftModel::new(d, 2048, 512, 0.0).unwrap(), K, 0));
-            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, Some((&model, &heads, exit)), None, K).unwrap();
+            let mut ds = Drafters::from_types(&types, &NgramOpts::default(), dm, Some((&model, &heads, exit)), heads.mtp.as_ref(), K).unwrap();
             let (got, d, a) = generate(&model, p, &tok, Some(&mut ds));
             assert_eq!(got, want[i], "{target_file} with {name}, prompt {i}: greedy output differs from plain");
             drafted += d;
