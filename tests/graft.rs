@@ -114,6 +114,11 @@ fn spec_heads_errors_are_one_line() {
     one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--exit-layers", "24", "-o", out.to_str().unwrap()], "exit-layers 24");
     assert!(!out.exists(), "a failed graft left a file");
     one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--exit-layers", "3", "-o", &q], "would overwrite an input");
+    // the MTP path: text too short, a bad head type, draft-mtp with a heads file that has no MTP head
+    one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--mtp", "--tokens", "300", "-o", out.to_str().unwrap()], "chunks of 512 needed");
+    one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--mtp", "--mtp-type", "q8_1", "-o", out.to_str().unwrap()], "--mtp-type q8_1");
+    assert!(!out.exists(), "a failed graft left a file");
+    one_error_line(&with(&["--spec-type", "draft-mtp"]), "draft-mtp needs");
 }
 
 /// Lossy early exit on the tiny model: with a threshold every head passes,
