@@ -9,11 +9,7 @@ use rllama::heads::{ExitSpec, Heads};
 use std::path::PathBuf;
 use std::process::Command;
 
-struct Quiet;
-impl GraftProgress for Quiet {
-    fn chunk(&mut self, _: usize, _: usize) {}
-    fn line(&mut self, _: &str) {}
-}
+use common::QuietGraft as Quiet;
 
 /// Exits written as on the command line (`L` or `L+T`).
 fn params(exits: &[&str]) -> GraftParams {
@@ -208,19 +204,7 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     let m = tiny_model(1);
     let toks = tokens(32 * 12);
     let mut w = heads_writer(&m, &toks);
-    let p = MtpParams {
-        n_ctx: 32,
-        chunks: None,
-        holdout: 2,
-        ridge: 1e-2,
-        ty: rllama::gguf::GgmlType::Q8_0,
-        epochs: 0,
-        lr: 1e-3,
-        self_distill: 0,
-        train_vocab: 8,
-        distill_prompts: Vec::new(),
-        stop: Vec::new(),
-    };
+    let p = MtpParams { train_vocab: 8, ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::Q8_0) };
     let r = graft_mtp(&m, &toks, &p, &mut w, &mut Quiet).unwrap();
     assert_eq!(r.agree.len(), 3);
     assert_eq!(r.agree, r.agree_start, "no training: the closed-form head is written");
@@ -280,19 +264,7 @@ fn mtp_training_lowers_the_loss() {
     let m = tiny_model(1);
     let toks = tokens(32 * 12);
     let mut w = heads_writer(&m, &toks);
-    let p = MtpParams {
-        n_ctx: 32,
-        chunks: None,
-        holdout: 2,
-        ridge: 1e-2,
-        ty: rllama::gguf::GgmlType::F32,
-        epochs: 8,
-        lr: 3e-3,
-        self_distill: 200,
-        train_vocab: 8,
-        distill_prompts: Vec::new(),
-        stop: Vec::new(),
-    };
+    let p = MtpParams { epochs: 8, lr: 3e-3, self_distill: 200, train_vocab: 8, ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::F32) };
     let mut l = Losses(Vec::new());
     let r = graft_mtp(&m, &toks, &p, &mut w, &mut l).unwrap();
     assert_eq!(r.distilled, 2 * (64 + 192), "two snippets of 64 tokens continued by 192");

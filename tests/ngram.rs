@@ -12,8 +12,8 @@ use rllama::decode::drafters::{Drafters, NgramOpts, SpecType};
 use rllama::decode::generator::Generator;
 use rllama::decode::speculative::{DraftLength, DraftModel, Drafter};
 use rllama::decode::Session;
-use rllama::heads::graft::{graft, GraftParams, GraftProgress};
-use rllama::heads::mtp::{graft_mtp, MtpParams};
+use rllama::heads::graft::{graft, GraftParams};
+use rllama::heads::mtp::graft_mtp;
 use rllama::heads::{ExitSpec, Heads};
 use rllama::model::Model;
 use rllama::sampling::{Sampler, SamplerParams};
@@ -52,34 +52,16 @@ fn generate(model: &Model, prompt: &[u32], tok: &Tokenizer, drafters: Option<&mu
     (out, gen.stats.n_drafted, gen.stats.n_accept)
 }
 
-struct Quiet;
-impl GraftProgress for Quiet {
-    fn chunk(&mut self, _: usize, _: usize) {}
-    fn line(&mut self, _: &str) {}
-}
-
 /// Exit heads after `n_layer - 4` blocks and after `n_layer - 6` plus the
 /// last 2, and a closed-form MTP head, fitted on the start of the Rust book.
 fn heads(model: &Model, tok: &Tokenizer) -> Heads {
     let text = std::fs::read_to_string(common::fixture("rust-book-ch00-04.txt")).unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();
     let p = GraftParams { exit_layers: vec![exit_plain(model), exit_tail(model)], n_ctx: 256, chunks: Some(4), holdout: 1, ridge: 1e-2 };
-    let (mut w, _) = graft(model, &tokens, &p, &mut Quiet).unwrap();
+    let (mut w, _) = graft(model, &tokens, &p, &mut common::QuietGraft).unwrap();
     // a closed-form MTP head in the same file
-    let mp = MtpParams {
-        n_ctx: 256,
-        chunks: Some(4),
-        holdout: 1,
-        ridge: 1e-2,
-        ty: rllama::gguf::GgmlType::Q8_0,
-        epochs: 0,
-        lr: 0.0,
-        self_distill: 0,
-        train_vocab: 0,
-        distill_prompts: Vec::new(),
-        stop: Vec::new(),
-    };
-    graft_mtp(model, &tokens, &mp, &mut w, &mut Quiet).unwrap();
+    let mp = common::closed_form_mtp(256, Some(4), 1, rllama::gguf::GgmlType::Q8_0);
+    graft_mtp(model, &tokens, &mp, &mut w, &mut common::QuietGraft).unwrap();
     let path = std::env::temp_dir().join(format!("rllama-heads-{}-{}.gguf", model.cfg.n_layer, std::process::id()));
     w.write_file(&path).unwrap();
     let h = Heads::load(&path, model).unwrap();

@@ -243,30 +243,13 @@ fn stochastic_ngram_speculation_samples_the_target_distribution() {
 fn stochastic_mtp_speculation_samples_the_target_distribution() {
     use rllama::decode::speculative::accept_rule;
     use rllama::heads::graft::heads_writer;
-    use rllama::heads::mtp::{graft_mtp, MtpParams};
-    struct Quiet;
-    impl rllama::heads::graft::GraftProgress for Quiet {
-        fn chunk(&mut self, _: usize, _: usize) {}
-        fn line(&mut self, _: &str) {}
-    }
+    use rllama::heads::mtp::graft_mtp;
     let _ = rayon::ThreadPoolBuilder::new().build_global();
     let target = tiny_model(1);
     let toks: Vec<u32> = (0..32 * 12u32).map(|i| (i * 7 + i / 3) % 8).collect();
     let mut w = heads_writer(&target, &toks);
-    let p = MtpParams {
-        n_ctx: 32,
-        chunks: None,
-        holdout: 2,
-        ridge: 1e-2,
-        ty: rllama::gguf::GgmlType::F32,
-        epochs: 0,
-        lr: 0.0,
-        self_distill: 0,
-        train_vocab: 8,
-        distill_prompts: Vec::new(),
-        stop: Vec::new(),
-    };
-    graft_mtp(&target, &toks, &p, &mut w, &mut Quiet).unwrap();
+    let p = common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::F32);
+    graft_mtp(&target, &toks, &p, &mut w, &mut common::QuietGraft).unwrap();
     let path = std::env::temp_dir().join(format!("rllama-spec-mtp-{}.gguf", std::process::id()));
     w.write_file(&path).unwrap();
     let heads = rllama::heads::Heads::load(&path, &target).unwrap();

@@ -31,13 +31,25 @@ pub struct MtpDrafter<'m> {
     /// The output matrix over the draft vocabulary, and its token ids.
     out: Option<(Linear, Vec<u32>)>,
     s: Scratch,
+    /// The last row on its way to logits.
+    s_out: Scratch,
     logits: Vec<f32>,
     time: DraftTiming,
 }
 
 impl<'m> MtpDrafter<'m> {
     pub fn new(head: &'m Nextn, out: Option<(Linear, Vec<u32>)>) -> Result<Self> {
-        Ok(MtpDrafter { head, kv: None, valid: 0, h: Vec::new(), out, s: Scratch::default(), logits: Vec::new(), time: DraftTiming::default() })
+        Ok(MtpDrafter {
+            head,
+            kv: None,
+            valid: 0,
+            h: Vec::new(),
+            out,
+            s: Scratch::default(),
+            s_out: Scratch::default(),
+            logits: Vec::new(),
+            time: DraftTiming::default(),
+        })
     }
 
     /// Take the target's newly logged rows (normed) into `h`.
@@ -100,11 +112,9 @@ impl<'m> MtpDrafter<'m> {
         let d = model.cfg.n_embd;
         let n = self.s.n_rows();
         // the last row only
-        let last = self.s.x[(n - 1) * d..n * d].to_vec();
-        let mut s2 = Scratch::default();
-        s2.set_hidden(&last, 1);
+        self.s_out.set_hidden(&self.s.x[(n - 1) * d..n * d], 1);
         let output = self.out.as_ref().map_or(model.output(), |(o, _)| o);
-        model.head_normed(output, &mut s2, Rounding::AsSteps, &mut self.logits);
+        model.head_normed(output, &mut self.s_out, Rounding::AsSteps, &mut self.logits);
         let best = argmax(&self.logits);
         match &self.out {
             Some((_, ids)) => ids[best],

@@ -267,7 +267,8 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     // eh_proj rows are output dimensions: E[j][i] = W[i][j]
     let eh: Vec<f32> = (0..d).flat_map(|j| (0..2 * d).map(move |i| (j, i))).map(|(j, i)| wm[(i, j)] as f32).collect();
     let start = HeadWeights::start(model, eh);
-    let held: Vec<Vec<u32>> = (0..p.holdout).map(|hi| (n_chunks - p.holdout + hi) * p.n_ctx).map(|o| tokens[o..o + p.n_ctx].to_vec()).collect();
+    let held: Vec<HeldOut> =
+        (0..p.holdout).map(|hi| (n_chunks - p.holdout + hi) * p.n_ctx).map(|o| HeldOut::new(model, &tokens[o..o + p.n_ctx])).collect::<Result<_>>()?;
     let evaluate = |h: &HeadWeights, prog: &mut dyn super::graft::GraftProgress| -> Result<Vec<f64>> {
         let mut tmp = GgufWriter::new();
         h.write(model, &mut tmp, p.ty)?;
@@ -320,7 +321,7 @@ fn train_head(
     tokens: &[u32],
     start: &HeadWeights,
     samples: Vec<(Vec<u32>, Vec<f32>)>,
-    held: &[Vec<u32>],
+    held: &[HeldOut],
     p: &MtpParams,
     prog: &mut dyn super::graft::GraftProgress,
 ) -> Result<HeadWeights> {
@@ -332,7 +333,7 @@ fn train_head(
         }
     }
     let data: Vec<Sample> = samples.into_iter().map(|(tokens, f)| Sample { tokens, f }).collect();
-    let held: Vec<Sample> = held.iter().map(|t| Ok(Sample { tokens: t.clone(), f: final_rows(model, t)? })).collect::<Result<_>>()?;
+    let held: Vec<Sample> = held.iter().map(|h| Sample { tokens: h.tokens.clone(), f: h.f.clone() }).collect();
     let vocab = vocab_order(tokens, model.cfg.n_vocab, p.train_vocab);
     let tp = TrainParams { epochs: p.epochs, lr: p.lr, reg: 1.0 };
     train(model, start, &data, &held, &vocab, &tp, &mut Bridge(prog))
@@ -344,7 +345,7 @@ fn train_head(
     _: &[u32],
     _: &HeadWeights,
     _: Vec<(Vec<u32>, Vec<f32>)>,
-    _: &[Vec<u32>],
+    _: &[HeldOut],
     _: &MtpParams,
     _: &mut dyn super::graft::GraftProgress,
 ) -> Result<HeadWeights> {
@@ -371,27 +372,47 @@ fn top1_normed(model: &Model, x: &[f32]) -> Vec<usize> {
     out
 }
 
+/// A held-out chunk with what the model does on it, computed once.
+pub struct HeldOut {
+    pub tokens: Vec<u32>,
+    /// The model's final hidden rows (before the output norm).
+    pub f: Vec<f32>,
+    /// Its rows after the output norm, one position later (as drafting
+    /// pairs them; zeros at 0).
+    hprev: Vec<f32>,
+    /// Its choice at each position.
+    want: Vec<usize>,
+}
+
+impl HeldOut {
+    pub fn new(model: &Model, tokens: &[u32]) -> Result<HeldOut> {
+        let d = model.cfg.n_embd;
+        let n = tokens.len();
+        let f = final_rows(model, tokens)?;
+        let mut normed = vec![0f32; n * d];
+        rms_norm_rows(&f, model.output_norm(), model.cfg.eps, &mut normed);
+        let want = top1_normed(model, &normed);
+        let mut hprev = vec![0f32; n * d];
+        hprev[d..].copy_from_slice(&normed[..(n - 1) * d]);
+        Ok(HeldOut { tokens: tokens.to_vec(), f, hprev, want })
+    }
+}
+
 /// Hits per draft position on one chunk, and positions tried: the head
 /// at position p (pair of F_{p-1} and x_p) against the model's choice at p;
 /// position k chains k - 1 times on the head's own rows with the text's
 /// tokens, against the model's choices at p + k - 1.
-pub fn agreement(model: &Model, head: &Nextn, chunk: &[u32]) -> Result<(Vec<usize>, Vec<usize>)> {
+pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<(Vec<usize>, Vec<usize>)> {
     let d = model.cfg.n_embd;
+    let (chunk, hprev, want) = (&held.tokens[..], &held.hprev[..], &held.want[..]);
     let n = chunk.len();
-    let f = final_rows(model, chunk)?;
     let mut s = Scratch::default();
-    let mut normed = vec![0f32; n * d];
-    rms_norm_rows(&f, model.output_norm(), model.cfg.eps, &mut normed);
-    let want = top1_normed(model, &normed);
-    // the target's normed rows paired one position later, as drafting does
-    let mut hprev = vec![0f32; n * d];
-    hprev[d..].copy_from_slice(&normed[..(n - 1) * d]);
     let mut kv = head.new_cache(model, n + REPORT_POSITIONS)?;
-    head.forward(model, chunk, &hprev, 0, &mut kv, &mut s)?;
+    head.forward(model, chunk, hprev, 0, &mut kv, &mut s)?;
     let step1 = s.x.clone();
     let got1 = top1_normed(model, &step1);
     let mut hits = vec![0usize; REPORT_POSITIONS];
-    hits[0] = got1.iter().zip(&want).filter(|(a, b)| a == b).count();
+    hits[0] = got1.iter().zip(want).filter(|(a, b)| a == b).count();
     // chained positions: from each p (its true pairs 0..=p in the cache)
     let il = head.il;
     let mut tried = vec![n; REPORT_POSITIONS];

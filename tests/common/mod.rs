@@ -123,3 +123,28 @@ pub fn tiny_gguf_layers(seed: u64, nl: usize, extra: impl FnOnce(&mut rllama::gg
     extra(&mut w);
     w.to_bytes()
 }
+
+/// A graft progress sink that shows nothing.
+pub struct QuietGraft;
+impl rllama::heads::graft::GraftProgress for QuietGraft {
+    fn chunk(&mut self, _: usize, _: usize) {}
+    fn line(&mut self, _: &str) {}
+}
+
+/// `graft --mtp` parameters for a closed-form head (no training, no
+/// self-distillation), ridge 1e-2.
+pub fn closed_form_mtp(n_ctx: usize, chunks: Option<usize>, holdout: usize, ty: rllama::gguf::GgmlType) -> rllama::heads::mtp::MtpParams {
+    rllama::heads::mtp::MtpParams {
+        n_ctx,
+        chunks,
+        holdout,
+        ridge: 1e-2,
+        ty,
+        epochs: 0,
+        lr: 0.0,
+        self_distill: 0,
+        train_vocab: 0,
+        distill_prompts: Vec::new(),
+        stop: Vec::new(),
+    }
+}

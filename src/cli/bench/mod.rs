@@ -328,6 +328,25 @@ fn stdev(v: &[f64]) -> f64 {
 }
 
 impl TestResult {
+    /// The record of instance `inst` of model `m` with its timings.
+    fn new(m: &Model, inst: &Instance, samples_ns: Vec<u64>) -> TestResult {
+        TestResult {
+            model_filename: inst.model.display().to_string(),
+            model_type: model_desc(m),
+            model_size: m.g.tensors.iter().map(|t| t.n_bytes as u64).sum(),
+            model_n_params: m.n_params(),
+            inst_n_batch: inst.n_batch,
+            inst_n_ubatch: inst.n_ubatch,
+            n_threads: inst.threads,
+            n_prompt: inst.n_prompt,
+            n_gen: inst.n_gen,
+            n_depth: inst.n_depth,
+            test_time: utc_now_rfc3339(),
+            samples_ns,
+            spec: None,
+        }
+    }
+
     fn ts(&self) -> Vec<f64> {
         let n = (self.n_prompt + self.n_gen) as f64;
         self.samples_ns.iter().map(|&t| 1e9 * n / t as f64).collect()
@@ -518,21 +537,8 @@ fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option
     }
     let samples =
         (0..o.reps).map(|_| spec::run(m, tok, heads, &o.spec, &prompt, inst.n_gen)).collect::<Result<Vec<_>>>().map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
-    Ok(TestResult {
-        model_filename: inst.model.display().to_string(),
-        model_type: model_desc(m),
-        model_size: m.g.tensors.iter().map(|t| t.n_bytes as u64).sum(),
-        model_n_params: m.n_params(),
-        inst_n_batch: inst.n_batch,
-        inst_n_ubatch: inst.n_ubatch,
-        n_threads: inst.threads,
-        n_prompt: 0,
-        n_gen: inst.n_gen,
-        n_depth: 0,
-        test_time: utc_now_rfc3339(),
-        samples_ns: samples,
-        spec: Some(spec::label(&o.spec)),
-    })
+    // spec instances have no prompt and no depth
+    Ok(TestResult { spec: Some(spec::label(&o.spec)), ..TestResult::new(m, inst, samples) })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -585,21 +591,7 @@ fn run_instance(
         }
         samples.push((t0.elapsed().as_nanos() as u64).max(1));
     }
-    Ok(TestResult {
-        model_filename: inst.model.display().to_string(),
-        model_type: model_desc(m),
-        model_size: m.g.tensors.iter().map(|t| t.n_bytes as u64).sum(),
-        model_n_params: m.n_params(),
-        inst_n_batch: inst.n_batch,
-        inst_n_ubatch: inst.n_ubatch,
-        n_threads: inst.threads,
-        n_prompt: inst.n_prompt,
-        n_gen: inst.n_gen,
-        n_depth: inst.n_depth,
-        test_time: utc_now_rfc3339(),
-        samples_ns: samples,
-        spec: None,
-    })
+    Ok(TestResult::new(m, inst, samples))
 }
 
 pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
