@@ -118,6 +118,13 @@ fn draft_mtp_on_a_model_with_a_nextn_layer_drafts_exactly() {
         assert_eq!(got, want, "k {k}: drafting changed the output");
         assert!(drafted >= 20, "k {k}: only {drafted} tokens drafted");
         assert_eq!(accepted, drafted, "k {k}: the exact nextn head was rejected");
+        // acceptance by draft position: every position drafted, all accepted
+        let e = &ds.entries()[0];
+        assert_eq!(e.by_pos.len(), k, "{:?}", e.by_pos);
+        assert!(e.by_pos.iter().all(|&(n, a)| n == a && n > 0), "{:?}", e.by_pos);
+        assert_eq!(e.by_pos.iter().map(|p| p.1).sum::<usize>(), accepted);
+        let line = e.by_position().unwrap();
+        assert!(line.starts_with("accepted by draft position: 1: 100.0%"), "{line}");
     }
     // without a nextn layer or heads: one clear error
     let plain = counting_model(false);

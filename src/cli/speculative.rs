@@ -74,6 +74,9 @@ pub fn print_stats(n_draft: usize, stats: &SpecStats, drafters: &Drafters, n_inp
             d_ms / d_n.max(1) as f64,
             d_n as f64 * 1e3 / d_ms.max(1e-9)
         );
+        if let Some(line) = e.by_position() {
+            eprintln!("  {line}");
+        }
         for line in e.d.details() {
             eprintln!("  {line}");
         }

@@ -125,6 +125,21 @@ pub struct Entry<'d> {
     pub n_drafted: usize,
     pub n_accept: usize,
     pub n_proposals: usize,
+    /// Per draft position i: rounds that drafted an i-th token, and rounds
+    /// whose i-th token was accepted.
+    pub by_pos: Vec<(usize, usize)>,
+}
+
+impl Entry<'_> {
+    /// `accepted by draft position: 1: 52.1% (100/192), 2: ...` (None before any round).
+    pub fn by_position(&self) -> Option<String> {
+        if self.by_pos.is_empty() {
+            return None;
+        }
+        let cells: Vec<String> =
+            self.by_pos.iter().enumerate().map(|(i, &(n, a))| format!("{}: {:.1}% ({a}/{n})", i + 1, 100.0 * a as f64 / n.max(1) as f64)).collect();
+        Some(format!("accepted by draft position: {}", cells.join(", ")))
+    }
 }
 
 /// Drafters in priority order.
@@ -185,7 +200,7 @@ impl<'d> Drafters<'d> {
 
     pub fn push(&mut self, d: Box<dyn Drafter + 'd>, n_max: usize, n_min: usize) {
         let slot0 = self.list.iter().map(|e| e.d.n_classes()).sum();
-        self.list.push(Entry { d, slot0, n_max, n_min, n_drafted: 0, n_accept: 0, n_proposals: 0 });
+        self.list.push(Entry { d, slot0, n_max, n_min, n_drafted: 0, n_accept: 0, n_proposals: 0, by_pos: Vec::new() });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -231,7 +246,15 @@ impl Drafter for Drafters<'_> {
 
     fn accepted(&mut self, drafted: usize, accepted: usize) {
         if let Some(i) = self.last.take() {
-            self.list[i].n_accept += accepted;
+            let e = &mut self.list[i];
+            e.n_accept += accepted;
+            if e.by_pos.len() < drafted {
+                e.by_pos.resize(drafted, (0, 0));
+            }
+            for (j, c) in e.by_pos[..drafted].iter_mut().enumerate() {
+                c.0 += 1;
+                c.1 += usize::from(j < accepted);
+            }
             self.list[i].d.accepted(drafted, accepted);
         }
     }

@@ -535,8 +535,13 @@ fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option
     if o.warmup {
         spec::run(m, tok, heads, &o.spec, &prompt, 4)?;
     }
-    let samples =
+    let runs =
         (0..o.reps).map(|_| spec::run(m, tok, heads, &o.spec, &prompt, inst.n_gen)).collect::<Result<Vec<_>>>().map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
+    // greedy: every repetition drafts alike, so the last one's counts stand for all
+    for line in runs.last().map(|r| &r.1[..]).unwrap_or_default() {
+        eprintln!("tg{}+{}: {line}", inst.n_gen, spec::label(&o.spec));
+    }
+    let samples = runs.into_iter().map(|r| r.0).collect();
     // spec instances have no prompt and no depth
     Ok(TestResult { spec: Some(spec::label(&o.spec)), ..TestResult::new(m, inst, samples) })
 }

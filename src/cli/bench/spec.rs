@@ -36,8 +36,9 @@ pub fn prompt_tokens(m: &Model, tok: &Tokenizer, text: &str) -> Result<Vec<u32>>
     tok.encode(&rendered, true, true)
 }
 
-/// Nanoseconds to generate `n` tokens greedily after `prompt` with `types` drafting.
-pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType], prompt: &[u32], n: usize) -> Result<u64> {
+/// Nanoseconds to generate `n` tokens greedily after `prompt` with `types`
+/// drafting, and a line per drafter on its acceptance.
+pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType], prompt: &[u32], n: usize) -> Result<(u64, Vec<String>)> {
     let mtp = heads.and_then(|h| h.mtp.as_ref()).or(m.nextn().first());
     let mut ds = Drafters::from_types(types, &NgramOpts::default(), None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?;
     let len = ds.length();
@@ -50,5 +51,16 @@ pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType]
     while done < n {
         done += gen.next()?.len();
     }
-    Ok((t0.elapsed().as_nanos() as u64).max(1))
+    let ns = (t0.elapsed().as_nanos() as u64).max(1);
+    drop(gen);
+    let lines = ds
+        .entries()
+        .iter()
+        .map(|e| {
+            let pct = 100.0 * e.n_accept as f64 / e.n_drafted.max(1) as f64;
+            let pos = e.by_position().map(|p| format!("; {p}")).unwrap_or_default();
+            format!("{}: {} drafted, {} accepted ({pct:.1}%){pos}", e.d.name(), e.n_drafted, e.n_accept)
+        })
+        .collect();
+    Ok((ns, lines))
 }
