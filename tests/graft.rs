@@ -85,6 +85,36 @@ fn one_error_line<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S], want:
     assert!(err.starts_with("error:") && err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
 }
 
+/// One graft serves every quantization of the same weights (the embedding
+/// probe agrees), and still refuses other weights of the same shapes.
+#[test]
+fn heads_serve_another_quantization_of_the_model() {
+    let dir = tmp("requant");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("tiny.gguf");
+    std::fs::write(&src, common::tiny_gguf(1, |_| {})).unwrap();
+    let m = tiny_model(1);
+    let (w, _) = graft(&m, &tokens(32 * 12), &params(&["1"]), &mut Quiet).unwrap();
+    let heads = dir.join("heads.gguf");
+    w.write_file(&heads).unwrap();
+    for ty in ["Q8_0", "Q4_0"] {
+        let q = dir.join(format!("tiny-{ty}.gguf"));
+        let out = Command::new(env!("CARGO_BIN_EXE_rllama"))
+            .args(["quantize", "--allow-requantize", "--pure", src.to_str().unwrap(), q.to_str().unwrap(), ty])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let g = rllama::gguf::GgufFile::open(&q).unwrap();
+        assert!(g.tensor("token_embd.weight").unwrap().ty.name().eq_ignore_ascii_case(ty), "the embedding was requantized");
+        let mq = rllama::model::Model::from_gguf(std::sync::Arc::new(g)).unwrap();
+        let h = Heads::load(&heads, &mq).unwrap_or_else(|e| panic!("{ty}: {e}"));
+        assert_eq!(h.exits.len(), 1);
+    }
+    let e = Heads::load(&heads, &tiny_model(2)).err().expect("another model's heads were accepted").to_string();
+    assert!(e.contains("another model"), "{e}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn spec_heads_errors_are_one_line() {
     let Some(q) = common::model(common::QWEN) else { return };
@@ -203,12 +233,17 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     use rllama::sampling::{Sampler, SamplerParams};
     let m = tiny_model(1);
     let toks = tokens(32 * 12);
-    let mut w = heads_writer(&m, &toks);
-    let p = MtpParams { train_vocab: 8, ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::Q8_0) };
+    let mut w = heads_writer(&m, &toks).unwrap();
+    let gen = rllama::heads::mtp::DISTILL_GEN;
+    let p = MtpParams { train_vocab: 8, self_distill: 8 * gen, ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::Q8_0) };
     let r = graft_mtp(&m, &toks, &p, &mut w, &mut Quiet).unwrap();
-    assert_eq!(r.agree.len(), 3);
-    assert_eq!(r.agree, r.agree_start, "no training: the closed-form head is written");
-    assert!(r.agree.iter().all(|a| (0.0..=1.0).contains(a)), "{:?}", r.agree);
+    assert_eq!(r.agree.text.len(), 3);
+    assert_eq!(r.agree.text, r.agree_start.text, "no training: the closed-form head is written");
+    assert!(r.agree.text.iter().all(|a| (0.0..=1.0).contains(a)), "{:?}", r.agree);
+    // one answer of eight held out, scored on its generated tokens only
+    assert_eq!(r.held_answers, gen);
+    assert_eq!(r.distilled, 7 * (64 + gen));
+    assert!(r.agree.answers.as_ref().is_some_and(|a| a.len() == 3 && a.iter().all(|x| (0.0..=1.0).contains(x))), "{:?}", r.agree);
     let path = tmp("mtp-heads.gguf");
     w.write_file(&path).unwrap();
     let g = rllama::gguf::GgufFile::open(&path).unwrap();
@@ -263,7 +298,7 @@ fn mtp_training_lowers_the_loss() {
     }
     let m = tiny_model(1);
     let toks = tokens(32 * 12);
-    let mut w = heads_writer(&m, &toks);
+    let mut w = heads_writer(&m, &toks).unwrap();
     let p = MtpParams { epochs: 8, lr: 3e-3, self_distill: 200, train_vocab: 8, ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::F32) };
     let mut l = Losses(Vec::new());
     let r = graft_mtp(&m, &toks, &p, &mut w, &mut l).unwrap();

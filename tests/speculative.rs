@@ -247,7 +247,7 @@ fn stochastic_mtp_speculation_samples_the_target_distribution() {
     let _ = rayon::ThreadPoolBuilder::new().build_global();
     let target = tiny_model(1);
     let toks: Vec<u32> = (0..32 * 12u32).map(|i| (i * 7 + i / 3) % 8).collect();
-    let mut w = heads_writer(&target, &toks);
+    let mut w = heads_writer(&target, &toks).unwrap();
     let p = common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::F32);
     graft_mtp(&target, &toks, &p, &mut w, &mut common::QuietGraft).unwrap();
     let path = std::env::temp_dir().join(format!("rllama-spec-mtp-{}.gguf", std::process::id()));

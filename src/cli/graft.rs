@@ -34,15 +34,21 @@ pub struct GraftArgs {
     mtp_type: String,
     #[arg(long = "epochs", value_name = "N", default_value_t = 3, help = "MTP head training epochs (0: the closed-form head)")]
     epochs: usize,
-    #[arg(long = "lr", value_name = "F", default_value_t = 2e-4, help = "MTP head learning rate (AdamW)")]
+    #[arg(long = "lr", value_name = "F", default_value_t = 3e-4, help = "MTP head learning rate (AdamW; cosine decay to a tenth over the run)")]
     lr: f64,
     #[arg(
         long = "self-distill",
         value_name = "N",
         default_value_t = 0,
-        help = "also train the MTP head on N tokens the model generates from calibration snippets"
+        help = "also train the MTP head on ~N tokens the model generates answering requests (built-in, or --distill-prompts; 1 in 8 answers held out)"
     )]
     self_distill: usize,
+    #[arg(
+        long = "distill-prompts",
+        value_name = "FILE",
+        help = "requests the model answers for --self-distill, one per line (default: built-in code and prose requests)"
+    )]
+    distill_prompts: Option<PathBuf>,
     #[arg(long = "tokens", value_name = "N", help = "use the first N tokens of the calibration text")]
     max_tokens: Option<usize>,
     #[arg(short = 'o', long = "output", value_name = "HEADS.gguf")]
@@ -82,25 +88,15 @@ impl GraftProgress for Bar {
     }
 }
 
-/// Requests about calibration passages, in the model's chat format (the
-/// text drafting meets most: the model answering), cycling through a few
-/// kinds of request; none without a chat template (snippets are used).
-fn distill_prompts(model: &Model, tok: &Tokenizer, text: &str, n: usize) -> Vec<Vec<u32>> {
-    const ASKS: [&str; 4] = [
-        "Summarize this passage:",
-        "Write a Rust program that illustrates this passage, with comments:",
-        "Explain this passage to a beginner:",
-        "Write three questions about this passage and answer them:",
-    ];
+/// `n` requests in the model's chat format (see `heads::requests`); none
+/// without a chat template (calibration snippets are used).
+fn distill_prompts(model: &Model, tok: &Tokenizer, text: &str, requests: &[String], n: usize) -> Vec<Vec<u32>> {
     let Ok(tmpl) = crate::chat::template::ChatTemplate::new(None, &model.g, tok) else { return Vec::new() };
     let passages: Vec<&str> = text.split("\n\n").map(str::trim).filter(|p| (200..1500).contains(&p.len())).collect();
-    if passages.is_empty() || n == 0 {
-        return Vec::new();
-    }
-    (0..n)
-        .filter_map(|i| {
-            let p = passages[i * passages.len() / n];
-            let msg = crate::chat::template::Message::new("user", &format!("{}\n\n{p}", ASKS[i % ASKS.len()]));
+    crate::heads::requests::texts(requests, &passages, n)
+        .iter()
+        .filter_map(|r| {
+            let msg = crate::chat::template::Message::new("user", r);
             let rendered = tmpl.render(&[msg], true).ok()?;
             tok.encode(&rendered, true, true).ok()
         })
@@ -134,6 +130,13 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         Ok(b) => crate::tokenizer::text_from_bytes(&b),
         Err(e) => bail!("error: cannot read calibration file {}: {e}", fp.display()),
     };
+    let requests: Vec<String> = match &a.distill_prompts {
+        Some(f) => match std::fs::read(f) {
+            Ok(b) => crate::tokenizer::text_from_bytes(&b).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(),
+            Err(e) => bail!("error: cannot read --distill-prompts file {}: {e}", f.display()),
+        },
+        None => Vec::new(),
+    };
     let model = Model::load(&mp)?;
     let tok = Tokenizer::from_gguf(&model.g)?;
     let mut tokens = tok.encode(&text, true, false)?;
@@ -145,7 +148,7 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     let mut p = Bar(bar, None);
     let params = GraftParams { exit_layers: a.exit_layers, n_ctx: a.n_ctx, chunks: a.chunks, holdout: a.holdout, ridge: a.ridge };
     let t0 = std::time::Instant::now();
-    let mut w = heads_writer(&model, &tokens);
+    let mut w = heads_writer(&model, &tokens)?;
     let reports = if params.exit_layers.is_empty() && a.mtp {
         Vec::new()
     } else {
@@ -162,7 +165,7 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             lr: a.lr,
             self_distill: a.self_distill,
             train_vocab: crate::decode::drafters::DEFAULT_DRAFT_VOCAB,
-            distill_prompts: distill_prompts(&model, &tok, &text, a.self_distill.div_ceil(192)),
+            distill_prompts: distill_prompts(&model, &tok, &text, &requests, a.self_distill.div_ceil(crate::heads::mtp::DISTILL_GEN)),
             stop: (0..model.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect(),
         };
         Some(graft_mtp(&model, &tokens, &mp, &mut w, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?)
@@ -181,9 +184,13 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
     );
     if let Some(m) = &mtp {
         let pos = |v: &[f64]| v.iter().enumerate().map(|(k, a)| format!("draft {}: {:.1}%", k + 1, 100.0 * a)).collect::<Vec<_>>().join(", ");
-        eprintln!("  MTP head ({} held-out positions, {} self-distilled tokens): {}", m.held_out, m.distilled, pos(&m.agree));
+        let show = |g: &crate::heads::mtp::Agreement| {
+            let answers = g.answers.as_ref().map_or(String::new(), |v| format!("; on {} held-out answer tokens: {}", m.held_answers, pos(v)));
+            format!("{}{answers}", pos(&g.text))
+        };
+        eprintln!("  MTP head ({} held-out positions, {} self-distilled tokens): {}", m.held_out, m.distilled, show(&m.agree));
         if a.epochs > 0 {
-            eprintln!("  (closed-form start: {})", pos(&m.agree_start));
+            eprintln!("  (closed-form start: {})", show(&m.agree_start));
         }
     }
     for r in &reports {

@@ -105,7 +105,7 @@ fn top1(model: &Model, x: &[f32], n: usize) -> Vec<usize> {
 
 /// A heads file for `model` with its identity and the draft vocabulary of
 /// `tokens` (the calibration text); heads are added to it.
-pub fn heads_writer(model: &Model, tokens: &[u32]) -> GgufWriter {
+pub fn heads_writer(model: &Model, tokens: &[u32]) -> Result<GgufWriter> {
     let c = &model.cfg;
     let mut w = GgufWriter::new();
     w.set_str(KEY_TYPE, TYPE_HEADS);
@@ -115,14 +115,15 @@ pub fn heads_writer(model: &Model, tokens: &[u32]) -> GgufWriter {
     w.set(KEY_N_LAYER, Value::U32(c.n_layer as u32));
     w.set(KEY_N_VOCAB, Value::U32(c.n_vocab as u32));
     w.set_str(KEY_FINGERPRINT, &fingerprint(&model.g));
+    w.set(KEY_PROBE, Value::Array(crate::gguf::ValueType::F32, probe(model)?.into_iter().map(Value::F32).collect()));
     let order = vocab_order(tokens, c.n_vocab, DRAFT_VOCAB_MAX);
     w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
-    w
+    Ok(w)
 }
 
 /// Fit the heads on `tokens` (the calibration text) and write them.
 pub fn graft(model: &Model, tokens: &[u32], p: &GraftParams, prog: &mut dyn GraftProgress) -> Result<(GgufWriter, Vec<ExitReport>)> {
-    let mut w = heads_writer(model, tokens);
+    let mut w = heads_writer(model, tokens)?;
     let reports = graft_exits(model, tokens, p, &mut w, prog)?;
     Ok((w, reports))
 }

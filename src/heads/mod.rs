@@ -12,6 +12,10 @@
 //! - `heads.n_embd`, `heads.n_layer`, `heads.n_vocab` (u32): the model's sizes
 //! - `heads.model_fingerprint` (string): a hash of the model's tensor names,
 //!   shapes and token-embedding bytes (a heads file refuses other models)
+//! - `heads.model_probe` (f32 array): the first columns of a few token
+//!   embedding rows, dequantized; when the fingerprint differs, a heads file
+//!   still serves the model if its probe agrees (cosine >= 0.9): the same
+//!   weights in another quantization, so one graft serves a whole ladder
 //! - `heads.exit_layers` (u32 array): the L of each exit head
 //! - `heads.exit_tails` (u32 array, optional, parallel to `exit_layers`):
 //!   T > 0 for an exit that also runs the model's last T blocks on the
@@ -34,6 +38,7 @@
 
 pub mod graft;
 pub mod mtp;
+pub mod requests;
 #[cfg(feature = "train")]
 pub mod train;
 
@@ -52,6 +57,7 @@ pub const KEY_N_EMBD: &str = "heads.n_embd";
 pub const KEY_N_LAYER: &str = "heads.n_layer";
 pub const KEY_N_VOCAB: &str = "heads.n_vocab";
 pub const KEY_FINGERPRINT: &str = "heads.model_fingerprint";
+pub const KEY_PROBE: &str = "heads.model_probe";
 pub const KEY_EXIT_LAYERS: &str = "heads.exit_layers";
 pub const KEY_EXIT_TAILS: &str = "heads.exit_tails";
 pub const KEY_EXIT_AGREEMENT: &str = "heads.exit_agreement";
@@ -100,6 +106,35 @@ pub fn fingerprint(g: &GgufFile) -> String {
         eat(&d[..d.len().min(FINGERPRINT_BYTES)]);
     }
     format!("{h:016x}")
+}
+
+/// Token embedding rows in the probe (spread over the vocabulary).
+const PROBE_ROWS: usize = 64;
+/// Leading columns of each probe row.
+const PROBE_COLS: usize = 256;
+/// Least cosine between a heads file's probe and the model's for the model
+/// to count as the same weights (another quantization: Q2_K's embedding
+/// keeps > 0.95; unrelated weights give ~0).
+pub const PROBE_MIN_COS: f64 = 0.9;
+
+/// The model's embedding probe (see `KEY_PROBE`).
+pub fn probe(model: &Model) -> Result<Vec<f32>> {
+    let c = &model.cfg;
+    let rows = PROBE_ROWS.min(c.n_vocab);
+    let toks: Vec<u32> = (0..rows).map(|i| (i * c.n_vocab / rows) as u32).collect();
+    let mut s = Scratch::default();
+    model.embed(&toks, &mut s)?;
+    let cols = PROBE_COLS.min(c.n_embd);
+    Ok(s.x.chunks(c.n_embd).flat_map(|r| r[..cols].iter().copied()).collect())
+}
+
+/// Cosine of two probes (0 when their lengths differ).
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    if a.len() != b.len() || a.is_empty() {
+        return 0.0;
+    }
+    let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(&p, &q)| p as f64 * q as f64).sum::<f64>();
+    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt().max(f64::MIN_POSITIVE)
 }
 
 /// Which blocks an exit runs: the first `layer`, then the last `tail`
@@ -198,7 +233,13 @@ impl Heads {
                 bail!("{name}: heads for another model ({k} is {:?}, the model's is {v})", g.get_i64(k));
             }
         }
-        if g.get_str(KEY_ARCH) != Some(c.arch.as_str()) || g.get_str(KEY_FINGERPRINT) != Some(fingerprint(&model.g).as_str()) {
+        let same_file = g.get_str(KEY_FINGERPRINT) == Some(fingerprint(&model.g).as_str());
+        let same_weights = || -> Result<bool> {
+            let Some(a) = g.get(KEY_PROBE).and_then(Value::as_array) else { return Ok(false) };
+            let theirs: Vec<f32> = a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect();
+            Ok(cosine(&theirs, &probe(model)?) >= PROBE_MIN_COS)
+        };
+        if g.get_str(KEY_ARCH) != Some(c.arch.as_str()) || !(same_file || same_weights()?) {
             bail!("{name}: heads fitted for another model (architecture or weights differ; run rllama graft on this model)");
         }
         let ints = |key: &str| -> Option<Vec<i64>> { g.get(key).and_then(Value::as_array).map(|a| a.iter().map(|v| v.as_i64().unwrap_or(-1)).collect()) };

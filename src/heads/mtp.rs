@@ -49,12 +49,22 @@ pub struct MtpParams {
 /// Draft positions the agreement is reported for.
 pub const REPORT_POSITIONS: usize = 3;
 
+/// Held-out top-1 agreement with the full model per draft position.
+#[derive(Clone, Debug)]
+pub struct Agreement {
+    /// On the calibration text's held-out chunks.
+    pub text: Vec<f64>,
+    /// On held-out self-distilled answers (the answer tokens only).
+    pub answers: Option<Vec<f64>>,
+}
+
 pub struct MtpReport {
-    /// Held-out top-1 agreement with the full model per draft position:
-    /// the head written, and its closed-form start.
-    pub agree: Vec<f64>,
-    pub agree_start: Vec<f64>,
+    /// The head written, and its closed-form start.
+    pub agree: Agreement,
+    pub agree_start: Agreement,
     pub held_out: usize,
+    /// Answer positions held out.
+    pub held_answers: usize,
     /// Self-distilled tokens trained on.
     pub distilled: usize,
 }
@@ -233,20 +243,28 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         samples.push((chunk, f));
         prog.chunk(ci + 1, total);
     }
-    // the model's own continuations of calibration snippets
+    // the model's own continuations of requests (or calibration snippets);
+    // the last few answers are held out
+    let n_held_answers = n_distill / HELD_ANSWERS_EVERY;
     let mut distilled = 0;
+    let mut held_answers = Vec::new();
     for i in 0..n_distill {
-        let seq = match p.distill_prompts.get(i % p.distill_prompts.len().max(1)) {
-            Some(prompt) => continue_greedy(model, prompt, DISTILL_GEN, &p.stop)?,
+        let prompt = match p.distill_prompts.get(i % p.distill_prompts.len().max(1)) {
+            Some(prompt) => &prompt[..],
             None => {
                 let at = (i * tokens.len() / n_distill.max(1)).min(tokens.len().saturating_sub(DISTILL_PROMPT));
-                continue_greedy(model, &tokens[at..at + DISTILL_PROMPT.min(tokens.len())], DISTILL_GEN, &p.stop)?
+                &tokens[at..at + DISTILL_PROMPT.min(tokens.len())]
             }
         };
-        if seq.len() >= 2 {
-            let f = final_rows(model, &seq)?;
-            distilled += seq.len();
-            samples.push((seq, f));
+        let seq = continue_greedy(model, prompt, DISTILL_GEN, &p.stop)?;
+        if seq.len() > prompt.len() + 1 {
+            if i >= n_distill - n_held_answers {
+                held_answers.push(HeldOut::new(model, &seq)?.scored_from(prompt.len()));
+            } else {
+                let f = final_rows(model, &seq)?;
+                distilled += seq.len();
+                samples.push((seq, f));
+            }
         }
         prog.chunk(fit + i + 1, total);
     }
@@ -267,34 +285,45 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     // eh_proj rows are output dimensions: E[j][i] = W[i][j]
     let eh: Vec<f32> = (0..d).flat_map(|j| (0..2 * d).map(move |i| (j, i))).map(|(j, i)| wm[(i, j)] as f32).collect();
     let start = HeadWeights::start(model, eh);
-    let held: Vec<HeldOut> =
-        (0..p.holdout).map(|hi| (n_chunks - p.holdout + hi) * p.n_ctx).map(|o| HeldOut::new(model, &tokens[o..o + p.n_ctx])).collect::<Result<_>>()?;
-    let evaluate = |h: &HeadWeights, prog: &mut dyn super::graft::GraftProgress| -> Result<Vec<f64>> {
+    let mut held = Vec::new();
+    for hi in 0..p.holdout {
+        let o = (n_chunks - p.holdout + hi) * p.n_ctx;
+        held.push(HeldOut::new(model, &tokens[o..o + p.n_ctx])?);
+        prog.chunk(fit + n_distill + hi + 1, total);
+    }
+    let evaluate = |h: &HeadWeights, held: &[HeldOut]| -> Result<Vec<f64>> {
         let mut tmp = GgufWriter::new();
         h.write(model, &mut tmp, p.ty)?;
         let head = load_written(model, &tmp)?;
         let (mut hits, mut tried) = (vec![0usize; REPORT_POSITIONS], vec![0usize; REPORT_POSITIONS]);
-        for (hi, chunk) in held.iter().enumerate() {
+        for chunk in held {
             let (h, t) = agreement(model, &head, chunk)?;
             for k in 0..REPORT_POSITIONS {
                 hits[k] += h[k];
                 tried[k] += t[k];
             }
-            prog.chunk(total - p.holdout + hi + 1, total);
         }
         Ok(hits.iter().zip(&tried).map(|(&h, &t)| h as f64 / t.max(1) as f64).collect())
     };
-    let agree_start = evaluate(&start, prog)?;
+    let report = |h: &HeadWeights| -> Result<Agreement> {
+        Ok(Agreement { text: evaluate(h, &held)?, answers: if held_answers.is_empty() { None } else { Some(evaluate(h, &held_answers)?) } })
+    };
+    let agree_start = report(&start)?;
     let trained = if p.epochs > 0 { train_head(model, tokens, &start, samples, &held, p, prog)? } else { start };
     trained.write(model, w, p.ty)?;
-    let agree = if p.epochs > 0 { evaluate(&trained, prog)? } else { agree_start.clone() };
-    Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, distilled })
+    let agree = if p.epochs > 0 { report(&trained)? } else { agree_start.clone() };
+    let answer_positions = held_answers.iter().map(|h| h.tokens.len() - h.from).sum();
+    Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, held_answers: answer_positions, distilled })
 }
+
+/// One in this many self-distilled answers is held out for the agreement
+/// report (none below this many).
+const HELD_ANSWERS_EVERY: usize = 8;
 
 /// Tokens of calibration text each self-distillation sample starts from.
 const DISTILL_PROMPT: usize = 64;
 /// Tokens the model generates after each.
-const DISTILL_GEN: usize = 192;
+pub const DISTILL_GEN: usize = 192;
 
 /// `prompt` followed by up to `n` tokens the model picks greedily (until a
 /// `stop` token).
@@ -382,6 +411,8 @@ pub struct HeldOut {
     hprev: Vec<f32>,
     /// Its choice at each position.
     want: Vec<usize>,
+    /// Positions scored start here (a request's answer, after its prompt).
+    from: usize,
 }
 
 impl HeldOut {
@@ -394,7 +425,12 @@ impl HeldOut {
         let want = top1_normed(model, &normed);
         let mut hprev = vec![0f32; n * d];
         hprev[d..].copy_from_slice(&normed[..(n - 1) * d]);
-        Ok(HeldOut { tokens: tokens.to_vec(), f, hprev, want })
+        Ok(HeldOut { tokens: tokens.to_vec(), f, hprev, want, from: 0 })
+    }
+
+    /// Scored from position `from` on only.
+    pub fn scored_from(self, from: usize) -> HeldOut {
+        HeldOut { from: from.min(self.tokens.len()), ..self }
     }
 }
 
@@ -412,15 +448,18 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<(Vec<usi
     let step1 = s.x.clone();
     let got1 = top1_normed(model, &step1);
     let mut hits = vec![0usize; REPORT_POSITIONS];
-    hits[0] = got1.iter().zip(want).filter(|(a, b)| a == b).count();
-    // chained positions: from each p (its true pairs 0..=p in the cache)
+    let from = held.from;
+    hits[0] = got1.iter().zip(want).skip(from).filter(|(a, b)| a == b).count();
+    // chained positions: from each p (its true pairs 0..=p in the cache),
+    // scored at p + 1 on
     let il = head.il;
-    let mut tried = vec![n; REPORT_POSITIONS];
+    let mut tried = vec![n - from; REPORT_POSITIONS];
     let starts = n.saturating_sub(REPORT_POSITIONS);
+    let first = from.saturating_sub(1).min(starts);
     for t in tried.iter_mut().skip(1) {
-        *t = starts;
+        *t = starts - first;
     }
-    for p in 0..starts {
+    for p in first..starts {
         let mut row = step1[p * d..(p + 1) * d].to_vec();
         for k in 1..REPORT_POSITIONS {
             kv.remove_from(p + k, il..il + 1);

@@ -218,6 +218,16 @@ fn causal_mask(t: usize, dev: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(m, (t, t), dev)?)
 }
 
+/// Share of the learning rate always kept at the end of the schedule.
+const LR_FLOOR: f64 = 0.1;
+
+/// The learning rate's factor at `step` of `steps`: a cosine from 1 down to
+/// `LR_FLOOR`.
+fn lr_factor(step: usize, steps: usize) -> f64 {
+    let x = step as f64 / steps.max(1) as f64;
+    LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
+}
+
 /// Train from `start` on `data`; held-out agreement (draft vocabulary, first
 /// draft position) after each epoch on `held`.
 pub fn train(
@@ -276,6 +286,7 @@ pub fn train(
             let ce = (s.probs.mul(&logq)?.sum(D::Minus1)?.mean_all()? * -1.0)?;
             let reg = (rms(&y, None, fz.eps)? - rms(&s.target, None, fz.eps)?)?.sqr()?.mean_all()?;
             let loss = (ce + (reg * p.reg)?)?;
+            opt.set_learning_rate(p.lr * lr_factor(step, steps));
             opt.backward_step(&loss)?;
             sum += loss.to_scalar::<f32>()? as f64;
             step += 1;
