@@ -277,14 +277,35 @@ impl Drafter for DraftModel<'_> {
 struct Slot {
     n_max: usize,
     n_min: usize,
-    /// Acceptance rate of a single drafted token (smoothed).
-    alpha: f64,
+    /// Acceptance rate of the drafted token at each position, given the
+    /// ones before it were accepted (smoothed): drafters differ in how it
+    /// falls with depth (an MTP head chaining on its own rows: 45%, then
+    /// 10%; an n-gram match: flat).
+    alpha: Vec<f64>,
+    /// Rounds that reached each position.
+    n_obs: Vec<usize>,
     /// Rounds left before drafting is tried again after it was switched off.
     cooldown: usize,
     /// The next wait between probes.
     backoff: usize,
-    /// Rounds whose acceptance was recorded.
-    n_obs: usize,
+}
+
+impl Slot {
+    fn new(n_max: usize, n_min: usize) -> Slot {
+        let n = n_max.max(1);
+        Slot { n_max, n_min: n_min.min(n_max), alpha: vec![ALPHA_PRIOR; n], n_obs: vec![0; n], cooldown: 0, backoff: 16 }
+    }
+
+    /// Acceptance per position for planning: a position no round has
+    /// reached yet is assumed no better than the one before it.
+    fn effective(&self) -> Vec<f64> {
+        let mut out: Vec<f64> = Vec::with_capacity(self.alpha.len());
+        for (i, (&a, &n)) in self.alpha.iter().zip(&self.n_obs).enumerate() {
+            let a = if n == 0 && i > 0 { a.min(out[i - 1]) } else { a };
+            out.push(a.clamp(0.0, 0.999));
+        }
+        out
+    }
 }
 
 /// Weight of a new round in the smoothed acceptance rate once the first
@@ -294,9 +315,6 @@ const ALPHA_EMA: f64 = 0.15;
 const MIN_GAIN: f64 = 1.04;
 /// Acceptance rate assumed before a slot has drafted.
 const ALPHA_PRIOR: f64 = 0.7;
-/// A drafter this much cheaper per token than a plain step probes with one
-/// token (its probes then cost only the verification of one extra row).
-const CHEAP_DRAFT: f64 = 0.05;
 
 /// Draft length chosen from measured acceptance and measured costs: the k
 /// that maximizes expected tokens per millisecond, 0 (plain decoding) when
@@ -327,8 +345,7 @@ impl DraftLength {
     /// One slot per (n_max, n_min).
     pub fn with_slots(limits: &[(usize, usize)]) -> Self {
         let n_max = limits.iter().map(|l| l.0).max().unwrap_or(0);
-        let slots =
-            limits.iter().map(|&(n_max, n_min)| Slot { n_max, n_min: n_min.min(n_max), alpha: ALPHA_PRIOR, cooldown: 0, backoff: 16, n_obs: 0 }).collect();
+        let slots = limits.iter().map(|&(n_max, n_min)| Slot::new(n_max, n_min)).collect();
         DraftLength { n_max, slots, t_target: vec![None; n_max + 2], n_seen: vec![0; n_max + 2], since_plain: 0, fixed: false }
     }
 
@@ -362,11 +379,14 @@ impl DraftLength {
         if drafted == 0 {
             return;
         }
-        // Per-token acceptance estimate from this round (accepted prefix of drafted).
-        let a = if accepted == drafted { 1.0 } else { accepted as f64 / (accepted as f64 + 1.0) };
-        s.n_obs += 1;
-        let w = (1.0 / (s.n_obs as f64 + 1.0)).max(ALPHA_EMA);
-        s.alpha = (1.0 - w) * s.alpha + w * a;
+        // positions 0..accepted were accepted; the next one (if drafted) was
+        // reached and rejected; later ones were never judged
+        for i in 0..drafted.min(accepted + 1).min(s.alpha.len()) {
+            let hit = if i < accepted { 1.0 } else { 0.0 };
+            s.n_obs[i] += 1;
+            let w = (1.0 / (s.n_obs[i] as f64 + 1.0)).max(ALPHA_EMA);
+            s.alpha[i] = (1.0 - w) * s.alpha[i] + w * hit;
+        }
     }
 
     /// Target time for a batch of n tokens: measured, or a line through the
@@ -402,8 +422,8 @@ impl DraftLength {
     /// A prior acceptance for slot `slot` (e.g. an exit head's held-out
     /// agreement), before anything is observed.
     pub fn set_prior(&mut self, slot: usize, alpha: f64) {
-        if let Some(s) = self.slots.get_mut(slot).filter(|s| s.n_obs == 0) {
-            s.alpha = alpha.clamp(0.0, 0.999);
+        if let Some(s) = self.slots.get_mut(slot).filter(|s| s.n_obs.iter().all(|&n| n == 0)) {
+            s.alpha.iter_mut().for_each(|a| *a = alpha.clamp(0.0, 0.999));
         }
     }
 
@@ -418,11 +438,19 @@ impl DraftLength {
     pub fn plan(&self, slot: usize, td: f64) -> Option<(usize, f64)> {
         let s = self.slots.get(slot)?;
         let t1 = self.t(1)?;
-        let a = s.alpha.clamp(0.0, 0.999);
+        let a = s.effective();
         let mut best = (0usize, 0.0f64);
         for k in s.n_min.max(1)..=s.n_max {
             let Some(tv) = self.t(k + 1) else { continue };
-            let expected = (1.0 - a.powi(k as i32 + 1)) / (1.0 - a);
+            // the target's token, plus each draft while all before it stand
+            let expected = 1.0
+                + a[..k]
+                    .iter()
+                    .scan(1.0, |p, &x| {
+                        *p *= x;
+                        Some(*p)
+                    })
+                    .sum::<f64>();
             let speed = expected * t1 / (k as f64 * td + tv);
             if speed > best.1 {
                 best = (k, speed);
@@ -433,7 +461,8 @@ impl DraftLength {
 
     /// How many tokens slot `slot` should draft now (0 = not worth it).
     pub fn choose(&mut self, slot: usize, draft_ms: Option<f64>) -> usize {
-        let Some(&Slot { n_max, n_min, alpha, .. }) = self.slots.get(slot) else { return 0 };
+        let Some(&Slot { n_max, n_min, ref alpha, .. }) = self.slots.get(slot) else { return 0 };
+        let alpha = alpha[0];
         if self.fixed || n_max == 0 {
             return n_max;
         }
@@ -474,12 +503,12 @@ impl DraftLength {
             s.backoff = (s.backoff * 2).min(1024);
         }
         s.cooldown -= 1;
+        // a probe drafts one token: it measures the first position, which
+        // deeper ones only add to
         if s.cooldown > 0 {
             0
-        } else if td < CHEAP_DRAFT * t1 {
-            n_min.max(1)
         } else {
-            n_max.min(3).max(n_min.max(1))
+            n_min.max(1)
         }
     }
 }
@@ -653,6 +682,41 @@ impl Drafter for NoDrafter {
 mod tests {
     use super::*;
     use crate::sampling::SamplerParams;
+
+    /// A policy with plain step 10 ms and n-token batches 10 + n ms.
+    fn measured(n_max: usize) -> DraftLength {
+        let mut l = DraftLength::new(n_max, 0);
+        for n in 1..=n_max + 1 {
+            for _ in 0..2 {
+                l.record_target(n, 10.0 + if n > 1 { n as f64 } else { 0.0 });
+            }
+        }
+        l
+    }
+
+    #[test]
+    fn acceptance_is_kept_per_draft_position() {
+        // the first draft always stands, the second never: one token per
+        // round (a single rate would be 50% and pick two or more)
+        let mut l = measured(4);
+        for _ in 0..20 {
+            l.record_acceptance(0, 3, 1);
+        }
+        assert_eq!(l.plan(0, 0.5).unwrap().0, 1);
+        // every draft stands: the longest
+        let mut l = measured(4);
+        for _ in 0..20 {
+            l.record_acceptance(0, 4, 4);
+        }
+        assert_eq!(l.plan(0, 0.5).unwrap().0, 4);
+        // positions not reached count as no better than the one before
+        let mut l = measured(4);
+        for _ in 0..20 {
+            l.record_acceptance(0, 1, 0);
+        }
+        assert_eq!(l.plan(0, 0.5).unwrap().0, 1, "a first draft never accepted: the rest are no better");
+        assert!(l.plan(0, 0.5).unwrap().1 < 1.0);
+    }
 
     /// Chi-square statistic of observed counts against probabilities.
     fn chi2(counts: &[usize], p: &[f64]) -> f64 {

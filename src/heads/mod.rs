@@ -113,8 +113,8 @@ const PROBE_ROWS: usize = 64;
 /// Leading columns of each probe row.
 const PROBE_COLS: usize = 256;
 /// Least cosine between a heads file's probe and the model's for the model
-/// to count as the same weights (another quantization: Q2_K's embedding
-/// keeps > 0.95; unrelated weights give ~0).
+/// to count as the same weights in another quantization (Qwen 1.5B's
+/// Q8_0, IQ4_XS and Q2_K of its Q4_K_M pass; unrelated weights give ~0).
 pub const PROBE_MIN_COS: f64 = 0.9;
 
 /// The model's embedding probe (see `KEY_PROBE`).
