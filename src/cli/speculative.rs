@@ -59,14 +59,7 @@ pub fn print_stats(n_draft: usize, stats: &SpecStats, drafters: &Drafters, n_inp
     for e in drafters.entries() {
         let (d_ms, d_n) = e.d.perf();
         eprintln!();
-        eprintln!(
-            "{}: {} drafts, {} tokens drafted, {} accepted ({:.3}%)",
-            e.d.name(),
-            e.n_proposals,
-            e.n_drafted,
-            e.n_accept,
-            100.0 * e.n_accept as f64 / e.n_drafted.max(1) as f64
-        );
+        eprintln!("{}: {} drafts, {} tokens drafted, {} accepted ({:.3}%)", e.d.name(), e.n_proposals, e.n_drafted, e.n_accept, e.accept_pct());
         eprintln!(
             "common_perf_print:        eval time = {:10.2} ms / {:5} tokens ({:8.2} ms per token, {:8.2} tokens per second)",
             d_ms,

@@ -131,6 +131,11 @@ pub struct Entry<'d> {
 }
 
 impl Entry<'_> {
+    /// Share of its drafted tokens accepted, in percent.
+    pub fn accept_pct(&self) -> f64 {
+        100.0 * self.n_accept as f64 / self.n_drafted.max(1) as f64
+    }
+
     /// `accepted by draft position: 1: 52.1% (100/192), 2: ...` (None before any round).
     pub fn by_position(&self) -> Option<String> {
         if self.by_pos.is_empty() {
@@ -255,7 +260,7 @@ impl Drafter for Drafters<'_> {
                 c.0 += 1;
                 c.1 += usize::from(j < accepted);
             }
-            self.list[i].d.accepted(drafted, accepted);
+            e.d.accepted(drafted, accepted);
         }
     }
 

@@ -461,8 +461,7 @@ impl DraftLength {
 
     /// How many tokens slot `slot` should draft now (0 = not worth it).
     pub fn choose(&mut self, slot: usize, draft_ms: Option<f64>) -> usize {
-        let Some(&Slot { n_max, n_min, ref alpha, .. }) = self.slots.get(slot) else { return 0 };
-        let alpha = alpha[0];
+        let Some(&Slot { n_max, n_min, .. }) = self.slots.get(slot) else { return 0 };
         if self.fixed || n_max == 0 {
             return n_max;
         }
@@ -476,7 +475,8 @@ impl DraftLength {
         };
         if std::env::var_os("RLLAMA_DEBUG_SPEC").is_some() {
             eprintln!(
-                "[spec] slot {slot} alpha {alpha:.3} t1 {t1:.2} ms draft {td:.3} ms/token t2 {:.2} t5 {:.2} -> k {}",
+                "[spec] slot {slot} alpha {:.3} t1 {t1:.2} ms draft {td:.3} ms/token t2 {:.2} t5 {:.2} -> k {}",
+                self.slots[slot].alpha[0],
                 self.t(2).unwrap_or(0.0),
                 self.t(5).unwrap_or(0.0),
                 best.0

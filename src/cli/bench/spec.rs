@@ -57,9 +57,8 @@ pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType]
         .entries()
         .iter()
         .map(|e| {
-            let pct = 100.0 * e.n_accept as f64 / e.n_drafted.max(1) as f64;
             let pos = e.by_position().map(|p| format!("; {p}")).unwrap_or_default();
-            format!("{}: {} drafted, {} accepted ({pct:.1}%){pos}", e.d.name(), e.n_drafted, e.n_accept)
+            format!("{}: {} drafted, {} accepted ({:.1}%){pos}", e.d.name(), e.n_drafted, e.n_accept, e.accept_pct())
         })
         .collect();
     Ok((ns, lines))
