@@ -261,6 +261,10 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     let h = Heads::load(&path, &m).unwrap();
     std::fs::remove_file(&path).ok();
     assert!(h.exits.is_empty() && h.mtp.is_some());
+    // the policy's prior: acceptance per draft position given the ones before stood
+    assert_eq!(h.mtp_accept.len(), 3);
+    assert_eq!(h.mtp_accept[0], r.agree.answers.as_ref().unwrap()[0] as f32 as f64, "position 1 is the answers' agreement");
+    assert!(h.mtp_accept.iter().all(|a| (0.0..=1.0).contains(a)), "{:?}", h.mtp_accept);
     let run = |d: Option<&mut dyn Drafter>, len: DraftLength| {
         let mut gen = Generator::new(Session::new(&m, 128, 32).unwrap(), Sampler::new(SamplerParams { temp: 0.0, ..Default::default() }), d, len);
         gen.prompt(&toks[..20]).unwrap();

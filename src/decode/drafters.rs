@@ -183,11 +183,15 @@ impl<'d> Drafters<'d> {
                 },
                 SpecType::DraftMtp => match (mtp, heads) {
                     (Some(head), h) => {
-                        let out = match h {
-                            Some((m, hs, _)) => hs.draft_output(m, o.draft_vocab)?,
-                            None => None,
+                        let (out, prior) = match h {
+                            // the heads file's prior belongs to its own head
+                            Some((m, hs, _)) => (
+                                hs.draft_output(m, o.draft_vocab)?,
+                                if hs.mtp.as_ref().is_some_and(|x| std::ptr::eq(x, head)) { hs.mtp_accept.clone() } else { Vec::new() },
+                            ),
+                            None => (None, Vec::new()),
                         };
-                        (Box::new(MtpDrafter::new(head, out)?), o.mtp_draft_max, 0)
+                        (Box::new(MtpDrafter::new(head, out, prior)?), o.mtp_draft_max, 0)
                     }
                     (None, _) => {
                         bail!("--spec-type draft-mtp needs a model with nextn layers or an MTP head (--spec-heads HEADS.gguf, written by rllama graft --mtp)")

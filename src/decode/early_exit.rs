@@ -168,7 +168,7 @@ impl Drafter for EarlyExit<'_> {
             // the graft's held-out agreement: what a first draft token is accepted at
             for (i, e) in self.heads.exits.iter().enumerate() {
                 if let Some(a) = e.agree {
-                    len.set_prior(slot0 + i, a);
+                    len.set_prior(slot0 + i, &[a]);
                 }
             }
             self.primed = true;

@@ -7,7 +7,7 @@
 //! drafts chain on the head's own output rows. Lossless through
 //! verification.
 
-use super::speculative::{argmax, DraftCtx, DraftTiming, Drafter};
+use super::speculative::{argmax, DraftCtx, DraftLength, DraftTiming, Drafter};
 use crate::kv_cache::KvCache;
 use crate::model::nextn::Nextn;
 use crate::model::{Model, Rounding, Scratch};
@@ -35,10 +35,15 @@ pub struct MtpDrafter<'m> {
     s_out: Scratch,
     logits: Vec<f32>,
     time: DraftTiming,
+    /// Acceptance per draft position the graft measured (the policy's
+    /// prior; empty: none), and whether the policy has it yet.
+    prior: Vec<f64>,
+    primed: bool,
 }
 
 impl<'m> MtpDrafter<'m> {
-    pub fn new(head: &'m Nextn, out: Option<(Linear, Vec<u32>)>) -> Result<Self> {
+    /// `prior`: the head's held-out acceptance per draft position (may be empty).
+    pub fn new(head: &'m Nextn, out: Option<(Linear, Vec<u32>)>, prior: Vec<f64>) -> Result<Self> {
         Ok(MtpDrafter {
             head,
             kv: None,
@@ -49,6 +54,8 @@ impl<'m> MtpDrafter<'m> {
             s_out: Scratch::default(),
             logits: Vec::new(),
             time: DraftTiming::default(),
+            prior,
+            primed: false,
         })
     }
 
@@ -124,6 +131,14 @@ impl<'m> MtpDrafter<'m> {
 }
 
 impl Drafter for MtpDrafter<'_> {
+    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
+        if !self.primed {
+            len.set_prior(slot0, &self.prior);
+            self.primed = true;
+        }
+        let k = len.choose(slot0, self.ms_per_token()).min(room);
+        Ok((slot0, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
+    }
     fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>> {
         let t0 = Instant::now();
         self.take_rows(ctx);

@@ -288,12 +288,14 @@ struct Slot {
     cooldown: usize,
     /// The next wait between probes.
     backoff: usize,
+    /// Drafting rounds since one drafted past the plan (exploring).
+    since_explore: usize,
 }
 
 impl Slot {
     fn new(n_max: usize, n_min: usize) -> Slot {
         let n = n_max.max(1);
-        Slot { n_max, n_min: n_min.min(n_max), alpha: vec![ALPHA_PRIOR; n], n_obs: vec![0; n], cooldown: 0, backoff: 16 }
+        Slot { n_max, n_min: n_min.min(n_max), alpha: vec![ALPHA_PRIOR; n], n_obs: vec![0; n], cooldown: 0, backoff: 16, since_explore: 0 }
     }
 
     /// Acceptance per position for planning: a position no round has
@@ -315,6 +317,12 @@ const ALPHA_EMA: f64 = 0.15;
 const MIN_GAIN: f64 = 1.04;
 /// Acceptance rate assumed before a slot has drafted.
 const ALPHA_PRIOR: f64 = 0.7;
+/// Drafting rounds between explorations: one round drafts a token past the
+/// planned length, so a position left out after a few early rejections is
+/// observed again.
+const EXPLORE_EVERY: usize = 16;
+/// Observations of a position after which it is no longer explored.
+const EXPLORE_OBS: usize = 8;
 
 /// Draft length chosen from measured acceptance and measured costs: the k
 /// that maximizes expected tokens per millisecond, 0 (plain decoding) when
@@ -419,11 +427,15 @@ impl DraftLength {
         false
     }
 
-    /// A prior acceptance for slot `slot` (e.g. an exit head's held-out
-    /// agreement), before anything is observed.
-    pub fn set_prior(&mut self, slot: usize, alpha: f64) {
+    /// A prior acceptance for slot `slot` per draft position (e.g. a head's
+    /// held-out agreement; positions past the list take its last value),
+    /// before anything is observed.
+    pub fn set_prior(&mut self, slot: usize, alpha: &[f64]) {
+        let Some(&last) = alpha.last() else { return };
         if let Some(s) = self.slots.get_mut(slot).filter(|s| s.n_obs.iter().all(|&n| n == 0)) {
-            s.alpha.iter_mut().for_each(|a| *a = alpha.clamp(0.0, 0.999));
+            for (i, a) in s.alpha.iter_mut().enumerate() {
+                *a = alpha.get(i).copied().unwrap_or(last).clamp(0.0, 0.999);
+            }
         }
     }
 
@@ -486,7 +498,13 @@ impl DraftLength {
             let s = &mut self.slots[slot];
             s.cooldown = 0;
             s.backoff = 16;
-            return best.0;
+            s.since_explore += 1;
+            let k = best.0;
+            if k < s.n_max && s.n_obs[k] < EXPLORE_OBS && s.since_explore >= EXPLORE_EVERY {
+                s.since_explore = 0;
+                return k + 1;
+            }
+            return k;
         }
         // Even if every draft were accepted, would drafting beat plain steps
         // by 10%? If not, do not spend time probing at all.
@@ -716,6 +734,37 @@ mod tests {
         }
         assert_eq!(l.plan(0, 0.5).unwrap().0, 1, "a first draft never accepted: the rest are no better");
         assert!(l.plan(0, 0.5).unwrap().1 < 1.0);
+    }
+
+    #[test]
+    fn a_prior_per_position_plans_before_any_round() {
+        // an MTP head's graft measured 45% then 10%: one draft from the start
+        let mut l = measured(4);
+        l.set_prior(0, &[0.45, 0.1]);
+        assert_eq!(l.plan(0, 0.5).unwrap().0, 1);
+        // a flat 90% (an exit head's single agreement): the longest
+        let mut l = measured(4);
+        l.set_prior(0, &[0.9]);
+        assert_eq!(l.plan(0, 0.5).unwrap().0, 4);
+    }
+
+    #[test]
+    fn a_position_rejected_early_is_explored_again() {
+        // position 2 rejected in its first rounds, though it stands 90% of
+        // the time: exploration drafts past the plan now and then until it
+        // has enough observations, and the plan then takes it in
+        let mut l = measured(2);
+        l.set_prior(0, &[0.9, 0.2]);
+        let mut rounds_at_2 = 0;
+        for round in 0..400 {
+            let k = l.choose(0, Some(0.5));
+            assert!(k >= 1, "round {round}: drafting stopped");
+            rounds_at_2 += (k == 2) as usize;
+            // first draft always stands; the second stands 9 times in 10
+            let accepted = if k == 2 && round % 10 != 0 { 2 } else { 1 };
+            l.record_acceptance(0, k, accepted);
+        }
+        assert!(rounds_at_2 > 300, "position 2 drafted in {rounds_at_2} of 400 rounds");
     }
 
     /// Chi-square statistic of observed counts against probabilities.

@@ -24,6 +24,9 @@
 //! - `heads.exit_agreement` (f32 array, optional, parallel): each head's
 //!   held-out top-1 agreement with the full model (the drafting policy's
 //!   prior acceptance)
+//! - `heads.mtp_acceptance` (f32 array, optional): the MTP head's held-out
+//!   acceptance at draft positions 1, 2, ..., each given the ones before it
+//!   stood (the drafting policy's prior for that head)
 //! - `heads.calibration_tokens` (u32), `heads.ridge` (f32): how they were fitted
 //! - `heads.draft_vocab` (u32 array): token ids in drafting priority (the
 //!   calibration text's by frequency, then the rest by id, as BPE ids
@@ -61,6 +64,7 @@ pub const KEY_PROBE: &str = "heads.model_probe";
 pub const KEY_EXIT_LAYERS: &str = "heads.exit_layers";
 pub const KEY_EXIT_TAILS: &str = "heads.exit_tails";
 pub const KEY_EXIT_AGREEMENT: &str = "heads.exit_agreement";
+pub const KEY_MTP_ACCEPTANCE: &str = "heads.mtp_acceptance";
 pub const KEY_CALIB_TOKENS: &str = "heads.calibration_tokens";
 pub const KEY_RIDGE: &str = "heads.ridge";
 pub const KEY_DRAFT_VOCAB: &str = "heads.draft_vocab";
@@ -215,6 +219,9 @@ pub struct Heads {
     pub vocab: Vec<u32>,
     /// A grafted multi-token-prediction head (`rllama graft --mtp`).
     pub mtp: Option<crate::model::nextn::Nextn>,
+    /// The MTP head's held-out acceptance per draft position (see
+    /// `heads.mtp_acceptance`; empty when the file has none).
+    pub mtp_accept: Vec<f64>,
 }
 
 impl Heads {
@@ -282,6 +289,10 @@ impl Heads {
             None => Vec::new(),
         };
         exits.sort_by_key(|e| e.spec());
+        let mtp_accept = match g.get(KEY_MTP_ACCEPTANCE).and_then(Value::as_array) {
+            Some(a) if n_mtp == 1 => a.iter().map_while(|v| v.as_f64().filter(|x| (0.0..=1.0).contains(x))).collect(),
+            _ => Vec::new(),
+        };
         let mtp = match n_mtp {
             0 => None,
             1 => {
@@ -290,7 +301,7 @@ impl Heads {
             }
             k => bail!("{name}: {mtp_key} = {k}: one MTP head is supported"),
         };
-        Ok(Heads { exits, vocab, mtp })
+        Ok(Heads { exits, vocab, mtp, mtp_accept })
     }
 
     /// The model's output matrix cut to the first `k` tokens of the draft

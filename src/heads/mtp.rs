@@ -56,6 +56,9 @@ pub struct Agreement {
     pub text: Vec<f64>,
     /// On held-out self-distilled answers (the answer tokens only).
     pub answers: Option<Vec<f64>>,
+    /// Acceptance per draft position given those before it stood (on the
+    /// answers, else the text): the drafting policy's prior.
+    pub accept: Vec<f64>,
 }
 
 pub struct MtpReport {
@@ -291,27 +294,32 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         held.push(HeldOut::new(model, &tokens[o..o + p.n_ctx])?);
         prog.chunk(fit + n_distill + hi + 1, total);
     }
-    let evaluate = |h: &HeadWeights, held: &[HeldOut]| -> Result<Vec<f64>> {
+    let evaluate = |h: &HeadWeights, held: &[HeldOut]| -> Result<Counts> {
         let mut tmp = GgufWriter::new();
         h.write(model, &mut tmp, p.ty)?;
         let head = load_written(model, &tmp)?;
-        let (mut hits, mut tried) = (vec![0usize; REPORT_POSITIONS], vec![0usize; REPORT_POSITIONS]);
+        let mut all = Counts::default();
         for chunk in held {
-            let (h, t) = agreement(model, &head, chunk)?;
-            for k in 0..REPORT_POSITIONS {
-                hits[k] += h[k];
-                tried[k] += t[k];
-            }
+            all.add(&agreement(model, &head, chunk)?);
         }
-        Ok(hits.iter().zip(&tried).map(|(&h, &t)| h as f64 / t.max(1) as f64).collect())
+        Ok(all)
     };
     let report = |h: &HeadWeights| -> Result<Agreement> {
-        Ok(Agreement { text: evaluate(h, &held)?, answers: if held_answers.is_empty() { None } else { Some(evaluate(h, &held_answers)?) } })
+        let text = evaluate(h, &held)?;
+        let answers = if held_answers.is_empty() { None } else { Some(evaluate(h, &held_answers)?) };
+        // drafting's prior: acceptance on answers (what drafting meets), else on text
+        let chain = answers.as_ref().unwrap_or(&text);
+        Ok(Agreement {
+            text: rates(&text.hits, &text.tried),
+            answers: answers.as_ref().map(|a| rates(&a.hits, &a.tried)),
+            accept: rates(&chain.chain_hits, &chain.chain_tried),
+        })
     };
     let agree_start = report(&start)?;
     let trained = if p.epochs > 0 { train_head(model, tokens, &start, samples, &held, p, prog)? } else { start };
     trained.write(model, w, p.ty)?;
     let agree = if p.epochs > 0 { report(&trained)? } else { agree_start.clone() };
+    w.set(super::KEY_MTP_ACCEPTANCE, Value::Array(crate::gguf::ValueType::F32, agree.accept.iter().map(|&a| Value::F32(a as f32)).collect()));
     let answer_positions = held_answers.iter().map(|h| h.tokens.len() - h.from).sum();
     Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, held_answers: answer_positions, distilled })
 }
@@ -434,11 +442,35 @@ impl HeldOut {
     }
 }
 
-/// Hits per draft position on one chunk, and positions tried: the head
-/// at position p (pair of F_{p-1} and x_p) against the model's choice at p;
-/// position k chains k - 1 times on the head's own rows with the text's
-/// tokens, against the model's choices at p + k - 1.
-pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<(Vec<usize>, Vec<usize>)> {
+/// Hits and tries per draft position on one chunk.
+#[derive(Default, Clone)]
+pub struct Counts {
+    /// The head at position p (pair of F_{p-1} and x_p) against the
+    /// model's choice at p; position k chains k - 1 times on the head's own
+    /// rows with the text's tokens, against the model's choices at p + k - 1.
+    pub hits: Vec<usize>,
+    pub tried: Vec<usize>,
+    /// Position k counted only where positions 1..k hit: what drafting's
+    /// acceptance at k is (a draft is judged only when those before it stood).
+    pub chain_hits: Vec<usize>,
+    pub chain_tried: Vec<usize>,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        for (a, b) in [(&mut self.hits, &o.hits), (&mut self.tried, &o.tried), (&mut self.chain_hits, &o.chain_hits), (&mut self.chain_tried, &o.chain_tried)] {
+            a.resize(b.len().max(a.len()), 0);
+            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        }
+    }
+}
+
+fn rates(hits: &[usize], tried: &[usize]) -> Vec<f64> {
+    hits.iter().zip(tried).map(|(&h, &t)| h as f64 / t.max(1) as f64).collect()
+}
+
+/// Hits per draft position on one chunk (see `Counts`).
+pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> {
     let d = model.cfg.n_embd;
     let (chunk, hprev, want) = (&held.tokens[..], &held.hprev[..], &held.want[..]);
     let n = chunk.len();
@@ -447,31 +479,37 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<(Vec<usi
     head.forward(model, chunk, hprev, 0, &mut kv, &mut s)?;
     let step1 = s.x.clone();
     let got1 = top1_normed(model, &step1);
-    let mut hits = vec![0usize; REPORT_POSITIONS];
+    let mut c = Counts { hits: vec![0; REPORT_POSITIONS], chain_hits: vec![0; REPORT_POSITIONS], chain_tried: vec![0; REPORT_POSITIONS], ..Counts::default() };
     let from = held.from;
-    hits[0] = got1.iter().zip(want).skip(from).filter(|(a, b)| a == b).count();
+    c.hits[0] = got1.iter().zip(want).skip(from).filter(|(a, b)| a == b).count();
+    (c.chain_hits[0], c.chain_tried[0]) = (c.hits[0], n - from);
     // chained positions: from each p (its true pairs 0..=p in the cache),
     // scored at p + 1 on
     let il = head.il;
-    let mut tried = vec![n - from; REPORT_POSITIONS];
+    c.tried = vec![n - from; REPORT_POSITIONS];
     let starts = n.saturating_sub(REPORT_POSITIONS);
     let first = from.saturating_sub(1).min(starts);
-    for t in tried.iter_mut().skip(1) {
+    for t in c.tried.iter_mut().skip(1) {
         *t = starts - first;
     }
     for p in first..starts {
         let mut row = step1[p * d..(p + 1) * d].to_vec();
+        let mut standing = got1[p] == want[p];
         for k in 1..REPORT_POSITIONS {
             kv.remove_from(p + k, il..il + 1);
             head.forward(model, &chunk[p + k..p + k + 1], &row, p + k, &mut kv, &mut s)?;
             row = s.x.clone();
-            if top1_normed(model, &row)[0] == want[p + k] {
-                hits[k] += 1;
+            let hit = top1_normed(model, &row)[0] == want[p + k];
+            c.hits[k] += hit as usize;
+            if standing {
+                c.chain_tried[k] += 1;
+                c.chain_hits[k] += hit as usize;
             }
+            standing &= hit;
         }
         // the true pair at p + 1 again, for the next p
         kv.remove_from(p + 1, il..il + 1);
         head.forward(model, &chunk[p + 1..p + 2], &hprev[(p + 1) * d..(p + 2) * d], p + 1, &mut kv, &mut s)?;
     }
-    Ok((hits, tried))
+    Ok(c)
 }
