@@ -236,7 +236,9 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         bail!("--epochs {}: this rllama was built without the 'train' feature (use --epochs 0 for the closed-form head)", p.epochs);
     }
     let fit = p.chunks.unwrap_or(usize::MAX).min(n_chunks - p.holdout);
+    // each request once (a repeat's greedy answer is the same text)
     let n_distill = p.self_distill.div_ceil(DISTILL_GEN);
+    let n_distill = if p.distill_prompts.is_empty() { n_distill } else { n_distill.min(p.distill_prompts.len()) };
     let total = fit + n_distill + p.holdout;
     faer::set_global_parallelism(faer::Par::rayon(rayon::current_num_threads()));
     let mut samples = Vec::new();
@@ -247,12 +249,11 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         prog.chunk(ci + 1, total);
     }
     // the model's own continuations of requests (or calibration snippets);
-    // the last few answers are held out
-    let n_held_answers = n_distill / HELD_ANSWERS_EVERY;
+    // answers spread through the list are held out
     let mut distilled = 0;
     let mut held_answers = Vec::new();
     for i in 0..n_distill {
-        let prompt = match p.distill_prompts.get(i % p.distill_prompts.len().max(1)) {
+        let prompt = match p.distill_prompts.get(i) {
             Some(prompt) => &prompt[..],
             None => {
                 let at = (i * tokens.len() / n_distill.max(1)).min(tokens.len().saturating_sub(DISTILL_PROMPT));
@@ -261,7 +262,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         };
         let seq = continue_greedy(model, prompt, DISTILL_GEN, &p.stop)?;
         if seq.len() > prompt.len() + 1 {
-            if i >= n_distill - n_held_answers {
+            if held_answer(i, n_distill) {
                 held_answers.push(HeldOut::new(model, &seq)?.scored_from(prompt.len()));
             } else {
                 let f = final_rows(model, &seq)?;
@@ -327,6 +328,14 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
 /// One in this many self-distilled answers is held out for the agreement
 /// report (none below this many).
 const HELD_ANSWERS_EVERY: usize = 8;
+
+/// Whether answer `i` of `n` is held out: one in `HELD_ANSWERS_EVERY`,
+/// spread through the list and alternating between even and odd places
+/// (requests alternate between general ones and asks about passages).
+fn held_answer(i: usize, n: usize) -> bool {
+    let e = HELD_ANSWERS_EVERY;
+    n >= e && (i % (2 * e) == e - 2 || i % (2 * e) == 2 * e - 1)
+}
 
 /// Tokens of calibration text each self-distillation sample starts from.
 const DISTILL_PROMPT: usize = 64;
@@ -512,4 +521,19 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> 
         head.forward(model, &chunk[p + 1..p + 2], &hprev[(p + 1) * d..(p + 2) * d], p + 1, &mut kv, &mut s)?;
     }
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_out_answers_are_spread_over_both_kinds() {
+        let held: Vec<usize> = (0..128).filter(|&i| held_answer(i, 128)).collect();
+        assert_eq!(held.len(), 128 / HELD_ANSWERS_EVERY);
+        // general requests (even places) and passage asks (odd) alike, early and late
+        assert_eq!(held.iter().filter(|&&i| i % 2 == 0).count(), held.len() / 2);
+        assert!(held[0] < 16 && *held.last().unwrap() >= 112);
+        assert!((0..7).all(|i| !held_answer(i, 7)), "none below {HELD_ANSWERS_EVERY}");
+    }
 }

@@ -6,7 +6,7 @@
 //! replaces the built-in list (one request per line).
 
 /// General requests (none is a benchmark's prompt).
-pub const BUILTIN: [&str; 40] = [
+pub const BUILTIN: [&str; 80] = [
     "Write a Python function that checks whether a string is a palindrome, ignoring case and punctuation.",
     "Write a Rust function that parses a comma-separated line of integers into a Vec<i64>, returning an error for bad input.",
     "Implement binary search in C and explain its loop invariant.",
@@ -47,6 +47,46 @@ pub const BUILTIN: [&str; 40] = [
     "Explain what a closure is, with an example in JavaScript.",
     "Write a Python function that flattens an arbitrarily nested list.",
     "Explain the main ideas of object-oriented programming: encapsulation, inheritance, polymorphism.",
+    "Write a Python function that validates a Sudoku board given as a list of lists.",
+    "Write a Rust struct for a 2D vector with add, subtract, dot product and length methods.",
+    "Implement a least-recently-used cache in Python with get and put in O(1).",
+    "Write a C program that reads lines from standard input and prints them in reverse order.",
+    "Write a JavaScript function that fetches JSON from a URL with async/await and handles errors.",
+    "Write a SQL schema for a blog with users, posts and comments, with foreign keys.",
+    "Write a Bash script that backs up a directory into a dated tar.gz archive.",
+    "Write a Go HTTP server with one endpoint that returns the current time as JSON.",
+    "Write a Java method that checks whether two strings are anagrams.",
+    "Explain how public-key cryptography works, using an everyday analogy.",
+    "Explain what a deadlock is and the four conditions needed for one.",
+    "Write a Python function that computes the Levenshtein distance between two strings.",
+    "Write a C++ class template for a fixed-size ring buffer.",
+    "Explain the difference between stack and heap memory.",
+    "Write a Python script that downloads a web page and counts the links on it.",
+    "Write a Rust function that reads a file and returns the number of lines, words and bytes.",
+    "Explain how DNS resolves a domain name to an IP address.",
+    "Write a Python dataclass for an inventory item and a function that totals the value of a list of them.",
+    "Implement breadth-first search on a graph stored as an adjacency list in Python.",
+    "Write a JavaScript class for a simple event emitter with on, off and emit.",
+    "Explain what a virtual machine is and how a container differs from one.",
+    "Write a Python function that converts a Roman numeral to an integer.",
+    "Write a Rust trait for animals that speak, with two implementations and a function taking a trait object.",
+    "Explain the difference between mutable and immutable data, with examples in Python.",
+    "Write a C function that copies a string safely into a fixed-size buffer.",
+    "Write a Python function that groups a list of dictionaries by the value of a key.",
+    "Explain how a binary heap works and how a priority queue uses it.",
+    "Write a Ruby method that returns the sum of the even numbers in an array.",
+    "Write a PHP function that sanitizes user input before showing it in HTML.",
+    "Explain what unit tests, integration tests and end-to-end tests are for.",
+    "Write a Python context manager that temporarily changes the working directory.",
+    "Implement merge sort in Java and explain why it is stable.",
+    "Write a Rust function that returns the longest common prefix of a slice of strings.",
+    "Explain how a CPU cache works and why memory access patterns matter.",
+    "Write a Python function that parses a date string in several formats and returns a datetime.",
+    "Write a shell script that checks whether a list of hosts respond to ping.",
+    "Explain the difference between authentication and authorization.",
+    "Write a C# method that reads a text file and returns its lines sorted by length.",
+    "Write a Python function that rotates a matrix by 90 degrees.",
+    "Explain what an API is, and what makes a REST API good to use.",
 ];
 
 /// Asks about a calibration passage (put before the passage).
@@ -57,24 +97,37 @@ pub const PASSAGE_ASKS: [&str; 4] = [
     "Write three questions about this passage and answer them:",
 ];
 
-/// The `n` request texts: `requests` (the built-in ones when empty) and
-/// asks about `passages`, alternating (only requests without passages).
+/// Up to `n` distinct request texts: `requests` (the built-in ones when
+/// empty), each once, alternating with asks about `passages` (each pair of
+/// ask and passage once); when one kind runs out the other goes on, and
+/// when both do the list ends early. A greedy answer to a request asked
+/// twice would be the same text twice: wasted training, and a held-out
+/// answer that was trained on.
 pub fn texts(requests: &[String], passages: &[&str], n: usize) -> Vec<String> {
     let general: Vec<String> = if requests.is_empty() { BUILTIN.iter().map(|s| s.to_string()).collect() } else { requests.to_vec() };
-    let (mut g, mut p) = (0, 0);
-    (0..n)
-        .map(|i| {
-            if i % 2 == 1 && !passages.is_empty() {
-                let passage = passages[p * 7 % passages.len()];
-                let ask = PASSAGE_ASKS[p % PASSAGE_ASKS.len()];
-                p += 1;
-                format!("{ask}\n\n{passage}")
-            } else {
-                g += 1;
-                general[(g - 1) % general.len()].clone()
-            }
-        })
-        .collect()
+    let mut general = general.into_iter();
+    // passages in a stride through the text, each ask in turn
+    let n_asks = passages.len() * PASSAGE_ASKS.len();
+    let stride = (7..).find(|&s| gcd(s, passages.len().max(1)) == 1).unwrap_or(1);
+    let mut asks = (0..n_asks)
+        .map(|p| format!("{}\n\n{}", PASSAGE_ASKS[(p / passages.len() + p % passages.len()) % PASSAGE_ASKS.len()], passages[p * stride % passages.len()]));
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let first = if out.len() % 2 == 0 { general.next().or_else(|| asks.next()) } else { asks.next().or_else(|| general.next()) };
+        match first {
+            Some(t) => out.push(t),
+            None => break,
+        }
+    }
+    out
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[cfg(test)]
@@ -82,12 +135,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn alternates_and_cycles() {
+    fn alternates_and_never_repeats() {
         let t = texts(&[], &["a passage"], 4);
         assert_eq!(t[0], BUILTIN[0]);
         assert!(t[1].ends_with("a passage"));
         assert_eq!(t[2], BUILTIN[1]);
+        // a request given once is asked once; then the passage's asks; then the list ends
         let own = vec!["x".to_string()];
-        assert_eq!(texts(&own, &[], 3), vec!["x", "x", "x"]);
+        let t = texts(&own, &["p1", "p2"], 20);
+        assert_eq!(t.len(), 1 + 2 * PASSAGE_ASKS.len());
+        let mut seen = std::collections::HashSet::new();
+        assert!(t.iter().all(|x| seen.insert(x.clone())), "a request repeats: {t:?}");
+        let passages: Vec<String> = (0..50).map(|i| format!("passage {i}")).collect();
+        let refs: Vec<&str> = passages.iter().map(|s| s.as_str()).collect();
+        let t = texts(&[], &refs, 300);
+        let mut seen = std::collections::HashSet::new();
+        assert!(t.iter().all(|x| seen.insert(x.clone())), "a request repeats");
+        assert_eq!(t.len(), BUILTIN.len() + 50 * PASSAGE_ASKS.len(), "every request and every (ask, passage) once");
     }
 }
