@@ -131,13 +131,11 @@ impl<'m> MtpDrafter<'m> {
 }
 
 impl Drafter for MtpDrafter<'_> {
-    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
+    fn prime(&mut self, len: &mut DraftLength, slot0: usize) {
         if !self.primed {
             len.set_prior(slot0, &self.prior);
             self.primed = true;
         }
-        let k = len.choose(slot0, self.ms_per_token()).min(room);
-        Ok((slot0, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
     }
     fn propose(&mut self, ctx: &mut DraftCtx, k: usize) -> Result<Vec<u32>> {
         let t0 = Instant::now();

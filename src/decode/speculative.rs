@@ -58,12 +58,16 @@ pub trait Drafter {
     fn class(&mut self, _ctx: &DraftCtx) -> Option<usize> {
         Some(0)
     }
+    /// Give the policy this drafter's prior acceptance (e.g. a graft's
+    /// held-out figures) before its first round; called every round.
+    fn prime(&mut self, _len: &mut DraftLength, _slot0: usize) {}
     /// How many of the last proposal's tokens were accepted.
     fn accepted(&mut self, _drafted: usize, _accepted: usize) {}
     /// This round's drafts and the policy slot they were chosen for: the
     /// length comes from `len` (acceptance and costs measured per slot; this
     /// drafter's classes are slots `slot0..slot0 + n_classes()`).
     fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
+        self.prime(len, slot0);
         let Some(c) = self.class(ctx) else { return Ok((slot0, Vec::new())) };
         let k = len.choose(slot0 + c, self.ms_per_token()).min(room);
         Ok((slot0 + c, if k > 0 { self.propose(ctx, k)? } else { Vec::new() }))
