@@ -163,7 +163,7 @@ impl Drafter for EarlyExit<'_> {
         self.time.record(t0, out.len());
         Ok(out)
     }
-    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
+    fn prime(&mut self, len: &mut DraftLength, slot0: usize) {
         if !self.primed {
             // the graft's held-out agreement: what a first draft token is accepted at
             for (i, e) in self.heads.exits.iter().enumerate() {
@@ -173,6 +173,9 @@ impl Drafter for EarlyExit<'_> {
             }
             self.primed = true;
         }
+    }
+    fn draft_round(&mut self, ctx: &mut DraftCtx, len: &mut DraftLength, slot0: usize, room: usize) -> Result<(usize, Vec<u32>)> {
+        self.prime(len, slot0);
         // the exit expected fastest now; with none worth it, the length
         // policy decides on probing that one
         let best = len.t1().and_then(|t1| {

@@ -61,6 +61,11 @@ pub enum Value {
 }
 
 impl Value {
+    /// An array of F32 values.
+    pub fn f32_array(v: impl IntoIterator<Item = f32>) -> Value {
+        Value::Array(ValueType::F32, v.into_iter().map(Value::F32).collect())
+    }
+
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::U8(_) => ValueType::U8,

@@ -115,7 +115,7 @@ pub fn heads_writer(model: &Model, tokens: &[u32]) -> Result<GgufWriter> {
     w.set(KEY_N_LAYER, Value::U32(c.n_layer as u32));
     w.set(KEY_N_VOCAB, Value::U32(c.n_vocab as u32));
     w.set_str(KEY_FINGERPRINT, &fingerprint(&model.g));
-    w.set(KEY_PROBE, Value::Array(crate::gguf::ValueType::F32, probe(model)?.into_iter().map(Value::F32).collect()));
+    w.set(KEY_PROBE, Value::f32_array(probe(model)?));
     let order = vocab_order(tokens, c.n_vocab, DRAFT_VOCAB_MAX);
     w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
     Ok(w)
@@ -231,7 +231,7 @@ pub fn graft_exits(model: &Model, tokens: &[u32], p: &GraftParams, w: &mut GgufW
         prog.chunk(fit + hi + 1, total);
     }
     let agreement: Vec<f64> = agree.iter().map(|&a| a as f64 / n_held.max(1) as f64).collect();
-    w.set(KEY_EXIT_AGREEMENT, Value::Array(crate::gguf::ValueType::F32, agreement.iter().map(|&a| Value::F32(a as f32)).collect()));
+    w.set(KEY_EXIT_AGREEMENT, Value::f32_array(agreement.iter().map(|&a| a as f32)));
     let reports = p
         .exit_layers
         .iter()

@@ -320,7 +320,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     let trained = if p.epochs > 0 { train_head(model, tokens, &start, samples, &held, p, prog)? } else { start };
     trained.write(model, w, p.ty)?;
     let agree = if p.epochs > 0 { report(&trained)? } else { agree_start.clone() };
-    w.set(super::KEY_MTP_ACCEPTANCE, Value::Array(crate::gguf::ValueType::F32, agree.accept.iter().map(|&a| Value::F32(a as f32)).collect()));
+    w.set(super::KEY_MTP_ACCEPTANCE, Value::f32_array(agree.accept.iter().map(|&a| a as f32)));
     let answer_positions = held_answers.iter().map(|h| h.tokens.len() - h.from).sum();
     Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, held_answers: answer_positions, distilled })
 }
