@@ -2,6 +2,8 @@
 //! are absent): every distinct (type, shape) of SmolLM2, Qwen2.5 and Gemma 3,
 //! for 1, 4 and 64 tokens, on the runtime-selected kernels and rllama's thread
 //! team: `cargo bench --bench matmul` (RLLAMA_MODELS overrides the cache).
+//! Most matrices stay in L2/L3 between iterations (compute-bound); Qwen
+//! 1.5B's output matrix (Q6_K, 191 MB) streams from memory, as generation does.
 use criterion::{criterion_group, criterion_main, Criterion};
 use rllama::gguf::GgufFile;
 use rllama::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
@@ -13,7 +15,8 @@ fn models_dir() -> std::path::PathBuf {
 }
 
 fn bench(c: &mut Criterion) {
-    let files = ["SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "gemma-3-270m-q4_k_m.gguf"];
+    let files =
+        ["SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "gemma-3-270m-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"];
     let tokens: Vec<usize> = std::env::var("MM_TOKENS").ok().map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![1, 4, 64]);
     for f in files {
         let path = models_dir().join(f);
@@ -36,7 +39,7 @@ fn bench(c: &mut Criterion) {
                 let mut q = QuantizedActs::default();
                 quantize_acts(&w, &x, n, &mut q);
                 let mut out = vec![0f32; n * w.rows];
-                let name = format!("{}/{} {}x{} n={n}", f.split('-').next().unwrap(), w.ty.name(), w.rows, w.cols);
+                let name = format!("{}/{} {}x{} n={n}", f.split("-i").next().unwrap(), w.ty.name(), w.rows, w.cols);
                 c.bench_function(&name, |b| b.iter(|| matmul_q(&w, &q, &mut out)));
             }
         }

@@ -5,8 +5,9 @@
 //! float step runs once for the 8 rows. Results equal `super::dot_ref` bit
 //! for bit (tests below), for any number of tokens.
 
+use super::driver::{gemm, prefetch, prefetch_l2, Kernel};
 use super::layout::*;
-use super::{FastKernels, TILE_ROWS};
+use super::FastKernels;
 use crate::gguf::GgmlType;
 use crate::quant::blocks::{BlockQ8K, BlockQ8_0, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
@@ -294,21 +295,6 @@ impl Tile for Q6K {
     }
 }
 
-/// Super-blocks ahead to prefetch (half that from 3 tokens on): on Qwen 1.5B
-/// at -t 2, one token per step: none 23 t/s, 1: 26, 2-4: 28, 8: 26.
-const PREFETCH_BLOCKS: usize = 3;
-
-/// Fetch the values and meta of the block `ahead` blocks after the one at
-/// `p` / `mt` (the hardware prefetcher does not run far enough ahead here).
-#[inline(always)]
-unsafe fn prefetch(p: *const u8, mt: *const u8, g: Geometry, ahead: usize) {
-    let f = p.add(ahead * g.values);
-    for l in (0..g.values).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(f.add(l) as *const i8);
-    }
-    _mm_prefetch::<_MM_HINT_T0>(mt.add(ahead * g.meta) as *const i8);
-}
-
 #[inline(always)]
 unsafe fn bcast8(p: *const i8) -> __m512i {
     _mm512_set1_epi64(std::ptr::read_unaligned(p as *const i64))
@@ -324,7 +310,7 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
     for b in 0..nb {
         let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        prefetch(p, mt, K::G, if T <= 2 { PREFETCH_BLOCKS } else { PREFETCH_BLOCKS / 2 });
+        prefetch_l2(p, mt, K::G);
         let mut s = [zero; T];
         if K::SUB16 {
             for k in 0..16 {
@@ -397,15 +383,6 @@ unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
     v
 }
 
-/// A tile kernel of either family, for the shared token loop.
-trait Kernel {
-    /// The activation block type.
-    type Act;
-    const G: Geometry;
-    /// One tile (64-byte aligned, `nb` blocks) against T tokens.
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const Self::Act; T]) -> [__m256; T];
-}
-
 /// The super-block types (Q8_K activations).
 struct Super<K>(std::marker::PhantomData<K>);
 impl<K: Tile> Kernel for Super<K> {
@@ -425,56 +402,6 @@ impl<K: Tile32> Kernel for Small<K> {
     #[inline(always)]
     unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8_0; T]) -> [__m256; T] {
         tile32::<K, T>(w, nb, acts)
-    }
-}
-
-/// Every tile against tokens t0..t0+T.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tokens<K: Kernel, const T: usize>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, t0: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    let acts: [*const K::Act; T] = std::array::from_fn(|t| a.as_ptr().add((t0 + t) * arb) as *const K::Act);
-    for i in 0..ntiles {
-        let acc = K::tile::<T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
-        store_tile(&acc, i, t0, out, ostride, nrows);
-    }
-}
-
-/// Tile i's 8 rows for tokens t0.. into `out` (rows from `nrows` on are padding).
-#[inline(always)]
-unsafe fn store_tile<const T: usize>(acc: &[__m256; T], i: usize, t0: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    let r0 = i * TILE_ROWS;
-    let valid = (nrows - r0).min(TILE_ROWS);
-    for (t, v) in acc.iter().enumerate() {
-        let o = out.add((t0 + t) * ostride + r0);
-        if valid == TILE_ROWS {
-            _mm256_storeu_ps(o, *v);
-        } else {
-            let mut tmp = [0f32; TILE_ROWS];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), *v);
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, valid);
-        }
-    }
-}
-
-/// Tokens in groups of 8 (the last group smaller); each token's results are
-/// the same in any group.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm<K: Kernel>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    let mut t0 = 0;
-    while t0 < ntok {
-        let n = (ntok - t0).min(8);
-        match n {
-            8 => tokens::<K, 8>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            7 => tokens::<K, 7>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            6 => tokens::<K, 6>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            5 => tokens::<K, 5>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            4 => tokens::<K, 4>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            3 => tokens::<K, 3>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            2 => tokens::<K, 2>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            _ => tokens::<K, 1>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-        }
-        t0 += n;
     }
 }
 

@@ -1,0 +1,464 @@
+//! The fast kernels on AVX2 machines without AVX-512 VNNI: the same tiles
+//! (`layout`), each 64-byte plane read as two 256-bit halves (rows 0-3 and
+//! rows 4-7; lane 2r+h of a half = row r, elements 4h..4h+4). `vpmaddubsw`
+//! multiplies the weight bytes (unsigned) with 8 activation bytes broadcast
+//! into i16 pairs, a sub-block's pairs are summed in i16 where they cannot
+//! overflow and scaled by `vpmaddwd` with the sub-block's scale (an i16 pair
+//! per lane), and per super-block the two lanes of each row are added and
+//! the float step runs once for the 8 rows. The integers are exact and the
+//! float steps those of `super::dot_ref`, so results equal the reference
+//! (and the AVX-512 kernels) bit for bit, for any number of tokens.
+//!
+//! The 32-element block types have no AVX2 fast kernel (exact kernels run).
+
+use super::driver::{gemm, prefetch_l2, Kernel};
+use super::layout::*;
+use super::FastKernels;
+use crate::gguf::GgmlType;
+use crate::quant::blocks::{BlockQ8K, KVALUES_IQ4NL};
+use std::arch::x86_64::*;
+
+/// The fast kernel of `ty` on AVX2 (K-quants and IQ4_XS).
+pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
+    type Pack = fn(&[u8], usize, usize) -> crate::quant::AlignedBytes;
+    let (geometry, pack, gemm): (Geometry, Pack, super::FastGemmFn) = match ty {
+        GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
+        GgmlType::Q6_K => (Q6K_GEOMETRY, pack_q6k, gemm_q6k),
+        GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k, gemm_q5k),
+        GgmlType::Q2_K => (Q2K_GEOMETRY, pack_q2k, gemm_q2k),
+        GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k, gemm_q3k),
+        GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
+        _ => return None,
+    };
+    Some(FastKernels { ty, geometry, pack, gemm })
+}
+
+/// A 64-byte plane as its two halves: rows 0-3, rows 4-7.
+type Halves = [__m256i; 2];
+
+/// One format's tile super-block on 256-bit vectors (the AVX-512 module's
+/// `Tile`, halved).
+trait Tile {
+    const G: Geometry;
+    /// Sub-blocks of 16 elements (else 32).
+    const SUB16: bool;
+    /// Weights hold q + 2^OFFSET_SHIFT: take 2^OFFSET_SHIFT * sum_g sc[g] *
+    /// bsum[g] off.
+    const OFFSET_SHIFT: u32;
+    const HAS_MIN: bool;
+    /// Signed weight bytes (IQ4_XS's grid, up to 127 in magnitude): each
+    /// product is taken as |a| * (w * sign a) and scaled alone (two sums
+    /// could overflow i16). Else the weights are unsigned and small enough
+    /// that a sub-block's products add up in i16.
+    const SIGNED: bool;
+    /// Groups 2k and 2k+1 (elements 16k..16k+16) of the 8 rows as bytes.
+    unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves);
+    /// Sub-block s's scales of the 8 rows as i16 (row r at lane r).
+    unsafe fn scales(p: *const u8, s: usize) -> __m128i;
+    unsafe fn d(p: *const u8) -> __m256;
+    unsafe fn dmin(p: *const u8) -> __m256;
+    /// As the AVX-512 module's: coefficient pairs (c[2j], c[2j+1]) per row
+    /// (lane r) as i16.
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i;
+}
+
+#[inline(always)]
+unsafe fn load_halves(p: *const u8) -> Halves {
+    [_mm256_load_si256(p as *const __m256i), _mm256_load_si256(p.add(32) as *const __m256i)]
+}
+
+#[inline(always)]
+unsafe fn nibbles(v: Halves) -> (Halves, Halves) {
+    let m = _mm256_set1_epi8(0x0F);
+    (v.map(|x| _mm256_and_si256(x, m)), v.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), m)))
+}
+
+/// 8 bytes (row r's at r) as i16.
+#[inline(always)]
+unsafe fn bytes16<const SIGNED: bool>(a: *const u8) -> __m128i {
+    let v = _mm_loadl_epi64(a as *const __m128i);
+    if SIGNED {
+        _mm_cvtepi8_epi16(v)
+    } else {
+        _mm_cvtepu8_epi16(v)
+    }
+}
+
+/// Eight bytes (row r's at 8s + r) as i16 pairs with the next eight.
+#[inline(always)]
+unsafe fn byte_pairs<const SIGNED: bool>(a: *const u8, b: *const u8) -> __m256i {
+    let v = _mm_unpacklo_epi8(_mm_loadl_epi64(a as *const __m128i), _mm_loadl_epi64(b as *const __m128i));
+    if SIGNED {
+        _mm256_cvtepi8_epi16(v)
+    } else {
+        _mm256_cvtepu8_epi16(v)
+    }
+}
+
+/// 64 mask bits (bit 8r+e: byte 8r+e of a plane) as 0xFF / 0 bytes, by halves.
+#[inline(always)]
+unsafe fn mask_bytes(p: *const u8) -> Halves {
+    // byte i of a half takes mask byte i / 8 and tests bit i % 8
+    let spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    std::array::from_fn(|h| {
+        let m = _mm256_set1_epi32(std::ptr::read_unaligned(p.add(4 * h) as *const i32));
+        // shuffle_epi8 indexes within 128-bit lanes: the high lane's bytes
+        // 16..32 read mask bytes 2 and 3 of its own copy
+        let sel = _mm256_and_si256(_mm256_shuffle_epi8(m, spread), bits);
+        _mm256_cmpeq_epi8(sel, bits)
+    })
+}
+
+/// `v | bit` where the mask bytes at `mask` are set.
+#[inline(always)]
+unsafe fn with_high(v: Halves, mask: *const u8, bit: i8) -> Halves {
+    let m = mask_bytes(mask);
+    let b = _mm256_set1_epi8(bit);
+    [_mm256_or_si256(v[0], _mm256_and_si256(m[0], b)), _mm256_or_si256(v[1], _mm256_and_si256(m[1], b))]
+}
+
+struct Q4K;
+impl Tile for Q4K {
+    const G: Geometry = Q4K_GEOMETRY;
+    const SUB16: bool = false;
+    const OFFSET_SHIFT: u32 = 0;
+    const HAS_MIN: bool = true;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
+        nibbles(load_halves(p.add(64 * k)))
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8, s: usize) -> __m128i {
+        bytes16::<false>(p.add(Q4K_SCALES + 8 * s))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q4K_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q4K_DMIN) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        byte_pairs::<false>(p.add(Q4K_MINS + 16 * j), p.add(Q4K_MINS + 16 * j + 8))
+    }
+}
+
+struct Q5K;
+impl Tile for Q5K {
+    const G: Geometry = Q5K_GEOMETRY;
+    const SUB16: bool = false;
+    const OFFSET_SHIFT: u32 = 0;
+    const HAS_MIN: bool = true;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
+        let (lo, hi) = Q4K::plane(p, k);
+        (with_high(lo, p.add(Q5K_HIGH + 16 * k), 16), with_high(hi, p.add(Q5K_HIGH + 16 * k + 8), 16))
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8, s: usize) -> __m128i {
+        Q4K::scales(p, s)
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        Q4K::d(p)
+    }
+    #[inline(always)]
+    unsafe fn dmin(p: *const u8) -> __m256 {
+        Q4K::dmin(p)
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        Q4K::pairs(p, j)
+    }
+}
+
+/// Groups 2k and 2k+1 from the 2-bit planes (Q2_K, Q3_K).
+#[inline(always)]
+unsafe fn plane2(p: *const u8, k: usize) -> (Halves, Halves) {
+    let v = load_halves(p.add(64 * (k / 2)));
+    let v = if k % 2 == 1 { v.map(|x| _mm256_srli_epi16(x, 4)) } else { v };
+    let m = _mm256_set1_epi8(3);
+    (v.map(|x| _mm256_and_si256(x, m)), v.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 2), m)))
+}
+
+struct Q2K;
+impl Tile for Q2K {
+    const G: Geometry = Q2K_GEOMETRY;
+    const SUB16: bool = true;
+    const OFFSET_SHIFT: u32 = 0;
+    const HAS_MIN: bool = true;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
+        plane2(p, k)
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8, s: usize) -> __m128i {
+        // low nibble of ggml's scale byte
+        _mm_and_si128(bytes16::<false>(p.add(K16_SCALES + 8 * s)), _mm_set1_epi16(0xF))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_DMIN) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        // the mins: high nibbles
+        _mm256_srli_epi16(byte_pairs::<false>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8)), 4)
+    }
+}
+
+struct Q3K;
+impl Tile for Q3K {
+    const G: Geometry = Q3K_GEOMETRY;
+    const SUB16: bool = true;
+    const OFFSET_SHIFT: u32 = 2;
+    const HAS_MIN: bool = false;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
+        let (lo, hi) = plane2(p, k);
+        (with_high(lo, p.add(Q3K_HIGH + 16 * k), 4), with_high(hi, p.add(Q3K_HIGH + 16 * k + 8), 4))
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8, s: usize) -> __m128i {
+        bytes16::<true>(p.add(K16_SCALES + 8 * s))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(_: *const u8) -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        byte_pairs::<true>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8))
+    }
+}
+
+struct Iq4Xs;
+impl Tile for Iq4Xs {
+    const G: Geometry = IQ4XS_GEOMETRY;
+    const SUB16: bool = false;
+    const OFFSET_SHIFT: u32 = 0;
+    const HAS_MIN: bool = false;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
+        // grid index -> grid value (signed)
+        let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+        let (lo, hi) = nibbles(load_halves(p.add(64 * k)));
+        (lo.map(|x| _mm256_shuffle_epi8(lut, x)), hi.map(|x| _mm256_shuffle_epi8(lut, x)))
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8, s: usize) -> __m128i {
+        bytes16::<true>(p.add(IQ4XS_SCALES + 8 * s))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(IQ4XS_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(_: *const u8) -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        byte_pairs::<true>(p.add(IQ4XS_SCALES + 16 * j), p.add(IQ4XS_SCALES + 16 * j + 8))
+    }
+}
+
+struct Q6K;
+impl Tile for Q6K {
+    const G: Geometry = Q6K_GEOMETRY;
+    const SUB16: bool = true;
+    const OFFSET_SHIFT: u32 = 5;
+    const HAS_MIN: bool = false;
+    const SIGNED: bool = false;
+    #[inline(always)]
+    unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
+        let (lo, hi) = nibbles(load_halves(p.add(64 * k)));
+        // bits 4(k%2).. of the high plane: two bits for each group
+        let h = load_halves(p.add(Q6K_HIGH + 64 * (k / 2)));
+        let h = if k % 2 == 1 { h.map(|x| _mm256_srli_epi16(x, 4)) } else { h };
+        let m = _mm256_set1_epi8(0x30);
+        let (h4, h2) = (h.map(|x| _mm256_and_si256(_mm256_slli_epi16(x, 4), m)), h.map(|x| _mm256_and_si256(_mm256_slli_epi16(x, 2), m)));
+        ([_mm256_or_si256(lo[0], h4[0]), _mm256_or_si256(lo[1], h4[1])], [_mm256_or_si256(hi[0], h2[0]), _mm256_or_si256(hi[1], h2[1])])
+    }
+    #[inline(always)]
+    unsafe fn scales(p: *const u8, s: usize) -> __m128i {
+        bytes16::<true>(p.add(Q6K_SCALES + 8 * s))
+    }
+    #[inline(always)]
+    unsafe fn d(p: *const u8) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q6K_D) as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn dmin(_: *const u8) -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
+        byte_pairs::<true>(p.add(Q6K_SCALES + 16 * j), p.add(Q6K_SCALES + 16 * j + 8))
+    }
+}
+
+/// The 8 rows' scales (i16, row r at lane r) as `vpmaddwd` operands for each
+/// half: lanes 2r' and 2r'+1 hold the pair (sc, sc) of row 4h + r'.
+#[inline(always)]
+unsafe fn scale_pairs(sc: __m128i) -> Halves {
+    let dup = _mm256_castsi128_si256(_mm_unpacklo_epi16(sc, sc));
+    let dup_hi = _mm256_castsi128_si256(_mm_unpackhi_epi16(sc, sc));
+    let spread = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    [_mm256_permutevar8x32_epi32(dup, spread), _mm256_permutevar8x32_epi32(dup_hi, spread)]
+}
+
+#[inline(always)]
+unsafe fn bcast8(p: *const i8) -> __m256i {
+    _mm256_set1_epi64x(std::ptr::read_unaligned(p as *const i64))
+}
+
+/// sum_i w[i] . a[i] (byte products per lane) times the scale pairs `sc`,
+/// as i32 lanes.
+#[inline(always)]
+unsafe fn scaled<K: Tile, const N: usize>(w: [__m256i; N], a: [__m256i; N], sc: __m256i) -> __m256i {
+    if K::SIGNED {
+        let mut s = _mm256_setzero_si256();
+        for i in 0..N {
+            let x = _mm256_maddubs_epi16(_mm256_abs_epi8(a[i]), _mm256_sign_epi8(w[i], a[i]));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(x, sc));
+        }
+        s
+    } else {
+        let mut x = _mm256_maddubs_epi16(w[0], a[0]);
+        for i in 1..N {
+            x = _mm256_add_epi16(x, _mm256_maddubs_epi16(w[i], a[i]));
+        }
+        _mm256_madd_epi16(x, sc)
+    }
+}
+
+/// Tile super-blocks 0..nb of one tile against T tokens: the 8 rows'
+/// results per token (the AVX-512 module's `tile`, on halves).
+#[inline(always)]
+unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
+    let mut acc = [_mm256_setzero_ps(); T];
+    let zero = _mm256_setzero_si256();
+    let meta = w.add(nb * K::G.values);
+    for b in 0..nb {
+        let p = w.add(b * K::G.values);
+        let mt = meta.add(b * K::G.meta);
+        prefetch_l2(p, mt, K::G);
+        let mut s = [[zero; 2]; T];
+        if K::SUB16 {
+            for k in 0..16 {
+                let (g0, g1) = K::plane(p, k);
+                let sc = scale_pairs(K::scales(mt, k));
+                for (t, st) in s.iter_mut().enumerate() {
+                    let q = (*acts[t].add(b)).qs.as_ptr().add(16 * k);
+                    let a = [bcast8(q), bcast8(q.add(8))];
+                    for h in 0..2 {
+                        st[h] = _mm256_add_epi32(st[h], scaled::<K, 2>([g0[h], g1[h]], a, sc[h]));
+                    }
+                }
+            }
+        } else {
+            for j in 0..8 {
+                let (g0, g1) = K::plane(p, 2 * j);
+                let (g2, g3) = K::plane(p, 2 * j + 1);
+                let sc = scale_pairs(K::scales(mt, j));
+                for (t, st) in s.iter_mut().enumerate() {
+                    let q = (*acts[t].add(b)).qs.as_ptr().add(32 * j);
+                    let a = [bcast8(q), bcast8(q.add(8)), bcast8(q.add(16)), bcast8(q.add(24))];
+                    for h in 0..2 {
+                        st[h] = _mm256_add_epi32(st[h], scaled::<K, 4>([g0[h], g1[h], g2[h], g3[h]], a, sc[h]));
+                    }
+                }
+            }
+        }
+        let d = K::d(mt);
+        let dmin = K::dmin(mt);
+        // hadd gives rows 0 1 4 5 | 2 3 6 7
+        let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+        for t in 0..T {
+            let a = &*acts[t].add(b);
+            let mut st = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[t][0], s[t][1]), order);
+            if K::OFFSET_SHIFT > 0 {
+                let bias = if K::SUB16 { coeff_sums16::<K>(mt, a) } else { coeff_sums32::<K>(mt, a) };
+                st = _mm256_sub_epi32(st, _mm256_sllv_epi32(bias, _mm256_set1_epi32(K::OFFSET_SHIFT as i32)));
+            }
+            let mut x = _mm256_mul_ps(d, _mm256_cvtepi32_ps(st));
+            if K::HAS_MIN {
+                let m = if K::SUB16 { coeff_sums16::<K>(mt, a) } else { coeff_sums32::<K>(mt, a) };
+                x = _mm256_sub_ps(x, _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(m)));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(a.d), x, acc[t]);
+        }
+    }
+    acc
+}
+
+/// sum_g c[g] * bsum16[g] per row (lane r), c = `K::pairs` (16 per block).
+#[inline(always)]
+unsafe fn coeff_sums16<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
+    let mut v = _mm256_setzero_si256();
+    for j in 0..8 {
+        let bs = _mm256_set1_epi32(std::ptr::read_unaligned(a.bsums.as_ptr().add(2 * j) as *const i32));
+        v = _mm256_add_epi32(v, _mm256_madd_epi16(K::pairs(mt, j), bs));
+    }
+    v
+}
+
+/// sum_s c[s] * bsum32[s] per row (lane r), c = `K::pairs` (8 per block).
+#[inline(always)]
+unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
+    // sums of 32: adjacent pairs of the sums of 16, as i16 pairs (2j, 2j+1)
+    let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+    let b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+    let pk = _mm256_packs_epi32(b32, b32);
+    let mut v = _mm256_setzero_si256();
+    for (j, idx) in [0, 1, 4, 5].into_iter().enumerate() {
+        let bj = _mm256_permutevar8x32_epi32(pk, _mm256_set1_epi32(idx));
+        v = _mm256_add_epi32(v, _mm256_madd_epi16(K::pairs(mt, j), bj));
+    }
+    v
+}
+
+/// The super-block types (Q8_K activations).
+struct Super<K>(std::marker::PhantomData<K>);
+impl<K: Tile> Kernel for Super<K> {
+    type Act = BlockQ8K;
+    const G: Geometry = K::G;
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
+        tile::<K, T>(w, nb, acts)
+    }
+}
+
+/// `gemm` for one kernel, compiled with the AVX2 features.
+macro_rules! gemm_fn {
+    ($name:ident, $k:ty) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+            gemm::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+        }
+    };
+}
+gemm_fn!(gemm_q2k, Super<Q2K>);
+gemm_fn!(gemm_q3k, Super<Q3K>);
+gemm_fn!(gemm_q4k, Super<Q4K>);
+gemm_fn!(gemm_q5k, Super<Q5K>);
+gemm_fn!(gemm_q6k, Super<Q6K>);
+gemm_fn!(gemm_iq4xs, Super<Iq4Xs>);
