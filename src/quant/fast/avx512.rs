@@ -5,7 +5,7 @@
 //! float step runs once for the 8 rows. Results equal `super::dot_ref` bit
 //! for bit (tests below), for any number of tokens.
 
-use super::driver::{gemm, prefetch, prefetch_l2, Kernel};
+use super::driver::{gemm, prefetch_l2, Kernel};
 use super::layout::*;
 use super::FastKernels;
 use crate::gguf::GgmlType;
@@ -482,10 +482,6 @@ impl Tile32 for Q5_0 {
     }
 }
 
-/// Blocks of 32 ahead to prefetch (0.5B Q4_K_M one token per step: none 52
-/// t/s, 6: 66, 12-48: 69-70).
-const PREFETCH_BLOCKS_32: usize = 16;
-
 #[inline(always)]
 unsafe fn h2f(h: u16) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
@@ -503,7 +499,7 @@ unsafe fn tile32<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[*co
     for b in 0..nb {
         let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        prefetch(p, mt, K::G, if T <= 2 { PREFETCH_BLOCKS_32 } else { PREFETCH_BLOCKS_32 / 2 });
+        prefetch_l2(p, mt, K::G);
         let g = K::groups(p);
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(mt.add(B32_D) as *const __m128i));
         let sw = _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128(mt.add(B32_SUM) as *const __m128i)), 7);

@@ -6,29 +6,19 @@ use super::layout::Geometry;
 use super::TILE_ROWS;
 use std::arch::x86_64::*;
 
-/// Bytes of weights ahead to prefetch into L2 in the super-block kernels.
+/// Bytes of weights ahead to prefetch into L2 (every fast kernel).
 /// Streaming Qwen 1.5B's 191 MB Q6_K output matrix for one token at -t 2
-/// (examples/mmbench-style A/B, GB/s): into L1 3 blocks ahead (the earlier
-/// setting) 14-18, no prefetch 14, L1 12 blocks ahead 15; into L2 6 blocks
-/// ahead 24, 12: 28-35, 20-32: 28-30 (exact kernels: 28). Prefetching many
-/// lines into L1 fills its miss buffers; L2 keeps them for the loads. tg64
-/// of the whole model, fast mode: 15-16 t/s before, 20-26 after (exact 17-22).
+/// (`cargo bench --bench matmul -- "1.5b/q6_K 151936"`, GB/s): into L1 3
+/// blocks ahead (the earlier setting) 14-18, no prefetch 14, L1 12 blocks
+/// ahead 15; into L2 6 blocks ahead 24, 12: 28-35, 20-32: 28-30 (exact
+/// kernels: 28). Prefetching many lines into L1 fills its miss buffers; L2
+/// keeps them for the loads. tg64 of the whole model, fast mode: 15-16 t/s
+/// before, 20-26 after (exact 17-22).
 pub const PREFETCH_L2_BYTES: usize = 32 << 10;
 
-/// Fetch the values and meta of the block `ahead` blocks after the one at
-/// `p` / `mt` into L1 (the hardware prefetcher does not run far enough ahead
-/// here).
-#[inline(always)]
-pub unsafe fn prefetch(p: *const u8, mt: *const u8, g: Geometry, ahead: usize) {
-    let f = p.add(ahead * g.values);
-    for l in (0..g.values).step_by(64) {
-        _mm_prefetch::<_MM_HINT_T0>(f.add(l) as *const i8);
-    }
-    _mm_prefetch::<_MM_HINT_T0>(mt.add(ahead * g.meta) as *const i8);
-}
-
 /// Fetch the values and meta of the super-block `PREFETCH_L2_BYTES` ahead
-/// of the one at `p` / `mt` into L2.
+/// of the one at `p` / `mt` into L2 (the hardware prefetcher does not run
+/// far enough ahead here).
 #[inline(always)]
 pub unsafe fn prefetch_l2(p: *const u8, mt: *const u8, g: Geometry) {
     let ahead = (PREFETCH_L2_BYTES / g.values).max(1);

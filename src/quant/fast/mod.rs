@@ -77,7 +77,9 @@ pub struct FastKernels {
 /// The 32-element block types (Q8_0, Q5_0, Q4_0, IQ4_NL) have fast kernels
 /// that win on prompts but lose to the exact ones for single tokens (Qwen
 /// 0.5B Q4_K_M, -t 2: pp64 370 -> 618 t/s, tg 88 -> 78; Gemma-3-270M pp64
-/// 983 -> 1408, tg 146 -> 124), so they are used only with RLLAMA_FAST32=1.
+/// 983 -> 1408, tg 146 -> 124; with the L2 prefetch, Qwen 0.5B requantized
+/// to Q8_0, tg32 best of 5: 50 t/s against 66), so they are used only with
+/// RLLAMA_FAST32=1.
 pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
     static WITH_32: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let with_32 = *WITH_32.get_or_init(|| std::env::var_os("RLLAMA_FAST32").is_some_and(|v| !v.is_empty() && v != "0"));
