@@ -537,9 +537,19 @@ fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option
     }
     let runs =
         (0..o.reps).map(|_| spec::run(m, tok, heads, &o.spec, &prompt, inst.n_gen)).collect::<Result<Vec<_>>>().map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
-    // greedy: every repetition drafts alike, so the last one's counts stand for all
-    for line in runs.last().map(|r| &r.1[..]).unwrap_or_default() {
-        eprintln!("tg{}+{}: {line}", inst.n_gen, spec::label(&o.spec));
+    // the counts of every repetition (the length policy follows measured
+    // times, so repetitions of the same greedy text draft differently)
+    let mut total: Vec<spec::Tally> = Vec::new();
+    for (_, tallies) in &runs {
+        for (i, t) in tallies.iter().enumerate() {
+            match total.get_mut(i) {
+                Some(s) => s.add(t),
+                None => total.push(t.clone()),
+            }
+        }
+    }
+    for t in &total {
+        eprintln!("tg{}+{}: {} (over {} runs)", inst.n_gen, spec::label(&o.spec), t.line(), runs.len());
     }
     let samples = runs.into_iter().map(|r| r.0).collect();
     // spec instances have no prompt and no depth

@@ -36,9 +36,42 @@ pub fn prompt_tokens(m: &Model, tok: &Tokenizer, text: &str) -> Result<Vec<u32>>
     tok.encode(&rendered, true, true)
 }
 
+/// One drafter's counts over a run (or, summed, over repetitions).
+#[derive(Clone, Default)]
+pub struct Tally {
+    pub name: String,
+    pub drafted: usize,
+    pub accepted: usize,
+    /// (drafted, accepted) per draft position.
+    pub by_pos: Vec<(usize, usize)>,
+}
+
+impl Tally {
+    /// Add another run's counts of the same drafter.
+    pub fn add(&mut self, o: &Tally) {
+        self.drafted += o.drafted;
+        self.accepted += o.accepted;
+        if self.by_pos.len() < o.by_pos.len() {
+            self.by_pos.resize(o.by_pos.len(), (0, 0));
+        }
+        for (a, b) in self.by_pos.iter_mut().zip(&o.by_pos) {
+            (a.0, a.1) = (a.0 + b.0, a.1 + b.1);
+        }
+    }
+
+    /// "NAME: N drafted, M accepted (P%); accepted by draft position: ...".
+    pub fn line(&self) -> String {
+        let pct = 100.0 * self.accepted as f64 / self.drafted.max(1) as f64;
+        let cells: Vec<String> =
+            self.by_pos.iter().enumerate().map(|(i, &(n, a))| format!("{}: {:.1}% ({a}/{n})", i + 1, 100.0 * a as f64 / n.max(1) as f64)).collect();
+        let pos = if cells.is_empty() { String::new() } else { format!("; accepted by draft position: {}", cells.join(", ")) };
+        format!("{}: {} drafted, {} accepted ({pct:.1}%){pos}", self.name, self.drafted, self.accepted)
+    }
+}
+
 /// Nanoseconds to generate `n` tokens greedily after `prompt` with `types`
-/// drafting, and a line per drafter on its acceptance.
-pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType], prompt: &[u32], n: usize) -> Result<(u64, Vec<String>)> {
+/// drafting, and each drafter's counts.
+pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType], prompt: &[u32], n: usize) -> Result<(u64, Vec<Tally>)> {
     let mtp = heads.and_then(|h| h.mtp.as_ref()).or(m.nextn().first());
     let mut ds = Drafters::from_types(types, &NgramOpts::default(), None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?;
     let len = ds.length();
@@ -53,13 +86,7 @@ pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType]
     }
     let ns = (t0.elapsed().as_nanos() as u64).max(1);
     drop(gen);
-    let lines = ds
-        .entries()
-        .iter()
-        .map(|e| {
-            let pos = e.by_position().map(|p| format!("; {p}")).unwrap_or_default();
-            format!("{}: {} drafted, {} accepted ({:.1}%){pos}", e.d.name(), e.n_drafted, e.n_accept, e.accept_pct())
-        })
-        .collect();
-    Ok((ns, lines))
+    let tallies =
+        ds.entries().iter().map(|e| Tally { name: e.d.name().to_string(), drafted: e.n_drafted, accepted: e.n_accept, by_pos: e.by_pos.clone() }).collect();
+    Ok((ns, tallies))
 }
