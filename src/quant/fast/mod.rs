@@ -7,7 +7,9 @@
 //! formula (`dot_ref`), whatever the batch it is computed in: integer sums
 //! are exact, and the float steps per super-block are the same ops in the
 //! same order. So a token's logits do not depend on how many tokens share its
-//! matmul, and verifying drafts can use the multi-token kernels.
+//! matmul, and verifying drafts can use the multi-token kernels. Without
+//! AVX-512 VNNI, AVX2 kernels read the same tiles as two 256-bit halves
+//! (`avx2`) and give the same bits; `driver` holds the token loop both share.
 //!
 //! Exact mode (`--exact`, `RLLAMA_EXACT=1`) keeps ggml's kernels, bit for bit.
 
