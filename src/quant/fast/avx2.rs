@@ -13,6 +13,7 @@
 
 use super::driver::{gemm, prefetch_l2, Kernel};
 use super::layout::*;
+use super::meta::{Iq4Xs, Meta, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::FastKernels;
 use crate::gguf::GgmlType;
 use crate::quant::blocks::{BlockQ8K, KVALUES_IQ4NL};
@@ -37,15 +38,11 @@ pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
 type Halves = [__m256i; 2];
 
 /// One format's tile super-block on 256-bit vectors (the AVX-512 module's
-/// `Tile`, halved).
-trait Tile {
-    const G: Geometry;
-    /// Sub-blocks of 16 elements (else 32).
-    const SUB16: bool;
+/// `Tile`, halved; its meta: `Meta`).
+trait Tile: Meta {
     /// Weights hold q + 2^OFFSET_SHIFT: take 2^OFFSET_SHIFT * sum_g sc[g] *
     /// bsum[g] off.
     const OFFSET_SHIFT: u32;
-    const HAS_MIN: bool;
     /// Signed weight bytes (IQ4_XS's grid, up to 127 in magnitude): each
     /// product is taken as |a| * (w * sign a) and scaled alone (two sums
     /// could overflow i16). Else the weights are unsigned and small enough
@@ -55,11 +52,6 @@ trait Tile {
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves);
     /// Sub-block s's scales of the 8 rows as i16 (row r at lane r).
     unsafe fn scales(p: *const u8, s: usize) -> __m128i;
-    unsafe fn d(p: *const u8) -> __m256;
-    unsafe fn dmin(p: *const u8) -> __m256;
-    /// As the AVX-512 module's: coefficient pairs (c[2j], c[2j+1]) per row
-    /// (lane r) as i16.
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i;
 }
 
 #[inline(always)]
@@ -81,17 +73,6 @@ unsafe fn bytes16<const SIGNED: bool>(a: *const u8) -> __m128i {
         _mm_cvtepi8_epi16(v)
     } else {
         _mm_cvtepu8_epi16(v)
-    }
-}
-
-/// Eight bytes (row r's at 8s + r) as i16 pairs with the next eight.
-#[inline(always)]
-unsafe fn byte_pairs<const SIGNED: bool>(a: *const u8, b: *const u8) -> __m256i {
-    let v = _mm_unpacklo_epi8(_mm_loadl_epi64(a as *const __m128i), _mm_loadl_epi64(b as *const __m128i));
-    if SIGNED {
-        _mm256_cvtepi8_epi16(v)
-    } else {
-        _mm256_cvtepu8_epi16(v)
     }
 }
 
@@ -118,12 +99,8 @@ unsafe fn with_high(v: Halves, mask: *const u8, bit: i8) -> Halves {
     [_mm256_or_si256(v[0], _mm256_and_si256(m[0], b)), _mm256_or_si256(v[1], _mm256_and_si256(m[1], b))]
 }
 
-struct Q4K;
 impl Tile for Q4K {
-    const G: Geometry = Q4K_GEOMETRY;
-    const SUB16: bool = false;
     const OFFSET_SHIFT: u32 = 0;
-    const HAS_MIN: bool = true;
     const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
@@ -133,26 +110,10 @@ impl Tile for Q4K {
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {
         bytes16::<false>(p.add(Q4K_SCALES + 8 * s))
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q4K_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q4K_DMIN) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<false>(p.add(Q4K_MINS + 16 * j), p.add(Q4K_MINS + 16 * j + 8))
-    }
 }
 
-struct Q5K;
 impl Tile for Q5K {
-    const G: Geometry = Q5K_GEOMETRY;
-    const SUB16: bool = false;
     const OFFSET_SHIFT: u32 = 0;
-    const HAS_MIN: bool = true;
     const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
@@ -162,18 +123,6 @@ impl Tile for Q5K {
     #[inline(always)]
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {
         Q4K::scales(p, s)
-    }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        Q4K::d(p)
-    }
-    #[inline(always)]
-    unsafe fn dmin(p: *const u8) -> __m256 {
-        Q4K::dmin(p)
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        Q4K::pairs(p, j)
     }
 }
 
@@ -186,12 +135,8 @@ unsafe fn plane2(p: *const u8, k: usize) -> (Halves, Halves) {
     (v.map(|x| _mm256_and_si256(x, m)), v.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 2), m)))
 }
 
-struct Q2K;
 impl Tile for Q2K {
-    const G: Geometry = Q2K_GEOMETRY;
-    const SUB16: bool = true;
     const OFFSET_SHIFT: u32 = 0;
-    const HAS_MIN: bool = true;
     const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
@@ -202,27 +147,10 @@ impl Tile for Q2K {
         // low nibble of ggml's scale byte
         _mm_and_si128(bytes16::<false>(p.add(K16_SCALES + 8 * s)), _mm_set1_epi16(0xF))
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_DMIN) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        // the mins: high nibbles
-        _mm256_srli_epi16(byte_pairs::<false>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8)), 4)
-    }
 }
 
-struct Q3K;
 impl Tile for Q3K {
-    const G: Geometry = Q3K_GEOMETRY;
-    const SUB16: bool = true;
     const OFFSET_SHIFT: u32 = 2;
-    const HAS_MIN: bool = false;
     const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
@@ -233,26 +161,10 @@ impl Tile for Q3K {
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {
         bytes16::<true>(p.add(K16_SCALES + 8 * s))
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(_: *const u8) -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<true>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8))
-    }
 }
 
-struct Iq4Xs;
 impl Tile for Iq4Xs {
-    const G: Geometry = IQ4XS_GEOMETRY;
-    const SUB16: bool = false;
     const OFFSET_SHIFT: u32 = 0;
-    const HAS_MIN: bool = false;
     const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
@@ -265,26 +177,10 @@ impl Tile for Iq4Xs {
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {
         bytes16::<true>(p.add(IQ4XS_SCALES + 8 * s))
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(IQ4XS_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(_: *const u8) -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<true>(p.add(IQ4XS_SCALES + 16 * j), p.add(IQ4XS_SCALES + 16 * j + 8))
-    }
 }
 
-struct Q6K;
 impl Tile for Q6K {
-    const G: Geometry = Q6K_GEOMETRY;
-    const SUB16: bool = true;
     const OFFSET_SHIFT: u32 = 5;
-    const HAS_MIN: bool = false;
     const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
@@ -299,18 +195,6 @@ impl Tile for Q6K {
     #[inline(always)]
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {
         bytes16::<true>(p.add(Q6K_SCALES + 8 * s))
-    }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q6K_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(_: *const u8) -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<true>(p.add(Q6K_SCALES + 16 * j), p.add(Q6K_SCALES + 16 * j + 8))
     }
 }
 

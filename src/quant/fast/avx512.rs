@@ -7,6 +7,7 @@
 
 use super::driver::{gemm, prefetch_l2, Kernel};
 use super::layout::*;
+use super::meta::{Iq4Xs, Meta, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::FastKernels;
 use crate::gguf::GgmlType;
 use crate::quant::blocks::{BlockQ8K, BlockQ8_0, KVALUES_IQ4NL};
@@ -32,26 +33,16 @@ pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
     Some(FastKernels { ty, geometry, pack, gemm })
 }
 
-/// One format's tile super-block, as the kernel reads it.
-trait Tile {
-    const G: Geometry;
-    /// Sub-blocks of 16 elements (else 32).
-    const SUB16: bool;
+/// One format's tile super-block, as the kernel reads it (its meta: `Meta`).
+trait Tile: Meta {
     /// Weights hold q + 2^OFFSET_SHIFT (Q6_K: 32, IQ4_XS: 128; 0: none):
     /// take 2^OFFSET_SHIFT * sum_g sc[g] * bsum[g] off.
     const OFFSET_SHIFT: u32;
-    const HAS_MIN: bool;
     /// Groups 2k and 2k+1 (elements 16k..16k+16) of the 8 rows, as bytes
-    /// (`p`: the super-block's values; the other functions take its meta).
+    /// (`p`: the super-block's values; `scale` takes its meta).
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i);
     /// Sub-block s's scales, row r's at lanes 2r and 2r+1.
     unsafe fn scale(p: *const u8, s: usize) -> __m512i;
-    unsafe fn d(p: *const u8) -> __m256;
-    unsafe fn dmin(p: *const u8) -> __m256;
-    /// Pairs (c[2j], c[2j+1]) per row as i16 (lane r) of the per-sub-block
-    /// coefficients that multiply activation sums: the scales (Q6_K) or mins
-    /// (Q4_K), j = 0..8 (Q6_K) or 0..4 (Q4_K).
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i;
 }
 
 /// 64 aligned bytes as two 256-bit loads: streaming weights from memory,
@@ -67,17 +58,6 @@ unsafe fn nibbles(v: __m512i) -> (__m512i, __m512i) {
     (_mm512_and_si512(v, m), _mm512_and_si512(_mm512_srli_epi16(v, 4), m))
 }
 
-/// Eight bytes (row r's at 8s + r) as i16 pairs with the next eight.
-#[inline(always)]
-unsafe fn byte_pairs<const SIGNED: bool>(a: *const u8, b: *const u8) -> __m256i {
-    let v = _mm_unpacklo_epi8(_mm_loadl_epi64(a as *const __m128i), _mm_loadl_epi64(b as *const __m128i));
-    if SIGNED {
-        _mm256_cvtepi8_epi16(v)
-    } else {
-        _mm256_cvtepu8_epi16(v)
-    }
-}
-
 #[inline(always)]
 unsafe fn doubled<const SIGNED: bool>(a: *const u8) -> __m512i {
     let v = _mm_loadl_epi64(a as *const __m128i);
@@ -89,12 +69,8 @@ unsafe fn doubled<const SIGNED: bool>(a: *const u8) -> __m512i {
     }
 }
 
-struct Q4K;
 impl Tile for Q4K {
-    const G: Geometry = Q4K_GEOMETRY;
-    const SUB16: bool = false;
     const OFFSET_SHIFT: u32 = 0;
-    const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
         nibbles(load64(p.add(64 * k)))
@@ -103,26 +79,10 @@ impl Tile for Q4K {
     unsafe fn scale(p: *const u8, s: usize) -> __m512i {
         doubled::<false>(p.add(Q4K_SCALES + 8 * s))
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q4K_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q4K_DMIN) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<false>(p.add(Q4K_MINS + 16 * j), p.add(Q4K_MINS + 16 * j + 8))
-    }
 }
 
-struct Q5K;
 impl Tile for Q5K {
-    const G: Geometry = Q5K_GEOMETRY;
-    const SUB16: bool = false;
     const OFFSET_SHIFT: u32 = 0;
-    const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
         let (lo, hi) = Q4K::plane(p, k);
@@ -136,18 +96,6 @@ impl Tile for Q5K {
     unsafe fn scale(p: *const u8, s: usize) -> __m512i {
         Q4K::scale(p, s)
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        Q4K::d(p)
-    }
-    #[inline(always)]
-    unsafe fn dmin(p: *const u8) -> __m256 {
-        Q4K::dmin(p)
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        Q4K::pairs(p, j)
-    }
 }
 
 /// Groups 2k and 2k+1 from the 2-bit planes (Q2_K, Q3_K).
@@ -159,12 +107,8 @@ unsafe fn plane2(p: *const u8, k: usize) -> (__m512i, __m512i) {
     (_mm512_and_si512(v, m), _mm512_and_si512(_mm512_srli_epi16(v, 2), m))
 }
 
-struct Q2K;
 impl Tile for Q2K {
-    const G: Geometry = Q2K_GEOMETRY;
-    const SUB16: bool = true;
     const OFFSET_SHIFT: u32 = 0;
-    const HAS_MIN: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
         plane2(p, k)
@@ -174,27 +118,10 @@ impl Tile for Q2K {
         // low nibble of ggml's scale byte
         _mm512_and_si512(doubled::<false>(p.add(K16_SCALES + 8 * s)), _mm512_set1_epi32(0xF))
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_DMIN) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        // the mins: high nibbles
-        _mm256_srli_epi16(byte_pairs::<false>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8)), 4)
-    }
 }
 
-struct Q3K;
 impl Tile for Q3K {
-    const G: Geometry = Q3K_GEOMETRY;
-    const SUB16: bool = true;
     const OFFSET_SHIFT: u32 = 2;
-    const HAS_MIN: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
         let (lo, hi) = plane2(p, k);
@@ -206,26 +133,10 @@ impl Tile for Q3K {
     unsafe fn scale(p: *const u8, s: usize) -> __m512i {
         doubled::<true>(p.add(K16_SCALES + 8 * s))
     }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(K16_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(_: *const u8) -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<true>(p.add(K16_SCALES + 16 * j), p.add(K16_SCALES + 16 * j + 8))
-    }
 }
 
-struct Iq4Xs;
 impl Tile for Iq4Xs {
-    const G: Geometry = IQ4XS_GEOMETRY;
-    const SUB16: bool = false;
     const OFFSET_SHIFT: u32 = 7;
-    const HAS_MIN: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
         // grid index -> grid value + 128 (unsigned)
@@ -236,18 +147,6 @@ impl Tile for Iq4Xs {
     #[inline(always)]
     unsafe fn scale(p: *const u8, s: usize) -> __m512i {
         doubled::<true>(p.add(IQ4XS_SCALES + 8 * s))
-    }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(IQ4XS_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(_: *const u8) -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<true>(p.add(IQ4XS_SCALES + 16 * j), p.add(IQ4XS_SCALES + 16 * j + 8))
     }
 }
 
@@ -262,12 +161,8 @@ const IQ4_GRID_U8: [u8; 16] = {
     t
 };
 
-struct Q6K;
 impl Tile for Q6K {
-    const G: Geometry = Q6K_GEOMETRY;
-    const SUB16: bool = true;
     const OFFSET_SHIFT: u32 = 5;
-    const HAS_MIN: bool = false;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (__m512i, __m512i) {
         let (lo, hi) = nibbles(load64(p.add(64 * k)));
@@ -280,18 +175,6 @@ impl Tile for Q6K {
     #[inline(always)]
     unsafe fn scale(p: *const u8, s: usize) -> __m512i {
         doubled::<true>(p.add(Q6K_SCALES + 8 * s))
-    }
-    #[inline(always)]
-    unsafe fn d(p: *const u8) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p.add(Q6K_D) as *const __m128i))
-    }
-    #[inline(always)]
-    unsafe fn dmin(_: *const u8) -> __m256 {
-        _mm256_setzero_ps()
-    }
-    #[inline(always)]
-    unsafe fn pairs(p: *const u8, j: usize) -> __m256i {
-        byte_pairs::<true>(p.add(Q6K_SCALES + 16 * j), p.add(Q6K_SCALES + 16 * j + 8))
     }
 }
 

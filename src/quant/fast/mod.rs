@@ -20,6 +20,8 @@ mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod driver;
 pub mod layout;
+#[cfg(target_arch = "x86_64")]
+mod meta;
 
 use super::blocks::{f16_to_f32, BlockQ8K, BlockQ8_0};
 use super::kquants::{BlockK, QK_K};
