@@ -138,13 +138,18 @@ impl Entry<'_> {
 
     /// `accepted by draft position: 1: 52.1% (100/192), 2: ...` (None before any round).
     pub fn by_position(&self) -> Option<String> {
-        if self.by_pos.is_empty() {
-            return None;
-        }
-        let cells: Vec<String> =
-            self.by_pos.iter().enumerate().map(|(i, &(n, a))| format!("{}: {:.1}% ({a}/{n})", i + 1, 100.0 * a as f64 / n.max(1) as f64)).collect();
-        Some(format!("accepted by draft position: {}", cells.join(", ")))
+        by_position(&self.by_pos)
     }
+}
+
+/// `accepted by draft position: ...` for (drafted, accepted) counts per
+/// position (None when empty).
+pub fn by_position(by_pos: &[(usize, usize)]) -> Option<String> {
+    if by_pos.is_empty() {
+        return None;
+    }
+    let cells: Vec<String> = by_pos.iter().enumerate().map(|(i, &(n, a))| format!("{}: {:.1}% ({a}/{n})", i + 1, 100.0 * a as f64 / n.max(1) as f64)).collect();
+    Some(format!("accepted by draft position: {}", cells.join(", ")))
 }
 
 /// Drafters in priority order.

@@ -62,9 +62,7 @@ impl Tally {
     /// "NAME: N drafted, M accepted (P%); accepted by draft position: ...".
     pub fn line(&self) -> String {
         let pct = 100.0 * self.accepted as f64 / self.drafted.max(1) as f64;
-        let cells: Vec<String> =
-            self.by_pos.iter().enumerate().map(|(i, &(n, a))| format!("{}: {:.1}% ({a}/{n})", i + 1, 100.0 * a as f64 / n.max(1) as f64)).collect();
-        let pos = if cells.is_empty() { String::new() } else { format!("; accepted by draft position: {}", cells.join(", ")) };
+        let pos = crate::decode::drafters::by_position(&self.by_pos).map(|p| format!("; {p}")).unwrap_or_default();
         format!("{}: {} drafted, {} accepted ({pct:.1}%){pos}", self.name, self.drafted, self.accepted)
     }
 }
