@@ -90,20 +90,14 @@ pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
     kernels_with(ty, with_32)
 }
 
-/// `kernels`, choosing explicitly whether the 32-element block types are in.
+/// `kernels`, choosing explicitly whether the 32-element block types are in:
+/// the first of `kernel_variants` (the fastest ISA that has the type).
 pub fn kernels_with(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512_vnni() {
-        return avx512::kernels(ty, with_32);
-    } else if super::simd::has_avx2() {
-        return avx2::kernels(ty);
-    }
-    let _ = (ty, with_32);
-    None
+    kernel_variants(ty, with_32).into_iter().next().map(|(_, k)| k)
 }
 
-/// Every fast kernel set of `ty` this CPU can run, by name (the tests check
-/// each against `dot_ref`, whichever `kernels_with` picks).
+/// Every fast kernel set of `ty` this CPU can run, fastest first, by name
+/// (the tests check each against `dot_ref`).
 pub fn kernel_variants(ty: GgmlType, with_32: bool) -> Vec<(&'static str, FastKernels)> {
     let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
