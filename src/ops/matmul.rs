@@ -5,7 +5,7 @@
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::parallel::{self, SendPtr};
-use crate::quant::fast::{self, FastKernels, TILE_ROWS};
+use crate::quant::fast::{self, acts32, FastKernels};
 use crate::quant::{kernels, AlignedBytes, TypeKernels};
 use anyhow::{bail, Result};
 use std::sync::Arc;
@@ -146,22 +146,31 @@ pub struct QuantizedActs {
 /// Quantize `n` rows of `x` (each `w.cols` long) into `w`'s activation format.
 pub fn quantize_acts(w: &QMatrix, x: &[f32], n: usize, q: &mut QuantizedActs) {
     let rb = w.act_row_bytes();
-    q.buf.resize(rb * n);
+    let act = w.kern.act;
+    q.buf.resize(acts32::buffer_bytes(act, n, rb, w.cols));
     q.row_bytes = rb;
     q.n = n;
-    q.act = Some(w.kern.act);
+    q.act = Some(act);
     let f = w.kern.quantize_act;
     let cols = w.cols;
-    let buf = q.buf.as_mut_slice();
+    let nb = cols / 32;
+    let sides = acts32::act_block(act).map(|_| acts32::sides_offset(n, rb));
+    let p = SendPtr(q.buf.as_mut_slice().as_mut_ptr());
+    // row t and (32-element types) its sides: disjoint per row
+    let one = |t: usize| {
+        // SAFETY: row t of the buffer and its sides, disjoint per t, inside
+        // the buffer sized above (sides 64-byte aligned: Side is 16 bytes).
+        let o = unsafe { std::slice::from_raw_parts_mut(p.get().add(t * rb), rb) };
+        f(&x[t * cols..(t + 1) * cols], o);
+        if let Some(off) = sides {
+            let s = unsafe { std::slice::from_raw_parts_mut((p.get().add(off) as *mut acts32::Side).add(t * nb), nb) };
+            acts32::write_sides(act, o, s);
+        }
+    };
     if n >= 4 {
-        let p = SendPtr(buf.as_mut_ptr());
-        parallel::for_each(n, |t| {
-            // SAFETY: row t of the buffer, disjoint per item.
-            let o = unsafe { std::slice::from_raw_parts_mut(p.get().add(t * rb), rb) };
-            f(&x[t * cols..(t + 1) * cols], o)
-        });
+        parallel::for_each(n, one);
     } else {
-        buf.chunks_mut(rb).zip(x.chunks(cols)).for_each(|(o, x)| f(x, o));
+        (0..n).for_each(one);
     }
 }
 
@@ -260,7 +269,7 @@ fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &Quantized
     const CHUNK_TILES: usize = 4;
     let (n, rows) = (q.n, w.rows);
     let nb = w.cols / w.ty.block_elems();
-    let ntiles = rows.div_ceil(TILE_ROWS);
+    let ntiles = rows.div_ceil(k.rows);
     let tile_bytes = k.geometry.tile_bytes(nb);
     assert!(tiles.as_slice().len() >= ntiles * tile_bytes, "{}: tiles too short", w.name);
     let nt = parallel::n_threads();
@@ -270,7 +279,7 @@ fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &Quantized
     let ptr = SendPtr(out.as_mut_ptr());
     parallel::for_each(ntiles.div_ceil(chunk), |c| {
         let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(ntiles));
-        let r0 = t0 * TILE_ROWS;
+        let r0 = t0 * k.rows;
         // SAFETY: tiles t0..t1 (checked above), all n activation rows (checked
         // by the caller), outputs (t, r) for rows of these tiles only: disjoint
         // across items and below `rows`.

@@ -11,10 +11,10 @@
 //!
 //! The 32-element block types have no AVX2 fast kernel (exact kernels run).
 
-use super::driver::{gemm, prefetch_l2, Kernel};
+use super::driver::{gemm, prefetch_l2, store8, Kernel};
 use super::layout::*;
 use super::meta::{Iq4Xs, Meta, Q2K, Q3K, Q4K, Q5K, Q6K};
-use super::FastKernels;
+use super::{FastKernels, TILE_ROWS};
 use crate::gguf::GgmlType;
 use crate::quant::blocks::{BlockQ8K, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
@@ -31,7 +31,7 @@ pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
         GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
         _ => return None,
     };
-    Some(FastKernels { ty, geometry, pack, gemm })
+    Some(FastKernels { ty, rows: TILE_ROWS, geometry, pack, gemm })
 }
 
 /// A 64-byte plane as its two halves: rows 0-3, rows 4-7.
@@ -322,11 +322,21 @@ unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
 /// The super-block types (Q8_K activations).
 struct Super<K>(std::marker::PhantomData<K>);
 impl<K: Tile> Kernel for Super<K> {
-    type Act = BlockQ8K;
+    type Act = *const BlockQ8K;
+    type Acc = __m256;
+    const ROWS: usize = TILE_ROWS;
     const G: Geometry = K::G;
+    #[inline(always)]
+    unsafe fn act(a: &[u8], arb: usize, _: usize, _: usize, t: usize) -> *const BlockQ8K {
+        a.as_ptr().add(t * arb) as *const BlockQ8K
+    }
     #[inline(always)]
     unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
         tile::<K, T>(w, nb, acts)
+    }
+    #[inline(always)]
+    unsafe fn store(v: __m256, o: *mut f32, valid: usize) {
+        store8(v, o, valid)
     }
 }
 

@@ -5,12 +5,12 @@
 //! float step runs once for the 8 rows. Results equal `super::dot_ref` bit
 //! for bit (tests below), for any number of tokens.
 
-use super::driver::{gemm, prefetch_l2, Kernel};
+use super::driver::{gemm, prefetch_l2, store8, Kernel};
 use super::layout::*;
 use super::meta::{Iq4Xs, Meta, Q2K, Q3K, Q4K, Q5K, Q6K};
-use super::FastKernels;
+use super::{FastKernels, TILE_ROWS};
 use crate::gguf::GgmlType;
-use crate::quant::blocks::{BlockQ8K, BlockQ8_0, KVALUES_IQ4NL};
+use crate::quant::blocks::{BlockQ8K, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
 
 /// The fast kernel of `ty`; the 32-element block types only when `with_32`
@@ -24,13 +24,10 @@ pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
         GgmlType::Q2_K => (Q2K_GEOMETRY, pack_q2k, gemm_q2k),
         GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k, gemm_q3k),
         GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
-        GgmlType::Q8_0 if with_32 => (Q8_0_GEOMETRY, pack_q8_0, gemm_q8_0),
-        GgmlType::Q5_0 if with_32 => (Q5_0_GEOMETRY, pack_q5_0, gemm_q5_0),
-        GgmlType::Q4_0 if with_32 => (Q4_0_GEOMETRY, pack_q4_0, gemm_q4_0),
-        GgmlType::IQ4_NL if with_32 => (Q4_0_GEOMETRY, pack_iq4_nl, gemm_iq4_nl),
+        _ if with_32 => return super::avx512_32::kernels(ty),
         _ => return None,
     };
-    Some(FastKernels { ty, geometry, pack, gemm })
+    Some(FastKernels { ty, rows: TILE_ROWS, geometry, pack, gemm })
 }
 
 /// One format's tile super-block, as the kernel reads it (its meta: `Meta`).
@@ -48,12 +45,12 @@ trait Tile: Meta {
 /// 64 aligned bytes as two 256-bit loads: streaming weights from memory,
 /// 512-bit loads ran slower here (Qwen 1.5B tg at -t 2, A/B: 28.3 -> 30.5 t/s).
 #[inline(always)]
-unsafe fn load64(p: *const u8) -> __m512i {
+pub(super) unsafe fn load64(p: *const u8) -> __m512i {
     _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256(p as *const __m256i)), _mm256_load_si256(p.add(32) as *const __m256i), 1)
 }
 
 #[inline(always)]
-unsafe fn nibbles(v: __m512i) -> (__m512i, __m512i) {
+pub(super) unsafe fn nibbles(v: __m512i) -> (__m512i, __m512i) {
     let m = _mm512_set1_epi8(0x0F);
     (_mm512_and_si512(v, m), _mm512_and_si512(_mm512_srli_epi16(v, 4), m))
 }
@@ -269,22 +266,21 @@ unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
 /// The super-block types (Q8_K activations).
 struct Super<K>(std::marker::PhantomData<K>);
 impl<K: Tile> Kernel for Super<K> {
-    type Act = BlockQ8K;
+    type Act = *const BlockQ8K;
+    type Acc = __m256;
+    const ROWS: usize = TILE_ROWS;
     const G: Geometry = K::G;
+    #[inline(always)]
+    unsafe fn act(a: &[u8], arb: usize, _: usize, _: usize, t: usize) -> *const BlockQ8K {
+        a.as_ptr().add(t * arb) as *const BlockQ8K
+    }
     #[inline(always)]
     unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
         tile::<K, T>(w, nb, acts)
     }
-}
-
-/// The 32-element block types (Q8_0 activations).
-struct Small<K>(std::marker::PhantomData<K>);
-impl<K: Tile32> Kernel for Small<K> {
-    type Act = BlockQ8_0;
-    const G: Geometry = K::G;
     #[inline(always)]
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8_0; T]) -> [__m256; T] {
-        tile32::<K, T>(w, nb, acts)
+    unsafe fn store(v: __m256, o: *mut f32, valid: usize) {
+        store8(v, o, valid)
     }
 }
 
@@ -304,99 +300,3 @@ gemm_fn!(gemm_q4k, Super<Q4K>);
 gemm_fn!(gemm_q5k, Super<Q5K>);
 gemm_fn!(gemm_q6k, Super<Q6K>);
 gemm_fn!(gemm_iq4xs, Super<Iq4Xs>);
-gemm_fn!(gemm_q8_0, Small<Q8_0>);
-gemm_fn!(gemm_q5_0, Small<Q5_0>);
-gemm_fn!(gemm_q4_0, Small<Q4_0>);
-gemm_fn!(gemm_iq4_nl, Small<Iq4Nl>);
-
-/// A 32-element block type's tile (see `layout`): the 4 groups of 8
-/// elements x 8 rows as signed bytes.
-trait Tile32 {
-    const G: Geometry;
-    unsafe fn groups(p: *const u8) -> [__m512i; 4];
-}
-
-struct Q8_0;
-impl Tile32 for Q8_0 {
-    const G: Geometry = Q8_0_GEOMETRY;
-    #[inline(always)]
-    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
-        std::array::from_fn(|g| _mm512_load_si512(p.add(64 * g) as *const _))
-    }
-}
-
-#[inline(always)]
-unsafe fn nibble_groups(p: *const u8) -> [__m512i; 4] {
-    // Q5_0's 160-byte blocks are not all 64-byte aligned
-    let (a, b) = nibbles(_mm512_loadu_si512(p as *const _));
-    let (c, d) = nibbles(_mm512_loadu_si512(p.add(64) as *const _));
-    [a, b, c, d]
-}
-
-struct Q4_0;
-impl Tile32 for Q4_0 {
-    const G: Geometry = Q4_0_GEOMETRY;
-    #[inline(always)]
-    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
-        nibble_groups(p).map(|v| _mm512_sub_epi8(v, _mm512_set1_epi8(8)))
-    }
-}
-
-struct Iq4Nl;
-impl Tile32 for Iq4Nl {
-    const G: Geometry = Q4_0_GEOMETRY;
-    #[inline(always)]
-    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
-        let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
-        nibble_groups(p).map(|v| _mm512_shuffle_epi8(lut, v))
-    }
-}
-
-struct Q5_0;
-impl Tile32 for Q5_0 {
-    const G: Geometry = Q5_0_GEOMETRY;
-    #[inline(always)]
-    unsafe fn groups(p: *const u8) -> [__m512i; 4] {
-        let n = nibble_groups(p);
-        std::array::from_fn(|g| {
-            let high: __mmask64 = std::ptr::read_unaligned(p.add(Q5_0_HIGH + 8 * g) as *const u64);
-            _mm512_sub_epi8(_mm512_or_si512(n[g], _mm512_maskz_set1_epi8(high, 16)), _mm512_set1_epi8(16))
-        })
-    }
-}
-
-#[inline(always)]
-unsafe fn h2f(h: u16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
-}
-
-/// One tile of 32-element blocks against T tokens (Q8_0 activations):
-/// per block S = sum w a in integers (activations made unsigned by adding
-/// 128, taken off again through the row sums), then one fma per block.
-#[inline(always)]
-unsafe fn tile32<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8_0; T]) -> [__m256; T] {
-    let mut acc = [_mm256_setzero_ps(); T];
-    let zero = _mm512_setzero_si512();
-    let flip = _mm512_set1_epi8(-128);
-    let meta = w.add(nb * K::G.values);
-    for b in 0..nb {
-        let p = w.add(b * K::G.values);
-        let mt = meta.add(b * K::G.meta);
-        prefetch_l2(p, mt, K::G);
-        let g = K::groups(p);
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(mt.add(B32_D) as *const __m128i));
-        let sw = _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128(mt.add(B32_SUM) as *const __m128i)), 7);
-        for t in 0..T {
-            let a = &*acts[t].add(b);
-            let q = a.qs.as_ptr();
-            let u = |i: usize| _mm512_xor_si512(bcast8(q.add(8 * i)), flip);
-            let x0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, u(0), g[0]), u(1), g[1]);
-            let x1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, u(2), g[2]), u(3), g[3]);
-            let x = _mm512_add_epi32(x0, x1);
-            let st = _mm256_sub_epi32(_mm512_cvtepi64_epi32(_mm512_add_epi32(x, _mm512_srli_epi64(x, 32))), sw);
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(h2f(a.d)));
-            acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(st), acc[t]);
-        }
-    }
-    acc
-}

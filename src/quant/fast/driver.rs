@@ -3,7 +3,6 @@
 //! one tile's kernel (`Kernel`) and compile this loop with their features.
 
 use super::layout::Geometry;
-use super::TILE_ROWS;
 use std::arch::x86_64::*;
 
 /// Bytes of weights ahead to prefetch into L2 (every fast kernel).
@@ -29,40 +28,58 @@ pub unsafe fn prefetch_l2(p: *const u8, mt: *const u8, g: Geometry) {
     _mm_prefetch::<_MM_HINT_T1>(mt.add(ahead * g.meta) as *const i8);
 }
 
-/// A tile kernel of either family, for the shared token loop.
+/// A tile kernel, for the shared token loop.
 pub trait Kernel {
-    /// The activation block type.
-    type Act;
+    /// One token's activations as the tile kernel reads them.
+    type Act: Copy;
+    /// A tile's results for one token, `ROWS` lanes.
+    type Acc: Copy;
+    const ROWS: usize;
     const G: Geometry;
+    /// Token t of `n` in `a` (rows of `arb` bytes, then whatever the
+    /// activation format appends, e.g. `acts32`'s sides).
+    unsafe fn act(a: &[u8], arb: usize, n: usize, nb: usize, t: usize) -> Self::Act;
     /// One tile (64-byte aligned, `nb` blocks) against T tokens.
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const Self::Act; T]) -> [__m256; T];
+    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[Self::Act; T]) -> [Self::Acc; T];
+    /// The first `valid` lanes of `v` to `o`.
+    unsafe fn store(v: Self::Acc, o: *mut f32, valid: usize);
 }
 
 /// Every tile against tokens t0..t0+T.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tokens<K: Kernel, const T: usize>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, t0: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    let acts: [*const K::Act; T] = std::array::from_fn(|t| a.as_ptr().add((t0 + t) * arb) as *const K::Act);
+unsafe fn tokens<K: Kernel, const T: usize>(
+    w: &[u8],
+    nb: usize,
+    ntiles: usize,
+    a: &[u8],
+    arb: usize,
+    n: usize,
+    t0: usize,
+    out: *mut f32,
+    ostride: usize,
+    nrows: usize,
+) {
+    let acts: [K::Act; T] = std::array::from_fn(|t| K::act(a, arb, n, nb, t0 + t));
     for i in 0..ntiles {
         let acc = K::tile::<T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
-        store_tile(&acc, i, t0, out, ostride, nrows);
+        let r0 = i * K::ROWS;
+        let valid = (nrows - r0).min(K::ROWS);
+        for (t, v) in acc.into_iter().enumerate() {
+            K::store(v, out.add((t0 + t) * ostride + r0), valid);
+        }
     }
 }
 
-/// Tile i's 8 rows for tokens t0.. into `out` (rows from `nrows` on are padding).
+/// 8 lanes to `o`, the first `valid` of them.
 #[inline(always)]
-unsafe fn store_tile<const T: usize>(acc: &[__m256; T], i: usize, t0: usize, out: *mut f32, ostride: usize, nrows: usize) {
-    let r0 = i * TILE_ROWS;
-    let valid = (nrows - r0).min(TILE_ROWS);
-    for (t, v) in acc.iter().enumerate() {
-        let o = out.add((t0 + t) * ostride + r0);
-        if valid == TILE_ROWS {
-            _mm256_storeu_ps(o, *v);
-        } else {
-            let mut tmp = [0f32; TILE_ROWS];
-            _mm256_storeu_ps(tmp.as_mut_ptr(), *v);
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, valid);
-        }
+pub unsafe fn store8(v: __m256, o: *mut f32, valid: usize) {
+    if valid == 8 {
+        _mm256_storeu_ps(o, v);
+    } else {
+        let mut tmp = [0f32; 8];
+        _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+        std::ptr::copy_nonoverlapping(tmp.as_ptr(), o, valid);
     }
 }
 
@@ -74,16 +91,24 @@ pub unsafe fn gemm<K: Kernel>(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb:
     let mut t0 = 0;
     while t0 < ntok {
         let n = (ntok - t0).min(8);
+        let args = (w, nb, ntiles, a, arb, ntok, t0, out, ostride, nrows);
         match n {
-            8 => tokens::<K, 8>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            7 => tokens::<K, 7>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            6 => tokens::<K, 6>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            5 => tokens::<K, 5>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            4 => tokens::<K, 4>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            3 => tokens::<K, 3>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            2 => tokens::<K, 2>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
-            _ => tokens::<K, 1>(w, nb, ntiles, a, arb, t0, out, ostride, nrows),
+            8 => call::<K, 8>(args),
+            7 => call::<K, 7>(args),
+            6 => call::<K, 6>(args),
+            5 => call::<K, 5>(args),
+            4 => call::<K, 4>(args),
+            3 => call::<K, 3>(args),
+            2 => call::<K, 2>(args),
+            _ => call::<K, 1>(args),
         }
         t0 += n;
     }
+}
+
+type Args<'a> = (&'a [u8], usize, usize, &'a [u8], usize, usize, usize, *mut f32, usize, usize);
+
+#[inline(always)]
+unsafe fn call<K: Kernel, const T: usize>((w, nb, ntiles, a, arb, n, t0, out, ostride, nrows): Args) {
+    tokens::<K, T>(w, nb, ntiles, a, arb, n, t0, out, ostride, nrows)
 }

@@ -33,11 +33,8 @@
 //!                128.. d (f16) per row
 
 use super::TILE_ROWS;
-use crate::quant::blocks::{
-    cast_blocks, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ5_0, BlockQ6K, BlockQ8_0, KVALUES_IQ4NL,
-};
+use crate::quant::blocks::{cast_blocks, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KVALUES_IQ4NL};
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
-use crate::quant::legacy::Block32;
 use crate::quant::AlignedBytes;
 
 /// Bytes of one super-block's values and scales in a tile.
@@ -79,9 +76,15 @@ pub const Q6K_D: usize = 128;
 
 /// Tiles of `rows` rows: rows past the end are zero (scale 0: they add 0).
 /// `put(blocks, values, meta)` writes one super-block.
-fn tiles<B: Copy>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, put: impl Fn(&[Option<&B>; TILE_ROWS], &mut [u8], &mut [u8])) -> AlignedBytes {
+pub(super) fn tiles<B: Copy, const R: usize>(
+    data: &[u8],
+    rows: usize,
+    row_bytes: usize,
+    g: Geometry,
+    put: impl Fn(&[Option<&B>; R], &mut [u8], &mut [u8]),
+) -> AlignedBytes {
     let nb = row_bytes / std::mem::size_of::<B>();
-    let ntiles = rows.div_ceil(TILE_ROWS);
+    let ntiles = rows.div_ceil(R);
     let tb = g.tile_bytes(nb);
     let mut out = AlignedBytes::new(ntiles * tb);
     let o = out.as_mut_slice();
@@ -89,7 +92,7 @@ fn tiles<B: Copy>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, put: 
     for t in 0..ntiles {
         let (values, meta) = o[t * tb..(t + 1) * tb].split_at_mut(nb * g.values);
         for b in 0..nb {
-            let blocks: [Option<&B>; TILE_ROWS] = std::array::from_fn(|i| (t * TILE_ROWS + i < rows).then(|| &row(t * TILE_ROWS + i)[b]));
+            let blocks: [Option<&B>; R] = std::array::from_fn(|i| (t * R + i < rows).then(|| &row(t * R + i)[b]));
             put(&blocks, &mut values[b * g.values..(b + 1) * g.values], &mut meta[b * g.meta..(b + 1) * g.meta]);
         }
     }
@@ -137,7 +140,7 @@ fn put_meta_k4<B>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], fields: impl 
 }
 
 pub fn pack_q4k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles::<BlockQ4K>(data, rows, row_bytes, Q4K_GEOMETRY, |blocks, o, mt| {
+    tiles::<BlockQ4K, TILE_ROWS>(data, rows, row_bytes, Q4K_GEOMETRY, |blocks, o, mt| {
         put_planes(&values(blocks, 0), o);
         put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
     })
@@ -147,7 +150,7 @@ pub fn pack_q4k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 /// masks, one per group g of 8 elements: bit e of byte 8g+r = bit 4 of
 /// q(r, 8g+e); Q4_K's meta.
 pub fn pack_q5k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles::<BlockQ5K>(data, rows, row_bytes, Q5K_GEOMETRY, |blocks, o, mt| {
+    tiles::<BlockQ5K, TILE_ROWS>(data, rows, row_bytes, Q5K_GEOMETRY, |blocks, o, mt| {
         let u = values(blocks, 0);
         put_planes(&u, o);
         put_masks(&u, 4, &mut o[Q5K_HIGH..]);
@@ -176,7 +179,7 @@ fn put_masks(u: &[[u8; QK_K]; TILE_ROWS], bit: u32, o: &mut [u8]) {
 }
 
 pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles::<BlockQ2K>(data, rows, row_bytes, Q2K_GEOMETRY, |blocks, o, mt| {
+    tiles::<BlockQ2K, TILE_ROWS>(data, rows, row_bytes, Q2K_GEOMETRY, |blocks, o, mt| {
         put_planes2(&values(blocks, 0), o);
         for (r, b) in blocks.iter().enumerate() {
             let Some(b) = b else { continue };
@@ -190,7 +193,7 @@ pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 }
 
 pub fn pack_q3k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles::<BlockQ3K>(data, rows, row_bytes, Q3K_GEOMETRY, |blocks, o, mt| {
+    tiles::<BlockQ3K, TILE_ROWS>(data, rows, row_bytes, Q3K_GEOMETRY, |blocks, o, mt| {
         let u = values(blocks, 4);
         put_planes2(&u, o);
         put_masks(&u, 2, &mut o[Q3K_HIGH..]);
@@ -206,7 +209,7 @@ pub fn pack_q3k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 }
 
 pub fn pack_iq4xs(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles::<BlockIQ4XS>(data, rows, row_bytes, IQ4XS_GEOMETRY, |blocks, o, mt| {
+    tiles::<BlockIQ4XS, TILE_ROWS>(data, rows, row_bytes, IQ4XS_GEOMETRY, |blocks, o, mt| {
         let mut u = [[0u8; QK_K]; TILE_ROWS];
         for (r, b) in blocks.iter().enumerate() {
             let Some(b) = b else { continue };
@@ -226,7 +229,7 @@ pub fn pack_iq4xs(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 }
 
 pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles::<BlockQ6K>(data, rows, row_bytes, Q6K_GEOMETRY, |blocks, o, mt| {
+    tiles::<BlockQ6K, TILE_ROWS>(data, rows, row_bytes, Q6K_GEOMETRY, |blocks, o, mt| {
         let u = values(blocks, 32);
         put_planes(&u, o);
         for m in 0..8 {
@@ -250,86 +253,7 @@ pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     })
 }
 
-/// 32-element block types (Q4_0, Q5_0, Q8_0, IQ4_NL; Q8_0 activations): a
-/// tile super-block is one block of 32 for 8 rows. Values per group g of 8
-/// elements (byte 8r+e = element 8g+e of row r):
-///   Q8_0:   4 planes of 64 bytes, the values as i8
-///   Q4_0, IQ4_NL: 2 planes k of 64: byte 8r+e = u(r, 16k+e) | u(r, 16k+8+e) << 4
-///           with u = q + 8 (Q4_0) or the grid index (IQ4_NL)
-///   Q5_0:   Q4_0's planes of the low 4 bits of u = q + 16, then 4 x 8 bytes:
-///           bit e of byte 8g+r = bit 4 of u(r, 8g+e)
-///   meta 32: d (f16) per row, then the sum of the row's 32 values (i16) per row
-pub const Q8_0_GEOMETRY: Geometry = Geometry { values: 256, meta: 32 };
-pub const Q4_0_GEOMETRY: Geometry = Geometry { values: 128, meta: 32 };
-pub const Q5_0_GEOMETRY: Geometry = Geometry { values: 160, meta: 32 };
-pub const B32_D: usize = 0;
-pub const B32_SUM: usize = 16;
-pub const Q5_0_HIGH: usize = 128;
-
-/// How a 32-block type stores its values in the tile.
-#[derive(Clone, Copy, PartialEq)]
-enum Store32 {
-    Bytes,
-    /// Nibbles of q + offset (or of the IQ4_NL index when `iq4`).
-    Nibbles {
-        offset: i8,
-        iq4: bool,
-    },
-    /// Nibbles of the low 4 bits of q + 16, the fifth bits as masks.
-    Five,
-}
-
-fn tiles32<B: Block32>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store32) -> AlignedBytes {
-    tiles::<B>(data, rows, row_bytes, g, |blocks, v, mt| {
-        for (r, blk) in blocks.iter().enumerate() {
-            let Some(blk) = blk else { continue };
-            let q = blk.unpack();
-            let u: [u8; 32] = match store {
-                Store32::Nibbles { iq4: true, .. } => q.map(grid_index),
-                Store32::Nibbles { offset, .. } => q.map(|x| (x + offset) as u8),
-                Store32::Five => q.map(|x| (x + 16) as u8),
-                Store32::Bytes => q.map(|x| x as u8),
-            };
-            for e in 0..8 {
-                match store {
-                    Store32::Bytes => {
-                        for gi in 0..4 {
-                            v[64 * gi + 8 * r + e] = u[8 * gi + e];
-                        }
-                    }
-                    _ => {
-                        for k in 0..2 {
-                            v[64 * k + 8 * r + e] = (u[16 * k + e] & 0xF) | (u[16 * k + 8 + e] & 0xF) << 4;
-                        }
-                        if store == Store32::Five {
-                            for gi in 0..4 {
-                                v[Q5_0_HIGH + 8 * gi + r] |= ((u[8 * gi + e] >> 4) & 1) << e;
-                            }
-                        }
-                    }
-                }
-            }
-            mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&crate::quant::blocks::f32_to_f16(blk.d()).to_le_bytes());
-            let sum: i16 = q.iter().map(|&x| x as i16).sum();
-            mt[B32_SUM + 2 * r..B32_SUM + 2 * r + 2].copy_from_slice(&sum.to_le_bytes());
-        }
-    })
-}
-
 /// The index (0..16) of a value of the IQ4 grid (IQ4_NL, IQ4_XS).
-fn grid_index(v: i8) -> u8 {
+pub(super) fn grid_index(v: i8) -> u8 {
     KVALUES_IQ4NL.iter().position(|&k| k == v).expect("an IQ4 grid value") as u8
-}
-
-pub fn pack_q8_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles32::<BlockQ8_0>(data, rows, row_bytes, Q8_0_GEOMETRY, Store32::Bytes)
-}
-pub fn pack_q4_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles32::<BlockQ4_0>(data, rows, row_bytes, Q4_0_GEOMETRY, Store32::Nibbles { offset: 8, iq4: false })
-}
-pub fn pack_iq4_nl(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles32::<BlockIQ4NL>(data, rows, row_bytes, Q4_0_GEOMETRY, Store32::Nibbles { offset: 0, iq4: true })
-}
-pub fn pack_q5_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    tiles32::<BlockQ5_0>(data, rows, row_bytes, Q5_0_GEOMETRY, Store32::Five)
 }

@@ -13,17 +13,21 @@
 //!
 //! Exact mode (`--exact`, `RLLAMA_EXACT=1`) keeps ggml's kernels, bit for bit.
 
+pub mod acts32;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
+mod avx512_32;
+#[cfg(target_arch = "x86_64")]
 mod driver;
 pub mod layout;
+pub mod layout32;
 #[cfg(target_arch = "x86_64")]
 mod meta;
 
-use super::blocks::{f16_to_f32, BlockQ8K, BlockQ8_0};
+use super::blocks::BlockQ8K;
 use super::kquants::{BlockK, QK_K};
 use super::legacy::Block32;
 use crate::gguf::GgmlType;
@@ -69,6 +73,8 @@ pub type FastGemmFn = unsafe fn(&[u8], usize, usize, &[u8], usize, usize, *mut f
 #[derive(Clone, Copy)]
 pub struct FastKernels {
     pub ty: GgmlType,
+    /// Rows per tile.
+    pub rows: usize,
     /// The layout's bytes per super-block (see `layout`).
     pub geometry: layout::Geometry,
     /// Repack `rows` rows (`row_bytes` each) into tiles (rows padded with zeros).
@@ -147,13 +153,17 @@ pub fn dot_ref<B: BlockK>(w: &[B], a: &[BlockQ8K]) -> f32 {
     acc
 }
 
-/// The fast formula of the 32-element block types with Q8_0 activations:
-/// per block S = sum w[i] a[i] (exact), acc = fma(d_w * d_a, S, acc).
-pub fn dot_ref32<B: Block32>(w: &[B], a: &[BlockQ8_0]) -> f32 {
+/// The fast formula of the 32-element block types (Q8_0 or Q8_1
+/// activations): per block S = sum w a (exact integers), acc = fma(d_w * d_a,
+/// S, acc), and with a min m_w, then acc = fma(m_w, d_a * sum a, acc).
+pub fn dot_ref32<B: Block32, A: acts32::ActBlock32>(w: &[B], a: &[A]) -> f32 {
     let mut acc = 0.0f32;
     for (w, a) in w.iter().zip(a) {
-        let s: i32 = w.unpack().iter().zip(&a.qs).map(|(&x, &y)| x as i32 * y as i32).sum();
-        acc = (w.d() * f16_to_f32(a.d)).mul_add(s as f32, acc);
+        let s: i32 = w.unpack().iter().zip(a.qs()).map(|(&x, &y)| x as i32 * y as i32).sum();
+        acc = (w.d() * a.d()).mul_add(s as f32, acc);
+        if let Some(m) = w.m() {
+            acc = m.mul_add(acts32::Side::of(a).ds, acc);
+        }
     }
     acc
 }
@@ -193,7 +203,7 @@ mod tests {
                 for blk in row.chunks_mut(bb) {
                     let d = f32_to_f16(rng.f32() * 0.01).to_le_bytes();
                     match ty {
-                        GgmlType::Q4_K | GgmlType::Q5_K => {
+                        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q4_1 | GgmlType::Q5_1 => {
                             blk[0..2].copy_from_slice(&d);
                             blk[2..4].copy_from_slice(&f32_to_f16(rng.f32() * 0.01).to_le_bytes());
                         }
@@ -238,13 +248,20 @@ mod tests {
         a
     }
 
-    fn run<A>(k: &FastKernels, tiles: &[u8], cols: usize, rows: usize, a: &[A], t0: usize, n: usize) -> Vec<f32> {
+    /// Tokens t0..t0+n of `a` (`nb` blocks per token) through the kernel,
+    /// the activations laid out by `bytes` (rows, then any sides).
+    fn run<A>(k: &FastKernels, tiles: &[u8], cols: usize, rows: usize, a: &[A], t0: usize, n: usize, bytes: fn(&[A], usize) -> Vec<u8>) -> Vec<f32> {
         let nb = cols / k.ty.block_elems();
-        let bytes = unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u8, std::mem::size_of_val(a)) };
+        let buf = bytes(&a[t0 * nb..(t0 + n) * nb], n);
         let arb = nb * std::mem::size_of::<A>();
         let mut out = vec![f32::NAN; n * rows];
-        unsafe { (k.gemm)(tiles, nb, rows.div_ceil(TILE_ROWS), &bytes[t0 * arb..], arb, n, out.as_mut_ptr(), rows, rows) };
+        unsafe { (k.gemm)(tiles, nb, rows.div_ceil(k.rows), &buf, arb, n, out.as_mut_ptr(), rows, rows) };
         out
+    }
+
+    /// Activation rows as bytes (the super-block types append nothing).
+    fn plain<A>(a: &[A], _: usize) -> Vec<u8> {
+        unsafe { std::slice::from_raw_parts(a.as_ptr() as *const u8, std::mem::size_of_val(a)) }.to_vec()
     }
 
     fn check<B: BlockK>(ty: GgmlType) {
@@ -280,15 +297,16 @@ mod tests {
                 assert!((e - f).abs() <= 1e-5 * e.abs().max(1.0), "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
             }
         }
-        every_batch(k, tiles.as_slice(), cols, rows, &a, ntok, &want);
+        every_batch(k, tiles.as_slice(), cols, rows, &a, ntok, &want, plain);
     }
 
     /// Every batch split gives the reference's bits: batch-invariant.
-    fn every_batch<A>(k: &FastKernels, tiles: &[u8], cols: usize, rows: usize, a: &[A], ntok: usize, want: &[f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn every_batch<A>(k: &FastKernels, tiles: &[u8], cols: usize, rows: usize, a: &[A], ntok: usize, want: &[f32], bytes: fn(&[A], usize) -> Vec<u8>) {
         for n in [1, 2, 3, 5, 8, 9, 16, 19] {
             for t0 in (0..ntok).step_by(n) {
                 let m = n.min(ntok - t0);
-                let got = run(k, tiles, cols, rows, a, t0, m);
+                let got = run(k, tiles, cols, rows, a, t0, m, bytes);
                 for t in 0..m {
                     for r in 0..rows {
                         let (g, e) = (got[t * rows + r], want[(t0 + t) * rows + r]);
@@ -299,54 +317,93 @@ mod tests {
         }
     }
 
-    fn check32<B: Block32>(ty: GgmlType) {
-        let Some(k) = kernels_with(ty, true) else {
+    fn check32<B: Block32, A: acts32::ActBlock32>(
+        ty: GgmlType,
+        quantize: fn(&[f32], &mut [A]),
+        exact: fn(&[B], &[A]) -> f32,
+        zero: A,
+        set: fn(&mut A, usize, i8),
+    ) {
+        let variants = kernel_variants(ty, true);
+        if variants.is_empty() {
             eprintln!("SKIPPED: no fast kernel for {} on this CPU", ty.name());
-            return;
-        };
-        let mut rng = Rng(0x32 ^ ty as u64);
-        let (rows, cols, ntok) = (21, 160, 19);
-        let w = weights(ty, rows, cols, &mut rng);
-        let rb = ty.row_bytes(cols).unwrap();
-        let tiles = (k.pack)(&w, rows, rb);
-        let x: Vec<f32> = (0..ntok * cols).map(|_| rng.f32() * 3.0).collect();
-        let mut a = vec![BlockQ8_0 { d: 0, qs: [0; 32] }; ntok * cols / 32];
-        crate::quant::legacy::quantize_q8_0(&x, &mut a);
-        // Q8_0's extremes in the first token
-        for b in &mut a[..cols / 32] {
-            b.qs.iter_mut().enumerate().for_each(|(i, q)| *q = if i % 3 == 0 { -128 } else { 127 });
         }
-        let nb = cols / 32;
-        let row = |r: usize| -> &[B] { cast_blocks(&w[r * rb..(r + 1) * rb]).unwrap() };
-        let want: Vec<f32> = (0..ntok).flat_map(|t| (0..rows).map(move |r| (t, r))).map(|(t, r)| dot_ref32(row(r), &a[t * nb..(t + 1) * nb])).collect();
-        for t in 0..ntok {
-            for r in 0..rows {
-                let e = crate::quant::legacy::dot_q8_0(row(r), &a[t * nb..(t + 1) * nb]);
-                let f = want[t * rows + r];
-                assert!((e - f).abs() <= 1e-5 * e.abs().max(1.0), "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
+        for (isa, k) in variants {
+            eprintln!("{}: {isa}", ty.name());
+            let mut rng = Rng(0x32 ^ ty as u64);
+            // 37 rows: two whole tiles of 16 and a part
+            let (rows, cols, ntok) = (37, 160, 19);
+            let w = weights(ty, rows, cols, &mut rng);
+            let rb = ty.row_bytes(cols).unwrap();
+            let tiles = (k.pack)(&w, rows, rb);
+            let x: Vec<f32> = (0..ntok * cols).map(|_| rng.f32() * 3.0).collect();
+            let mut a = vec![zero; ntok * cols / 32];
+            quantize(&x, &mut a);
+            // the activations' extremes in the first token
+            for b in &mut a[..cols / 32] {
+                (0..32).for_each(|i| set(b, i, if i % 3 == 0 { -128 } else { 127 }));
             }
+            let nb = cols / 32;
+            let row = |r: usize| -> &[B] { cast_blocks(&w[r * rb..(r + 1) * rb]).unwrap() };
+            let want: Vec<f32> = (0..ntok).flat_map(|t| (0..rows).map(move |r| (t, r))).map(|(t, r)| dot_ref32(row(r), &a[t * nb..(t + 1) * nb])).collect();
+            for t in 0..ntok {
+                for r in 0..rows {
+                    let e = exact(row(r), &a[t * nb..(t + 1) * nb]);
+                    let f = want[t * rows + r];
+                    // ggml's Q8_1 carries d * sum as f16: its min term is that coarse
+                    let slack: f32 =
+                        row(r).iter().zip(&a[t * nb..(t + 1) * nb]).map(|(w, a)| w.m().map_or(0.0, |m| (m * acts32::Side::of(a).ds).abs() / 1024.0)).sum();
+                    assert!((e - f).abs() <= 1e-5 * e.abs().max(1.0) + slack, "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
+                }
+            }
+            every_batch(&k, tiles.as_slice(), cols, rows, &a, ntok, &want, acts32::with_sides);
         }
-        every_batch(&k, tiles.as_slice(), cols, rows, &a, ntok, &want);
+    }
+
+    fn q8_0<B: Block32>(ty: GgmlType) {
+        let set = |b: &mut BlockQ8_0, i: usize, v: i8| b.qs[i] = v;
+        check32::<B, BlockQ8_0>(ty, crate::quant::legacy::quantize_q8_0, crate::quant::legacy::dot_q8_0, BlockQ8_0 { d: 0, qs: [0; 32] }, set);
+    }
+
+    fn q8_1<B: Block32>(ty: GgmlType) {
+        use crate::quant::blocks::BlockQ8_1;
+        // Q8_1's s (d * sum) is what ggml's kernels read: keep it in step
+        let set = |b: &mut BlockQ8_1, i: usize, v: i8| {
+            b.qs[i] = v;
+            let d = crate::quant::blocks::f16_to_f32(b.d);
+            b.s = f32_to_f16(d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32);
+        };
+        check32::<B, BlockQ8_1>(ty, crate::quant::legacy::quantize_q8_1, crate::quant::legacy::dot_q8_1, BlockQ8_1 { d: 0, s: 0, qs: [0; 32] }, set);
     }
 
     #[test]
     fn q8_0_equals_reference_in_any_batch() {
-        check32::<BlockQ8_0>(GgmlType::Q8_0);
+        q8_0::<BlockQ8_0>(GgmlType::Q8_0);
     }
 
     #[test]
     fn q5_0_equals_reference_in_any_batch() {
-        check32::<crate::quant::blocks::BlockQ5_0>(GgmlType::Q5_0);
+        q8_0::<crate::quant::blocks::BlockQ5_0>(GgmlType::Q5_0);
     }
 
     #[test]
     fn q4_0_equals_reference_in_any_batch() {
-        check32::<crate::quant::blocks::BlockQ4_0>(GgmlType::Q4_0);
+        q8_0::<crate::quant::blocks::BlockQ4_0>(GgmlType::Q4_0);
     }
 
     #[test]
     fn iq4_nl_equals_reference_in_any_batch() {
-        check32::<crate::quant::blocks::BlockIQ4NL>(GgmlType::IQ4_NL);
+        q8_0::<crate::quant::blocks::BlockIQ4NL>(GgmlType::IQ4_NL);
+    }
+
+    #[test]
+    fn q4_1_equals_reference_in_any_batch() {
+        q8_1::<crate::quant::blocks::BlockQ4_1>(GgmlType::Q4_1);
+    }
+
+    #[test]
+    fn q5_1_equals_reference_in_any_batch() {
+        q8_1::<crate::quant::blocks::BlockQ5_1>(GgmlType::Q5_1);
     }
 
     #[test]

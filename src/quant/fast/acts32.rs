@@ -1,0 +1,113 @@
+//! Activations of the 32-element block types (Q8_0 or Q8_1 rows) as the fast
+//! kernels read them: after the `n` rows (from `sides_offset` on, 64-byte
+//! aligned), one `Side` per (token, block): the block's scale as f32 and the
+//! integer sum of its 32 values, so a kernel whose weights are stored with an
+//! offset (unsigned bytes for `vpdpbusd`) takes offset * sum off in integers,
+//! and a format with a min adds m * d * sum.
+
+use crate::gguf::GgmlType;
+use crate::quant::blocks::{f16_to_f32, BlockQ8_0, BlockQ8_1};
+
+/// What a kernel reads of one activation block besides its quants.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Side {
+    /// The block's scale.
+    pub d: f32,
+    /// The sum of its 32 quants.
+    pub sum: i32,
+    /// d * sum (in f32), the factor of a weight block's min.
+    pub ds: f32,
+    _pad: u32,
+}
+
+/// The 32-element activation blocks (`Q8_0`, `Q8_1`): their quants and scale.
+pub trait ActBlock32: Copy {
+    fn qs(&self) -> &[i8; 32];
+    fn d(&self) -> f32;
+}
+
+impl ActBlock32 for BlockQ8_0 {
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+}
+
+impl ActBlock32 for BlockQ8_1 {
+    fn qs(&self) -> &[i8; 32] {
+        &self.qs
+    }
+    fn d(&self) -> f32 {
+        f16_to_f32(self.d)
+    }
+}
+
+impl Side {
+    pub fn of<A: ActBlock32>(a: &A) -> Side {
+        let d = a.d();
+        let sum: i32 = a.qs().iter().map(|&q| q as i32).sum();
+        Side { d, sum, ds: d * sum as f32, _pad: 0 }
+    }
+}
+
+/// The byte size and quants offset of an activation block of `act`, if it
+/// is one the 32-element fast kernels read.
+pub fn act_block(act: GgmlType) -> Option<(usize, usize)> {
+    match act {
+        GgmlType::Q8_0 => Some((std::mem::size_of::<BlockQ8_0>(), 2)),
+        GgmlType::Q8_1 => Some((std::mem::size_of::<BlockQ8_1>(), 4)),
+        _ => None,
+    }
+}
+
+/// Where the sides start after `n` rows of `row_bytes`.
+pub fn sides_offset(n: usize, row_bytes: usize) -> usize {
+    (n * row_bytes).next_multiple_of(64)
+}
+
+/// Bytes of an activation buffer of `n` rows of `row_bytes` (`cols`
+/// elements) of `act`, sides included where `act` has them.
+pub fn buffer_bytes(act: GgmlType, n: usize, row_bytes: usize, cols: usize) -> usize {
+    match act_block(act) {
+        Some(_) => sides_offset(n, row_bytes) + n * (cols / 32) * std::mem::size_of::<Side>(),
+        None => n * row_bytes,
+    }
+}
+
+/// Fill the sides of one quantized row `row` of `act` into `out` (one per block).
+pub fn write_sides(act: GgmlType, row: &[u8], out: &mut [Side]) {
+    match act {
+        GgmlType::Q8_0 => fill::<BlockQ8_0>(row, out),
+        GgmlType::Q8_1 => fill::<BlockQ8_1>(row, out),
+        _ => {}
+    }
+}
+
+fn fill<A: ActBlock32>(row: &[u8], out: &mut [Side]) {
+    let blocks: &[A] = crate::quant::blocks::cast_blocks(row).expect("activation rows of whole blocks");
+    for (s, b) in out.iter_mut().zip(blocks) {
+        *s = Side::of(b);
+    }
+}
+
+/// `n` rows of activation blocks followed by their sides, as `quantize_acts`
+/// lays them out (for tests and benches that build activations by hand).
+pub fn with_sides<A: ActBlock32>(blocks: &[A], n: usize) -> Vec<u8> {
+    let rb = std::mem::size_of_val(blocks) / n.max(1);
+    // SAFETY: the blocks are plain bytes (repr(C), no padding).
+    let bytes = unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks)) };
+    let off = sides_offset(n, rb);
+    let mut v = vec![0u8; off + blocks.len() * std::mem::size_of::<Side>()];
+    v[..bytes.len()].copy_from_slice(bytes);
+    for (i, b) in blocks.iter().enumerate() {
+        let s = Side::of(b);
+        let o = off + i * std::mem::size_of::<Side>();
+        v[o..o + 4].copy_from_slice(&s.d.to_le_bytes());
+        v[o + 4..o + 8].copy_from_slice(&s.sum.to_le_bytes());
+        v[o + 8..o + 12].copy_from_slice(&s.ds.to_le_bytes());
+    }
+    v
+}

@@ -1,0 +1,101 @@
+//! The fast layout of the 32-element block types (Q8_0, Q4_0, Q4_1, Q5_0,
+//! Q5_1, IQ4_NL): rows in tiles of 16 and, per block of 32 elements, the 16
+//! rows' values interleaved by groups of 4 elements, so a 64-byte vector holds
+//! elements 4j..4j+4 of all 16 rows (row r in dword r) as unsigned bytes u,
+//! ready for a `vpdpbusd` with one dword of activations broadcast. A tile is
+//! `layout::tiles`' two regions: every block's values, then every block's meta.
+//!
+//! u = q + offset, offset = 2^shift (`Store::shift`; the kernel takes
+//! offset * sum(a) off): Q8_0 q + 128; Q4_0 q + 8; Q5_0 q + 16; IQ4_NL the
+//! grid index (the kernel maps it to grid value + 128); Q4_1 and Q5_1 q as is
+//! (no offset: their min is a separate term).
+//!
+//!   Q8_0:  8 vectors j of 64 bytes: byte 4r+e = u(r, 4j+e)
+//!   4-bit: 4 vectors k of 64 bytes: byte 4r+e = u(r, 4k+e) | u(r, 16+4k+e) << 4
+//!          (vector j = k in the low nibbles, j = 4+k in the high ones)
+//!   5-bit: the 4-bit vectors of the low 4 bits, then 8 masks of 8 bytes:
+//!          bit 4r+e of mask j = bit 4 of u(r, 4j+e)
+//!   meta:  d (f16) per row at 2r; with a min, m (f16) per row at 32 + 2r
+
+use super::layout::{grid_index, tiles, Geometry};
+use crate::quant::blocks::{f32_to_f16, BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use crate::quant::legacy::Block32;
+use crate::quant::AlignedBytes;
+
+/// Rows per tile of the 32-element layout.
+pub const TILE32_ROWS: usize = 16;
+
+pub const Q8_0_GEOMETRY: Geometry = Geometry { values: 512, meta: 32 };
+pub const Q4_0_GEOMETRY: Geometry = Geometry { values: 256, meta: 32 };
+pub const Q4_1_GEOMETRY: Geometry = Geometry { values: 256, meta: 64 };
+pub const Q5_0_GEOMETRY: Geometry = Geometry { values: 320, meta: 32 };
+pub const Q5_1_GEOMETRY: Geometry = Geometry { values: 320, meta: 64 };
+/// Offsets in a block's values and meta.
+pub const B32_HIGH: usize = 256;
+pub const B32_D: usize = 0;
+pub const B32_M: usize = 32;
+
+/// How a type stores its values.
+#[derive(Clone, Copy, PartialEq)]
+enum Store {
+    /// Bytes of q + 128.
+    Bytes,
+    /// Nibbles of q + offset (or of the IQ4_NL grid index when `iq4`).
+    Nibbles { offset: i8, iq4: bool },
+    /// The low 4 bits of q + offset as nibbles, the fifth bits as masks.
+    Five { offset: i8 },
+}
+
+fn pack<B: Block32>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store) -> AlignedBytes {
+    tiles::<B, TILE32_ROWS>(data, rows, row_bytes, g, |blocks, v, mt| {
+        for (r, blk) in blocks.iter().enumerate() {
+            let Some(blk) = blk else { continue };
+            let q = blk.unpack();
+            let u: [u8; 32] = match store {
+                Store::Bytes => q.map(|x| (x as i16 + 128) as u8),
+                Store::Nibbles { iq4: true, .. } => q.map(grid_index),
+                Store::Nibbles { offset, .. } | Store::Five { offset } => q.map(|x| (x + offset) as u8),
+            };
+            for e in 0..4 {
+                if store == Store::Bytes {
+                    for j in 0..8 {
+                        v[64 * j + 4 * r + e] = u[4 * j + e];
+                    }
+                    continue;
+                }
+                for k in 0..4 {
+                    v[64 * k + 4 * r + e] = (u[4 * k + e] & 0xF) | (u[16 + 4 * k + e] & 0xF) << 4;
+                }
+                if matches!(store, Store::Five { .. }) {
+                    for j in 0..8 {
+                        let bit = 4 * r + e;
+                        v[B32_HIGH + 8 * j + bit / 8] |= ((u[4 * j + e] >> 4) & 1) << (bit % 8);
+                    }
+                }
+            }
+            mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&f32_to_f16(blk.d()).to_le_bytes());
+            if let Some(m) = blk.m() {
+                mt[B32_M + 2 * r..B32_M + 2 * r + 2].copy_from_slice(&f32_to_f16(m).to_le_bytes());
+            }
+        }
+    })
+}
+
+pub fn pack_q8_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockQ8_0>(data, rows, row_bytes, Q8_0_GEOMETRY, Store::Bytes)
+}
+pub fn pack_q4_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockQ4_0>(data, rows, row_bytes, Q4_0_GEOMETRY, Store::Nibbles { offset: 8, iq4: false })
+}
+pub fn pack_iq4_nl(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockIQ4NL>(data, rows, row_bytes, Q4_0_GEOMETRY, Store::Nibbles { offset: 0, iq4: true })
+}
+pub fn pack_q4_1(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockQ4_1>(data, rows, row_bytes, Q4_1_GEOMETRY, Store::Nibbles { offset: 0, iq4: false })
+}
+pub fn pack_q5_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockQ5_0>(data, rows, row_bytes, Q5_0_GEOMETRY, Store::Five { offset: 16 })
+}
+pub fn pack_q5_1(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockQ5_1>(data, rows, row_bytes, Q5_1_GEOMETRY, Store::Five { offset: 0 })
+}
