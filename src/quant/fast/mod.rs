@@ -84,15 +84,12 @@ pub struct FastKernels {
 
 /// The fast kernels of `ty` on this CPU, if any (else exact kernels run).
 ///
-/// The 32-element block types (Q8_0, Q5_0, Q4_0, IQ4_NL) have fast kernels
-/// that win on prompts but lose to the exact ones for single tokens (Qwen
-/// 0.5B Q4_K_M, -t 2: pp64 370 -> 618 t/s, tg 88 -> 78; Gemma-3-270M pp64
-/// 983 -> 1408, tg 146 -> 124; with the L2 prefetch, Qwen 0.5B requantized
-/// to Q8_0, tg32 best of 5: 50 t/s against 66), so they are used only with
-/// RLLAMA_FAST32=1.
+/// The 32-element block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) are in
+/// unless RLLAMA_FAST32=0 (their 16-row kernels: Qwen 0.5B Q4_K_M, mostly
+/// Q5_0 and Q8_0, pp64 253 -> 443-556 t/s with tg unchanged, 61 t/s, -t 2).
 pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
     static WITH_32: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let with_32 = *WITH_32.get_or_init(|| std::env::var_os("RLLAMA_FAST32").is_some_and(|v| !v.is_empty() && v != "0"));
+    let with_32 = *WITH_32.get_or_init(|| std::env::var_os("RLLAMA_FAST32").is_none_or(|v| v != "0"));
     kernels_with(ty, with_32)
 }
 
@@ -350,10 +347,9 @@ mod tests {
                 for r in 0..rows {
                     let e = exact(row(r), &a[t * nb..(t + 1) * nb]);
                     let f = want[t * rows + r];
-                    // ggml's Q8_1 carries d * sum as f16: its min term is that coarse
-                    let slack: f32 =
-                        row(r).iter().zip(&a[t * nb..(t + 1) * nb]).map(|(w, a)| w.m().map_or(0.0, |m| (m * acts32::Side::of(a).ds).abs() / 1024.0)).sum();
-                    assert!((e - f).abs() <= 1e-5 * e.abs().max(1.0) + slack, "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
+                    // float order only: relative to the min terms' size too
+                    let mins: f32 = row(r).iter().zip(&a[t * nb..(t + 1) * nb]).map(|(w, a)| w.m().map_or(0.0, |m| (m * a.ds()).abs())).sum();
+                    assert!((e - f).abs() <= 1e-5 * (e.abs() + mins).max(1.0), "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
                 }
             }
             every_batch(&k, tiles.as_slice(), cols, rows, &a, ntok, &want, acts32::with_sides);
