@@ -17,6 +17,24 @@ pub fn rope_cache(pos: usize, n_dims: usize, base: f32, freq_scale: f32, cache: 
 /// Rotate one head vector in place. The fused multiply-adds are where
 /// ggml's compiled C (GCC contracts `a*b - c*d`) rounds once.
 pub fn rope_apply(x: &mut [f32], n_dims: usize, neox: bool, cache: &[(f32, f32)]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA (checked above).
+        return unsafe { rope_fma(x, n_dims, neox, cache) };
+    }
+    rope_body(x, n_dims, neox, cache)
+}
+
+/// `rope_body` with FMA instructions for `mul_add` (else a libm call each;
+/// the same bits either way).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn rope_fma(x: &mut [f32], n_dims: usize, neox: bool, cache: &[(f32, f32)]) {
+    rope_body(x, n_dims, neox, cache)
+}
+
+#[inline(always)]
+fn rope_body(x: &mut [f32], n_dims: usize, neox: bool, cache: &[(f32, f32)]) {
     if neox {
         let h = n_dims / 2;
         for i in 0..h {

@@ -88,10 +88,38 @@ pub fn buffer_bytes(act: GgmlType, n: usize, row_bytes: usize, cols: usize) -> u
 
 /// Fill the sides of one quantized row `row` of `act` into `out` (one per block).
 pub fn write_sides(act: GgmlType, row: &[u8], out: &mut [Side]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::simd::has_avx2() {
+        if let Some((bs, qoff)) = act_block(act) {
+            assert!(out.len() * bs <= row.len(), "a side per activation block");
+            // SAFETY: AVX2/F16C present; every block read is inside `row` (asserted).
+            return unsafe { fill_avx2(row.as_ptr(), bs, qoff, act == GgmlType::Q8_1, out) };
+        }
+    }
     match act {
         GgmlType::Q8_0 => fill::<BlockQ8_0>(row, out),
         GgmlType::Q8_1 => fill::<BlockQ8_1>(row, out),
         _ => {}
+    }
+}
+
+/// `fill` with AVX2: the same sides (integer sums; d and Q8_1's s converted by F16C).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fill_avx2(row: *const u8, bs: usize, qoff: usize, has_s: bool, out: &mut [Side]) {
+    use std::arch::x86_64::*;
+    let h2f = |p: *const u8| _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(p as *const u16) as i32)));
+    for (b, s) in out.iter_mut().enumerate() {
+        let p = row.add(b * bs);
+        let q = _mm256_loadu_si256(p.add(qoff) as *const __m256i);
+        // |q| <= 128: pairs in i16, then i32 lanes
+        let v = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+        let v = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let v = _mm_add_epi32(v, _mm_shuffle_epi32(v, 0b01_00_11_10));
+        let sum = _mm_cvtsi128_si32(_mm_add_epi32(v, _mm_shuffle_epi32(v, 0b10_11_00_01)));
+        let d = h2f(p);
+        let ds = if has_s { h2f(p.add(2)) } else { d * sum as f32 };
+        *s = Side { d, sum, ds, _pad: 0 };
     }
 }
 
@@ -119,4 +147,34 @@ pub fn with_sides<A: ActBlock32>(blocks: &[A], n: usize) -> Vec<u8> {
         v[o + 8..o + 12].copy_from_slice(&s.ds.to_le_bytes());
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::blocks::f32_to_f16;
+
+    /// The AVX2 writer gives the scalar sides, extremes included.
+    #[test]
+    fn sides_equal_scalar() {
+        let mut blocks: Vec<BlockQ8_1> = (0..7)
+            .map(|i| {
+                let qs: [i8; 32] = std::array::from_fn(|j| ((i * 37 + j * 11) % 256) as u8 as i8);
+                let d = 0.01 * (i + 1) as f32;
+                BlockQ8_1 { d: f32_to_f16(d), s: f32_to_f16(d * qs.iter().map(|&q| q as i32).sum::<i32>() as f32), qs }
+            })
+            .collect();
+        blocks[0].qs = [-128; 32];
+        blocks[1].qs = [127; 32];
+        let bytes = unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(&blocks[..])) };
+        let mut got = vec![Side::default(); blocks.len()];
+        write_sides(GgmlType::Q8_1, bytes, &mut got);
+        let want: Vec<Side> = blocks.iter().map(Side::of).collect();
+        assert_eq!(got, want);
+        assert_eq!(got[0].sum, -4096);
+        let b0: Vec<BlockQ8_0> = blocks.iter().map(|b| BlockQ8_0 { d: b.d, qs: b.qs }).collect();
+        let bytes = unsafe { std::slice::from_raw_parts(b0.as_ptr() as *const u8, std::mem::size_of_val(&b0[..])) };
+        write_sides(GgmlType::Q8_0, bytes, &mut got);
+        assert_eq!(got, b0.iter().map(Side::of).collect::<Vec<_>>());
+    }
 }

@@ -189,10 +189,16 @@ unsafe fn tile<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[Act; 
                 Some(s) => _mm512_set1_epi32(-(side.sum << s)),
                 None => zero,
             };
-            // two chains: half the latency for a single token
             let x0 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(init, v[0], a(0)), v[1], a(1)), v[2], a(2)), v[3], a(3));
-            let x1 = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, v[4], a(4)), v[5], a(5)), v[6], a(6)), v[7], a(7));
-            let s = _mm512_cvtepi32_ps(_mm512_add_epi32(x0, x1));
+            let x = if T == 1 {
+                // a second chain: half the latency for a single token
+                let x1 =
+                    _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, v[4], a(4)), v[5], a(5)), v[6], a(6)), v[7], a(7));
+                _mm512_add_epi32(x0, x1)
+            } else {
+                _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(x0, v[4], a(4)), v[5], a(5)), v[6], a(6)), v[7], a(7))
+            };
+            let s = _mm512_cvtepi32_ps(x);
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(side.d)), s, acc[t]);
             if K::SHIFT.is_none() {
                 let mw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_M) as *const __m256i));
