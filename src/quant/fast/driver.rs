@@ -12,8 +12,11 @@ use std::arch::x86_64::*;
 /// ahead 15; into L2 6 blocks ahead 24, 12: 28-35, 20-32: 28-30 (exact
 /// kernels: 28). Prefetching many lines into L1 fills its miss buffers; L2
 /// keeps them for the loads. tg64 of the whole model, fast mode: 15-16 t/s
-/// before, 20-26 after (exact 17-22).
-pub const PREFETCH_L2_BYTES: usize = 32 << 10;
+/// before, 20-26 after (exact 17-22). 64 KB rather than 32 helps one thread
+/// (tg, 3 runs each: Qwen 0.5B Q8_0 -t 1 29.4-31.4 -> 30.5-35.7 t/s, Qwen
+/// 1.5B -t 1 13.3-14.5 -> 14.0-15.3) and costs nothing at -t 2 (19.4-24.3 ->
+/// 21.6-24.4).
+pub const PREFETCH_L2_BYTES: usize = 64 << 10;
 
 /// Fetch the values and meta of the super-block `PREFETCH_L2_BYTES` ahead
 /// of the one at `p` / `mt` into L2 (the hardware prefetcher does not run
