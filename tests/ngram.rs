@@ -97,6 +97,7 @@ fn check(target_file: &str, draft_file: Option<&str>) {
         ("draft-mtp", vec![SpecType::DraftMtp], None),
         ("all types and the draft model", all.to_vec(), None),
     ];
+    let mut rejected_somewhere = false;
     for (name, types, exit) in configs {
         let (mut drafted, mut accepted) = (0, 0);
         for (i, p) in prompts.iter().enumerate() {
@@ -108,8 +109,13 @@ fn check(target_file: &str, draft_file: Option<&str>) {
             accepted += a;
         }
         eprintln!("{target_file} {name}: {drafted} drafted, {accepted} accepted");
-        assert!(accepted > 0 && accepted < drafted, "{name}: verification was not exercised both ways ({accepted} of {drafted})");
+        // every type's drafts reach the accepting path; rejections are the
+        // verification's, shared by all (a type may be right on every draft
+        // here: ngram-mod on Qwen 0.5B, 264 of 264)
+        assert!(accepted > 0, "{name}: no draft accepted ({accepted} of {drafted})");
+        rejected_somewhere |= accepted < drafted;
     }
+    assert!(rejected_somewhere, "{target_file}: no draft rejected: verification was not exercised both ways");
 }
 
 #[test]

@@ -82,7 +82,7 @@ impl QMatrix {
     }
 
     /// Copy the rows into a layout made for this machine's kernels: in fast
-    /// mode (`crate::quant::fast`) tiles of 8 rows for a batch-invariant
+    /// mode (`crate::quant::fast`) tiles of 8 or 16 rows for a batch-invariant
     /// kernel, where the type has one; in exact mode (or without one) the
     /// packed layout of `crate::quant::pack_rows` for the 32-element block
     /// types (a 4-row tile then reads one sequential stream). Costs a copy

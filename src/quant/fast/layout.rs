@@ -1,5 +1,6 @@
-//! The fast layout: rows in tiles of 8, each tile's super-blocks in order, and
-//! in a tile super-block the 8 rows' values interleaved by groups of 8
+//! The fast layout of the super-block types (`layout32` has the 32-element
+//! ones): rows in tiles of 8, each tile's super-blocks in order, and in a
+//! tile super-block the 8 rows' values interleaved by groups of 8
 //! elements, so a 64-byte vector holds elements 8g..8g+8 of all 8 rows (row r
 //! at bytes 8r..8r+8), ready for a VNNI product with a broadcast 8 bytes of
 //! activations.

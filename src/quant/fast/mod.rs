@@ -10,6 +10,9 @@
 //! matmul, and verifying drafts can use the multi-token kernels. Without
 //! AVX-512 VNNI, AVX2 kernels read the same tiles as two 256-bit halves
 //! (`avx2`) and give the same bits; `driver` holds the token loop both share.
+//! The 32-element block types have their own 16-row tiles (`layout32`,
+//! `avx512_32`, formula `dot_ref32`) and read their activations' block sums
+//! (`acts32`).
 //!
 //! Exact mode (`--exact`, `RLLAMA_EXACT=1`) keeps ggml's kernels, bit for bit.
 
