@@ -345,6 +345,10 @@ pub struct DraftLength {
     fixed: bool,
 }
 
+/// A batch time counts at most this multiple of its estimate (a preempted
+/// run is not the batch's cost).
+const SLOWER_RUN_CAP: f64 = 1.25;
+
 /// Rounds between re-measurements of a plain step while drafting.
 const REMEASURE_PLAIN: usize = 64;
 
@@ -377,9 +381,14 @@ impl DraftLength {
 
     pub fn record_target(&mut self, n_tokens: usize, ms: f64) {
         if let (Some(e), Some(c)) = (self.t_target.get_mut(n_tokens), self.n_seen.get_mut(n_tokens)) {
-            // The first run of a batch size is cold (caches, page faults): the second replaces it.
+            // The first run of a batch size is cold (caches, page faults) and
+            // any run can be preempted: the second run counts if faster, and
+            // later ones move the estimate by at most a quarter upwards per
+            // run (one 2-token pass at 1.5x its usual time switched Qwen
+            // 0.5B's MTP drafting off for the rest of a story).
             *e = Some(match (*e, *c) {
-                (Some(v), c) if c >= 2 => 0.7 * v + 0.3 * ms,
+                (Some(v), c) if c >= 2 => 0.7 * v + 0.3 * ms.min(SLOWER_RUN_CAP * v),
+                (Some(v), 1) => v.min(ms),
                 _ => ms,
             });
             *c += 1;
@@ -704,6 +713,21 @@ impl Drafter for NoDrafter {
 mod tests {
     use super::*;
     use crate::sampling::SamplerParams;
+
+    /// A preempted run does not become a batch's cost: a slow second run
+    /// is ignored, a slow later one moves the estimate by at most a quarter.
+    #[test]
+    fn slow_runs_barely_move_batch_times() {
+        let mut l = DraftLength::new(4, 0);
+        l.record_target(2, 17.0);
+        l.record_target(2, 26.0);
+        assert_eq!(l.t(2), Some(17.0));
+        l.record_target(2, 100.0);
+        assert!((l.t(2).unwrap() - (0.7 * 17.0 + 0.3 * 17.0 * SLOWER_RUN_CAP)).abs() < 1e-9);
+        // faster runs still count in full
+        l.record_target(2, 10.0);
+        assert!(l.t(2).unwrap() < 17.0);
+    }
 
     /// A policy with plain step 10 ms and n-token batches 10 + n ms.
     fn measured(n_max: usize) -> DraftLength {
