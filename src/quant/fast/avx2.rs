@@ -243,7 +243,7 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
     for b in 0..nb {
         let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        prefetch_l2(p, mt, K::G);
+        prefetch_l2(w, b, K::G);
         let mut s = [[zero; 2]; T];
         if K::SUB16 {
             for k in 0..16 {

@@ -178,7 +178,7 @@ unsafe fn tile<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[Act; 
     for b in 0..nb {
         let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        prefetch_l2(p, mt, K::G);
+        prefetch_l2(w, b, K::G);
         let v = K::planes(p);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_D) as *const __m256i));
         for t in 0..T {
