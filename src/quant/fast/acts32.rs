@@ -62,12 +62,16 @@ impl Side {
     }
 }
 
+/// (Block bytes, quants offset) of Q8_0 and Q8_1 activation blocks.
+pub const Q8_0_ACT: (usize, usize) = (std::mem::size_of::<BlockQ8_0>(), std::mem::offset_of!(BlockQ8_0, qs));
+pub const Q8_1_ACT: (usize, usize) = (std::mem::size_of::<BlockQ8_1>(), std::mem::offset_of!(BlockQ8_1, qs));
+
 /// The byte size and quants offset of an activation block of `act`, if it
 /// is one the 32-element fast kernels read.
 pub fn act_block(act: GgmlType) -> Option<(usize, usize)> {
     match act {
-        GgmlType::Q8_0 => Some((std::mem::size_of::<BlockQ8_0>(), 2)),
-        GgmlType::Q8_1 => Some((std::mem::size_of::<BlockQ8_1>(), 4)),
+        GgmlType::Q8_0 => Some(Q8_0_ACT),
+        GgmlType::Q8_1 => Some(Q8_1_ACT),
         _ => None,
     }
 }

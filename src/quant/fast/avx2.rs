@@ -11,7 +11,7 @@
 //!
 //! The 32-element block types have no AVX2 fast kernel (exact kernels run).
 
-use super::driver::{gemm, prefetch_l2, store8, Kernel};
+use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
 use super::layout::*;
 use super::meta::{Iq4Xs, Meta, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::{FastKernels, TILE_ROWS};
@@ -340,19 +340,9 @@ impl<K: Tile> Kernel for Super<K> {
     }
 }
 
-/// `gemm` for one kernel, compiled with the AVX2 features.
-macro_rules! gemm_fn {
-    ($name:ident, $k:ty) => {
-        #[target_feature(enable = "avx2,fma,f16c")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-            gemm::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-        }
-    };
-}
-gemm_fn!(gemm_q2k, Super<Q2K>);
-gemm_fn!(gemm_q3k, Super<Q3K>);
-gemm_fn!(gemm_q4k, Super<Q4K>);
-gemm_fn!(gemm_q5k, Super<Q5K>);
-gemm_fn!(gemm_q6k, Super<Q6K>);
-gemm_fn!(gemm_iq4xs, Super<Iq4Xs>);
+gemm_fn!(AVX2, gemm_q2k, Super<Q2K>);
+gemm_fn!(AVX2, gemm_q3k, Super<Q3K>);
+gemm_fn!(AVX2, gemm_q4k, Super<Q4K>);
+gemm_fn!(AVX2, gemm_q5k, Super<Q5K>);
+gemm_fn!(AVX2, gemm_q6k, Super<Q6K>);
+gemm_fn!(AVX2, gemm_iq4xs, Super<Iq4Xs>);

@@ -5,7 +5,7 @@
 //! float step runs once for the 8 rows. Results equal `super::dot_ref` bit
 //! for bit (tests below), for any number of tokens.
 
-use super::driver::{gemm, prefetch_l2, store8, Kernel};
+use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
 use super::layout::*;
 use super::meta::{Iq4Xs, Meta, Q2K, Q3K, Q4K, Q5K, Q6K};
 use super::{FastKernels, TILE_ROWS};
@@ -148,7 +148,7 @@ impl Tile for Iq4Xs {
 }
 
 /// The IQ4 grid plus 128, as unsigned bytes.
-const IQ4_GRID_U8: [u8; 16] = {
+pub(super) const IQ4_GRID_U8: [u8; 16] = {
     let mut t = [0u8; 16];
     let mut i = 0;
     while i < 16 {
@@ -284,19 +284,9 @@ impl<K: Tile> Kernel for Super<K> {
     }
 }
 
-/// `gemm` for one kernel, compiled with the AVX-512 VNNI features.
-macro_rules! gemm_fn {
-    ($name:ident, $k:ty) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-            gemm::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-        }
-    };
-}
-gemm_fn!(gemm_q2k, Super<Q2K>);
-gemm_fn!(gemm_q3k, Super<Q3K>);
-gemm_fn!(gemm_q4k, Super<Q4K>);
-gemm_fn!(gemm_q5k, Super<Q5K>);
-gemm_fn!(gemm_q6k, Super<Q6K>);
-gemm_fn!(gemm_iq4xs, Super<Iq4Xs>);
+gemm_fn!(AVX512_VNNI, gemm_q2k, Super<Q2K>);
+gemm_fn!(AVX512_VNNI, gemm_q3k, Super<Q3K>);
+gemm_fn!(AVX512_VNNI, gemm_q4k, Super<Q4K>);
+gemm_fn!(AVX512_VNNI, gemm_q5k, Super<Q5K>);
+gemm_fn!(AVX512_VNNI, gemm_q6k, Super<Q6K>);
+gemm_fn!(AVX512_VNNI, gemm_iq4xs, Super<Iq4Xs>);

@@ -7,14 +7,13 @@
 //! with a min). Results equal `super::dot_ref32` bit for bit, for any
 //! number of tokens.
 
-use super::acts32::{sides_offset, Side};
-use super::avx512::{load64, nibbles};
-use super::driver::{gemm, prefetch_l2, Kernel};
+use super::acts32::{sides_offset, Side, Q8_0_ACT, Q8_1_ACT};
+use super::avx512::{load64, nibbles, IQ4_GRID_U8};
+use super::driver::{gemm, gemm_fn, prefetch_l2, Kernel};
 use super::layout::Geometry;
 use super::layout32::*;
 use super::FastKernels;
 use crate::gguf::GgmlType;
-use crate::quant::blocks::KVALUES_IQ4NL;
 use std::arch::x86_64::*;
 
 /// The fast kernel of a 32-element block type.
@@ -59,9 +58,6 @@ unsafe fn five_planes(p: *const u8) -> [__m512i; 8] {
     })
 }
 
-const Q8_0_ACT: (usize, usize) = (34, 2);
-const Q8_1_ACT: (usize, usize) = (36, 4);
-
 struct Q8_0;
 impl Tile32 for Q8_0 {
     const G: Geometry = Q8_0_GEOMETRY;
@@ -95,17 +91,6 @@ impl Tile32 for Iq4Nl {
         nibble_planes(p).map(|v| _mm512_shuffle_epi8(lut, v))
     }
 }
-
-/// The IQ4 grid plus 128, as unsigned bytes.
-const IQ4_GRID_U8: [u8; 16] = {
-    let mut t = [0u8; 16];
-    let mut i = 0;
-    while i < 16 {
-        t[i] = (KVALUES_IQ4NL[i] as i16 + 128) as u8;
-        i += 1;
-    }
-    t
-};
 
 struct Q4_1;
 impl Tile32 for Q4_1 {
@@ -181,6 +166,8 @@ unsafe fn tile<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[Act; 
         prefetch_l2(w, b, K::G);
         let v = K::planes(p);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_D) as *const __m256i));
+        // the min per row (types without an offset)
+        let mw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(if K::SHIFT.is_none() { B32_M } else { B32_D }) as *const __m256i));
         for t in 0..T {
             let q = acts[t].qs.add(b * K::ACT.0);
             let side = *acts[t].side.add(b);
@@ -201,7 +188,6 @@ unsafe fn tile<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[Act; 
             let s = _mm512_cvtepi32_ps(x);
             acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(side.d)), s, acc[t]);
             if K::SHIFT.is_none() {
-                let mw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_M) as *const __m256i));
                 acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(side.ds), acc[t]);
             }
         }
@@ -209,31 +195,9 @@ unsafe fn tile<K: Tile32, const T: usize>(w: *const u8, nb: usize, acts: &[Act; 
     acc
 }
 
-/// `gemm` for one kernel, compiled with the AVX-512 VNNI features.
-macro_rules! gemm_fn {
-    ($name:ident, $k:ty) => {
-        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-        #[allow(clippy::too_many_arguments)]
-        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
-            gemm::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
-        }
-    };
-}
-gemm_fn!(gemm_q8_0, Small<Q8_0>);
-gemm_fn!(gemm_q4_0, Small<Q4_0>);
-gemm_fn!(gemm_iq4_nl, Small<Iq4Nl>);
-gemm_fn!(gemm_q4_1, Small<Q4_1>);
-gemm_fn!(gemm_q5_0, Small<Q5_0>);
-gemm_fn!(gemm_q5_1, Small<Q5_1>);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::quant::fast::acts32::act_block;
-
-    #[test]
-    fn activation_geometry_matches_acts32() {
-        assert_eq!(act_block(GgmlType::Q8_0), Some(Q8_0_ACT));
-        assert_eq!(act_block(GgmlType::Q8_1), Some(Q8_1_ACT));
-    }
-}
+gemm_fn!(AVX512_VNNI, gemm_q8_0, Small<Q8_0>);
+gemm_fn!(AVX512_VNNI, gemm_q4_0, Small<Q4_0>);
+gemm_fn!(AVX512_VNNI, gemm_iq4_nl, Small<Iq4Nl>);
+gemm_fn!(AVX512_VNNI, gemm_q4_1, Small<Q4_1>);
+gemm_fn!(AVX512_VNNI, gemm_q5_0, Small<Q5_0>);
+gemm_fn!(AVX512_VNNI, gemm_q5_1, Small<Q5_1>);

@@ -121,3 +121,22 @@ type Args<'a> = (&'a [u8], usize, usize, &'a [u8], usize, usize, usize, *mut f32
 unsafe fn call<K: Kernel, const T: usize>((w, nb, ntiles, a, arb, n, t0, out, ostride, nrows): Args) {
     tokens::<K, T>(w, nb, ntiles, a, arb, n, t0, out, ostride, nrows)
 }
+
+/// `gemm` for kernel `$k` as a `FastGemmFn` named `$name`, compiled with
+/// the features of `AVX2` or `AVX512_VNNI` (the callers' `gemm` in scope).
+macro_rules! gemm_fn {
+    (AVX2, $name:ident, $k:ty) => {
+        gemm_fn!(@ "avx2,fma,f16c", $name, $k);
+    };
+    (AVX512_VNNI, $name:ident, $k:ty) => {
+        gemm_fn!(@ "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni", $name, $k);
+    };
+    (@ $feat:literal, $name:ident, $k:ty) => {
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(w: &[u8], nb: usize, ntiles: usize, a: &[u8], arb: usize, ntok: usize, out: *mut f32, ostride: usize, nrows: usize) {
+            gemm::<$k>(w, nb, ntiles, a, arb, ntok, out, ostride, nrows)
+        }
+    };
+}
+pub(super) use gemm_fn;
