@@ -241,7 +241,8 @@ enum Store {
     #[default]
     Empty,
     Lines(Vec<Line>),
-    Map(memmap2::MmapMut),
+    /// An anonymous map and the offset of its first huge-page boundary.
+    Map(memmap2::MmapMut, usize),
 }
 
 #[derive(Clone, Copy)]
@@ -250,14 +251,20 @@ struct Line([u8; 64]);
 
 /// Buffers from this size on are mapped with the huge-page advice.
 const HUGE_PAGE_MIN: usize = 4 << 20;
+/// A transparent huge page (x86-64).
+const HUGE_PAGE: usize = 2 << 20;
 
 impl Store {
     fn with_capacity(len: usize) -> Store {
         if len >= HUGE_PAGE_MIN {
-            if let Ok(m) = memmap2::MmapOptions::new().len(len).map_anon() {
+            // start and end on huge-page boundaries, so every page of the
+            // buffer can be a huge one (an unaligned map leaves its ends in
+            // 4 KiB pages: ~1/3 of Qwen 1.5B's repacked weights were)
+            if let Ok(m) = memmap2::MmapOptions::new().len(len.next_multiple_of(HUGE_PAGE) + HUGE_PAGE).map_anon() {
+                let off = (m.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - m.as_ptr() as usize;
                 #[cfg(target_os = "linux")]
-                let _ = m.advise(memmap2::Advice::HugePage);
-                return Store::Map(m);
+                let _ = m.advise_range(memmap2::Advice::HugePage, off, len.next_multiple_of(HUGE_PAGE));
+                return Store::Map(m, off);
             }
         }
         Store::Lines(vec![Line([0; 64]); len.div_ceil(64)])
@@ -266,21 +273,23 @@ impl Store {
         match self {
             Store::Empty => 0,
             Store::Lines(v) => v.len() * 64,
-            Store::Map(m) => m.len(),
+            Store::Map(m, off) => m.len() - off,
         }
     }
     fn ptr(&self) -> *const u8 {
         match self {
             Store::Empty => std::ptr::NonNull::<Line>::dangling().as_ptr() as *const u8,
             Store::Lines(v) => v.as_ptr() as *const u8,
-            Store::Map(m) => m.as_ptr(),
+            // SAFETY: the offset is inside the map (below one huge page).
+            Store::Map(m, off) => unsafe { m.as_ptr().add(*off) },
         }
     }
     fn mut_ptr(&mut self) -> *mut u8 {
         match self {
             Store::Empty => std::ptr::NonNull::<Line>::dangling().as_ptr() as *mut u8,
             Store::Lines(v) => v.as_mut_ptr() as *mut u8,
-            Store::Map(m) => m.as_mut_ptr(),
+            // SAFETY: as above.
+            Store::Map(m, off) => unsafe { m.as_mut_ptr().add(*off) },
         }
     }
 }
