@@ -5,6 +5,7 @@
 //! The scalar functions in `legacy`, `kquants`, `float` are the truth; SIMD
 //! twins live in `simd` and are chosen once at start-up (`kernels`).
 
+mod aligned;
 pub mod blocks;
 pub mod fast;
 pub mod float;
@@ -12,6 +13,8 @@ pub mod kquants;
 pub mod legacy;
 pub mod quantize;
 pub mod simd;
+
+pub use aligned::AlignedBytes;
 
 use crate::gguf::GgmlType;
 use blocks::*;
@@ -45,7 +48,7 @@ pub const PACK_ROWS: usize = 4;
 /// the last whole group stay plain. A group takes the bytes of its rows, so
 /// rows r0.. (r0 a multiple of 4) start at byte r0 * row_bytes as before.
 pub fn pack_rows(data: &[u8], rows: usize, row_bytes: usize, block_bytes: usize) -> AlignedBytes {
-    let mut out = AlignedBytes::new(rows * row_bytes);
+    let mut out = AlignedBytes::weights(rows * row_bytes);
     let o = out.as_mut_slice();
     let nb = row_bytes / block_bytes;
     let groups = rows / PACK_ROWS;
@@ -223,106 +226,4 @@ pub fn kernels(ty: GgmlType) -> Option<TypeKernels> {
 /// Dequantize a whole tensor's bytes (any supported weight type) to f32.
 pub fn dequantize_row(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
     (scalar_kernels(ty).expect("weight type").dequantize)(bytes, out)
-}
-
-/// A byte buffer aligned to a cache line (64 bytes): activation blocks need 2-
-/// or 4-byte alignment, the fast kernels' 64-byte loads whole lines. Big
-/// buffers (repacked weights) are anonymous maps advised to use huge pages:
-/// a matrix streamed once per token then costs a TLB miss per 2 MiB, not per
-/// 4 KiB.
-#[derive(Default)]
-pub struct AlignedBytes {
-    store: Store,
-    len: usize,
-}
-
-#[derive(Default)]
-enum Store {
-    #[default]
-    Empty,
-    Lines(Vec<Line>),
-    /// An anonymous map and the offset of its first huge-page boundary.
-    Map(memmap2::MmapMut, usize),
-}
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u8; 64]);
-
-/// Buffers from this size on are mapped with the huge-page advice.
-const HUGE_PAGE_MIN: usize = 4 << 20;
-/// A transparent huge page (x86-64).
-const HUGE_PAGE: usize = 2 << 20;
-
-impl Store {
-    fn with_capacity(len: usize) -> Store {
-        if len >= HUGE_PAGE_MIN {
-            // start and end on huge-page boundaries, so every page of the
-            // buffer can be a huge one (an unaligned map leaves its ends in
-            // 4 KiB pages: ~1/3 of Qwen 1.5B's repacked weights were)
-            if let Ok(m) = memmap2::MmapOptions::new().len(len.next_multiple_of(HUGE_PAGE) + HUGE_PAGE).map_anon() {
-                let off = (m.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - m.as_ptr() as usize;
-                #[cfg(target_os = "linux")]
-                let _ = m.advise_range(memmap2::Advice::HugePage, off, len.next_multiple_of(HUGE_PAGE));
-                return Store::Map(m, off);
-            }
-        }
-        Store::Lines(vec![Line([0; 64]); len.div_ceil(64)])
-    }
-    fn capacity(&self) -> usize {
-        match self {
-            Store::Empty => 0,
-            Store::Lines(v) => v.len() * 64,
-            Store::Map(m, off) => m.len() - off,
-        }
-    }
-    fn ptr(&self) -> *const u8 {
-        match self {
-            Store::Empty => std::ptr::NonNull::<Line>::dangling().as_ptr() as *const u8,
-            Store::Lines(v) => v.as_ptr() as *const u8,
-            // SAFETY: the offset is inside the map (below one huge page).
-            Store::Map(m, off) => unsafe { m.as_ptr().add(*off) },
-        }
-    }
-    fn mut_ptr(&mut self) -> *mut u8 {
-        match self {
-            Store::Empty => std::ptr::NonNull::<Line>::dangling().as_ptr() as *mut u8,
-            Store::Lines(v) => v.as_mut_ptr() as *mut u8,
-            // SAFETY: as above.
-            Store::Map(m, off) => unsafe { m.as_mut_ptr().add(*off) },
-        }
-    }
-}
-
-impl Clone for AlignedBytes {
-    fn clone(&self) -> Self {
-        let mut c = AlignedBytes::new(self.len);
-        c.as_mut_slice().copy_from_slice(self.as_slice());
-        c
-    }
-}
-
-impl AlignedBytes {
-    /// `len` zero bytes.
-    pub fn new(len: usize) -> Self {
-        AlignedBytes { store: Store::with_capacity(len), len }
-    }
-    /// Grow or shrink to `len` bytes (contents up to the old length kept).
-    pub fn resize(&mut self, len: usize) {
-        if self.store.capacity() < len {
-            let mut s = Store::with_capacity(len);
-            // SAFETY: both buffers hold at least `self.len` bytes and do not overlap.
-            unsafe { std::ptr::copy_nonoverlapping(self.store.ptr(), s.mut_ptr(), self.len) };
-            self.store = s;
-        }
-        self.len = len;
-    }
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: plain-byte storage of at least `len` bytes (aligned dangling when empty).
-        unsafe { std::slice::from_raw_parts(self.store.ptr(), self.len) }
-    }
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, exclusive borrow.
-        unsafe { std::slice::from_raw_parts_mut(self.store.mut_ptr(), self.len) }
-    }
 }

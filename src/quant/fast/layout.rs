@@ -87,7 +87,7 @@ pub(super) fn tiles<B: Copy, const R: usize>(
     let nb = row_bytes / std::mem::size_of::<B>();
     let ntiles = rows.div_ceil(R);
     let tb = g.tile_bytes(nb);
-    let mut out = AlignedBytes::new(ntiles * tb);
+    let mut out = AlignedBytes::weights(ntiles * tb);
     let o = out.as_mut_slice();
     let row = |r: usize| -> &[B] { cast_blocks(&data[r * row_bytes..(r + 1) * row_bytes]).expect("weight rows of whole blocks") };
     for t in 0..ntiles {
