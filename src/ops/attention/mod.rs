@@ -148,9 +148,14 @@ pub fn attend_tiled_stats<'a>(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if crate::quant::simd::has_avx512() && regs::fits(qs.first().map_or(0, |q| q.len()), dv) {
+        let fits = regs::fits(qs.first().map_or(0, |q| q.len()), dv);
+        if crate::quant::simd::has_avx512() && fits {
             // SAFETY: avx512f/avx2/fma/f16c detected at run time; sizes checked.
-            return unsafe { regs::tiled_regs(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
+            return unsafe { regs::tiled_regs_avx512(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
+        }
+        if crate::quant::simd::has_avx2() && fits {
+            // SAFETY: avx2/fma/f16c detected at run time; sizes checked.
+            return unsafe { regs::tiled_regs_avx2(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
         }
         if crate::quant::simd::has_avx512() {
             // SAFETY: avx512f/avx2/fma/f16c detected at run time; the body is plain Rust.
@@ -589,15 +594,20 @@ mod tests {
         }
     }
 
-    /// The register-tile kernel (AVX-512) gives the generic tiled kernel's
-    /// bits and statistics: head sizes 64-256, 1..9 queries with causal,
-    /// windowed and disjoint ranges, lengths off the 8-key transposition.
+    /// The register-tile kernels (AVX-512 and AVX2) give the generic tiled
+    /// kernel's bits and statistics: head sizes 64-256, 1..9 queries with
+    /// causal, windowed and disjoint ranges, lengths off the 8-key
+    /// transposition.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn register_tiles_equal_the_generic_kernel() {
-        if !crate::quant::simd::has_avx512() {
-            eprintln!("skipped: no AVX-512 on this machine");
+        if !crate::quant::simd::has_avx2() {
+            eprintln!("skipped: no AVX2 on this machine");
             return;
+        }
+        let avx512 = crate::quant::simd::has_avx512();
+        if !avx512 {
+            eprintln!("no AVX-512 on this machine: the AVX2 kernel only");
         }
         for (n, d) in [(131, 64), (200, 128), (300, 256), (64, 64), (7, 64)] {
             let (k, v, q) = setup(n, d, 9);
@@ -616,16 +626,28 @@ mod tests {
                     })
                     .collect();
                 let (kf, vf) = (|p: usize| k[p].as_slice(), |p: usize| v[p].as_slice());
-                let (mut want, mut got) = (vec![0f32; nq * d], vec![0f32; nq * d]);
-                let (mut st_w, mut st_g) = (vec![(0f32, 0f32); nq], vec![(0f32, 0f32); nq]);
-                // SAFETY: avx512 (and so avx2/fma/f16c) detected above.
-                unsafe {
-                    tiled_fma(&qs, &ranges, &kf, &vf, 0.125, d, &mut want, Some(&mut st_w));
-                    regs::tiled_regs(&qs, &ranges, &kf, &vf, 0.125, d, &mut got, Some(&mut st_g));
-                }
+                let mut want = vec![0f32; nq * d];
+                let mut st_w = vec![(0f32, 0f32); nq];
+                // SAFETY: avx2/fma/f16c detected above.
+                unsafe { tiled_fma(&qs, &ranges, &kf, &vf, 0.125, d, &mut want, Some(&mut st_w)) };
                 let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "n {n} d {d} queries {nq}: outputs differ");
-                assert_eq!(st_g, st_w, "n {n} d {d} queries {nq}: statistics differ");
+                for wide in [false, true] {
+                    if wide && !avx512 {
+                        continue;
+                    }
+                    let mut got = vec![0f32; nq * d];
+                    let mut st_g = vec![(0f32, 0f32); nq];
+                    // SAFETY: the instruction sets detected above.
+                    unsafe {
+                        if wide {
+                            regs::tiled_regs_avx512(&qs, &ranges, &kf, &vf, 0.125, d, &mut got, Some(&mut st_g));
+                        } else {
+                            regs::tiled_regs_avx2(&qs, &ranges, &kf, &vf, 0.125, d, &mut got, Some(&mut st_g));
+                        }
+                    }
+                    assert_eq!(bits(&got), bits(&want), "n {n} d {d} queries {nq} avx512 {wide}: outputs differ");
+                    assert_eq!(st_g, st_w, "n {n} d {d} queries {nq} avx512 {wide}: statistics differ");
+                }
             }
         }
     }

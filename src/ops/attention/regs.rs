@@ -1,7 +1,7 @@
-//! The tiled attention kernel with K and V widened in registers (AVX-512):
-//! each tile's keys are transposed once as f16 (32 KB for 256 dimensions,
-//! not 64 KB of f32) and the values are read straight from the cache rows;
-//! up to `GROUP` queries share every widened vector. The arithmetic is
+//! The tiled attention kernel with K and V widened in registers (AVX-512 or
+//! AVX2): each tile's keys are transposed once as f16 (32 KB for 256
+//! dimensions, not 64 KB of f32) and the values are read straight from the
+//! cache rows; up to `Lanes::GROUP` queries share every widened vector. The arithmetic is
 //! `tiled_body`'s lane for lane (scores as fused chains over the head
 //! dimension, one online-softmax step per tile through `tile_softmax`, value
 //! lanes as fused chains over the keys), so the results are the same bits:
@@ -12,11 +12,85 @@ use super::{exp_avx2, tile_softmax, transpose8_f16, FA_TILE, VBLOCK};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// Queries whose scores and value accumulators are held in registers at once.
-const GROUP: usize = 4;
-/// 16-lane vectors per tile of keys (scores) or per value block.
-const VECS: usize = FA_TILE / 16;
-const _: () = assert!(VBLOCK == FA_TILE);
+/// Vectors per chunk of keys (scores) or of value lanes.
+const VECS: usize = 4;
+/// Most queries a group holds (AVX-512's).
+const MAX_GROUP: usize = 4;
+
+/// A vector of f32 lanes, what the kernel does with it, and how many
+/// queries' accumulators fit in the registers (4 x GROUP vectors plus 4
+/// widened ones).
+trait Lanes: Copy {
+    const WIDTH: usize;
+    const GROUP: usize;
+    /// Keys (scores) or value lanes per chunk.
+    const CHUNK: usize = VECS * Self::WIDTH;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(x: f32) -> Self;
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn load_f16(p: *const u16) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    /// a * b + c, fused.
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self;
+}
+
+impl Lanes for __m512 {
+    const WIDTH: usize = 16;
+    const GROUP: usize = 4;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm512_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        _mm512_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm512_storeu_ps(p, self)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        _mm512_fmadd_ps(a, b, c)
+    }
+}
+
+impl Lanes for __m256 {
+    const WIDTH: usize = 8;
+    const GROUP: usize = 2;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm256_setzero_ps()
+    }
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        _mm256_set1_ps(x)
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm256_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn load_f16(p: *const u16) -> Self {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm256_storeu_ps(p, self)
+    }
+    #[inline(always)]
+    unsafe fn fmadd(a: Self, b: Self, c: Self) -> Self {
+        _mm256_fmadd_ps(a, b, c)
+    }
+}
 
 /// Whether the kernel serves these head sizes (the transposition goes by 8
 /// dimensions, the values by blocks of VBLOCK).
@@ -24,10 +98,42 @@ pub(super) fn fits(dk: usize, dv: usize) -> bool {
     dk.is_multiple_of(8) && dk > 0 && dv.is_multiple_of(VBLOCK)
 }
 
-/// `tiled_body` for AVX-512 (see the module note); `fits(dk, dv)` must hold.
+/// `tiled_body` with 16-lane vectors (see the module note); `fits(dk, dv)`
+/// must hold.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn tiled_regs<'a>(
+pub(super) unsafe fn tiled_regs_avx512<'a>(
+    qs: &[&[f32]],
+    ranges: &[Range<usize>],
+    k_at: &dyn Fn(usize) -> &'a [u16],
+    v_at: &dyn Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+    stats: Option<&mut [(f32, f32)]>,
+) {
+    tiled_regs::<__m512>(qs, ranges, k_at, v_at, scale, dv, out, stats)
+}
+
+/// The same with 8-lane vectors (16 registers: half the queries per group).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn tiled_regs_avx2<'a>(
+    qs: &[&[f32]],
+    ranges: &[Range<usize>],
+    k_at: &dyn Fn(usize) -> &'a [u16],
+    v_at: &dyn Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+    stats: Option<&mut [(f32, f32)]>,
+) {
+    tiled_regs::<__m256>(qs, ranges, k_at, v_at, scale, dv, out, stats)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiled_regs<'a, L: Lanes>(
     qs: &[&[f32]],
     ranges: &[Range<usize>],
     k_at: &dyn Fn(usize) -> &'a [u16],
@@ -66,18 +172,18 @@ pub(super) unsafe fn tiled_regs<'a>(
         // the queries that see a key of this tile, by groups
         let active: Vec<usize> = (0..nq).filter(|&i| ranges[i].end > t0 && ranges[i].start < t0 + T).collect();
         let mut live = Vec::with_capacity(active.len());
-        for grp in active.chunks(GROUP) {
-            let sc = scores(qs, grp, &kt, dk);
+        for grp in active.chunks(L::GROUP) {
+            let sc = scores::<L>(qs, grp, &kt, dk);
             for (g, &i) in grp.iter().enumerate() {
                 if tile_softmax(&sc[g], &ranges[i], t0, scale, &mut m[i], &mut s_sum[i], &mut acc[i * dv..(i + 1) * dv], &mut w[i], exp_avx2) {
                     live.push(i);
                 }
             }
         }
-        for grp in live.chunks(GROUP) {
+        for grp in live.chunks(L::GROUP) {
             let spans: Vec<Range<usize>> = grp.iter().map(|&i| ranges[i].start.max(t0) - t0..ranges[i].end.min(t0 + T) - t0).collect();
-            for c in (0..dv).step_by(VBLOCK) {
-                values(grp, &spans, &w, &vrows, c, dv, acc);
+            for c in (0..dv).step_by(L::CHUNK) {
+                values::<L>(grp, &spans, &w, &vrows, c, dv, acc);
             }
         }
         t0 += T;
@@ -128,55 +234,58 @@ unsafe fn transpose_tile(rows: &[&[u16]], dk: usize, kt: &mut [u16]) {
     }
 }
 
-/// Scores of the queries `grp` (at most GROUP) against the tile: per key
-/// lane, the fused chain over the dimensions in order.
+/// Scores of the queries `grp` (at most `L::GROUP`) against the tile: per
+/// key lane, the fused chain over the dimensions in order.
 #[inline(always)]
-unsafe fn scores(qs: &[&[f32]], grp: &[usize], kt: &[u16], dk: usize) -> [[f32; FA_TILE]; GROUP] {
-    match grp.len() {
-        1 => scores_n::<1>(qs, grp, kt, dk),
-        2 => scores_n::<2>(qs, grp, kt, dk),
-        3 => scores_n::<3>(qs, grp, kt, dk),
-        _ => scores_n::<GROUP>(qs, grp, kt, dk),
-    }
-}
-
-#[inline(always)]
-unsafe fn scores_n<const N: usize>(qs: &[&[f32]], grp: &[usize], kt: &[u16], dk: usize) -> [[f32; FA_TILE]; GROUP] {
-    let q: [*const f32; N] = std::array::from_fn(|g| qs[grp[g]].as_ptr());
-    let mut s = [[_mm512_setzero_ps(); VECS]; N];
-    let kp = kt.as_ptr();
-    for d in 0..dk {
-        let k: [__m512; VECS] = std::array::from_fn(|c| _mm512_cvtph_ps(_mm256_loadu_si256(kp.add(d * FA_TILE + 16 * c) as *const __m256i)));
-        for g in 0..N {
-            let qd = _mm512_set1_ps(*q[g].add(d));
-            for c in 0..VECS {
-                s[g][c] = _mm512_fmadd_ps(qd, k[c], s[g][c]);
-            }
-        }
-    }
-    let mut out = [[0f32; FA_TILE]; GROUP];
-    for g in 0..N {
-        for c in 0..VECS {
-            _mm512_storeu_ps(out[g].as_mut_ptr().add(16 * c), s[g][c]);
+unsafe fn scores<L: Lanes>(qs: &[&[f32]], grp: &[usize], kt: &[u16], dk: usize) -> [[f32; FA_TILE]; MAX_GROUP] {
+    let mut out = [[0f32; FA_TILE]; MAX_GROUP];
+    for c0 in (0..FA_TILE).step_by(L::CHUNK) {
+        match grp.len() {
+            1 => scores_n::<L, 1>(qs, grp, kt, dk, c0, &mut out),
+            2 => scores_n::<L, 2>(qs, grp, kt, dk, c0, &mut out),
+            3 => scores_n::<L, 3>(qs, grp, kt, dk, c0, &mut out),
+            _ => scores_n::<L, MAX_GROUP>(qs, grp, kt, dk, c0, &mut out),
         }
     }
     out
 }
 
-/// Value lanes c..c + VBLOCK of the queries `grp`: each lane one fused chain
-/// over the keys of the query's span, in key order.
+/// Keys c0..c0 + CHUNK of `scores`.
 #[inline(always)]
-unsafe fn values(grp: &[usize], spans: &[Range<usize>], w: &[[f32; FA_TILE]], vrows: &[&[u16]; FA_TILE], c: usize, dv: usize, acc: &mut [f32]) {
+unsafe fn scores_n<L: Lanes, const N: usize>(qs: &[&[f32]], grp: &[usize], kt: &[u16], dk: usize, c0: usize, out: &mut [[f32; FA_TILE]; MAX_GROUP]) {
+    let q: [*const f32; N] = std::array::from_fn(|g| qs[grp[g]].as_ptr());
+    let mut s = [[L::zero(); VECS]; N];
+    let kp = kt.as_ptr().add(c0);
+    for d in 0..dk {
+        let k: [L; VECS] = std::array::from_fn(|c| L::load_f16(kp.add(d * FA_TILE + L::WIDTH * c)));
+        for g in 0..N {
+            let qd = L::splat(*q[g].add(d));
+            for c in 0..VECS {
+                s[g][c] = L::fmadd(qd, k[c], s[g][c]);
+            }
+        }
+    }
+    for g in 0..N {
+        for c in 0..VECS {
+            s[g][c].store(out[g].as_mut_ptr().add(c0 + L::WIDTH * c));
+        }
+    }
+}
+
+/// Value lanes c..c + CHUNK of the queries `grp`: each lane one fused
+/// chain over the keys of the query's span, in key order.
+#[inline(always)]
+unsafe fn values<L: Lanes>(grp: &[usize], spans: &[Range<usize>], w: &[[f32; FA_TILE]], vrows: &[&[u16]; FA_TILE], c: usize, dv: usize, acc: &mut [f32]) {
     match grp.len() {
-        1 => values_n::<1>(grp, spans, w, vrows, c, dv, acc),
-        2 => values_n::<2>(grp, spans, w, vrows, c, dv, acc),
-        3 => values_n::<3>(grp, spans, w, vrows, c, dv, acc),
-        _ => values_n::<GROUP>(grp, spans, w, vrows, c, dv, acc),
+        1 => values_n::<L, 1>(grp, spans, w, vrows, c, dv, acc),
+        2 => values_n::<L, 2>(grp, spans, w, vrows, c, dv, acc),
+        3 => values_n::<L, 3>(grp, spans, w, vrows, c, dv, acc),
+        _ => values_n::<L, MAX_GROUP>(grp, spans, w, vrows, c, dv, acc),
     }
 }
 
 #[inline(always)]
-unsafe fn values_n<const N: usize>(
+unsafe fn values_n<L: Lanes, const N: usize>(
     grp: &[usize],
     spans: &[Range<usize>],
     w: &[[f32; FA_TILE]],
@@ -186,25 +295,25 @@ unsafe fn values_n<const N: usize>(
     acc: &mut [f32],
 ) {
     let a: [*mut f32; N] = std::array::from_fn(|g| acc.as_mut_ptr().add(grp[g] * dv + c));
-    let mut loc: [[__m512; VECS]; N] = std::array::from_fn(|g| std::array::from_fn(|v| _mm512_loadu_ps(a[g].add(16 * v))));
+    let mut loc: [[L; VECS]; N] = std::array::from_fn(|g| std::array::from_fn(|v| L::load(a[g].add(L::WIDTH * v))));
     let j_lo = spans.iter().map(|s| s.start).min().unwrap_or(0);
     let j_hi = spans.iter().map(|s| s.end).max().unwrap_or(0);
     let uniform = spans.iter().all(|s| *s == spans[0]);
     for j in j_lo..j_hi {
         let vp = vrows[j].as_ptr().add(c);
-        let v: [__m512; VECS] = std::array::from_fn(|k| _mm512_cvtph_ps(_mm256_loadu_si256(vp.add(16 * k) as *const __m256i)));
+        let v: [L; VECS] = std::array::from_fn(|k| L::load_f16(vp.add(L::WIDTH * k)));
         for g in 0..N {
             if uniform || spans[g].contains(&j) {
-                let wj = _mm512_set1_ps(w[grp[g]][j]);
+                let wj = L::splat(w[grp[g]][j]);
                 for k in 0..VECS {
-                    loc[g][k] = _mm512_fmadd_ps(wj, v[k], loc[g][k]);
+                    loc[g][k] = L::fmadd(wj, v[k], loc[g][k]);
                 }
             }
         }
     }
     for g in 0..N {
         for k in 0..VECS {
-            _mm512_storeu_ps(a[g].add(16 * k), loc[g][k]);
+            loc[g][k].store(a[g].add(L::WIDTH * k));
         }
     }
 }
