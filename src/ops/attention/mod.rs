@@ -362,12 +362,19 @@ fn tile_softmax(
     w: &mut [f32; FA_TILE],
     exp: fn(&mut [f32]),
 ) -> bool {
-    let mut tile_max = f32::NEG_INFINITY;
     for j in 0..FA_TILE {
         let p = t0 + j;
         w[j] = if p >= r.start && p < r.end { sc[j] * scale } else { f32::NEG_INFINITY };
-        tile_max = if tile_max > w[j] { tile_max } else { w[j] };
     }
+    // the maximum by 16 lanes (the same value in any order: vectorized,
+    // where a sequential fold was 2x the score work of a 64-dim head)
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for c in w.chunks_exact(16) {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = l.max(x);
+        }
+    }
+    let tile_max = lanes.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
     if tile_max == f32::NEG_INFINITY {
         return false;
     }

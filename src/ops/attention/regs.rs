@@ -158,6 +158,7 @@ unsafe fn tiled_regs<'a, L: Lanes>(
     let acc = &mut out[..nq * dv];
     acc.iter_mut().for_each(|a| *a = 0.0);
     let mut w = vec![[0f32; T]; nq];
+    let mut sc = [[0f32; T]; MAX_GROUP];
     let mut t0 = lo;
     while t0 < hi {
         let n_in = (hi - t0).min(T);
@@ -173,7 +174,7 @@ unsafe fn tiled_regs<'a, L: Lanes>(
         let active: Vec<usize> = (0..nq).filter(|&i| ranges[i].end > t0 && ranges[i].start < t0 + T).collect();
         let mut live = Vec::with_capacity(active.len());
         for grp in active.chunks(L::GROUP) {
-            let sc = scores::<L>(qs, grp, &kt, dk);
+            scores::<L>(qs, grp, &kt, dk, &mut sc);
             for (g, &i) in grp.iter().enumerate() {
                 if tile_softmax(&sc[g], &ranges[i], t0, scale, &mut m[i], &mut s_sum[i], &mut acc[i * dv..(i + 1) * dv], &mut w[i], exp_avx2) {
                     live.push(i);
@@ -234,20 +235,18 @@ unsafe fn transpose_tile(rows: &[&[u16]], dk: usize, kt: &mut [u16]) {
     }
 }
 
-/// Scores of the queries `grp` (at most `L::GROUP`) against the tile: per
-/// key lane, the fused chain over the dimensions in order.
+/// Scores of the queries `grp` (at most `L::GROUP`) against the tile, into
+/// `out`: per key lane, the fused chain over the dimensions in order.
 #[inline(always)]
-unsafe fn scores<L: Lanes>(qs: &[&[f32]], grp: &[usize], kt: &[u16], dk: usize) -> [[f32; FA_TILE]; MAX_GROUP] {
-    let mut out = [[0f32; FA_TILE]; MAX_GROUP];
+unsafe fn scores<L: Lanes>(qs: &[&[f32]], grp: &[usize], kt: &[u16], dk: usize, out: &mut [[f32; FA_TILE]; MAX_GROUP]) {
     for c0 in (0..FA_TILE).step_by(L::CHUNK) {
         match grp.len() {
-            1 => scores_n::<L, 1>(qs, grp, kt, dk, c0, &mut out),
-            2 => scores_n::<L, 2>(qs, grp, kt, dk, c0, &mut out),
-            3 => scores_n::<L, 3>(qs, grp, kt, dk, c0, &mut out),
-            _ => scores_n::<L, MAX_GROUP>(qs, grp, kt, dk, c0, &mut out),
+            1 => scores_n::<L, 1>(qs, grp, kt, dk, c0, out),
+            2 => scores_n::<L, 2>(qs, grp, kt, dk, c0, out),
+            3 => scores_n::<L, 3>(qs, grp, kt, dk, c0, out),
+            _ => scores_n::<L, MAX_GROUP>(qs, grp, kt, dk, c0, out),
         }
     }
-    out
 }
 
 /// Keys c0..c0 + CHUNK of `scores`.
