@@ -16,7 +16,7 @@ use crate::ops::linear::{Linear, MatCtx};
 use crate::ops::matmul::Batch;
 use crate::ops::norm::rms_norm_rows;
 use crate::ops::rope::{rope_apply, rope_cache};
-use crate::ops::{add_in_place, geglu, swiglu};
+use crate::ops::{add_in_place, geglu, par_elementwise, swiglu};
 use crate::parallel::{self, SendPtr};
 use anyhow::{bail, Result};
 use std::ops::Range;
@@ -511,10 +511,11 @@ impl Model {
         dbg_sum(|| format!("ffn_norm-{il}"), &s.h);
         dbg_sum(|| format!("ffn_gate-{il}"), &s.gate);
         dbg_sum(|| format!("ffn_up-{il}"), &s.up);
-        match c.ffn_act {
-            FfnAct::Silu => swiglu(&mut s.gate, &s.up),
-            FfnAct::Gelu => geglu(&mut s.gate, &s.up),
-        }
+        let act: fn(&mut [f32], &[f32]) = match c.ffn_act {
+            FfnAct::Silu => swiglu,
+            FfnAct::Gelu => geglu,
+        };
+        par_elementwise(&mut s.gate, &s.up, act);
         dbg_sum(|| format!("ffn_swiglu-{il}"), &s.gate);
         s.o.resize(nr * d, 0.0);
         s.mc.new_input();

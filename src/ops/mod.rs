@@ -91,6 +91,28 @@ pub fn geglu(g: &mut [f32], u: &[f32]) {
     }
 }
 
+/// Elements per work item when an elementwise op is spread over the thread
+/// team: a multiple of every SIMD width, so each element takes the path (vector
+/// lanes or scalar tail) it takes in one call.
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// `f(a, b)` for an elementwise `f`, by chunks spread over the thread team
+/// (the same results as one call; the FFN activations of a big batch were
+/// 3% of Gemma's pp512 on one thread while the other waited).
+pub fn par_elementwise(a: &mut [f32], b: &[f32], f: fn(&mut [f32], &[f32])) {
+    let n = a.len().min(b.len());
+    if n <= ELEMENTWISE_CHUNK {
+        return f(a, b);
+    }
+    let pa = crate::parallel::SendPtr(a.as_mut_ptr());
+    crate::parallel::for_each(n.div_ceil(ELEMENTWISE_CHUNK), |i| {
+        let (s, e) = (i * ELEMENTWISE_CHUNK, ((i + 1) * ELEMENTWISE_CHUNK).min(n));
+        // SAFETY: elements s..e of a, disjoint across items and in bounds.
+        let ai = unsafe { std::slice::from_raw_parts_mut(pa.get().add(s), e - s) };
+        f(ai, &b[s..e]);
+    });
+}
+
 pub fn add_in_place(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
 }
