@@ -94,7 +94,7 @@ pub fn geglu(g: &mut [f32], u: &[f32]) {
 /// Elements per work item when an elementwise op is spread over the thread
 /// team: a multiple of every SIMD width, so each element takes the path (vector
 /// lanes or scalar tail) it takes in one call.
-const ELEMENTWISE_CHUNK: usize = 1 << 14;
+pub(crate) const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// `f(a, b)` for an elementwise `f`, by chunks spread over the thread team
 /// (the same results as one call; the FFN activations of a big batch were

@@ -10,15 +10,12 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Elements per work item when rows are spread over the thread team.
-const ROWS_CHUNK: usize = 1 << 14;
-
 /// `rms_norm` of each row of `w.len()`, blocks of rows spread over the
 /// thread team for big batches (each row the same computation).
 pub fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
     let rows = x.len().min(out.len()) / d.max(1);
-    let per = (ROWS_CHUNK / d.max(1)).max(1);
+    let per = (super::ELEMENTWISE_CHUNK / d.max(1)).max(1);
     if rows <= per {
         for (xr, or) in x.chunks(d).zip(out.chunks_mut(d)) {
             rms_norm(xr, w, eps, or);

@@ -395,6 +395,40 @@ fn tile_softmax(
     true
 }
 
+/// Every cache line of one position's key and value rows (a hint: the
+/// next tile's, while this one is worked on).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_rows(k: &[u16], v: &[u16]) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    for row in [k, v] {
+        // SAFETY: prefetching is a hint; the addresses are inside the row.
+        unsafe {
+            for o in (0..row.len()).step_by(F16_PER_LINE) {
+                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(o) as *const i8);
+            }
+            if let Some(last) = row.last() {
+                _mm_prefetch::<_MM_HINT_T0>(last as *const u16 as *const i8);
+            }
+        }
+    }
+}
+
+/// The end of a tiled pass: each query's accumulator (`dv` per query) divided
+/// by its sum of weights (0 when no key counted), and the running (max, sum)
+/// per query in `stats` when asked for.
+fn finish(acc: &mut [f32], dv: usize, m: &[f32], s_sum: &[f32], stats: Option<&mut [(f32, f32)]>) {
+    for (a, &s) in acc.chunks_mut(dv).zip(s_sum) {
+        let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+        a.iter_mut().for_each(|x| *x *= inv);
+    }
+    if let Some(st) = stats {
+        for (x, (&mi, &si)) in st.iter_mut().zip(m.iter().zip(s_sum)) {
+            *x = (mi, si);
+        }
+    }
+}
+
 /// The tiled kernel; the loops over keys and over value dimensions are the
 /// independent lanes (the compiler vectorises them), each lane a sequential
 /// fused chain as in ggml's simd_gemm.
@@ -436,19 +470,7 @@ fn tiled_body<'a>(
             #[cfg(target_arch = "x86_64")]
             if t0 + T + tk < hi {
                 // the next tile's rows, while this one is widened
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                let (kn, vn) = (k_at(t0 + T + tk), v_at(t0 + T + tk));
-                // SAFETY: prefetching is a hint; the addresses are inside the rows.
-                unsafe {
-                    for o in (0..dk).step_by(F16_PER_LINE) {
-                        _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr().add(o) as *const i8);
-                    }
-                    _mm_prefetch::<_MM_HINT_T0>(kn.as_ptr().add(dk - 1) as *const i8);
-                    for o in (0..dv).step_by(F16_PER_LINE) {
-                        _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr().add(o) as *const i8);
-                    }
-                    _mm_prefetch::<_MM_HINT_T0>(vn.as_ptr().add(dv - 1) as *const i8);
-                }
+                prefetch_rows(&k_at(t0 + T + tk)[..dk], &v_at(t0 + T + tk)[..dv]);
             }
             krows[tk] = &k_at(t0 + tk)[..dk];
             widen(&v_at(t0 + tk)[..dv], &mut vt[tk * dv..(tk + 1) * dv]);
@@ -501,15 +523,7 @@ fn tiled_body<'a>(
         }
         t0 += T;
     }
-    for i in 0..nq {
-        let inv = if s_sum[i] == 0.0 { 0.0 } else { 1.0 / s_sum[i] };
-        acc[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= inv);
-    }
-    if let Some(st) = stats {
-        for (i, x) in st.iter_mut().enumerate().take(nq) {
-            *x = (m[i], s_sum[i]);
-        }
-    }
+    finish(acc, dv, &m, &s_sum, stats);
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! the f32 tiles of the generic kernel cost more in cache traffic than in
 //! arithmetic once a tile no longer fits in L1 (Gemma's 256-dimension head).
 
-use super::{exp_avx2, tile_softmax, transpose8_f16, FA_TILE, VBLOCK};
+use super::{exp_avx2, finish, prefetch_rows, tile_softmax, transpose8_f16, FA_TILE, VBLOCK};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -168,7 +168,9 @@ unsafe fn tiled_regs<'a, L: Lanes>(
             krows[j] = &k_at(t0 + j)[..dk];
             vrows[j] = &v_at(t0 + j)[..dv];
         }
-        prefetch_next(k_at, v_at, t0 + T, hi, dk, dv);
+        for p in t0 + T..(t0 + 2 * T).min(hi) {
+            prefetch_rows(&k_at(p)[..dk], &v_at(p)[..dv]);
+        }
         transpose_tile(&krows[..n_in], dk, &mut kt);
         // the queries that see a key of this tile, by groups
         let active: Vec<usize> = (0..nq).filter(|&i| ranges[i].end > t0 && ranges[i].start < t0 + T).collect();
@@ -189,30 +191,7 @@ unsafe fn tiled_regs<'a, L: Lanes>(
         }
         t0 += T;
     }
-    for i in 0..nq {
-        let inv = if s_sum[i] == 0.0 { 0.0 } else { 1.0 / s_sum[i] };
-        acc[i * dv..(i + 1) * dv].iter_mut().for_each(|x| *x *= inv);
-    }
-    if let Some(st) = stats {
-        for (i, x) in st.iter_mut().enumerate().take(nq) {
-            *x = (m[i], s_sum[i]);
-        }
-    }
-}
-
-/// Every cache line of the keys and values of the tile at `t`.
-#[inline(always)]
-unsafe fn prefetch_next<'a>(k_at: &dyn Fn(usize) -> &'a [u16], v_at: &dyn Fn(usize) -> &'a [u16], t: usize, hi: usize, dk: usize, dv: usize) {
-    const F16_PER_LINE: usize = 32;
-    for p in t..(t + FA_TILE).min(hi) {
-        let (k, v) = (k_at(p).as_ptr(), v_at(p).as_ptr());
-        for o in (0..dk).step_by(F16_PER_LINE) {
-            _mm_prefetch::<_MM_HINT_T0>(k.add(o) as *const i8);
-        }
-        for o in (0..dv).step_by(F16_PER_LINE) {
-            _mm_prefetch::<_MM_HINT_T0>(v.add(o) as *const i8);
-        }
-    }
+    finish(acc, dv, &m, &s_sum, stats);
 }
 
 /// The tile's keys transposed into `kt` ([d][key], f16), keys past `rows` 0.
