@@ -159,6 +159,8 @@ unsafe fn tiled_regs<'a, L: Lanes>(
     acc.iter_mut().for_each(|a| *a = 0.0);
     let mut w = vec![[0f32; T]; nq];
     let mut sc = [[0f32; T]; MAX_GROUP];
+    // the queries that see a key of the tile, and those with a weight in it
+    let (mut active, mut live) = (Vec::with_capacity(nq), Vec::with_capacity(nq));
     let mut t0 = lo;
     while t0 < hi {
         let n_in = (hi - t0).min(T);
@@ -172,9 +174,9 @@ unsafe fn tiled_regs<'a, L: Lanes>(
             prefetch_rows(&k_at(p)[..dk], &v_at(p)[..dv]);
         }
         transpose_tile(&krows[..n_in], dk, &mut kt);
-        // the queries that see a key of this tile, by groups
-        let active: Vec<usize> = (0..nq).filter(|&i| ranges[i].end > t0 && ranges[i].start < t0 + T).collect();
-        let mut live = Vec::with_capacity(active.len());
+        active.clear();
+        active.extend((0..nq).filter(|&i| ranges[i].end > t0 && ranges[i].start < t0 + T));
+        live.clear();
         for grp in active.chunks(L::GROUP) {
             scores::<L>(qs, grp, &kt, dk, &mut sc);
             for (g, &i) in grp.iter().enumerate() {
