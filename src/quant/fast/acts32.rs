@@ -62,6 +62,27 @@ impl Side {
     }
 }
 
+/// One token's activations as a 32-element kernel reads them: its first
+/// block's quants and its first side.
+#[derive(Clone, Copy)]
+pub struct ActPtrs {
+    pub qs: *const u8,
+    pub side: *const Side,
+}
+
+impl ActPtrs {
+    /// Token t of the `n` rows (`arb` bytes, `nb` blocks of `act` = (block
+    /// bytes, quants offset) each) in `a`, sides after them.
+    ///
+    /// # Safety
+    /// `a` is a buffer laid out as `buffer_bytes` says, with t < n.
+    #[inline(always)]
+    pub unsafe fn of(a: &[u8], arb: usize, n: usize, nb: usize, t: usize, act: (usize, usize)) -> ActPtrs {
+        let side = a.as_ptr().add(sides_offset(n, arb)) as *const Side;
+        ActPtrs { qs: a.as_ptr().add(t * arb + act.1), side: side.add(t * nb) }
+    }
+}
+
 /// (Block bytes, quants offset) of Q8_0 and Q8_1 activation blocks.
 pub const Q8_0_ACT: (usize, usize) = (std::mem::size_of::<BlockQ8_0>(), std::mem::offset_of!(BlockQ8_0, qs));
 pub const Q8_1_ACT: (usize, usize) = (std::mem::size_of::<BlockQ8_1>(), std::mem::offset_of!(BlockQ8_1, qs));

@@ -9,7 +9,7 @@
 //! float steps those of `super::dot_ref`, so results equal the reference
 //! (and the AVX-512 kernels) bit for bit, for any number of tokens.
 //!
-//! The 32-element block types have no AVX2 fast kernel (exact kernels run).
+//! The 32-element block types have theirs in `avx2_32`.
 
 use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
 use super::layout::*;
@@ -35,7 +35,7 @@ pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
 }
 
 /// A 64-byte plane as its two halves: rows 0-3, rows 4-7.
-type Halves = [__m256i; 2];
+pub(super) type Halves = [__m256i; 2];
 
 /// One format's tile super-block on 256-bit vectors (the AVX-512 module's
 /// `Tile`, halved; its meta: `Meta`).
@@ -55,12 +55,12 @@ trait Tile: Meta {
 }
 
 #[inline(always)]
-unsafe fn load_halves(p: *const u8) -> Halves {
+pub(super) unsafe fn load_halves(p: *const u8) -> Halves {
     [_mm256_load_si256(p as *const __m256i), _mm256_load_si256(p.add(32) as *const __m256i)]
 }
 
 #[inline(always)]
-unsafe fn nibbles(v: Halves) -> (Halves, Halves) {
+pub(super) unsafe fn nibbles(v: Halves) -> (Halves, Halves) {
     let m = _mm256_set1_epi8(0x0F);
     (v.map(|x| _mm256_and_si256(x, m)), v.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), m)))
 }
@@ -93,7 +93,7 @@ unsafe fn mask_bytes(p: *const u8) -> Halves {
 
 /// `v | bit` where the mask bytes at `mask` are set.
 #[inline(always)]
-unsafe fn with_high(v: Halves, mask: *const u8, bit: i8) -> Halves {
+pub(super) unsafe fn with_high(v: Halves, mask: *const u8, bit: i8) -> Halves {
     let m = mask_bytes(mask);
     let b = _mm256_set1_epi8(bit);
     [_mm256_or_si256(v[0], _mm256_and_si256(m[0], b)), _mm256_or_si256(v[1], _mm256_and_si256(m[1], b))]

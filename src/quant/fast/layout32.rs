@@ -99,3 +99,77 @@ pub fn pack_q5_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 pub fn pack_q5_1(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     pack::<BlockQ5_1>(data, rows, row_bytes, Q5_1_GEOMETRY, Store::Five { offset: 0 })
 }
+
+/// How a format's tile block holds its values, as the kernels decode them
+/// into the 8 vectors j of unsigned bytes u (elements 4j..4j+4 of the rows).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Values {
+    /// Q8_0: u as bytes, up to 255.
+    Bytes,
+    /// 4-bit u (Q4_0, Q4_1).
+    Nibbles,
+    /// 4-bit grid indices, mapped to the IQ4_NL grid value + 128.
+    Iq4,
+    /// 4-bit low parts and the fifth bits' masks (Q5_0, Q5_1): u up to 31.
+    Five,
+}
+
+/// One 32-element format as every ISA's kernel reads its tiles.
+pub trait Format32 {
+    const G: Geometry;
+    /// The activation type's (block bytes, quants offset): Q8_0 or Q8_1.
+    const ACT: (usize, usize);
+    /// log2 of the weights' offset as the kernel sees them; None: a min instead.
+    const SHIFT: Option<u32>;
+    const VALUES: Values;
+}
+
+macro_rules! format32 {
+    ($name:ident, $g:expr, $act:expr, $shift:expr, $values:expr) => {
+        pub struct $name;
+        impl Format32 for $name {
+            const G: Geometry = $g;
+            const ACT: (usize, usize) = $act;
+            const SHIFT: Option<u32> = $shift;
+            const VALUES: Values = $values;
+        }
+    };
+}
+use super::acts32::{Q8_0_ACT, Q8_1_ACT};
+format32!(FQ8_0, Q8_0_GEOMETRY, Q8_0_ACT, Some(7), Values::Bytes);
+format32!(FQ4_0, Q4_0_GEOMETRY, Q8_0_ACT, Some(3), Values::Nibbles);
+format32!(FIq4Nl, Q4_0_GEOMETRY, Q8_0_ACT, Some(7), Values::Iq4);
+format32!(FQ4_1, Q4_1_GEOMETRY, Q8_1_ACT, None, Values::Nibbles);
+format32!(FQ5_0, Q5_0_GEOMETRY, Q8_0_ACT, Some(4), Values::Five);
+format32!(FQ5_1, Q5_1_GEOMETRY, Q8_1_ACT, None, Values::Five);
+
+/// An ISA module's `kernels(ty)` for the 32-element types, its gemm
+/// functions compiled from kernel `$k<Format>` with `gemm_fn!($isa, ...)`:
+/// the one table of formats, packers and kernels.
+macro_rules! kernels32 {
+    ($isa:ident, $k:ident) => {
+        gemm_fn!($isa, gemm_q8_0, $k<FQ8_0>);
+        gemm_fn!($isa, gemm_q4_0, $k<FQ4_0>);
+        gemm_fn!($isa, gemm_iq4_nl, $k<FIq4Nl>);
+        gemm_fn!($isa, gemm_q4_1, $k<FQ4_1>);
+        gemm_fn!($isa, gemm_q5_0, $k<FQ5_0>);
+        gemm_fn!($isa, gemm_q5_1, $k<FQ5_1>);
+
+        /// The fast kernel of a 32-element block type.
+        pub fn kernels(ty: crate::gguf::GgmlType) -> Option<super::FastKernels> {
+            use crate::gguf::GgmlType as T;
+            type Pack = fn(&[u8], usize, usize) -> crate::quant::AlignedBytes;
+            let (geometry, pack, gemm): (Geometry, Pack, super::FastGemmFn) = match ty {
+                T::Q8_0 => (FQ8_0::G, pack_q8_0, gemm_q8_0),
+                T::Q4_0 => (FQ4_0::G, pack_q4_0, gemm_q4_0),
+                T::IQ4_NL => (FIq4Nl::G, pack_iq4_nl, gemm_iq4_nl),
+                T::Q4_1 => (FQ4_1::G, pack_q4_1, gemm_q4_1),
+                T::Q5_0 => (FQ5_0::G, pack_q5_0, gemm_q5_0),
+                T::Q5_1 => (FQ5_1::G, pack_q5_1, gemm_q5_1),
+                _ => return None,
+            };
+            Some(super::FastKernels { ty, rows: TILE32_ROWS, geometry, pack, gemm })
+        }
+    };
+}
+pub(super) use kernels32;

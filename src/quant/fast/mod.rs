@@ -12,13 +12,15 @@
 //! (`avx2`) and give the same bits; `driver` holds the token loop both share.
 //! The 32-element block types have their own 16-row tiles (`layout32`,
 //! `avx512_32`, formula `dot_ref32`) and read their activations' block sums
-//! (`acts32`).
+//! (`acts32`), on AVX2 too (`avx2_32`).
 //!
 //! Exact mode (`--exact`, `RLLAMA_EXACT=1`) keeps ggml's kernels, bit for bit.
 
 pub mod acts32;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_32;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
@@ -112,7 +114,7 @@ pub fn kernel_variants(ty: GgmlType, with_32: bool) -> Vec<(&'static str, FastKe
             v.extend(avx512::kernels(ty, with_32).map(|k| ("avx512-vnni", k)));
         }
         if super::simd::has_avx2() {
-            v.extend(avx2::kernels(ty).map(|k| ("avx2", k)));
+            v.extend(avx2::kernels(ty).or_else(|| avx2_32::kernels(ty).filter(|_| with_32)).map(|k| ("avx2", k)));
         }
     }
     let _ = (ty, with_32);
@@ -339,9 +341,16 @@ mod tests {
             let x: Vec<f32> = (0..ntok * cols).map(|_| rng.f32() * 3.0).collect();
             let mut a = vec![zero; ntok * cols / 32];
             quantize(&x, &mut a);
-            // the activations' extremes in the first token
-            for b in &mut a[..cols / 32] {
-                (0..32).for_each(|i| set(b, i, if i % 3 == 0 { -128 } else { 127 }));
+            // the activations' extremes: mixed in the first token, all -128
+            // in the second (the most an i16 sum of products meets), all 127
+            // in the third
+            for (bi, b) in a[..3 * cols / 32].iter_mut().enumerate() {
+                let v = |i: usize| match bi / (cols / 32) {
+                    0 if i.is_multiple_of(3) => -128,
+                    1 => -128,
+                    _ => 127,
+                };
+                (0..32).for_each(|i| set(b, i, v(i)));
             }
             let nb = cols / 32;
             let row = |r: usize| -> &[B] { cast_blocks(&w[r * rb..(r + 1) * rb]).unwrap() };

@@ -1,0 +1,135 @@
+//! The fast kernels of the 32-element block types on AVX2 machines without
+//! AVX-512 VNNI: `layout32`'s 16-row tiles, each 64-byte vector read as two
+//! 256-bit halves (rows 0-7, rows 8-15; dword r of a half = row 8h + r,
+//! 4 elements). Per block, token and half, the rows' integer sums S:
+//! - weights of up to 31 (Q4_0, Q4_1, Q5_0, Q5_1): `vpmaddubsw` of the
+//!   unsigned weight bytes with one activation dword broadcast, the i16
+//!   pairs of 8 vectors (5-bit: of 4) added where they cannot overflow (even
+//!   for activations of -128), then `vpmaddwd` by ones into the row's dword;
+//! - weights of up to 255 (Q8_0 + 128, the IQ4_NL grid + 128, which would
+//!   overflow `vpmaddubsw`'s pairs): the even and odd bytes of each dword as
+//!   i16 (u0, u2 / u1, u3) times the activations' even and odd bytes sign
+//!   extended in place, by `vpmaddwd` straight into the row's dword (no
+//!   shuffles).
+//!
+//! The offset is taken off through the activation block's sum as on
+//! AVX-512, and the float step is the same lane by lane, so results equal
+//! `super::dot_ref32` (and the AVX-512 kernels) bit for bit, in any batch.
+
+use super::acts32::ActPtrs;
+use super::avx2::{load_halves, nibbles, with_high, Halves};
+use super::avx512::IQ4_GRID_U8;
+use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
+use super::layout::Geometry;
+use super::layout32::*;
+use std::arch::x86_64::*;
+
+/// The 8 vectors j of unsigned weights of a tile block, by halves.
+#[inline(always)]
+unsafe fn planes<F: Format32>(p: *const u8) -> [Halves; 8] {
+    if F::VALUES == Values::Bytes {
+        return std::array::from_fn(|j| load_halves(p.add(64 * j)));
+    }
+    let v: [(Halves, Halves); 4] = std::array::from_fn(|k| nibbles(load_halves(p.add(64 * k))));
+    let lo = [v[0].0, v[1].0, v[2].0, v[3].0, v[0].1, v[1].1, v[2].1, v[3].1];
+    match F::VALUES {
+        Values::Iq4 => {
+            let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i));
+            lo.map(|h| h.map(|x| _mm256_shuffle_epi8(lut, x)))
+        }
+        Values::Five => std::array::from_fn(|j| with_high(lo[j], p.add(B32_HIGH + 8 * j), 16)),
+        _ => lo,
+    }
+}
+
+/// Whether the weights reach 255 (the i16 path), else at most 31.
+const fn wide<F: Format32>() -> bool {
+    matches!(F::VALUES, Values::Bytes | Values::Iq4)
+}
+
+/// The kernel of one format.
+struct Small<F>(std::marker::PhantomData<F>);
+impl<F: Format32> Kernel for Small<F> {
+    type Act = ActPtrs;
+    type Acc = [__m256; 2];
+    const ROWS: usize = TILE32_ROWS;
+    const G: Geometry = F::G;
+    #[inline(always)]
+    unsafe fn act(a: &[u8], arb: usize, n: usize, nb: usize, t: usize) -> ActPtrs {
+        ActPtrs::of(a, arb, n, nb, t, F::ACT)
+    }
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
+        tile::<F, T>(w, nb, acts)
+    }
+    #[inline(always)]
+    unsafe fn store(v: [__m256; 2], o: *mut f32, valid: usize) {
+        store8(v[0], o, valid.min(8));
+        if valid > 8 {
+            store8(v[1], o.add(8), valid - 8);
+        }
+    }
+}
+
+/// Blocks 0..nb of one tile against T tokens: the 16 rows' results per
+/// token, by halves.
+#[inline(always)]
+unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; T];
+    let meta = w.add(nb * F::G.values);
+    let low_bytes = _mm256_set1_epi16(0x00FF);
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let p = w.add(b * F::G.values);
+        let mt = meta.add(b * F::G.meta);
+        prefetch_l2(w, b, F::G);
+        let v = planes::<F>(p);
+        // the wide path's weights as i16: even bytes, odd bytes
+        let (ve, vo): ([Halves; 8], [Halves; 8]) =
+            if wide::<F>() { (v.map(|h| h.map(|x| _mm256_and_si256(x, low_bytes))), v.map(|h| h.map(|x| _mm256_srli_epi16(x, 8)))) } else { (v, v) };
+        let half = |h: usize, at: usize| _mm256_cvtph_ps(_mm_loadu_si128(mt.add(at + 16 * h) as *const __m128i));
+        let dw = [half(0, B32_D), half(1, B32_D)];
+        // the min per row (types without an offset)
+        let mw = if F::SHIFT.is_none() { [half(0, B32_M), half(1, B32_M)] } else { dw };
+        for t in 0..T {
+            let q = acts[t].qs.add(b * F::ACT.0);
+            let side = *acts[t].side.add(b);
+            let a: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi32(std::ptr::read_unaligned(q.add(4 * j) as *const i32)));
+            let init = _mm256_set1_epi32(F::SHIFT.map_or(0, |s| -(side.sum << s)));
+            let mut x = [init; 2];
+            if wide::<F>() {
+                // the activations' even and odd bytes, sign-extended in place
+                let ae = a.map(|v| _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8));
+                let ao = a.map(|v| _mm256_srai_epi16(v, 8));
+                for (h, xh) in x.iter_mut().enumerate() {
+                    for j in 0..8 {
+                        let s = _mm256_add_epi32(_mm256_madd_epi16(ve[j][h], ae[j]), _mm256_madd_epi16(vo[j][h], ao[j]));
+                        *xh = _mm256_add_epi32(*xh, s);
+                    }
+                }
+            } else {
+                // i16 pairs of at most 2 * 31 * 128 (5-bit) or 2 * 15 * 128
+                let per_sum = if F::VALUES == Values::Five { 4 } else { 8 };
+                for (h, xh) in x.iter_mut().enumerate() {
+                    for j0 in (0..8).step_by(per_sum) {
+                        let mut y = _mm256_maddubs_epi16(v[j0][h], a[j0]);
+                        for j in j0 + 1..j0 + per_sum {
+                            y = _mm256_add_epi16(y, _mm256_maddubs_epi16(v[j][h], a[j]));
+                        }
+                        *xh = _mm256_add_epi32(*xh, _mm256_madd_epi16(y, ones));
+                    }
+                }
+            }
+            for h in 0..2 {
+                let s = _mm256_cvtepi32_ps(x[h]);
+                acc[t][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw[h], _mm256_set1_ps(side.d)), s, acc[t][h]);
+                if F::SHIFT.is_none() {
+                    acc[t][h] = _mm256_fmadd_ps(mw[h], _mm256_set1_ps(side.ds), acc[t][h]);
+                }
+            }
+        }
+    }
+    acc
+}
+
+kernels32!(AVX2, Small);
