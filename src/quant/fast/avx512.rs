@@ -13,9 +13,9 @@ use crate::gguf::GgmlType;
 use crate::quant::blocks::{BlockQ8K, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
 
-/// The fast kernel of `ty`; the 32-element block types only when `with_32`
-/// (see `super::kernels`).
-pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
+/// The fast kernel of `ty` (K-quants and IQ4_XS; the 32-element block types
+/// are `avx512_32`'s).
+pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
     type Pack = fn(&[u8], usize, usize) -> crate::quant::AlignedBytes;
     let (geometry, pack, gemm): (Geometry, Pack, super::FastGemmFn) = match ty {
         GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
@@ -24,7 +24,6 @@ pub fn kernels(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
         GgmlType::Q2_K => (Q2K_GEOMETRY, pack_q2k, gemm_q2k),
         GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k, gemm_q3k),
         GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
-        _ if with_32 => return super::avx512_32::kernels(ty),
         _ => return None,
     };
     Some(FastKernels { ty, rows: TILE_ROWS, geometry, pack, gemm })

@@ -110,8 +110,9 @@ pub fn kernel_variants(ty: GgmlType, with_32: bool) -> Vec<(&'static str, FastKe
     let mut v = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
+        // the super-block types' kernels, else the 32-element ones'
         if has_avx512_vnni() {
-            v.extend(avx512::kernels(ty, with_32).map(|k| ("avx512-vnni", k)));
+            v.extend(avx512::kernels(ty).or_else(|| avx512_32::kernels(ty).filter(|_| with_32)).map(|k| ("avx512-vnni", k)));
         }
         if super::simd::has_avx2() {
             v.extend(avx2::kernels(ty).or_else(|| avx2_32::kernels(ty).filter(|_| with_32)).map(|k| ("avx2", k)));
