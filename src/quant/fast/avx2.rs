@@ -61,8 +61,10 @@ pub(super) unsafe fn load_halves(p: *const u8) -> Halves {
 
 #[inline(always)]
 pub(super) unsafe fn nibbles(v: Halves) -> (Halves, Halves) {
+    // no closures: through `map` the intrinsics were not always inlined
     let m = _mm256_set1_epi8(0x0F);
-    (v.map(|x| _mm256_and_si256(x, m)), v.map(|x| _mm256_and_si256(_mm256_srli_epi16(x, 4), m)))
+    let hi = |x: __m256i| _mm256_and_si256(_mm256_srli_epi16(x, 4), m);
+    ([_mm256_and_si256(v[0], m), _mm256_and_si256(v[1], m)], [hi(v[0]), hi(v[1])])
 }
 
 /// 8 bytes (row r's at r) as i16.

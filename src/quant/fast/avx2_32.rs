@@ -24,29 +24,23 @@ use super::layout::Geometry;
 use super::layout32::*;
 use std::arch::x86_64::*;
 
-/// The 8 vectors j of unsigned weights of a tile block, by halves.
-#[inline(always)]
-unsafe fn planes<F: Format32>(p: *const u8) -> [Halves; 8] {
-    if F::VALUES == Values::Bytes {
-        return std::array::from_fn(|j| load_halves(p.add(64 * j)));
+impl Plane32 for Halves {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        load_halves(p)
     }
-    let v: [(Halves, Halves); 4] = std::array::from_fn(|k| nibbles(load_halves(p.add(64 * k))));
-    let lo = [v[0].0, v[1].0, v[2].0, v[3].0, v[0].1, v[1].1, v[2].1, v[3].1];
-    match F::VALUES {
-        Values::Iq4 => {
-            let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i));
-            lo.map(|h| h.map(|x| _mm256_shuffle_epi8(lut, x)))
-        }
-        Values::Five => {
-            // a plain loop: through array::from_fn's closure the intrinsics
-            // were not inlined (a call per intrinsic, Q5_0 ~10x slower)
-            let mut out = lo;
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = with_high(lo[j], p.add(B32_HIGH + 8 * j), 16);
-            }
-            out
-        }
-        _ => lo,
+    #[inline(always)]
+    unsafe fn nibbles(self) -> (Self, Self) {
+        nibbles(self)
+    }
+    #[inline(always)]
+    unsafe fn iq4(self) -> Self {
+        let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i));
+        [_mm256_shuffle_epi8(lut, self[0]), _mm256_shuffle_epi8(lut, self[1])]
+    }
+    #[inline(always)]
+    unsafe fn add_high(self, mask: *const u8) -> Self {
+        with_high(self, mask, 16)
     }
 }
 
@@ -91,10 +85,19 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[Act
         let p = w.add(b * F::G.values);
         let mt = meta.add(b * F::G.meta);
         prefetch_l2(w, b, F::G);
-        let v = planes::<F>(p);
+        let v: [Halves; 8] = planes::<F, _>(p);
         // the wide path's weights as i16: even bytes, odd bytes
-        let (ve, vo): ([Halves; 8], [Halves; 8]) =
-            if wide::<F>() { (v.map(|h| h.map(|x| _mm256_and_si256(x, low_bytes))), v.map(|h| h.map(|x| _mm256_srli_epi16(x, 8)))) } else { (v, v) };
+        // (plain loops here and below: through `map`/`from_fn` closures the
+        // intrinsics were not always inlined)
+        let (mut ve, mut vo) = (v, v);
+        if wide::<F>() {
+            for j in 0..8 {
+                for h in 0..2 {
+                    ve[j][h] = _mm256_and_si256(v[j][h], low_bytes);
+                    vo[j][h] = _mm256_srli_epi16(v[j][h], 8);
+                }
+            }
+        }
         let half = |h: usize, at: usize| _mm256_cvtph_ps(_mm_loadu_si128(mt.add(at + 16 * h) as *const __m128i));
         let dw = [half(0, B32_D), half(1, B32_D)];
         // the min per row (types without an offset)
@@ -102,13 +105,19 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[Act
         for t in 0..T {
             let q = acts[t].qs.add(b * F::ACT.0);
             let side = *acts[t].side.add(b);
-            let a: [__m256i; 8] = std::array::from_fn(|j| _mm256_set1_epi32(std::ptr::read_unaligned(q.add(4 * j) as *const i32)));
+            let mut a = [_mm256_setzero_si256(); 8];
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj = _mm256_set1_epi32(std::ptr::read_unaligned(q.add(4 * j) as *const i32));
+            }
             let init = _mm256_set1_epi32(F::SHIFT.map_or(0, |s| -(side.sum << s)));
             let mut x = [init; 2];
             if wide::<F>() {
                 // the activations' even and odd bytes, sign-extended in place
-                let ae = a.map(|v| _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8));
-                let ao = a.map(|v| _mm256_srai_epi16(v, 8));
+                let (mut ae, mut ao) = (a, a);
+                for j in 0..8 {
+                    ae[j] = _mm256_srai_epi16(_mm256_slli_epi16(a[j], 8), 8);
+                    ao[j] = _mm256_srai_epi16(a[j], 8);
+                }
                 for (h, xh) in x.iter_mut().enumerate() {
                     for j in 0..8 {
                         let s = _mm256_add_epi32(_mm256_madd_epi16(ve[j][h], ae[j]), _mm256_madd_epi16(vo[j][h], ao[j]));

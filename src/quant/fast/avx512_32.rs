@@ -14,28 +14,23 @@ use super::layout::Geometry;
 use super::layout32::*;
 use std::arch::x86_64::*;
 
-/// The 8 vectors j of unsigned weights of a tile block (elements 4j..4j+4
-/// of the 16 rows).
-#[inline(always)]
-unsafe fn planes<F: Format32>(p: *const u8) -> [__m512i; 8] {
-    if F::VALUES == Values::Bytes {
-        return std::array::from_fn(|j| load64(p.add(64 * j)));
+impl Plane32 for __m512i {
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> Self {
+        load64(p)
     }
-    let v: [(__m512i, __m512i); 4] = std::array::from_fn(|k| nibbles(load64(p.add(64 * k))));
-    let lo = [v[0].0, v[1].0, v[2].0, v[3].0, v[0].1, v[1].1, v[2].1, v[3].1];
-    match F::VALUES {
-        Values::Iq4 => {
-            let lut = _mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i));
-            lo.map(|v| _mm512_shuffle_epi8(lut, v))
-        }
-        Values::Five => {
-            let sixteen = _mm512_set1_epi8(16);
-            std::array::from_fn(|j| {
-                let high: __mmask64 = std::ptr::read_unaligned(p.add(B32_HIGH + 8 * j) as *const u64);
-                _mm512_mask_add_epi8(lo[j], high, lo[j], sixteen)
-            })
-        }
-        _ => lo,
+    #[inline(always)]
+    unsafe fn nibbles(self) -> (Self, Self) {
+        nibbles(self)
+    }
+    #[inline(always)]
+    unsafe fn iq4(self) -> Self {
+        _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i)), self)
+    }
+    #[inline(always)]
+    unsafe fn add_high(self, mask: *const u8) -> Self {
+        let high: __mmask64 = std::ptr::read_unaligned(mask as *const u64);
+        _mm512_mask_add_epi8(self, high, self, _mm512_set1_epi8(16))
     }
 }
 
@@ -70,7 +65,7 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[Act
         let p = w.add(b * F::G.values);
         let mt = meta.add(b * F::G.meta);
         prefetch_l2(w, b, F::G);
-        let v = planes::<F>(p);
+        let v: [__m512i; 8] = planes::<F, _>(p);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_D) as *const __m256i));
         // the min per row (types without an offset)
         let mw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(if F::SHIFT.is_none() { B32_M } else { B32_D }) as *const __m256i));

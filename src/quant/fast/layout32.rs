@@ -124,6 +124,53 @@ pub trait Format32 {
     const VALUES: Values;
 }
 
+/// One 64-byte vector of a tile block in an ISA's registers (one `__m512i`,
+/// or two `__m256i` halves), with the steps `planes` decodes values by.
+///
+/// # Safety
+/// Every method needs the ISA's features; `load` reads 64 aligned bytes at
+/// `p`, `add_high` 8 bytes at `mask`.
+#[allow(clippy::missing_safety_doc)]
+pub trait Plane32: Copy {
+    /// 64 bytes (64-byte aligned).
+    unsafe fn load(p: *const u8) -> Self;
+    /// The low and high nibbles of every byte.
+    unsafe fn nibbles(self) -> (Self, Self);
+    /// Each byte (a grid index) mapped to its IQ4_NL grid value + 128.
+    unsafe fn iq4(self) -> Self;
+    /// + 16 in the bytes whose bit is set in the 64 mask bits at `mask`.
+    unsafe fn add_high(self, mask: *const u8) -> Self;
+}
+
+/// The 8 vectors j of unsigned weights u of the tile block at `p` (elements
+/// 4j..4j+4 of the 16 rows), as format `F` codes them. Plain loops: through
+/// `array::from_fn`'s closures the intrinsics were not always inlined into
+/// the kernels (a call each: Q5_0 on AVX2 ~5x slower).
+///
+/// # Safety
+/// `p` is a tile block of `F`; the CPU has `V`'s features.
+#[inline(always)]
+pub unsafe fn planes<F: Format32, V: Plane32>(p: *const u8) -> [V; 8] {
+    let mut out = [V::load(p); 8];
+    if F::VALUES == Values::Bytes {
+        for (j, o) in out.iter_mut().enumerate().skip(1) {
+            *o = V::load(p.add(64 * j));
+        }
+        return out;
+    }
+    for k in 0..4 {
+        (out[k], out[4 + k]) = V::load(p.add(64 * k)).nibbles();
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        match F::VALUES {
+            Values::Iq4 => *o = o.iq4(),
+            Values::Five => *o = o.add_high(p.add(B32_HIGH + 8 * j)),
+            _ => {}
+        }
+    }
+    out
+}
+
 macro_rules! format32 {
     ($name:ident, $g:expr, $act:expr, $shift:expr, $values:expr) => {
         pub struct $name;
