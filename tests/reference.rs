@@ -208,3 +208,13 @@ fn greedy_qwen15() {
 fn perplexity_qwen15() {
     ppl(3);
 }
+
+/// Sequences stepped together equal each stepped alone in exact mode too
+/// (every row rounded as a one-token step).
+#[test]
+fn sequences_stepped_together_equal_each_alone_exact() {
+    common::exact_mode();
+    let Some(p) = common::model(common::SMOLLM2) else { return };
+    let m = rllama::model::Model::load(&p).unwrap();
+    common::together_equals_alone(&m, &common::mixed_prompts(&m), 5);
+}

@@ -170,3 +170,16 @@ fn impossible_sizes_are_one_error_line() {
     }
     std::fs::remove_file(&path).ok();
 }
+
+/// Sequences stepped together (each its own cache and position) equal each
+/// stepped alone (fast mode; exact mode: tests/reference.rs).
+#[test]
+fn sequences_stepped_together_equal_each_alone() {
+    let m = tiny_model(6);
+    common::together_equals_alone(&m, &common::mixed_prompts(&m), 6);
+    for name in [common::SMOLLM2, common::GEMMA] {
+        let Some(p) = common::model(name) else { continue };
+        let m = Model::load(&p).unwrap();
+        common::together_equals_alone(&m, &common::mixed_prompts(&m), 6);
+    }
+}

@@ -193,6 +193,8 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         if a.epochs > 0 {
             eprintln!("  (closed-form start: {})", show(&m.agree_start));
         }
+        let times: Vec<String> = m.times.iter().map(|(what, t)| format!("{what} {t:.1} s")).collect();
+        eprintln!("  time: {}", times.join(", "));
     }
     for r in &reports {
         eprintln!(

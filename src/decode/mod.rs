@@ -1,6 +1,7 @@
 //! The decode loop: a `Session` (one sequence: KV cache, scratch, timings) and
 //! the `Generator` that every front-end drives, with a pluggable `Drafter`.
 
+pub mod batch;
 pub mod drafters;
 pub mod early_exit;
 pub mod generator;

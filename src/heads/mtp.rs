@@ -21,6 +21,7 @@ use crate::ops::norm::rms_norm_rows;
 use faer::linalg::solvers::Solve;
 use faer::{Mat, Side};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub struct MtpParams {
     /// Tokens per chunk.
@@ -70,6 +71,8 @@ pub struct MtpReport {
     pub held_answers: usize,
     /// Self-distilled tokens trained on.
     pub distilled: usize,
+    /// Seconds each phase took.
+    pub times: Vec<(&'static str, f64)>,
 }
 
 /// Final hidden rows (before the output norm) of every token of `chunk`.
@@ -241,6 +244,8 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     let n_distill = if p.distill_prompts.is_empty() { n_distill } else { n_distill.min(p.distill_prompts.len()) };
     let total = fit + n_distill + p.holdout;
     faer::set_global_parallelism(faer::Par::rayon(rayon::current_num_threads()));
+    let mut times = Vec::new();
+    let t_rows = Instant::now();
     let mut samples = Vec::new();
     for ci in 0..fit {
         let chunk = tokens[ci * p.n_ctx..(ci + 1) * p.n_ctx].to_vec();
@@ -248,30 +253,40 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         samples.push((chunk, f));
         prog.chunk(ci + 1, total);
     }
+    times.push(("calibration rows", t_rows.elapsed().as_secs_f64()));
     // the model's own continuations of requests (or calibration snippets);
     // answers spread through the list are held out
-    let mut distilled = 0;
-    let mut held_answers = Vec::new();
-    for i in 0..n_distill {
-        let prompt = match p.distill_prompts.get(i) {
-            Some(prompt) => &prompt[..],
+    let prompts: Vec<Vec<u32>> = (0..n_distill)
+        .map(|i| match p.distill_prompts.get(i) {
+            Some(prompt) => prompt.clone(),
             None => {
                 let at = (i * tokens.len() / n_distill.max(1)).min(tokens.len().saturating_sub(DISTILL_PROMPT));
-                &tokens[at..at + DISTILL_PROMPT.min(tokens.len())]
+                tokens[at..at + DISTILL_PROMPT.min(tokens.len())].to_vec()
             }
-        };
-        let seq = continue_greedy(model, prompt, DISTILL_GEN, &p.stop)?;
-        if seq.len() > prompt.len() + 1 {
+        })
+        .collect();
+    let t_distill = Instant::now();
+    let mut answered = 0;
+    // with their final hidden rows (all but the last token's)
+    let seqs = crate::decode::batch::greedy_many(model, &prompts, DISTILL_GEN, &p.stop, crate::decode::batch::DEFAULT_WIDTH, true, |_| {
+        answered += 1;
+        prog.chunk(fit + answered, total);
+    })?;
+    let mut distilled = 0;
+    let mut held_answers = Vec::new();
+    for (i, (mut c, prompt)) in seqs.into_iter().zip(&prompts).enumerate() {
+        c.tokens.truncate(c.rows.len() / d);
+        if c.tokens.len() > prompt.len() + 1 {
             if held_answer(i, n_distill) {
-                held_answers.push(HeldOut::new(model, &seq)?.scored_from(prompt.len()));
+                held_answers.push(HeldOut::from_rows(model, &c.tokens, c.rows)?.scored_from(prompt.len()));
             } else {
-                let f = final_rows(model, &seq)?;
-                distilled += seq.len();
-                samples.push((seq, f));
+                distilled += c.tokens.len();
+                samples.push((c.tokens, c.rows));
             }
         }
-        prog.chunk(fit + i + 1, total);
     }
+    times.push(("self-distillation", t_distill.elapsed().as_secs_f64()));
+    let t_fit = Instant::now();
     let (mut zz, mut zy) = (Mat::<f64>::zeros(2 * d, 2 * d), Mat::<f64>::zeros(2 * d, d));
     for (chunk, f) in &samples {
         let z = pair_rows(model, chunk, f)?;
@@ -289,6 +304,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     // eh_proj rows are output dimensions: E[j][i] = W[i][j]
     let eh: Vec<f32> = (0..d).flat_map(|j| (0..2 * d).map(move |i| (j, i))).map(|(j, i)| wm[(i, j)] as f32).collect();
     let start = HeadWeights::start(model, eh);
+    times.push(("closed-form fit", t_fit.elapsed().as_secs_f64()));
     let mut held = Vec::new();
     for hi in 0..p.holdout {
         let o = (n_chunks - p.holdout + hi) * p.n_ctx;
@@ -316,13 +332,20 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
             accept: rates(&chain.chain_hits, &chain.chain_tried),
         })
     };
+    let t_eval = Instant::now();
     let agree_start = report(&start)?;
+    let mut t_report = t_eval.elapsed().as_secs_f64();
+    let t_train = Instant::now();
     let trained = if p.epochs > 0 { train_head(model, tokens, &start, samples, &held, p, prog)? } else { start };
+    times.push(("training", t_train.elapsed().as_secs_f64()));
     trained.write(model, w, p.ty)?;
+    let t_eval = Instant::now();
     let agree = if p.epochs > 0 { report(&trained)? } else { agree_start.clone() };
+    t_report += t_eval.elapsed().as_secs_f64();
+    times.push(("held-out agreement", t_report));
     w.set(super::KEY_MTP_ACCEPTANCE, Value::f32_array(agree.accept.iter().map(|&a| a as f32)));
     let answer_positions = held_answers.iter().map(|h| h.tokens.len() - h.from).sum();
-    Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, held_answers: answer_positions, distilled })
+    Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, held_answers: answer_positions, distilled, times })
 }
 
 /// One in this many self-distilled answers is held out for the agreement
@@ -341,25 +364,6 @@ fn held_answer(i: usize, n: usize) -> bool {
 const DISTILL_PROMPT: usize = 64;
 /// Tokens the model generates after each.
 pub const DISTILL_GEN: usize = 192;
-
-/// `prompt` followed by up to `n` tokens the model picks greedily (until a
-/// `stop` token).
-fn continue_greedy(model: &Model, prompt: &[u32], n: usize, stop: &[u32]) -> Result<Vec<u32>> {
-    let mut sess = crate::decode::Session::new(model, prompt.len() + n, 512)?;
-    let mut logits = sess.prompt(prompt)?;
-    let mut seq = prompt.to_vec();
-    for i in 0..n {
-        let t = crate::decode::speculative::argmax(&logits) as u32;
-        seq.push(t);
-        if stop.contains(&t) {
-            break;
-        }
-        if i + 1 < n {
-            logits = sess.step(t)?;
-        }
-    }
-    Ok(seq)
-}
 
 #[cfg(feature = "train")]
 fn train_head(
@@ -434,9 +438,16 @@ pub struct HeldOut {
 
 impl HeldOut {
     pub fn new(model: &Model, tokens: &[u32]) -> Result<HeldOut> {
+        Self::from_rows(model, tokens, final_rows(model, tokens)?)
+    }
+
+    /// With the model's final hidden rows `f` of `tokens` already at hand.
+    pub fn from_rows(model: &Model, tokens: &[u32], f: Vec<f32>) -> Result<HeldOut> {
         let d = model.cfg.n_embd;
         let n = tokens.len();
-        let f = final_rows(model, tokens)?;
+        if f.len() != n * d {
+            bail!("held-out rows: {} values for {n} tokens", f.len());
+        }
         let mut normed = vec![0f32; n * d];
         rms_norm_rows(&f, model.output_norm(), model.cfg.eps, &mut normed);
         let want = top1_normed(model, &normed);
@@ -501,14 +512,26 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> 
     for t in c.tried.iter_mut().skip(1) {
         *t = starts - first;
     }
+    // the chained rows first, their choices in batches after (one read of
+    // the output matrix per batch, not per row)
+    let mut chained = vec![Vec::new(); REPORT_POSITIONS];
     for p in first..starts {
         let mut row = step1[p * d..(p + 1) * d].to_vec();
-        let mut standing = got1[p] == want[p];
-        for k in 1..REPORT_POSITIONS {
+        for (k, rows) in chained.iter_mut().enumerate().skip(1) {
             kv.remove_from(p + k, il..il + 1);
             head.forward(model, &chunk[p + k..p + k + 1], &row, p + k, &mut kv, &mut s)?;
             row = s.x.clone();
-            let hit = top1_normed(model, &row)[0] == want[p + k];
+            rows.extend_from_slice(&row);
+        }
+        // the true pair at p + 1 again, for the next p
+        kv.remove_from(p + 1, il..il + 1);
+        head.forward(model, &chunk[p + 1..p + 2], &hprev[(p + 1) * d..(p + 2) * d], p + 1, &mut kv, &mut s)?;
+    }
+    let got: Vec<Vec<usize>> = chained.iter().map(|rows| top1_normed(model, rows)).collect();
+    for (i, p) in (first..starts).enumerate() {
+        let mut standing = got1[p] == want[p];
+        for k in 1..REPORT_POSITIONS {
+            let hit = got[k][i] == want[p + k];
             c.hits[k] += hit as usize;
             if standing {
                 c.chain_tried[k] += 1;
@@ -516,9 +539,6 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> 
             }
             standing &= hit;
         }
-        // the true pair at p + 1 again, for the next p
-        kv.remove_from(p + 1, il..il + 1);
-        head.forward(model, &chunk[p + 1..p + 2], &hprev[(p + 1) * d..(p + 2) * d], p + 1, &mut kv, &mut s)?;
     }
     Ok(c)
 }

@@ -23,6 +23,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+mod multi;
+
 pub struct Model {
     pub g: Arc<GgufFile>,
     pub cfg: Config,
@@ -73,6 +75,8 @@ pub struct Scratch {
     pub(crate) mc: MatCtx,
     rope: Vec<Vec<(f32, f32)>>,
     rope_swa: Vec<Vec<(f32, f32)>>,
+    /// Per sequence of a `step_many` pass: its attention's buffers.
+    seqs: Vec<Scratch>,
 }
 
 impl Scratch {
@@ -293,18 +297,24 @@ impl Model {
         }
     }
 
-    /// Keys and values of layer `il` from the normalized rows in `s.h` (k
-    /// normalized and rotated), stored at `pos0..` of the cache.
-    fn store_kv(&self, il: usize, l: &Layer, pos0: usize, kv: &mut KvCache, s: &mut Scratch, plain: Batch) {
+    /// Keys and values of layer `il` projected from the normalized rows in `s.h`.
+    fn kv_proj(&self, il: usize, l: &Layer, s: &mut Scratch, plain: Batch) {
         let c = &self.cfg;
         let n = s.n_tokens;
-        let (hk, hv, nkv) = (c.head_dim_k, c.head_dim_v, c.n_head_kv);
-        s.k.resize(n * nkv * hk, 0.0);
-        s.v.resize(n * nkv * hv, 0.0);
+        s.k.resize(n * c.n_head_kv * c.head_dim_k, 0.0);
+        s.v.resize(n * c.n_head_kv * c.head_dim_v, 0.0);
         l.wk.forward(&s.h, n, &mut s.k, &mut s.mc, plain);
         l.wv.forward(&s.h, n, &mut s.v, &mut s.mc, plain);
         dbg_sum(|| format!("Kcur-{il}"), &s.k);
         dbg_sum(|| format!("Vcur-{il}"), &s.v);
+    }
+
+    /// The projected keys (normalized, rotated) and values of `s.k`/`s.v`
+    /// stored at `pos0..` of layer `il`.
+    fn kv_place(&self, il: usize, l: &Layer, pos0: usize, kv: &mut KvCache, s: &mut Scratch) {
+        let c = &self.cfg;
+        let n = s.n_tokens;
+        let (hk, nkv) = (c.head_dim_k, c.n_head_kv);
         if let Some(w) = &l.k_norm {
             norm_in_place(&mut s.k, w, c.eps, &mut s.tmp);
         }
@@ -336,7 +346,8 @@ impl Model {
             s.h.resize(n * c.n_embd, 0.0);
             rms_norm_rows(&s.x, &l.attn_norm, c.eps, &mut s.h);
             s.mc.new_input();
-            self.store_kv(il, l, pos0, kv, s, plain);
+            self.kv_proj(il, l, s, plain);
+            self.kv_place(il, l, pos0, kv, s);
         }
         Ok(())
     }
@@ -345,20 +356,44 @@ impl Model {
     /// only those rows continue (and `s.rows` becomes them).
     #[allow(clippy::too_many_arguments)]
     fn attention_part(&self, il: usize, l: &Layer, pos0: usize, kv: &mut KvCache, s: &mut Scratch, plain: Batch, steps: bool, prune: Option<&[usize]>) {
+        let all: Vec<usize>;
+        let rows: &[usize] = match prune {
+            Some(p) => p,
+            None => {
+                all = (0..s.n_tokens).collect();
+                &all
+            }
+        };
+        self.qkv_proj(il, l, s, plain);
+        self.attend(il, l, pos0, kv, s, steps, rows);
+        self.attn_out(il, l, s, steps, rows);
+    }
+
+    /// Queries, keys and values of layer `il` projected from norm(x).
+    fn qkv_proj(&self, il: usize, l: &Layer, s: &mut Scratch, plain: Batch) {
         let c = &self.cfg;
         let n = s.n_tokens;
-        let d = c.n_embd;
-        let (hk, hv) = (c.head_dim_k, c.head_dim_v);
-        let (nh, nkv) = (c.n_head, c.n_head_kv);
-        let swa = c.swa_layers.get(il).copied().unwrap_or(false);
-        s.h.resize(n * d, 0.0);
+        s.h.resize(n * c.n_embd, 0.0);
         rms_norm_rows(&s.x, &l.attn_norm, c.eps, &mut s.h);
-        s.q.resize(n * nh * hk, 0.0);
+        s.q.resize(n * c.n_head * c.head_dim_k, 0.0);
         s.mc.new_input();
         l.wq.forward(&s.h, n, &mut s.q, &mut s.mc, plain);
         dbg_sum(|| format!("attn_norm-{il}"), &s.h);
         dbg_sum(|| format!("Qcur-{il}"), &s.q);
-        self.store_kv(il, l, pos0, kv, s, plain);
+        self.kv_proj(il, l, s, plain);
+    }
+
+    /// The projected keys and values stored at `pos0..`, the queries
+    /// rotated, and the attention of the queries of `rows` into `s.att` (one
+    /// row each).
+    #[allow(clippy::too_many_arguments)]
+    fn attend(&self, il: usize, l: &Layer, pos0: usize, kv: &mut KvCache, s: &mut Scratch, steps: bool, rows: &[usize]) {
+        let c = &self.cfg;
+        let n = s.n_tokens;
+        let (hk, hv) = (c.head_dim_k, c.head_dim_v);
+        let (nh, nkv) = (c.n_head, c.n_head_kv);
+        let swa = c.swa_layers.get(il).copied().unwrap_or(false);
+        self.kv_place(il, l, pos0, kv, s);
         if let Some(w) = &l.q_norm {
             norm_in_place(&mut s.q, w, c.eps, &mut s.tmp);
         }
@@ -372,15 +407,6 @@ impl Model {
                 }
             }
         }
-        // which token rows continue past this layer's attention
-        let all: Vec<usize>;
-        let rows: &[usize] = match prune {
-            Some(p) => p,
-            None => {
-                all = (0..n).collect();
-                &all
-            }
-        };
         let nr = rows.len();
         s.att.resize(nr * nh * hv, 0.0);
         let (kl, vl) = (kv.k_layer(il), kv.v_layer(il));
@@ -478,6 +504,13 @@ impl Model {
                 SCRATCH.with_borrow_mut(|(qh, acc)| attend_f16(qv, first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group), scale, 0.0, out, qh, acc));
             });
         }
+    }
+
+    /// Attention output of `rows` (in `s.att`): x += wo(att), the other rows
+    /// dropped.
+    fn attn_out(&self, il: usize, l: &Layer, s: &mut Scratch, steps: bool, rows: &[usize]) {
+        let c = &self.cfg;
+        let (n, d, nr) = (s.n_tokens, c.n_embd, rows.len());
         dbg_sum(|| format!("kqv_out-{il}"), &s.att);
         s.o.resize(nr * d, 0.0);
         s.mc.new_input();

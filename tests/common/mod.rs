@@ -148,3 +148,69 @@ pub fn closed_form_mtp(n_ctx: usize, chunks: Option<usize>, holdout: usize, ty: 
         stop: Vec::new(),
     }
 }
+
+/// Prompts of different lengths (one past a fast-mode key segment) for `m`.
+pub fn mixed_prompts(m: &rllama::model::Model) -> Vec<Vec<u32>> {
+    let nv = m.cfg.n_vocab as u32;
+    [5usize, 40, 300, 17].iter().enumerate().map(|(k, &n)| (0..n as u32).map(|i| (3 + i * 37 + k as u32 * 11) % nv).collect()).collect()
+}
+
+/// Several sequences stepped together (`Model::step_many`) give each
+/// sequence the logits stepping it alone gives, bit for bit, and
+/// `greedy_many` (two at a time, so places are handed on) the continuations
+/// of greedy decoding prompt by prompt.
+pub fn together_equals_alone(m: &rllama::model::Model, prompts: &[Vec<u32>], steps: usize) {
+    use rllama::decode::speculative::argmax;
+    use rllama::decode::Session;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    let nv = m.cfg.n_vocab;
+    let token = |b: usize, k: usize| ((7 + 13 * b + 29 * k) % nv) as u32;
+    let mut alone = Vec::new();
+    for (b, p) in prompts.iter().enumerate() {
+        let mut s = Session::new(m, p.len() + steps, 512).unwrap();
+        s.prompt(p).unwrap();
+        alone.push((0..steps).map(|k| bits(&s.step(token(b, k)).unwrap())).collect::<Vec<_>>());
+    }
+    let mut sess: Vec<Session> = prompts.iter().map(|p| Session::new(m, p.len() + steps, 512).unwrap()).collect();
+    for (s, p) in sess.iter_mut().zip(prompts) {
+        s.prompt(p).unwrap();
+    }
+    let mut sc = rllama::model::Scratch::default();
+    let mut logits = Vec::new();
+    for k in 0..steps {
+        let tokens: Vec<u32> = (0..prompts.len()).map(|b| token(b, k)).collect();
+        let mut kvs: Vec<_> = sess.iter_mut().map(|s| &mut s.kv).collect();
+        m.step_many(&tokens, &mut kvs, &mut sc, rllama::model::Rounding::AsSteps, &mut logits).unwrap();
+        for (b, want) in alone.iter().enumerate() {
+            assert!(bits(&logits[b * nv..(b + 1) * nv]) == want[k], "sequence {b} (prompt of {}), step {k}", prompts[b].len());
+        }
+    }
+    // greedy continuations
+    let n = steps;
+    let (mut want, mut want_rows) = (Vec::new(), Vec::new());
+    for p in prompts {
+        let mut s = Session::new(m, p.len() + n, 512).unwrap();
+        s.log_hidden = true;
+        let mut seq = p.clone();
+        let mut l = s.prompt(p).unwrap();
+        for i in 0..n {
+            let t = argmax(&l) as u32;
+            seq.push(t);
+            if i + 1 < n {
+                l = s.step(t).unwrap();
+            }
+        }
+        want.push(seq);
+        want_rows.push(s.take_hidden_log().1);
+    }
+    let mut finished = Vec::new();
+    let got = rllama::decode::batch::greedy_many(m, prompts, n, &[], 2, true, |i| finished.push(i)).unwrap();
+    let tokens: Vec<Vec<u32>> = got.iter().map(|c| c.tokens.clone()).collect();
+    assert_eq!(tokens, want, "greedy_many, two at a time");
+    // the rows of every token but the last: those stepping alone logs
+    for (c, rows) in got.iter().zip(&want_rows) {
+        assert!(bits(&c.rows) == bits(rows), "greedy_many's hidden rows of {} tokens", c.tokens.len());
+    }
+    finished.sort();
+    assert_eq!(finished, (0..prompts.len()).collect::<Vec<_>>(), "each prompt reported done once");
+}
