@@ -2,7 +2,8 @@
 //! --self-distill N`): the text a draft head meets most is the model
 //! answering a user, so the head trains on the model's own answers. Built-in
 //! requests cover code in several languages, explanations and (every third)
-//! creative prose: stories, letters, descriptions; half the
+//! creative prose: stories, letters, descriptions; after them come requests
+//! composed from lists of tasks, languages, concepts and subjects; half the
 //! samples instead ask about calibration passages. `--distill-prompts FILE`
 //! replaces the built-in list (one request per line).
 
@@ -130,6 +131,143 @@ pub const BUILTIN: [&str; 120] = [
     "Explain what an API is, and what makes a REST API good to use.",
 ];
 
+/// Story subjects, letter recipients and topics, places: the prose of the
+/// composed requests (`composed`).
+const STORY_SUBJECTS: [&str; 24] = [
+    "a clockmaker who can repair anything except her own watch",
+    "a boy who finds a map in his grandfather's attic",
+    "a city where it has not rained for ten years",
+    "a chess player who plays one last game against an old rival",
+    "a cat that follows a mail carrier on her route",
+    "a translator who discovers a mistake in a famous treaty",
+    "a family moving to a farm after living in the city",
+    "a gardener who grows a vegetable the size of a car",
+    "a street vendor who remembers every customer's order",
+    "a scientist stranded at an Antarctic research station",
+    "two brothers who inherit a failing bookshop",
+    "an old tree that watches a town grow around it",
+    "a girl who teaches her grandfather to use a computer",
+    "a night-shift nurse during a snowstorm",
+    "a detective who solves cases by listening to gossip",
+    "a ferry captain on her last crossing before retirement",
+    "a painter who can only paint at night",
+    "a shy student who is chosen to give a speech",
+    "a village that builds a bridge together",
+    "a pilot who must land a small plane in fog",
+    "a cook on a ship that has run out of salt",
+    "a dog waiting at a train station every evening",
+    "a beekeeper who talks to her bees",
+    "an inventor whose machine works only once",
+];
+
+const LETTER_TOPICS: [&str; 12] = [
+    "a friend who moved abroad, describing what has changed in the old neighbourhood",
+    "a teacher who made a difference, thanking them years later",
+    "a younger sibling starting their first job, with advice",
+    "a landlord, asking politely for a broken heater to be repaired",
+    "a future self, to be opened in ten years",
+    "a neighbour, apologising for a noisy party",
+    "a local newspaper, arguing for a new public park",
+    "a pen pal in another country, describing a holiday tradition",
+    "a company, complaining about a delayed delivery",
+    "a retiring colleague, recalling a shared project",
+    "a child who is afraid of the dark",
+    "an author, explaining what their book meant to you",
+];
+
+const PLACES: [&str; 12] = [
+    "a crowded market in the late afternoon",
+    "an empty school on the first day of the summer holidays",
+    "a harbour in winter",
+    "a desert at night",
+    "a small bakery before it opens",
+    "a hospital waiting room",
+    "a forest after a storm",
+    "a library in an old university",
+    "a highway diner at three in the morning",
+    "a rooftop garden in a big city",
+    "a fishing village during a festival",
+    "an abandoned amusement park",
+];
+
+const LANGUAGES: [&str; 8] = ["Python", "Rust", "JavaScript", "C", "Go", "Java", "TypeScript", "C++"];
+
+const TASKS: [&str; 24] = [
+    "removes duplicate elements from a list while keeping their order",
+    "counts the vowels in a string",
+    "checks whether two strings are anagrams",
+    "returns the second largest number in an array",
+    "converts a number of seconds into hours, minutes and seconds",
+    "validates an email address with simple rules",
+    "flattens a nested list of integers",
+    "computes the greatest common divisor of two numbers",
+    "finds the longest word in a sentence",
+    "groups a list of words by their first letter",
+    "computes the running average of a stream of numbers",
+    "checks whether a number is prime",
+    "transposes a matrix",
+    "converts a Roman numeral to an integer",
+    "implements a simple queue with two stacks",
+    "reads a text file and counts its lines, words and characters",
+    "returns all permutations of a short string",
+    "splits a list into chunks of a given size",
+    "finds the first non-repeating character in a string",
+    "computes the dot product of two vectors",
+    "checks whether parentheses in an expression are balanced",
+    "converts a string to title case",
+    "finds the intersection of two lists",
+    "implements run-length encoding of a string",
+];
+
+const CONCEPTS: [&str; 24] = [
+    "what a closure is",
+    "how DNS resolves a domain name",
+    "the difference between a list and a tuple",
+    "what a deadlock is and how to avoid one",
+    "how public-key cryptography works",
+    "what immutability means and why it helps",
+    "how a compiler differs from an interpreter",
+    "what unit tests are for",
+    "how HTTPS protects a web page",
+    "what a database index is",
+    "the difference between stack and heap memory",
+    "what version control is and why teams use it",
+    "how a linked list differs from an array",
+    "what an operating system does",
+    "how sorting algorithms compare",
+    "what a race condition is",
+    "how floating-point numbers can be imprecise",
+    "what a regular expression is",
+    "how a web browser renders a page",
+    "what dependency injection is",
+    "the difference between TCP and UDP",
+    "what a virtual machine is",
+    "how caching speeds up programs",
+    "what big data means",
+];
+
+/// Requests composed from the lists above, after the built-in ones: a code
+/// task, a prose piece (story, letter or description), a code task, an
+/// explanation, in turn; each combination once.
+pub fn composed() -> Vec<String> {
+    let (nl, nt) = (LANGUAGES.len(), TASKS.len());
+    // each language in turn, its task three further on than the last one's
+    let mut code = (0..nl * nt).map(|i| format!("Write a {} function that {}.", LANGUAGES[i % nl], TASKS[(i / nl + 3 * (i % nl)) % nt]));
+    let mut explain = CONCEPTS.iter().map(|c| format!("Explain {c}, with an example.")).chain(CONCEPTS.iter().map(|c| format!("Explain to a beginner {c}.")));
+    let stories = STORY_SUBJECTS.iter().map(|s| format!("Write a short story about {s}."));
+    let letters = LETTER_TOPICS.iter().map(|t| format!("Write a letter to {t}."));
+    let places = PLACES.iter().map(|p| format!("Describe {p}, as a novelist would."));
+    let mut prose = stories.zip(letters.chain(places)).flat_map(|(a, b)| [a, b]);
+    let mut out = Vec::new();
+    while let (Some(p), Some(e)) = (prose.next(), explain.next()) {
+        out.extend(code.next());
+        out.push(p);
+        out.extend(code.next());
+        out.push(e);
+    }
+    out
+}
+
 /// Asks about a calibration passage (put before the passage).
 pub const PASSAGE_ASKS: [&str; 4] = [
     "Summarize this passage:",
@@ -138,14 +276,14 @@ pub const PASSAGE_ASKS: [&str; 4] = [
     "Write three questions about this passage and answer them:",
 ];
 
-/// Up to `n` distinct request texts: `requests` (the built-in ones when
+/// Up to `n` distinct request texts: `requests` (the built-in and composed ones when
 /// empty), each once, alternating with asks about `passages` (each pair of
 /// ask and passage once); when one kind runs out the other goes on, and
 /// when both do the list ends early. A greedy answer to a request asked
 /// twice would be the same text twice: wasted training, and a held-out
 /// answer that was trained on.
 pub fn texts(requests: &[String], passages: &[&str], n: usize) -> Vec<String> {
-    let general: Vec<String> = if requests.is_empty() { BUILTIN.iter().map(|s| s.to_string()).collect() } else { requests.to_vec() };
+    let general: Vec<String> = if requests.is_empty() { BUILTIN.iter().map(|s| s.to_string()).chain(composed()).collect() } else { requests.to_vec() };
     let mut general = general.into_iter();
     // passages in a stride through the text, each ask in turn
     let n_asks = passages.len() * PASSAGE_ASKS.len();
@@ -176,6 +314,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn composed_requests_are_distinct_a_third_prose_and_no_benchmark() {
+        let c = composed();
+        let every: Vec<String> = BUILTIN.iter().map(|s| s.to_string()).chain(c.iter().cloned()).collect();
+        let distinct: std::collections::HashSet<&String> = every.iter().collect();
+        assert_eq!(distinct.len(), every.len(), "a request repeated");
+        let prose = c.iter().filter(|r| r.starts_with("Write a short story") || r.starts_with("Write a letter") || r.starts_with("Describe")).count();
+        assert!(prose * 4 >= c.len() && prose * 2 <= c.len(), "{prose} of {} prose", c.len());
+        for r in &every {
+            let l = r.to_lowercase();
+            assert!(!l.contains("lighthouse") && !l.contains("bottle") && !l.contains("fibonacci"), "a benchmark prompt: {r}");
+        }
+    }
+
+    #[test]
     fn alternates_and_never_repeats() {
         let t = texts(&[], &["a passage"], 4);
         assert_eq!(t[0], BUILTIN[0]);
@@ -189,9 +341,9 @@ mod tests {
         assert!(t.iter().all(|x| seen.insert(x.clone())), "a request repeats: {t:?}");
         let passages: Vec<String> = (0..50).map(|i| format!("passage {i}")).collect();
         let refs: Vec<&str> = passages.iter().map(|s| s.as_str()).collect();
-        let t = texts(&[], &refs, 400);
+        let t = texts(&[], &refs, 1000);
         let mut seen = std::collections::HashSet::new();
         assert!(t.iter().all(|x| seen.insert(x.clone())), "a request repeats");
-        assert_eq!(t.len(), BUILTIN.len() + 50 * PASSAGE_ASKS.len(), "every request and every (ask, passage) once");
+        assert_eq!(t.len(), BUILTIN.len() + composed().len() + 50 * PASSAGE_ASKS.len(), "every request and every (ask, passage) once");
     }
 }
