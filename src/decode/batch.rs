@@ -38,12 +38,13 @@ pub fn greedy_many(
 ) -> Result<Vec<Continuation>> {
     let d = model.cfg.n_embd;
     let mut out: Vec<Continuation> = vec![Continuation::default(); prompts.len()];
-    // (prompt index, its session, its continuation so far, tokens generated)
-    let mut active: Vec<(usize, Session, Continuation, usize)> = Vec::new();
+    // (prompt index, its session, its continuation so far)
+    let mut active: Vec<(usize, Session, Continuation)> = Vec::new();
     let mut next = 0;
     let mut s = Scratch::default();
     let mut logits = Vec::new();
-    let ends = |t: u32, generated: usize| stop.contains(&t) || generated >= n;
+    // whether prompt i's continuation `c` is complete
+    let ends = |i: usize, c: &Continuation| c.tokens.len() >= prompts[i].len() + n || c.tokens.last().is_some_and(|t| stop.contains(t));
     loop {
         while active.len() < width.max(1) && next < prompts.len() {
             let (i, prompt) = (next, &prompts[next]);
@@ -58,11 +59,11 @@ pub fn greedy_many(
             if n > 0 {
                 c.tokens.push(argmax(&logits) as u32);
             }
-            if n == 0 || ends(c.tokens[c.tokens.len() - 1], 1) {
+            if ends(i, &c) {
                 out[i] = c;
                 done(i);
             } else {
-                active.push((i, sess, c, 1));
+                active.push((i, sess, c));
             }
         }
         if active.is_empty() {
@@ -77,13 +78,11 @@ pub fn greedy_many(
                 a.2.rows.extend_from_slice(&s.x[b * d..(b + 1) * d]);
             }
             a.2.tokens.push(argmax(&logits[b * nv..(b + 1) * nv]) as u32);
-            a.3 += 1;
         }
         let mut k = 0;
         while k < active.len() {
-            let a = &active[k];
-            if ends(*a.2.tokens.last().unwrap_or(&0), a.3) {
-                let (i, _, c, _) = active.swap_remove(k);
+            if ends(active[k].0, &active[k].2) {
+                let (i, _, c) = active.swap_remove(k);
                 out[i] = c;
                 done(i);
             } else {

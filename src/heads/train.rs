@@ -320,6 +320,8 @@ pub fn train(
     let mut opt = AdamW::new(net.vars.clone(), ParamsAdamW { lr: p.lr, weight_decay: 0.0, ..Default::default() })?;
     let prep: Vec<Prepared> = data.iter().map(|s| prepare(model, &fz, s, &dev)).collect::<Result<_>>()?;
     let held_prep: Vec<Prepared> = held.iter().map(|s| prepare(model, &fz, s, &dev)).collect::<Result<_>>()?;
+    // the model's choices on the held-out sequences, for every epoch's report
+    let held_top: Vec<Vec<u32>> = held_prep.iter().map(|s| s.logits(&fz)?.argmax(D::Minus1)?.to_vec1::<u32>()).collect::<candle_core::Result<_>>()?;
     let mut agree = None;
     let steps = prep.len() * p.epochs;
     let mut step = 0;
@@ -347,13 +349,12 @@ pub fn train(
         }
         if !held_prep.is_empty() {
             let (mut hit, mut n) = (0usize, 0usize);
-            for s in &held_prep {
+            for (s, top) in held_prep.iter().zip(&held_top) {
                 let t = s.e.dim(0)?;
                 let (cos, sin) = fz.rope(t, &dev)?;
                 let y = forward(&net, &fz, &s.e, &s.hprev()?, &cos, &sin, &causal_mask(t, &dev)?)?;
                 let got = y.matmul(&fz.out.t()?)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-                let top = s.logits(&fz)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
-                hit += got.iter().zip(&top).filter(|(a, b)| a == b).count();
+                hit += got.iter().zip(top).filter(|(a, b)| a == b).count();
                 n += t;
             }
             agree = Some(hit as f64 / n.max(1) as f64);

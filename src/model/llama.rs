@@ -356,6 +356,7 @@ impl Model {
     /// only those rows continue (and `s.rows` becomes them).
     #[allow(clippy::too_many_arguments)]
     fn attention_part(&self, il: usize, l: &Layer, pos0: usize, kv: &mut KvCache, s: &mut Scratch, plain: Batch, steps: bool, prune: Option<&[usize]>) {
+        // which token rows continue past this layer's attention
         let all: Vec<usize>;
         let rows: &[usize] = match prune {
             Some(p) => p,
