@@ -303,11 +303,69 @@ fn mtp_training_lowers_the_loss() {
     }
     let m = tiny_model(1);
     let toks = tokens(32 * 12);
-    let mut w = heads_writer(&m, &toks).unwrap();
-    let p = MtpParams { epochs: 8, lr: 3e-3, self_distill: 200, train_vocab: 8, ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::F32) };
-    let mut l = Losses(Vec::new());
-    let r = graft_mtp(&m, &toks, &p, &mut w, &mut l).unwrap();
-    assert_eq!(r.distilled, 2 * (64 + 191), "two snippets of 64 tokens continued by 192 (the last one without a hidden row)");
-    let (first, last) = (l.0[0], *l.0.last().unwrap());
-    assert!(last < first, "training did not lower the loss: {first} -> {last}");
+    for depth in [1, 2] {
+        let mut w = heads_writer(&m, &toks).unwrap();
+        let p =
+            MtpParams { epochs: 8, lr: 3e-3, self_distill: 200, train_vocab: 8, depth, ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::F32) };
+        let mut l = Losses(Vec::new());
+        let r = graft_mtp(&m, &toks, &p, &mut w, &mut l).unwrap();
+        assert_eq!(r.distilled, 2 * (64 + 191), "two snippets of 64 tokens continued by 192 (the last one without a hidden row)");
+        let (first, last) = (l.0[0], *l.0.last().unwrap());
+        assert!(last < first, "depth {depth}: training did not lower the loss: {first} -> {last}");
+    }
+}
+
+/// Training's chained passes (EAGLE-3's training-time test) compute the rows
+/// drafting computes: draft position j of the chain starting at b, on the
+/// head's own rows of the positions before, over the cache drafting holds
+/// then (`model::nextn` run as `decode::mtp` runs it, teacher-forced tokens).
+#[cfg(feature = "train")]
+#[test]
+fn training_chains_the_head_as_drafting_does() {
+    use rllama::heads::mtp::{final_rows, HeadWeights};
+    use rllama::heads::train::{pass_rows, Sample};
+    use rllama::model::nextn::Nextn;
+    use rllama::ops::norm::rms_norm_rows;
+    let m = tiny_model(1);
+    let (d, eps) = (m.cfg.n_embd, m.cfg.eps);
+    let mut r = Rng(11);
+    let mut h = HeadWeights::start(&m, (0..2 * d * d).map(|_| r.f32() * 0.5).collect());
+    for mat in &mut h.mats {
+        let scale = 1.5 / (mat.1 as f32).sqrt();
+        mat.3.iter_mut().for_each(|x| *x = r.f32() * scale);
+    }
+    let toks = tokens(24);
+    let f = final_rows(&m, &toks).unwrap();
+    let depth = 3;
+    let passes = pass_rows(&m, &h, &Sample { tokens: toks.clone(), f: f.clone() }, depth, 1).unwrap();
+    assert_eq!(passes.len(), depth);
+    let mut w = rllama::gguf::GgufWriter::new();
+    h.write(&m, &mut w, rllama::gguf::GgmlType::F32).unwrap();
+    let g = std::sync::Arc::new(rllama::gguf::GgufFile::from_bytes(w.to_bytes()).unwrap());
+    let head = Nextn::load(&g, &m.cfg, m.cfg.n_layer).unwrap();
+    // the head's input rows: the model's of the position before, normed
+    let mut normed = vec![0f32; f.len()];
+    rms_norm_rows(&f, m.output_norm(), eps, &mut normed);
+    let hrows = |n: usize| -> Vec<f32> { (0..n).flat_map(|p| if p == 0 { vec![0.0; d] } else { normed[(p - 1) * d..p * d].to_vec() }).collect() };
+    let mut checked = 0;
+    for (j, (at, rows)) in passes.iter().enumerate() {
+        assert!(!at.is_empty());
+        for (i, &p) in at.iter().enumerate() {
+            // history 0..=p - j; then j chained steps
+            let b = p - j;
+            let mut kv = head.new_cache(&m, toks.len()).unwrap();
+            let mut s = rllama::model::Scratch::default();
+            head.forward(&m, &toks[..=b], &hrows(b + 1), 0, &mut kv, &mut s).unwrap();
+            for q in b + 1..=p {
+                let prev = s.x[(s.n_rows() - 1) * d..].to_vec();
+                head.forward(&m, &toks[q..=q], &prev, q, &mut kv, &mut s).unwrap();
+            }
+            let want = &s.x[(s.n_rows() - 1) * d..];
+            let got = &rows[i * d..(i + 1) * d];
+            let diff = want.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-3, "draft position {} at {p}: training's row differs from drafting's by {diff}", j + 1);
+            checked += 1;
+        }
+    }
+    assert!(checked > 24, "{checked} rows checked");
 }

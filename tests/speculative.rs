@@ -164,7 +164,7 @@ fn token_counts(target: &Model, prompt: &[u32], draft: Draft, n: u32, rule: fn(f
             }
             Draft::Model(d) => (Box::new(DraftModel::new(d, 64, 64, 0.0).unwrap()), DraftLength::fixed(2)),
             Draft::Lookup => (Box::new(rllama::decode::ngram::NgramLookup::new(1, 3)), DraftLength::fixed_slots(&[(2, 2); 3])),
-            Draft::Mtp(h) => (Box::new(rllama::decode::mtp::MtpDrafter::new(h, None, Vec::new()).unwrap()), DraftLength::fixed(2)),
+            Draft::Mtp(h) => (Box::new(rllama::decode::mtp::MtpDrafter::new(h, None, Vec::new(), 0.0).unwrap()), DraftLength::fixed(2)),
         };
         sess.log_hidden = drafter.wants_hidden();
         let mut stats = SpecStats::default();

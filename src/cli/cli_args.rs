@@ -301,6 +301,7 @@ impl TryFrom<DraftArgs> for DraftOpts {
             lookup_draft_max: d.ngram_lookup_draft_max.into(),
             draft_vocab: d.spec_draft_vocab.unwrap_or(crate::decode::drafters::DEFAULT_DRAFT_VOCAB),
             draft_vocab_for_model: d.spec_draft_vocab.is_some(),
+            mtp_p_min: d.draft_p_min,
             ..Default::default()
         };
         super::options::check_exit_threshold(d.early_exit_threshold, d.spec_heads.as_deref())?;

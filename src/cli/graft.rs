@@ -37,6 +37,13 @@ pub struct GraftArgs {
     #[arg(long = "lr", value_name = "F", default_value_t = 3e-4, help = "MTP head learning rate (AdamW; cosine decay to a tenth over the run)")]
     lr: f64,
     #[arg(
+        long = "train-depth",
+        value_name = "N",
+        default_value_t = 2,
+        help = "MTP draft positions trained: 1 the first only, N also chained N-1 times on the head's own rows, as drafting runs it"
+    )]
+    train_depth: usize,
+    #[arg(
         long = "self-distill",
         value_name = "N",
         default_value_t = 0,
@@ -164,6 +171,7 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             epochs: a.epochs,
             lr: a.lr,
             self_distill: a.self_distill,
+            depth: a.train_depth,
             train_vocab: crate::decode::drafters::DEFAULT_DRAFT_VOCAB,
             distill_prompts: distill_prompts(&model, &tok, &text, &requests, a.self_distill.div_ceil(crate::heads::mtp::DISTILL_GEN)),
             stop: (0..model.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect(),

@@ -86,6 +86,9 @@ pub struct NgramOpts {
     pub early_exit_draft_max: usize,
     /// Most tokens a draft-mtp round drafts.
     pub mtp_draft_max: usize,
+    /// A draft-mtp round stops at a token the head gives less probability
+    /// (`--draft-p-min`, as for a draft model).
+    pub mtp_p_min: f32,
     /// Draft vocabulary of early-exit heads (`--spec-draft-vocab`; 0: all).
     pub draft_vocab: usize,
     /// Whether the draft model drafts over it too (the flag was given).
@@ -107,6 +110,7 @@ impl Default for NgramOpts {
             lookup_draft_max: 16,
             early_exit_draft_max: 8,
             mtp_draft_max: 4,
+            mtp_p_min: 0.0,
             draft_vocab: DEFAULT_DRAFT_VOCAB,
             draft_vocab_for_model: false,
         }
@@ -196,7 +200,7 @@ impl<'d> Drafters<'d> {
                             ),
                             None => (None, Vec::new()),
                         };
-                        (Box::new(MtpDrafter::new(head, out, prior)?), o.mtp_draft_max, 0)
+                        (Box::new(MtpDrafter::new(head, out, prior, o.mtp_p_min)?), o.mtp_draft_max, 0)
                     }
                     (None, _) => {
                         bail!("--spec-type draft-mtp needs a model with nextn layers or an MTP head (--spec-heads HEADS.gguf, written by rllama graft --mtp)")

@@ -7,7 +7,7 @@
 //! drafts chain on the head's own output rows. Lossless through
 //! verification.
 
-use super::speculative::{argmax, DraftCtx, DraftLength, DraftTiming, Drafter};
+use super::speculative::{argmax, top_prob, DraftCtx, DraftLength, DraftTiming, Drafter};
 use crate::kv_cache::KvCache;
 use crate::model::nextn::Nextn;
 use crate::model::{Model, Rounding, Scratch};
@@ -39,11 +39,13 @@ pub struct MtpDrafter<'m> {
     /// prior; empty: none), and whether the policy has it yet.
     prior: Vec<f64>,
     primed: bool,
+    /// Drafting stops at a token the head gives less than this probability.
+    p_min: f32,
 }
 
 impl<'m> MtpDrafter<'m> {
     /// `prior`: the head's held-out acceptance per draft position (may be empty).
-    pub fn new(head: &'m Nextn, out: Option<(Linear, Vec<u32>)>, prior: Vec<f64>) -> Result<Self> {
+    pub fn new(head: &'m Nextn, out: Option<(Linear, Vec<u32>)>, prior: Vec<f64>, p_min: f32) -> Result<Self> {
         Ok(MtpDrafter {
             head,
             kv: None,
@@ -56,6 +58,7 @@ impl<'m> MtpDrafter<'m> {
             time: DraftTiming::default(),
             prior,
             primed: false,
+            p_min,
         })
     }
 
@@ -104,18 +107,20 @@ impl<'m> MtpDrafter<'m> {
         self.head.forward(m, &history[at..], &hrows[(at - from) * d..], at, kv, &mut self.s)?;
         self.valid = n;
         let mut out = Vec::with_capacity(k);
-        let mut tok = self.next_token(m);
+        let Some(mut tok) = self.next_token(m) else { return Ok((out, t_catchup)) };
         out.push(tok);
         while out.len() < k {
             let prev = self.s.x[(self.s.n_rows() - 1) * d..].to_vec();
             self.head.forward(m, &[tok], &prev, n - 1 + out.len(), kv, &mut self.s)?;
-            tok = self.next_token(m);
+            let Some(next) = self.next_token(m) else { break };
+            tok = next;
             out.push(tok);
         }
         Ok((out, t_catchup))
     }
 
-    fn next_token(&mut self, model: &Model) -> u32 {
+    /// The head's choice from its last row; None below `p_min`.
+    fn next_token(&mut self, model: &Model) -> Option<u32> {
         let d = model.cfg.n_embd;
         let n = self.s.n_rows();
         // the last row only
@@ -123,10 +128,13 @@ impl<'m> MtpDrafter<'m> {
         let output = self.out.as_ref().map_or(model.output(), |(o, _)| o);
         model.head_normed(output, &mut self.s_out, Rounding::AsSteps, &mut self.logits);
         let best = argmax(&self.logits);
-        match &self.out {
+        if self.p_min > 0.0 && top_prob(&self.logits, best) < self.p_min {
+            return None;
+        }
+        Some(match &self.out {
             Some((_, ids)) => ids[best],
             None => best as u32,
-        }
+        })
     }
 }
 

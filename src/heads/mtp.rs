@@ -38,6 +38,9 @@ pub struct MtpParams {
     pub lr: f64,
     /// Tokens the model generates from calibration snippets to train on.
     pub self_distill: usize,
+    /// Draft positions trained (1: the first; more: also chained on the
+    /// head's own rows, as drafting runs it).
+    pub depth: usize,
     /// Draft vocabulary the training loss runs over.
     pub train_vocab: usize,
     /// Prompts the self-distilled text continues (e.g. chat-formatted
@@ -385,7 +388,7 @@ fn train_head(
     let data: Vec<Sample> = samples.into_iter().map(|(tokens, f)| Sample { tokens, f }).collect();
     let held: Vec<Sample> = held.iter().map(|h| Sample { tokens: h.tokens.clone(), f: h.f.clone() }).collect();
     let vocab = vocab_order(tokens, model.cfg.n_vocab, p.train_vocab);
-    let tp = TrainParams { epochs: p.epochs, lr: p.lr, reg: 1.0 };
+    let tp = TrainParams { epochs: p.epochs, lr: p.lr, reg: 1.0, depth: p.depth };
     train(model, start, &data, &held, &vocab, &tp, &mut Bridge(prog))
 }
 

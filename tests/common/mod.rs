@@ -143,6 +143,7 @@ pub fn closed_form_mtp(n_ctx: usize, chunks: Option<usize>, holdout: usize, ty: 
         epochs: 0,
         lr: 0.0,
         self_distill: 0,
+        depth: 1,
         train_vocab: 0,
         distill_prompts: Vec::new(),
         stop: Vec::new(),
