@@ -281,6 +281,12 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     let (got, drafted) = run(Some(&mut ds), DraftLength::fixed(3));
     assert_eq!(got, want, "draft-mtp changed greedy output");
     assert!(drafted > 0);
+    // --draft-p-min: rounds stop at a token the head is unsure of
+    let o = NgramOpts { mtp_p_min: 0.6, ..NgramOpts::default() };
+    let mut ds = Drafters::from_types(&[SpecType::DraftMtp], &o, None, Some((&m, &h, None)), h.mtp.as_ref(), 3).unwrap();
+    let (got, fewer) = run(Some(&mut ds), DraftLength::fixed(3));
+    assert_eq!(got, want, "draft-mtp with --draft-p-min changed greedy output");
+    assert!(fewer < drafted, "--draft-p-min 0.6 drafted {fewer} of {drafted}");
 }
 
 /// Training the MTP head (feature `train`) on the tiny model with
