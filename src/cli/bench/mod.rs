@@ -61,6 +61,14 @@ pub struct BenchArgs {
     spec_heads: Option<std::path::PathBuf>,
     #[arg(long = "spec-prompt", value_name = "TEXT", help = "the request the drafting tg row answers (chat-formatted)")]
     spec_prompt: Option<String>,
+    #[arg(
+        long = "spec-draft-p-min",
+        visible_alias = "draft-p-min",
+        value_name = "P",
+        default_value_t = 0.0,
+        help = "draft-mtp rounds stop below this draft probability"
+    )]
+    draft_p_min: f32,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
     verbose: bool,
     #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
@@ -170,6 +178,8 @@ pub struct BenchOpts {
     pub spec: Vec<crate::decode::drafters::SpecType>,
     pub spec_heads: Option<std::path::PathBuf>,
     pub spec_prompt: String,
+    /// Drafting's probability cut-off (`--draft-p-min`).
+    pub draft_p_min: f32,
 }
 
 fn default_threads() -> usize {
@@ -224,6 +234,7 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOp
         spec: crate::decode::drafters::SpecType::parse_list(&a.spec_type)?,
         spec_heads: a.spec_heads,
         spec_prompt: a.spec_prompt.unwrap_or_else(|| spec::DEFAULT_PROMPT.to_string()),
+        draft_p_min: a.draft_p_min,
     };
     if o.models.is_empty() {
         bail!("error: a model is required (-m MODEL)");
@@ -533,10 +544,10 @@ fn run_gen(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<
 fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option<&crate::heads::Heads>, inst: &Instance, o: &BenchOpts) -> Result<TestResult> {
     let prompt = spec::prompt_tokens(m, tok, &o.spec_prompt)?;
     if o.warmup {
-        spec::run(m, tok, heads, &o.spec, &prompt, 4)?;
+        spec::run(m, tok, heads, o, &prompt, 4)?;
     }
     let runs =
-        (0..o.reps).map(|_| spec::run(m, tok, heads, &o.spec, &prompt, inst.n_gen)).collect::<Result<Vec<_>>>().map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
+        (0..o.reps).map(|_| spec::run(m, tok, heads, o, &prompt, inst.n_gen)).collect::<Result<Vec<_>>>().map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
     // the counts of every repetition (the length policy follows measured
     // times, so repetitions of the same greedy text draft differently)
     let mut total: Vec<spec::Tally> = Vec::new();

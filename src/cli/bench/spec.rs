@@ -67,11 +67,12 @@ impl Tally {
     }
 }
 
-/// Nanoseconds to generate `n` tokens greedily after `prompt` with `types`
+/// Nanoseconds to generate `n` tokens greedily after `prompt` with `o.spec`
 /// drafting, and each drafter's counts.
-pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, types: &[SpecType], prompt: &[u32], n: usize) -> Result<(u64, Vec<Tally>)> {
+pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOpts, prompt: &[u32], n: usize) -> Result<(u64, Vec<Tally>)> {
     let mtp = heads.and_then(|h| h.mtp.as_ref()).or(m.nextn().first());
-    let mut ds = Drafters::from_types(types, &NgramOpts::default(), None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?;
+    let opts = NgramOpts { mtp_p_min: o.draft_p_min, ..NgramOpts::default() };
+    let mut ds = Drafters::from_types(&o.spec, &opts, None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?;
     let len = ds.length();
     let sess = Session::new(m, prompt.len() + n + DRAFT_CAP + 1, 512)?;
     let mut gen = Generator::new(sess, Sampler::new(SamplerParams { temp: 0.0, ..Default::default() }), Some(&mut ds as &mut dyn Drafter), len);
