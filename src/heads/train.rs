@@ -326,8 +326,9 @@ struct Pass {
 }
 
 /// The head's passes over one sequence for draft positions `1..=depth`;
-/// the chained ones over the chains starting at `offset`, `offset +
-/// CHAIN_EVERY`, .... Only the passes' own weights get gradients.
+/// the chained ones over every `CHAIN_EVERY`-th chain start from
+/// `1 + offset % CHAIN_EVERY`. Gradients flow only through each pass's own
+/// computation (its inputs from earlier passes are detached).
 fn passes(net: &Net, fz: &Frozen, s: &Prepared, depth: usize, offset: usize) -> candle_core::Result<Vec<Pass>> {
     let dev = s.e.device();
     let wrap = candle_core::Error::wrap;
