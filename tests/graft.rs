@@ -264,7 +264,7 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     assert!(h.exits.is_empty() && h.mtp.is_some());
     // the policy's prior: acceptance per draft position given the ones before stood
     assert_eq!(h.mtp_accept.len(), 3);
-    assert_eq!(h.mtp_accept[0], r.agree.answers.as_ref().unwrap()[0] as f32 as f64, "position 1 is the answers' agreement");
+    assert_eq!(h.mtp_accept, r.agree.accept.iter().map(|&a| a as f32 as f64).collect::<Vec<_>>());
     assert!(h.mtp_accept.iter().all(|a| (0.0..=1.0).contains(a)), "{:?}", h.mtp_accept);
     let run = |d: Option<&mut dyn Drafter>, len: DraftLength| {
         let mut gen = Generator::new(Session::new(&m, 128, 32).unwrap(), Sampler::new(SamplerParams { temp: 0.0, ..Default::default() }), d, len);
@@ -273,18 +273,29 @@ fn mtp_head_round_trip_and_lossless_drafting() {
         while out.len() < 60 {
             out.extend(gen.next().unwrap());
         }
+        let all = [&toks[..20], &out[..]].concat();
         out.truncate(60);
-        (out, gen.stats.n_drafted)
+        (out, gen.stats.n_drafted, all)
     };
-    let (want, _) = run(None, DraftLength::new(0, 0));
+    let (want, _, _) = run(None, DraftLength::new(0, 0));
     let mut ds = Drafters::from_types(&[SpecType::DraftMtp], &NgramOpts::default(), None, Some((&m, &h, None)), h.mtp.as_ref(), 3).unwrap();
-    let (got, drafted) = run(Some(&mut ds), DraftLength::fixed(3));
+    let (got, drafted, all) = run(Some(&mut ds), DraftLength::fixed(3));
     assert_eq!(got, want, "draft-mtp changed greedy output");
     assert!(drafted > 0);
+    // the prior's replay of drafting's rounds on that text counts what drafting met
+    // (up to the last rounds, which the replay leaves out)
+    let held = rllama::heads::mtp::HeldOut::new(&m, &all).unwrap().scored_from(20);
+    let c = rllama::heads::mtp::agreement(&m, h.mtp.as_ref().unwrap(), &held).unwrap();
+    let by_pos = &ds.entries()[0].by_pos;
+    let near = |a: usize, b: usize| a.abs_diff(b) <= 2;
+    assert!(near(c.chain_tried[0], by_pos[0].0), "rounds: replayed {:?}, drafting {by_pos:?}", c.chain_tried);
+    for k in 0..3 {
+        assert!(near(c.chain_hits[k], by_pos[k].1), "position {}: replayed {:?}, drafting {by_pos:?}", k + 1, c.chain_hits);
+    }
     // --draft-p-min: rounds stop at a token the head is unsure of
     let o = NgramOpts { mtp_p_min: 0.6, ..NgramOpts::default() };
     let mut ds = Drafters::from_types(&[SpecType::DraftMtp], &o, None, Some((&m, &h, None)), h.mtp.as_ref(), 3).unwrap();
-    let (got, fewer) = run(Some(&mut ds), DraftLength::fixed(3));
+    let (got, fewer, _) = run(Some(&mut ds), DraftLength::fixed(3));
     assert_eq!(got, want, "draft-mtp with --draft-p-min changed greedy output");
     assert!(fewer < drafted, "--draft-p-min 0.6 drafted {fewer} of {drafted}");
 }

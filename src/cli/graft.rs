@@ -197,7 +197,7 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             format!("{}{answers}", pos(&g.text))
         };
         eprintln!("  MTP head ({} held-out positions, {} self-distilled tokens): {}", m.held_out, m.distilled, show(&m.agree));
-        eprintln!("  acceptance when the drafts before stand (the drafting policy's prior): {}", pos(&m.agree.accept));
+        eprintln!("  acceptance in drafting's rounds replayed, given the drafts before stood (the drafting policy's prior): {}", pos(&m.agree.accept));
         if a.epochs > 0 {
             eprintln!("  (closed-form start: {})", show(&m.agree_start));
         }

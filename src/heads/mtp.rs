@@ -60,8 +60,9 @@ pub struct Agreement {
     pub text: Vec<f64>,
     /// On held-out self-distilled answers (the answer tokens only).
     pub answers: Option<Vec<f64>>,
-    /// Acceptance per draft position given those before it stood (on the
-    /// answers, else the text): the drafting policy's prior.
+    /// Acceptance per draft position given those before it stood, in
+    /// drafting's rounds replayed on the answers (else the text): the
+    /// drafting policy's prior.
     pub accept: Vec<f64>,
 }
 
@@ -473,8 +474,12 @@ pub struct Counts {
     /// rows with the text's tokens, against the model's choices at p + k - 1.
     pub hits: Vec<usize>,
     pub tried: Vec<usize>,
-    /// Position k counted only where positions 1..k hit: what drafting's
-    /// acceptance at k is (a draft is judged only when those before it stood).
+    /// Drafting's rounds replayed on the text (`REPORT_POSITIONS` drafts
+    /// a round, the next round after the accepted drafts and the model's
+    /// token): position k counted in rounds whose positions 1..k-1 stood.
+    /// Rounds land on harder positions than an average over every
+    /// position would (hits come in runs, and an accepting round skips
+    /// them), so this, not `hits`, is what drafting meets.
     pub chain_hits: Vec<usize>,
     pub chain_tried: Vec<usize>,
 }
@@ -505,7 +510,6 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> 
     let mut c = Counts { hits: vec![0; REPORT_POSITIONS], chain_hits: vec![0; REPORT_POSITIONS], chain_tried: vec![0; REPORT_POSITIONS], ..Counts::default() };
     let from = held.from;
     c.hits[0] = got1.iter().zip(want).skip(from).filter(|(a, b)| a == b).count();
-    (c.chain_hits[0], c.chain_tried[0]) = (c.hits[0], n - from);
     // chained positions: from each p (its true pairs 0..=p in the cache),
     // scored at p + 1 on
     let il = head.il;
@@ -532,16 +536,24 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> 
     }
     let got: Vec<Vec<usize>> = chained.iter().map(|rows| top1_normed(model, rows)).collect();
     for (i, p) in (first..starts).enumerate() {
-        let mut standing = got1[p] == want[p];
         for k in 1..REPORT_POSITIONS {
-            let hit = got[k][i] == want[p + k];
-            c.hits[k] += hit as usize;
-            if standing {
-                c.chain_tried[k] += 1;
-                c.chain_hits[k] += hit as usize;
-            }
-            standing &= hit;
+            c.hits[k] += (got[k][i] == want[p + k]) as usize;
         }
+    }
+    // drafting's rounds: from the last prompt token on
+    let mut p = first;
+    while p < starts {
+        let mut stood = 0;
+        for k in 0..REPORT_POSITIONS {
+            let hit = if k == 0 { got1[p] == want[p] } else { got[k][p - first] == want[p + k] };
+            c.chain_tried[k] += 1;
+            c.chain_hits[k] += hit as usize;
+            if !hit {
+                break;
+            }
+            stood += 1;
+        }
+        p += stood + 1;
     }
     Ok(c)
 }
