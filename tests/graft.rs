@@ -341,7 +341,6 @@ fn mtp_training_lowers_the_loss() {
 fn training_chains_the_head_as_drafting_does() {
     use rllama::heads::mtp::{final_rows, HeadWeights};
     use rllama::heads::train::{pass_rows, Sample};
-    use rllama::model::nextn::Nextn;
     use rllama::ops::norm::rms_norm_rows;
     let m = tiny_model(1);
     let (d, eps) = (m.cfg.n_embd, m.cfg.eps);
@@ -358,8 +357,7 @@ fn training_chains_the_head_as_drafting_does() {
     assert_eq!(passes.len(), depth);
     let mut w = rllama::gguf::GgufWriter::new();
     h.write(&m, &mut w, rllama::gguf::GgmlType::F32).unwrap();
-    let g = std::sync::Arc::new(rllama::gguf::GgufFile::from_bytes(w.to_bytes()).unwrap());
-    let head = Nextn::load(&g, &m.cfg, m.cfg.n_layer).unwrap();
+    let head = rllama::heads::mtp::load_written(&m, &w).unwrap();
     // the head's input rows: the model's of the position before, normed
     let mut normed = vec![0f32; f.len()];
     rms_norm_rows(&f, m.output_norm(), eps, &mut normed);

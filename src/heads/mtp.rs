@@ -407,7 +407,7 @@ fn train_head(
 }
 
 /// The head as written in `w` (its tensors read back).
-fn load_written(model: &Model, w: &GgufWriter) -> Result<Nextn> {
+pub fn load_written(model: &Model, w: &GgufWriter) -> Result<Nextn> {
     let g = Arc::new(crate::gguf::GgufFile::from_bytes(w.to_bytes())?);
     Nextn::load(&g, &model.cfg, model.cfg.n_layer)
 }

@@ -501,12 +501,11 @@ pub fn train(
         if !held_prep.is_empty() {
             let (mut hit, mut n) = (0usize, 0usize);
             for (s, top) in held_prep.iter().zip(&held_top) {
-                let t = s.e.dim(0)?;
-                let (cos, sin) = fz.rope(t, &dev)?;
-                let (y, _) = forward(&net, &fz, &s.e, &s.hprev()?, &cos, &sin, &causal_mask(t, &dev)?, None)?;
+                // the first draft position only
+                let y = &passes(&net, &fz, s, 1, 0)?[0].y;
                 let got = y.matmul(&fz.out.t()?)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
                 hit += got.iter().zip(top).filter(|(a, b)| a == b).count();
-                n += t;
+                n += got.len();
             }
             agree = Some(hit as f64 / n.max(1) as f64);
             prog.step(epoch, step, steps, sum / prep.len().max(1) as f64, agree);
