@@ -356,7 +356,7 @@ fn training_chains_the_head_as_drafting_does() {
     let passes = pass_rows(&m, &h, &Sample { tokens: toks.clone(), f: f.clone() }, depth, 1).unwrap();
     assert_eq!(passes.len(), depth);
     let mut w = rllama::gguf::GgufWriter::new();
-    h.write(&m, &mut w, rllama::gguf::GgmlType::F32).unwrap();
+    h.write(&m, &mut w, rllama::gguf::GgmlType::F32.into()).unwrap();
     let head = rllama::heads::mtp::load_written(&m, &w).unwrap();
     // the head's input rows: the model's of the position before, normed
     let mut normed = vec![0f32; f.len()];

@@ -30,7 +30,7 @@ pub struct GraftArgs {
     exit_layers: Vec<ExitSpec>,
     #[arg(long = "mtp", help = "also graft a multi-token-prediction head (for --spec-type draft-mtp)")]
     mtp: bool,
-    #[arg(long = "mtp-type", value_name = "TYPE", default_value = "q8_0", help = "type of the MTP head's matrices (f32, f16, q8_0, ...)")]
+    #[arg(long = "mtp-type", value_name = "TYPE", default_value = "q4_k_m", help = "type of the MTP head's matrices (f32, f16, q8_0, q4_k, ...; q4_k_m: Q4_K with Q6_K for attn_v and ffn_down); rows a type's blocks do not divide are Q8_0")]
     mtp_type: String,
     #[arg(long = "epochs", value_name = "N", default_value_t = 3, help = "MTP head training epochs (0: the closed-form head)")]
     epochs: usize,
@@ -128,8 +128,8 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             }
         }
     }
-    let mtp_ty = match crate::gguf::GgmlType::from_name(&a.mtp_type) {
-        Some(t) if crate::quant::quantize::can_quantize(t) => t,
+    let mtp_ty = match crate::heads::mtp::HeadTypes::from_name(&a.mtp_type) {
+        Some(t) if crate::quant::quantize::can_quantize(t.base) && crate::quant::quantize::can_quantize(t.sensitive) => t,
         _ => bail!("error: --mtp-type {}: not a weight type rllama can write", a.mtp_type),
     };
     super::options::set_threads(a.threads);

@@ -31,8 +31,8 @@ pub struct MtpParams {
     /// Chunks held out for the agreement report.
     pub holdout: usize,
     pub ridge: f64,
-    /// Type of the head's matrices.
-    pub ty: GgmlType,
+    /// Types of the head's matrices.
+    pub ty: HeadTypes,
     /// Training epochs (0: the closed-form head only).
     pub epochs: usize,
     pub lr: f64,
@@ -117,8 +117,53 @@ pub fn pair_rows(model: &Model, chunk: &[u32], f: &[f32]) -> Result<Vec<f32>> {
 
 /// A matrix of `rows` x `cols` f32 values stored as `ty` (F32 when the rows
 /// do not fit its blocks).
+/// Types of the head's matrices: `base` for most, `sensitive` for
+/// `attn_v` and `ffn_down` (llama.cpp's Q4_K_M gives those more bits too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadTypes {
+    pub base: GgmlType,
+    pub sensitive: GgmlType,
+}
+
+/// Matrices that get `HeadTypes::sensitive`.
+const SENSITIVE: [&str; 2] = ["attn_v", "ffn_down"];
+
+impl From<GgmlType> for HeadTypes {
+    fn from(t: GgmlType) -> Self {
+        HeadTypes { base: t, sensitive: t }
+    }
+}
+
+impl HeadTypes {
+    /// The default: Q4_K, with Q6_K for the sensitive matrices (a drafted
+    /// token reads half the bytes of a Q8_0 head at the same acceptance).
+    pub const Q4_K_M: HeadTypes = HeadTypes { base: GgmlType::Q4_K, sensitive: GgmlType::Q6_K };
+
+    /// A weight type's name, or `q4_k_m` for the mix.
+    pub fn from_name(name: &str) -> Option<HeadTypes> {
+        if name.eq_ignore_ascii_case("q4_k_m") {
+            return Some(Self::Q4_K_M);
+        }
+        GgmlType::from_name(name).map(HeadTypes::from)
+    }
+
+    fn of(&self, matrix: &str) -> GgmlType {
+        if SENSITIVE.contains(&matrix) {
+            self.sensitive
+        } else {
+            self.base
+        }
+    }
+}
+
+/// `ty`, or for rows its blocks do not divide Q8_0 (32-element blocks),
+/// else F32.
+fn fitting(ty: GgmlType, cols: usize) -> GgmlType {
+    [ty, GgmlType::Q8_0].into_iter().find(|t| t.row_bytes(cols).is_some()).unwrap_or(GgmlType::F32)
+}
+
 fn put(w: &mut GgufWriter, name: &str, cols: usize, rows: usize, x: &[f32], ty: GgmlType) -> Result<()> {
-    let ty = if ty.row_bytes(cols).is_some() { ty } else { GgmlType::F32 };
+    let ty = fitting(ty, cols);
     let rb = ty.row_bytes(cols).unwrap_or(cols * 4);
     let mut out = vec![0u8; rows * rb];
     crate::quant::quantize::quantize_rows(ty, x, cols, &mut out)?;
@@ -205,18 +250,18 @@ impl HeadWeights {
     }
 
     /// The tensors into `w` as block `n_layer` (matrices as `ty`).
-    pub fn write(&self, model: &Model, w: &mut GgufWriter, ty: GgmlType) -> Result<()> {
+    pub fn write(&self, model: &Model, w: &mut GgufWriter, ty: HeadTypes) -> Result<()> {
         let c = &model.cfg;
         let (d, il) = (c.n_embd, c.n_layer);
         let p = |s: &str| format!("blk.{il}.{s}");
-        put(w, &p("nextn.eh_proj.weight"), 2 * d, d, &self.eh_proj, ty)?;
+        put(w, &p("nextn.eh_proj.weight"), 2 * d, d, &self.eh_proj, ty.of("eh_proj"))?;
         put_vec(w, &p("nextn.enorm.weight"), &self.enorm)?;
         put_vec(w, &p("nextn.hnorm.weight"), &self.hnorm)?;
         put_vec(w, &p("nextn.shared_head_norm.weight"), &self.head_norm)?;
         put_vec(w, &p("attn_norm.weight"), &self.attn_norm)?;
         put_vec(w, &p("ffn_norm.weight"), &self.ffn_norm)?;
         for (name, cols, rows, v, bias) in &self.mats {
-            put(w, &p(&format!("{name}.weight")), *cols, *rows, v, ty)?;
+            put(w, &p(&format!("{name}.weight")), *cols, *rows, v, ty.of(name))?;
             if let Some(b) = bias {
                 put_vec(w, &p(&format!("{name}.bias")), b)?;
             }

@@ -139,7 +139,7 @@ pub fn closed_form_mtp(n_ctx: usize, chunks: Option<usize>, holdout: usize, ty: 
         chunks,
         holdout,
         ridge: 1e-2,
-        ty,
+        ty: ty.into(),
         epochs: 0,
         lr: 0.0,
         self_distill: 0,
