@@ -143,6 +143,8 @@ fn spec_heads_errors_are_one_line() {
     // the MTP path: text too short, a bad head type, draft-mtp with a heads file that has no MTP head
     one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--mtp", "--tokens", "300", "-o", out.to_str().unwrap()], "chunks of 512 needed");
     one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--mtp", "--mtp-type", "q8_1", "-o", out.to_str().unwrap()], "--mtp-type q8_1");
+    one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--mtp", "--mtp-ff", "0", "-o", out.to_str().unwrap()], "--mtp-ff 0");
+    one_error_line(&["graft", "-m", &q, "-f", text.to_str().unwrap(), "--mtp", "--mtp-ff", "99999", "-o", out.to_str().unwrap()], "--mtp-ff 99999");
     assert!(!out.exists(), "a failed graft left a file");
     one_error_line(&with(&["--spec-type", "draft-mtp"]), "draft-mtp needs");
 }
@@ -345,7 +347,10 @@ fn training_chains_the_head_as_drafting_does() {
     let m = tiny_model(1);
     let (d, eps) = (m.cfg.n_embd, m.cfg.eps);
     let mut r = Rng(11);
-    let mut h = HeadWeights::start(&m, (0..2 * d * d).map(|_| r.f32() * 0.5).collect());
+    // a feed-forward narrower than the model's, as `--mtp-ff` makes
+    let n_ff = m.cfg.n_ff / 2;
+    let mut h = HeadWeights::start(&m, (0..2 * d * d).map(|_| r.f32() * 0.5).collect(), Some(n_ff));
+    assert_eq!(h.mat("ffn_gate").unwrap().0.len(), n_ff * d);
     for mat in &mut h.mats {
         let scale = 1.5 / (mat.1 as f32).sqrt();
         mat.3.iter_mut().for_each(|x| *x = r.f32() * scale);
@@ -358,6 +363,7 @@ fn training_chains_the_head_as_drafting_does() {
     let mut w = rllama::gguf::GgufWriter::new();
     h.write(&m, &mut w, rllama::gguf::GgmlType::F32.into()).unwrap();
     let head = rllama::heads::mtp::load_written(&m, &w).unwrap();
+    assert_eq!(head.block.n_ff(), n_ff);
     // the head's input rows: the model's of the position before, normed
     let mut normed = vec![0f32; f.len()];
     rms_norm_rows(&f, m.output_norm(), eps, &mut normed);

@@ -30,8 +30,15 @@ pub struct GraftArgs {
     exit_layers: Vec<ExitSpec>,
     #[arg(long = "mtp", help = "also graft a multi-token-prediction head (for --spec-type draft-mtp)")]
     mtp: bool,
-    #[arg(long = "mtp-type", value_name = "TYPE", default_value = "q4_k_m", help = "type of the MTP head's matrices (f32, f16, q8_0, q4_k, ...; q4_k_m: Q4_K with Q6_K for attn_v and ffn_down); rows a type's blocks do not divide are Q8_0")]
+    #[arg(
+        long = "mtp-type",
+        value_name = "TYPE",
+        default_value = "q4_k_m",
+        help = "type of the MTP head's matrices (f32, f16, q8_0, q4_k, ...; q4_k_m: Q4_K with Q6_K for attn_v and ffn_down); rows a type's blocks do not divide are Q8_0"
+    )]
     mtp_type: String,
+    #[arg(long = "mtp-ff", value_name = "N", help = "the MTP head's feed-forward width (default: the model's); a narrower head trains and drafts faster")]
+    mtp_ff: Option<usize>,
     #[arg(long = "epochs", value_name = "N", default_value_t = 3, help = "MTP head training epochs (0: the closed-form head)")]
     epochs: usize,
     #[arg(long = "lr", value_name = "F", default_value_t = 3e-4, help = "MTP head learning rate (AdamW; cosine decay to a tenth over the run)")]
@@ -145,6 +152,9 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         None => Vec::new(),
     };
     let model = Model::load(&mp)?;
+    if let Some(n) = a.mtp_ff.filter(|&n| n == 0 || n > model.cfg.n_ff) {
+        bail!("error: --mtp-ff {n}: the head's feed-forward width must be 1..={} (the model's)", model.cfg.n_ff);
+    }
     let tok = Tokenizer::from_gguf(&model.g)?;
     let mut tokens = tok.encode(&text, true, false)?;
     if let Some(n) = a.max_tokens {
@@ -175,6 +185,7 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             train_vocab: crate::decode::drafters::DEFAULT_DRAFT_VOCAB,
             distill_prompts: distill_prompts(&model, &tok, &text, &requests, a.self_distill.div_ceil(crate::heads::mtp::DISTILL_GEN)),
             stop: (0..model.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect(),
+            n_ff: a.mtp_ff,
         };
         Some(graft_mtp(&model, &tokens, &mp, &mut w, &mut p).map_err(|e| anyhow::anyhow!("error: {e}"))?)
     } else {

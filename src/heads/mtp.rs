@@ -48,6 +48,8 @@ pub struct MtpParams {
     pub distill_prompts: Vec<Vec<u32>>,
     /// Tokens that end a generation (end of turn).
     pub stop: Vec<u32>,
+    /// The head's feed-forward width (None: the model's).
+    pub n_ff: Option<usize>,
 }
 
 /// Draft positions the agreement is reported for.
@@ -183,6 +185,23 @@ fn dequant(m: &crate::ops::matmul::QMatrix) -> Vec<f32> {
     out
 }
 
+/// The `n` feed-forward hidden units (in order) whose gate row, up row and
+/// down column (`down`: d rows of `gate.len() / d`) have the largest
+/// product of norms.
+fn ffn_units(gate: &[f32], up: &[f32], down: &[f32], d: usize, n: usize) -> Vec<usize> {
+    let n_ff = gate.len() / d;
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let score = |i: usize| {
+        let col: f32 = (0..d).map(|r| down[r * n_ff + i].powi(2)).sum::<f32>().sqrt();
+        norm(&gate[i * d..(i + 1) * d]) * norm(&up[i * d..(i + 1) * d]) * col
+    };
+    let mut units: Vec<(f32, usize)> = (0..n_ff).map(|i| (score(i), i)).collect();
+    units.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut keep: Vec<usize> = units[..n.min(n_ff)].iter().map(|u| u.1).collect();
+    keep.sort_unstable();
+    keep
+}
+
 /// A matrix of the head: name, columns, rows, values (rows are output
 /// dimensions), bias.
 pub type HeadMatrix = (&'static str, usize, usize, Vec<f32>, Option<Vec<f32>>);
@@ -204,25 +223,27 @@ pub struct HeadWeights {
 
 impl HeadWeights {
     /// The closed-form start: `eh_proj` (d rows of 2d), the model's last
-    /// block with zero output projections (attn_output, ffn_down).
-    pub fn start(model: &Model, eh_proj: Vec<f32>) -> HeadWeights {
+    /// block with zero output projections (attn_output, ffn_down), its
+    /// feed-forward cut to the `n_ff` hidden units (all: None) where the
+    /// last block's gate, up and down weights are largest (the product of
+    /// their norms).
+    pub fn start(model: &Model, eh_proj: Vec<f32>, n_ff: Option<usize>) -> HeadWeights {
         let c = &model.cfg;
         let d = c.n_embd;
         let last = model.layer(c.n_layer - 1);
+        let [gate, up, down] = [&last.w_gate, &last.w_up, &last.w_down].map(|l| dequant(&l.w));
+        let keep = ffn_units(&gate, &up, &down, d, n_ff.unwrap_or(c.n_ff).clamp(1, c.n_ff));
         let mut mats = Vec::new();
-        for (name, lin) in [
-            ("attn_q", &last.wq),
-            ("attn_k", &last.wk),
-            ("attn_v", &last.wv),
-            ("attn_output", &last.wo),
-            ("ffn_gate", &last.w_gate),
-            ("ffn_up", &last.w_up),
-            ("ffn_down", &last.w_down),
-        ] {
-            let zero = name == "attn_output" || name == "ffn_down";
+        for (name, lin) in [("attn_q", &last.wq), ("attn_k", &last.wk), ("attn_v", &last.wv), ("attn_output", &last.wo)] {
+            let zero = name == "attn_output";
             let v = if zero { vec![0.0; lin.w.cols * lin.w.rows] } else { dequant(&lin.w) };
             mats.push((name, lin.w.cols, lin.w.rows, v, lin.bias.clone()));
         }
+        let rows = |w: &[f32]| keep.iter().flat_map(|&i| w[i * d..(i + 1) * d].to_vec()).collect::<Vec<f32>>();
+        let n = keep.len();
+        mats.push(("ffn_gate", d, n, rows(&gate), None));
+        mats.push(("ffn_up", d, n, rows(&up), None));
+        mats.push(("ffn_down", n, d, vec![0.0; n * d], None));
         let extra_norms = [
             ("attn_q_norm", &last.q_norm),
             ("attn_k_norm", &last.k_norm),
@@ -352,7 +373,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     let wm = llt.solve(&zy);
     // eh_proj rows are output dimensions: E[j][i] = W[i][j]
     let eh: Vec<f32> = (0..d).flat_map(|j| (0..2 * d).map(move |i| (j, i))).map(|(j, i)| wm[(i, j)] as f32).collect();
-    let start = HeadWeights::start(model, eh);
+    let start = HeadWeights::start(model, eh, p.n_ff);
     times.push(("closed-form fit", t_fit.elapsed().as_secs_f64()));
     let mut held = Vec::new();
     for hi in 0..p.holdout {

@@ -537,8 +537,8 @@ impl Model {
         let (d, nr) = (c.n_embd, s.n_rows());
         s.h.resize(nr * d, 0.0);
         rms_norm_rows(&s.x, &l.ffn_norm, c.eps, &mut s.h);
-        s.gate.resize(nr * c.n_ff, 0.0);
-        s.up.resize(nr * c.n_ff, 0.0);
+        s.gate.resize(nr * l.n_ff(), 0.0);
+        s.up.resize(nr * l.n_ff(), 0.0);
         s.mc.new_input();
         l.w_gate.forward(&s.h, nr, &mut s.gate, &mut s.mc, plain);
         l.w_up.forward(&s.h, nr, &mut s.up, &mut s.mc, plain);

@@ -35,9 +35,16 @@ impl Nextn {
     pub fn load(g: &Arc<GgufFile>, cfg: &Config, il: usize) -> Result<Nextn> {
         let d = cfg.n_embd;
         let p = |s: &str| format!("blk.{il}.nextn.{s}");
+        // its feed-forward width: the gate's rows (a grafted head's may be
+        // narrower than the model's; the shapes are checked as it loads)
+        let gate = format!("blk.{il}.ffn_gate.weight");
+        let n_ff = match g.tensor(&gate).map(|t| t.dims.as_slice()) {
+            Some(&[_, rows]) if rows >= 1 && rows <= cfg.n_ff as u64 => rows as usize,
+            _ => cfg.n_ff,
+        };
         Ok(Nextn {
             il,
-            block: Layer::load(g, cfg, il)?,
+            block: Layer::load_ff(g, cfg, il, n_ff)?,
             eh_proj: Linear::new(matrix(g, &p("eh_proj.weight"), 2 * d, d, true)?),
             enorm: vector(g, &p("enorm.weight"), d)?,
             hnorm: vector(g, &p("hnorm.weight"), d)?,

@@ -31,6 +31,12 @@ pub struct Layer {
 impl Layer {
     /// Block `i` of `g` (tensors `blk.{i}.*`), shaped as `cfg` says.
     pub fn load(g: &Arc<GgufFile>, cfg: &Config, i: usize) -> Result<Layer> {
+        Self::load_ff(g, cfg, i, cfg.n_ff)
+    }
+
+    /// `load` with a feed-forward width of `n_ff` (an MTP head's may be
+    /// narrower than the model's).
+    pub fn load_ff(g: &Arc<GgufFile>, cfg: &Config, i: usize, n_ff: usize) -> Result<Layer> {
         let (d, hk, hv) = (cfg.n_embd, cfg.head_dim_k, cfg.head_dim_v);
         let (nq, nk, nv) = (cfg.n_head * hk, cfg.n_head_kv * hk, cfg.n_head_kv * hv);
         let p = |s: &str| format!("blk.{i}.{s}");
@@ -43,14 +49,19 @@ impl Layer {
             wv: biased("attn_v", d, nv)?,
             wo: Linear::new(lin("attn_output", cfg.n_head * hv, d)?),
             ffn_norm: vector(g, &p("ffn_norm.weight"), d)?,
-            w_gate: Linear::new(lin("ffn_gate", d, cfg.n_ff)?),
-            w_up: Linear::new(lin("ffn_up", d, cfg.n_ff)?),
-            w_down: Linear::new(lin("ffn_down", cfg.n_ff, d)?),
+            w_gate: Linear::new(lin("ffn_gate", d, n_ff)?),
+            w_up: Linear::new(lin("ffn_up", d, n_ff)?),
+            w_down: Linear::new(lin("ffn_down", n_ff, d)?),
             q_norm: opt_vector(g, &p("attn_q_norm.weight"), hk)?,
             k_norm: opt_vector(g, &p("attn_k_norm.weight"), hk)?,
             post_attn_norm: opt_vector(g, &p("post_attention_norm.weight"), d)?,
             post_ffn_norm: opt_vector(g, &p("post_ffw_norm.weight"), d)?,
         })
+    }
+
+    /// Its feed-forward width.
+    pub fn n_ff(&self) -> usize {
+        self.w_gate.w.rows
     }
 
     /// Weight bytes one step reads (its projections).

@@ -147,6 +147,7 @@ pub fn closed_form_mtp(n_ctx: usize, chunks: Option<usize>, holdout: usize, ty: 
         train_vocab: 0,
         distill_prompts: Vec::new(),
         stop: Vec::new(),
+        n_ff: None,
     }
 }
 
