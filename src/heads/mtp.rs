@@ -117,8 +117,6 @@ pub fn pair_rows(model: &Model, chunk: &[u32], f: &[f32]) -> Result<Vec<f32>> {
     Ok(z)
 }
 
-/// A matrix of `rows` x `cols` f32 values stored as `ty` (F32 when the rows
-/// do not fit its blocks).
 /// Types of the head's matrices: `base` for most, `sensitive` for
 /// `attn_v` and `ffn_down` (llama.cpp's Q4_K_M gives those more bits too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,6 +162,8 @@ fn fitting(ty: GgmlType, cols: usize) -> GgmlType {
     [ty, GgmlType::Q8_0].into_iter().find(|t| t.row_bytes(cols).is_some()).unwrap_or(GgmlType::F32)
 }
 
+/// A matrix of `rows` x `cols` f32 values stored as `ty` (as `fitting`
+/// says when the rows do not fit its blocks).
 fn put(w: &mut GgufWriter, name: &str, cols: usize, rows: usize, x: &[f32], ty: GgmlType) -> Result<()> {
     let ty = fitting(ty, cols);
     let rb = ty.row_bytes(cols).unwrap_or(cols * 4);
