@@ -54,9 +54,21 @@ fn check(file: &str) {
     assert!(fast.same_top >= steps.same_top - 2.0, "{file}: fast same top {}% vs {}%", fast.same_top, steps.same_top);
 }
 
+/// The 1.5B (K-quants throughout) under RLLAMA_LONG_TESTS=1: its one-token
+/// exact steps take minutes on a slow CI machine.
 #[test]
 fn fast_mode_is_within_llama_cpp_rounding_noise_qwen15() {
+    if !common::long_tests() {
+        eprintln!("SKIPPED: the 1.5B's run needs RLLAMA_LONG_TESTS=1");
+        return;
+    }
     check(common::QWEN15);
+}
+
+/// Q4_K and Q6_K feed-forward down projections, the rest Q5_0/Q8_0 fallbacks.
+#[test]
+fn fast_mode_is_within_llama_cpp_rounding_noise_qwen() {
+    check(common::QWEN);
 }
 
 #[test]

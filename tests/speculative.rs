@@ -1,6 +1,7 @@
 //! Greedy speculative decoding gives exactly the tokens of plain greedy
 //! decoding: SmolLM2 and Qwen targets with drafts made by quantizing the same
-//! model (Q2_K, Q4_0) with rllama quantize, 200 tokens on five prompts, every
+//! model (Q2_K, Q4_0) with rllama quantize, 200 tokens on five prompts
+//! (`RLLAMA_LONG_TESTS=1`; 64 in CI), every
 //! round drafting 4 tokens (the adaptive length would mostly switch drafting
 //! off on these pairs, and the test is about verification).
 mod common;
@@ -19,7 +20,10 @@ const PROMPTS: &[&str] = &[
     "The three laws of thermodynamics are",
     "Question: What is the capital of Japan?\nAnswer:",
 ];
-const N: usize = 200;
+/// Tokens generated per prompt.
+fn n_tokens() -> usize {
+    common::scaled(64, 200)
+}
 
 struct Quiet;
 impl Progress for Quiet {
@@ -36,7 +40,7 @@ fn plain(model: &Model, prompt: &[u32], tok: &Tokenizer) -> Vec<u32> {
     let mut s = greedy();
     let mut logits = sess.prompt(prompt).unwrap();
     let mut out = Vec::new();
-    while out.len() < N {
+    while out.len() < n_tokens() {
         let t = s.sample(&logits);
         out.push(t);
         if tok.is_eog(t) {
@@ -55,11 +59,11 @@ fn speculative(model: &Model, draft: &Model, prompt: &[u32], tok: &Tokenizer, st
     sess.prompt(&prompt[..prompt.len() - 1]).unwrap();
     let mut history = prompt.to_vec();
     let mut out = Vec::new();
-    'gen: while out.len() < N {
+    'gen: while out.len() < n_tokens() {
         for t in round(&mut sess, &mut drafter, &mut len, &mut s, &history, stats).unwrap() {
             out.push(t);
             history.push(t);
-            if tok.is_eog(t) || out.len() == N {
+            if tok.is_eog(t) || out.len() == n_tokens() {
                 break 'gen;
             }
         }

@@ -13,6 +13,23 @@ pub fn exact_mode() {
     std::env::set_var("RLLAMA_EXACT", "1");
 }
 
+/// `RLLAMA_LONG_TESTS=1`: the acceptance-length runs (200 tokens on every
+/// prompt, 20 perplexity chunks, the 1.5B everywhere). Without it the same
+/// checks run shorter, so that `cargo test --release` fits CI's time on a
+/// slow 2-core machine.
+pub fn long_tests() -> bool {
+    std::env::var_os("RLLAMA_LONG_TESTS").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// `short` in CI, `long` under `RLLAMA_LONG_TESTS=1`.
+pub fn scaled<T>(short: T, long: T) -> T {
+    if long_tests() {
+        long
+    } else {
+        short
+    }
+}
+
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("RLLAMA_MODELS") {
         Some(d) => PathBuf::from(d),
