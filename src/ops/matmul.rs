@@ -261,10 +261,23 @@ fn round_as_steps() -> bool {
     *ON.get_or_init(|| std::env::var_os("RLLAMA_ROUND_AS_STEPS").is_some_and(|v| !v.is_empty() && v != "0"))
 }
 
+/// Up to 8 tokens, the tiles are cut into this many contiguous ranges per
+/// thread, claimed dynamically: a thread whose core is shared (a busy
+/// machine, a slower virtual CPU) takes fewer, where one range per thread
+/// made every matmul wait for the slowest. Qwen 1.5B Q4_K_M tg32 at -t 2 on
+/// a 2-core EPYC (Zen 1) with a busy loop on the second core: 5.5-5.7 t/s
+/// with one range per thread, 6.1 with 4, 6.0-6.2 with 16; on the idle
+/// machine 10.1-11.5 against 10.3-11.0 (its run-to-run noise); SmolLM2
+/// Q4_1 tg128 (many small matmuls, the most claims per token), six
+/// alternating pairs: 82-115 t/s (mean 98) with one range, 83-132 (mean 108)
+/// with 4.
+const SMALL_BATCH_RANGES: usize = 4;
+
 /// The fast kernel: every row rounded the same in any batch, so `batch` is
-/// not needed. Up to 8 tokens (memory-bound) one contiguous range of tiles
-/// per thread; more, chunks of 4 tiles claimed dynamically (a chunk's
-/// weights stay in L2 while every token passes over them).
+/// not needed. Up to 8 tokens (memory-bound) contiguous ranges of tiles
+/// (`SMALL_BATCH_RANGES` per thread); more, chunks of 4 tiles claimed
+/// dynamically (a chunk's weights stay in L2 while every token passes over
+/// them). Which thread runs a range never changes its results.
 fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &QuantizedActs, out: &mut [f32]) {
     const CHUNK_TILES: usize = 4;
     let (n, rows) = (q.n, w.rows);
@@ -273,7 +286,7 @@ fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &Quantized
     let tile_bytes = k.geometry.tile_bytes(nb);
     assert!(tiles.as_slice().len() >= ntiles * tile_bytes, "{}: tiles too short", w.name);
     let nt = parallel::n_threads();
-    let chunk = if n <= 8 { ntiles.div_ceil(nt) } else { CHUNK_TILES };
+    let chunk = if n <= 8 { ntiles.div_ceil(nt * SMALL_BATCH_RANGES) } else { CHUNK_TILES };
     let (acts, rb, gemm) = (q.buf.as_slice(), q.row_bytes, k.gemm);
     let data = tiles.as_slice();
     let ptr = SendPtr(out.as_mut_ptr());
