@@ -58,8 +58,7 @@ fn check(file: &str) {
 /// exact steps take minutes on a slow CI machine.
 #[test]
 fn fast_mode_is_within_llama_cpp_rounding_noise_qwen15() {
-    if !common::long_tests() {
-        eprintln!("SKIPPED: the 1.5B's run needs RLLAMA_LONG_TESTS=1");
+    if !common::long_only("the 1.5B's run") {
         return;
     }
     check(common::QWEN15);

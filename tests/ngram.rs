@@ -138,8 +138,7 @@ fn greedy_ngram_drafting_equals_plain_qwen() {
 
 #[test]
 fn greedy_ngram_drafting_equals_plain_qwen15() {
-    if !common::long_tests() {
-        eprintln!("SKIPPED: the 1.5B's drafting run needs RLLAMA_LONG_TESTS=1");
+    if !common::long_only("the 1.5B's drafting run") {
         return;
     }
     check(common::QWEN15, Some(common::QWEN), false);

@@ -185,13 +185,12 @@ fn greedy_qwen() {
 fn ppl(idx: usize) {
     common::exact_mode();
     let (key, file, full, ci) = MODELS[idx];
-    let (chunks, want) = match (common::long_tests(), ci) {
-        (false, Ci::Chunks(n, ppl)) => (n, ppl),
-        (false, Ci::LongOnly) => {
-            eprintln!("SKIPPED: {key}'s perplexity needs RLLAMA_LONG_TESTS=1 (its greedy text runs in CI)");
-            return;
-        }
-        (true, _) => (20, full),
+    if matches!(ci, Ci::LongOnly) && !common::long_only(&format!("{key}'s perplexity (its greedy text runs in CI)")) {
+        return;
+    }
+    let (chunks, want) = match ci {
+        Ci::Chunks(n, ppl) if !common::long_tests() => (n, ppl),
+        _ => (20, full),
     };
     let Some(path) = common::model(file) else {
         return;

@@ -40,7 +40,8 @@ fn plain(model: &Model, prompt: &[u32], tok: &Tokenizer) -> Vec<u32> {
     let mut s = greedy();
     let mut logits = sess.prompt(prompt).unwrap();
     let mut out = Vec::new();
-    while out.len() < n_tokens() {
+    let n = n_tokens();
+    while out.len() < n {
         let t = s.sample(&logits);
         out.push(t);
         if tok.is_eog(t) {
@@ -59,11 +60,12 @@ fn speculative(model: &Model, draft: &Model, prompt: &[u32], tok: &Tokenizer, st
     sess.prompt(&prompt[..prompt.len() - 1]).unwrap();
     let mut history = prompt.to_vec();
     let mut out = Vec::new();
-    'gen: while out.len() < n_tokens() {
+    let n = n_tokens();
+    'gen: while out.len() < n {
         for t in round(&mut sess, &mut drafter, &mut len, &mut s, &history, stats).unwrap() {
             out.push(t);
             history.push(t);
-            if tok.is_eog(t) || out.len() == n_tokens() {
+            if tok.is_eog(t) || out.len() == n {
                 break 'gen;
             }
         }

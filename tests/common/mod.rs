@@ -21,6 +21,16 @@ pub fn long_tests() -> bool {
     std::env::var_os("RLLAMA_LONG_TESTS").is_some_and(|v| v != "0" && !v.is_empty())
 }
 
+/// Whether a long-only check runs: under `RLLAMA_LONG_TESTS=1`; else it
+/// prints why `what` is skipped (as `model` does for a missing file).
+pub fn long_only(what: &str) -> bool {
+    let on = long_tests();
+    if !on {
+        eprintln!("SKIPPED: {what} needs RLLAMA_LONG_TESTS=1");
+    }
+    on
+}
+
 /// `short` in CI, `long` under `RLLAMA_LONG_TESTS=1`.
 pub fn scaled<T>(short: T, long: T) -> T {
     if long_tests() {
