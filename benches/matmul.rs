@@ -1,7 +1,8 @@
 //! Matmuls of the real models' weight matrices (skipped when the model files
 //! are absent): every distinct (type, shape) of SmolLM2, Qwen2.5 and Gemma 3,
 //! for 1, 4 and 64 tokens, on the runtime-selected kernels and rllama's thread
-//! team: `cargo bench --bench matmul` (RLLAMA_MODELS overrides the cache).
+//! team: `cargo bench --bench matmul` (RLLAMA_MODELS overrides the cache,
+//! MM_FILES=a.gguf,b.gguf the files, MM_TOKENS=1,4,64 the batch sizes).
 //! Most matrices stay in L2/L3 between iterations (compute-bound); Qwen
 //! 1.5B's output matrix (Q6_K, 191 MB) streams from memory, as generation does.
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -15,8 +16,10 @@ fn models_dir() -> std::path::PathBuf {
 }
 
 fn bench(c: &mut Criterion) {
-    let files =
-        ["SmolLM2-135M-Instruct.Q4_1.gguf", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", "gemma-3-270m-q4_k_m.gguf", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"];
+    let default_files =
+        "SmolLM2-135M-Instruct.Q4_1.gguf,qwen2.5-coder-0.5b-instruct-q4_k_m.gguf,gemma-3-270m-q4_k_m.gguf,qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
+    let files_var = std::env::var("MM_FILES").unwrap_or(default_files.into());
+    let files: Vec<&str> = files_var.split(',').collect();
     let tokens: Vec<usize> = std::env::var("MM_TOKENS").ok().map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![1, 4, 64]);
     for f in files {
         let path = models_dir().join(f);

@@ -295,6 +295,35 @@ fn simd_activation_quantization_equals_scalar() {
     }
 }
 
+/// Quantized activations of the 32-element types lie in [-127, 127] (the
+/// scale is amax / 127) unless the block's scale rounds to 0 in f16 (amax
+/// so small that 127 / amax overflows), where no product counts: the AVX2
+/// Q8_0/IQ4_NL kernels' sign trick relies on it, as ggml's does.
+#[test]
+fn activation_quants_stay_above_minus_128() {
+    let mut rng = Rng(11);
+    for t in [GgmlType::Q4_0, GgmlType::Q4_1] {
+        let quantizers = [scalar_kernels(t).unwrap(), kernels(t).unwrap()];
+        let (act, n) = (quantizers[0].act, 1024);
+        let (bb, qoff) = (act.row_bytes(32).unwrap(), act.row_bytes(32).unwrap() - 32);
+        for mode in 0..5u8 {
+            let mut x = acts(n, &mut rng, if mode < 3 { mode } else { 0 });
+            // blocks of extreme magnitudes, each with its -amax
+            let scale = [1.0, 1.0, 1.0, 3e38, 1e-38][mode as usize];
+            x.iter_mut().enumerate().for_each(|(i, v)| *v = if i % 32 == 5 { -scale } else { *v * scale.min(1e30) });
+            for q in &quantizers {
+                let mut a = AlignedBytes::new(act.row_bytes(n).unwrap());
+                (q.quantize_act)(&x, a.as_mut_slice());
+                for b in a.as_slice().chunks_exact(bb) {
+                    let d = half::f16::from_le_bytes([b[0], b[1]]);
+                    let low = b[qoff..].iter().any(|&v| v as i8 == -128);
+                    assert!(!low || d.to_f32() == 0.0, "{act:?} mode {mode}: -128 in a block of scale {d}");
+                }
+            }
+        }
+    }
+}
+
 fn python_gguf() -> bool {
     let ok = std::process::Command::new("python3").args(["-c", "import gguf, numpy"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
