@@ -34,6 +34,7 @@
 //!                128.. d (f16) per row
 
 use super::TILE_ROWS;
+use crate::parallel::{self, SendPtr};
 use crate::quant::blocks::{cast_blocks, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KVALUES_IQ4NL};
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
 use crate::quant::AlignedBytes;
@@ -76,27 +77,30 @@ pub const Q6K_SCALES: usize = 0;
 pub const Q6K_D: usize = 128;
 
 /// Tiles of `rows` rows: rows past the end are zero (scale 0: they add 0).
-/// `put(blocks, values, meta)` writes one super-block.
-pub(super) fn tiles<B: Copy, const R: usize>(
+/// `put(blocks, values, meta)` writes one super-block. The tiles are
+/// written in parallel (loading Qwen 0.5B Q4_K_M on 2 cores: 3.0 -> 1.9 s).
+pub(super) fn tiles<B: Copy + Sync, const R: usize>(
     data: &[u8],
     rows: usize,
     row_bytes: usize,
     g: Geometry,
-    put: impl Fn(&[Option<&B>; R], &mut [u8], &mut [u8]),
+    put: impl Fn(&[Option<&B>; R], &mut [u8], &mut [u8]) + Sync,
 ) -> AlignedBytes {
     let nb = row_bytes / std::mem::size_of::<B>();
     let ntiles = rows.div_ceil(R);
     let tb = g.tile_bytes(nb);
     let mut out = AlignedBytes::weights(ntiles * tb);
-    let o = out.as_mut_slice();
+    let o = SendPtr(out.as_mut_slice().as_mut_ptr());
     let row = |r: usize| -> &[B] { cast_blocks(&data[r * row_bytes..(r + 1) * row_bytes]).expect("weight rows of whole blocks") };
-    for t in 0..ntiles {
-        let (values, meta) = o[t * tb..(t + 1) * tb].split_at_mut(nb * g.values);
+    parallel::for_each(ntiles, |t| {
+        // SAFETY: tile t's bytes of `out` (ntiles * tb long), disjoint per t.
+        let tile = unsafe { std::slice::from_raw_parts_mut(o.get().add(t * tb), tb) };
+        let (values, meta) = tile.split_at_mut(nb * g.values);
         for b in 0..nb {
             let blocks: [Option<&B>; R] = std::array::from_fn(|i| (t * R + i < rows).then(|| &row(t * R + i)[b]));
             put(&blocks, &mut values[b * g.values..(b + 1) * g.values], &mut meta[b * g.meta..(b + 1) * g.meta]);
         }
-    }
+    });
     out
 }
 
@@ -255,6 +259,21 @@ pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 }
 
 /// The index (0..16) of a value of the IQ4 grid (IQ4_NL, IQ4_XS).
+#[inline]
 pub(super) fn grid_index(v: i8) -> u8 {
-    KVALUES_IQ4NL.iter().position(|&k| k == v).expect("an IQ4 grid value") as u8
+    let i = GRID_INDEX[v as u8 as usize];
+    assert!(i < 16, "{v} is not an IQ4 grid value");
+    i
 }
+
+/// `grid_index` by table (a search per weight made loading Qwen 0.5B
+/// IQ4_XS, mostly IQ4_NL, take 9 s): 16 for values off the grid.
+const GRID_INDEX: [u8; 256] = {
+    let mut t = [16u8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[KVALUES_IQ4NL[i] as u8 as usize] = i as u8;
+        i += 1;
+    }
+    t
+};

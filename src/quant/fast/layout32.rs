@@ -46,7 +46,7 @@ enum Store {
     Five { offset: i8 },
 }
 
-fn pack<B: Block32>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store) -> AlignedBytes {
+fn pack<B: Block32 + Sync>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store) -> AlignedBytes {
     tiles::<B, TILE32_ROWS>(data, rows, row_bytes, g, |blocks, v, mt| {
         for (r, blk) in blocks.iter().enumerate() {
             let Some(blk) = blk else { continue };
