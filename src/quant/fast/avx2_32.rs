@@ -7,8 +7,9 @@
 //!   pairs of 8 vectors (5-bit: of 4) added where they cannot overflow (even
 //!   for activations of -128), then `vpmaddwd` by ones into the row's dword;
 //! - weights of up to 255 (Q8_0 + 128, the IQ4_NL grid + 128, which would
-//!   overflow `vpmaddubsw`'s pairs): back to signed bytes s = u - 128 (the
-//!   offset then needs no correction), per block |s| once for all tokens;
+//!   overflow `vpmaddubsw`'s pairs): signed bytes s instead (Q8_0's u -
+//!   128; IQ4_NL's grid values straight from the lookup, 15% off a token's
+//!   4864 x 896 matmul), so no offset to correct; per block |s| once for all tokens;
 //!   per token `vpsignb` gives a * sign(s), `vpmaddubsw` of |s| with it pairs
 //!   of at most 2 * 128 * 127 (activations lie in [-127, 127]: their scale
 //!   is amax / 127), `vpmaddwd` by ones into the row's dword. Per block,
@@ -26,10 +27,10 @@
 
 use super::acts32::ActPtrs;
 use super::avx2::{load_halves, nibbles, with_high, Halves};
-use super::avx512::IQ4_GRID_U8;
 use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
 use super::layout::Geometry;
 use super::layout32::*;
+use crate::quant::blocks::KVALUES_IQ4NL;
 use std::arch::x86_64::*;
 
 impl Plane32 for Halves {
@@ -43,7 +44,8 @@ impl Plane32 for Halves {
     }
     #[inline(always)]
     unsafe fn iq4(self) -> Self {
-        let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i));
+        // the grid values themselves (signed): the wide path wants s, not u
+        let lut = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
         [_mm256_shuffle_epi8(lut, self[0]), _mm256_shuffle_epi8(lut, self[1])]
     }
     #[inline(always)]
@@ -101,7 +103,9 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[Act
         if wide::<F>() {
             for j in 0..8 {
                 for h in 0..2 {
-                    sw[j][h] = _mm256_xor_si256(v[j][h], offset);
+                    if F::VALUES == Values::Bytes {
+                        sw[j][h] = _mm256_xor_si256(v[j][h], offset);
+                    }
                     aw[j][h] = _mm256_abs_epi8(sw[j][h]);
                 }
             }

@@ -136,7 +136,9 @@ pub trait Plane32: Copy {
     unsafe fn load(p: *const u8) -> Self;
     /// The low and high nibbles of every byte.
     unsafe fn nibbles(self) -> (Self, Self);
-    /// Each byte (a grid index) mapped to its IQ4_NL grid value + 128.
+    /// Each byte (a grid index) mapped to its IQ4_NL grid value as the
+    /// ISA's kernel multiplies it: + 128 (unsigned) for AVX-512's
+    /// `vpdpbusd`, the value itself (signed) for AVX2's sign trick.
     unsafe fn iq4(self) -> Self;
     /// + 16 in the bytes whose bit is set in the 64 mask bits at `mask`.
     unsafe fn add_high(self, mask: *const u8) -> Self;
