@@ -305,7 +305,9 @@ fn activation_quants_stay_above_minus_128() {
     for t in [GgmlType::Q4_0, GgmlType::Q4_1] {
         let quantizers = [scalar_kernels(t).unwrap(), kernels(t).unwrap()];
         let (act, n) = (quantizers[0].act, 1024);
-        let (bb, qoff) = (act.row_bytes(32).unwrap(), act.row_bytes(32).unwrap() - 32);
+        // one block's bytes; its 32 quants come last
+        let bb = act.row_bytes(32).unwrap();
+        let qoff = bb - 32;
         for mode in 0..5u8 {
             let mut x = acts(n, &mut rng, if mode < 3 { mode } else { 0 });
             // blocks of extreme magnitudes, each with its -amax

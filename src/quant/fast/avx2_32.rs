@@ -9,8 +9,8 @@
 //! - weights of up to 255 (Q8_0 + 128, the IQ4_NL grid + 128, which would
 //!   overflow `vpmaddubsw`'s pairs): signed bytes s instead (Q8_0's u -
 //!   128; IQ4_NL's grid values straight from the lookup, 15% off a token's
-//!   4864 x 896 matmul), so no offset to correct; per block |s| once for all tokens;
-//!   per token `vpsignb` gives a * sign(s), `vpmaddubsw` of |s| with it pairs
+//!   4864 x 896 matmul), so no offset to correct; per block |s| once for
+//!   all tokens; per token `vpsignb` gives a * sign(s), `vpmaddubsw` of |s| with it pairs
 //!   of at most 2 * 128 * 127 (activations lie in [-127, 127]: their scale
 //!   is amax / 127), `vpmaddwd` by ones into the row's dword. Per block,
 //!   token and half: 8 sign, 8 + 8 multiplies, 8 adds; the earlier i16
