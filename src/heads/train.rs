@@ -21,7 +21,7 @@
 use super::mtp::HeadWeights;
 use crate::model::Model;
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 pub struct TrainParams {
@@ -199,6 +199,31 @@ impl Frozen {
     }
 }
 
+/// Rows (T x d) times the frozen output rows (K x d) transposed, as an
+/// autograd op whose backward gives the rows' gradient only. Through
+/// candle's matmul the backward also computes the gradient of the frozen
+/// matrix (as much work again as the rows': a tenth of a training step's
+/// products) and adds it into a K x d buffer no one reads. The same
+/// products in both directions, so the same bits.
+struct FrozenProj(Tensor);
+
+impl CustomOp1 for FrozenProj {
+    fn name(&self) -> &'static str {
+        "frozen-output-rows"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("frozen-output-rows: rows not contiguous") };
+        let (t, d) = l.shape().dims2()?;
+        let y = Tensor::from_slice(&s.as_slice::<f32>()?[a..b], (t, d), &Device::Cpu)?.matmul(&self.0.t()?)?;
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), Shape::from((t, self.0.dim(0)?))))
+    }
+
+    fn bwd(&self, _rows: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.0)?))
+    }
+}
+
 /// Keys and values (heads, T, hd) a pass leaves in the head's cache.
 struct Kv {
     k: Tensor,
@@ -369,7 +394,7 @@ fn loss(net: &Net, fz: &Frozen, s: &Prepared, depth: usize, reg: f64, offset: us
             Some(at) => (probs.index_select(at, 0)?, target.index_select(at, 0)?),
             None => (probs.clone(), target.clone()),
         };
-        let logq = candle_nn::ops::log_softmax(&p.y.matmul(&fz.out.t()?)?, D::Minus1)?;
+        let logq = candle_nn::ops::log_softmax(&p.y.contiguous()?.apply_op1(FrozenProj(fz.out.clone()))?, D::Minus1)?;
         let ce = (probs.mul(&logq)?.sum(D::Minus1)?.mean_all()? * -1.0)?;
         let r = (rms(&p.y, None, fz.eps)? - target)?.sqr()?.mean_all()?;
         let term = ((ce + (r * reg)?)? * weight)?;
