@@ -44,6 +44,8 @@ pub mod mtp;
 pub mod requests;
 #[cfg(feature = "train")]
 pub mod train;
+#[cfg(feature = "train")]
+mod train_ops;
 
 use crate::gguf::{GgmlType, GgufFile, Value};
 use crate::model::Model;

@@ -19,9 +19,10 @@
 //! training 1.35x depth 1's time (every start: 1.65x).
 
 use super::mtp::HeadWeights;
+use super::train_ops::{FrozenProj, SoftCrossEntropy};
 use crate::model::Model;
 use anyhow::{bail, Result};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 pub struct TrainParams {
@@ -199,31 +200,6 @@ impl Frozen {
     }
 }
 
-/// Rows (T x d) times the frozen output rows (K x d) transposed, as an
-/// autograd op whose backward gives the rows' gradient only. Through
-/// candle's matmul the backward also computes the gradient of the frozen
-/// matrix (as much work again as the rows': a tenth of a training step's
-/// products) and adds it into a K x d buffer no one reads. The same
-/// products in both directions, so the same bits.
-struct FrozenProj(Tensor);
-
-impl CustomOp1 for FrozenProj {
-    fn name(&self) -> &'static str {
-        "frozen-output-rows"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("frozen-output-rows: rows not contiguous") };
-        let (t, d) = l.shape().dims2()?;
-        let y = Tensor::from_slice(&s.as_slice::<f32>()?[a..b], (t, d), &Device::Cpu)?.matmul(&self.0.t()?)?;
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), Shape::from((t, self.0.dim(0)?))))
-    }
-
-    fn bwd(&self, _rows: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad.matmul(&self.0)?))
-    }
-}
-
 /// Keys and values (heads, T, hd) a pass leaves in the head's cache.
 struct Kv {
     k: Tensor,
@@ -385,7 +361,7 @@ fn passes(net: &Net, fz: &Frozen, s: &Prepared, depth: usize, offset: usize) -> 
 /// The head's loss on one sequence: each pass's, draft position j's weighed
 /// `DEPTH_WEIGHT^(j-1)`.
 fn loss(net: &Net, fz: &Frozen, s: &Prepared, depth: usize, reg: f64, offset: usize) -> candle_core::Result<Tensor> {
-    let probs = candle_nn::ops::softmax(&s.logits(fz)?, D::Minus1)?;
+    let probs = candle_nn::ops::softmax_last_dim(&s.logits(fz)?)?;
     let target = rms(&s.target, None, fz.eps)?;
     let mut total: Option<Tensor> = None;
     let mut weight = 1.0;
@@ -394,8 +370,8 @@ fn loss(net: &Net, fz: &Frozen, s: &Prepared, depth: usize, reg: f64, offset: us
             Some(at) => (probs.index_select(at, 0)?, target.index_select(at, 0)?),
             None => (probs.clone(), target.clone()),
         };
-        let logq = candle_nn::ops::log_softmax(&p.y.contiguous()?.apply_op1(FrozenProj(fz.out.clone()))?, D::Minus1)?;
-        let ce = (probs.mul(&logq)?.sum(D::Minus1)?.mean_all()? * -1.0)?;
+        let logits = p.y.contiguous()?.apply_op1(FrozenProj(fz.out.clone()))?;
+        let ce = logits.apply_op2(&probs.contiguous()?, SoftCrossEntropy)?.mean_all()?;
         let r = (rms(&p.y, None, fz.eps)? - target)?.sqr()?.mean_all()?;
         let term = ((ce + (r * reg)?)? * weight)?;
         total = Some(match total {
