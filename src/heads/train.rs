@@ -19,11 +19,10 @@
 //! training 1.35x depth 1's time (every start: 1.65x).
 
 use super::mtp::HeadWeights;
-use super::train_ops::{FrozenProj, SoftCrossEntropy};
+use super::train_ops::{Adam, FrozenProj, SoftCrossEntropy};
 use crate::model::Model;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 pub struct TrainParams {
     pub epochs: usize,
@@ -478,7 +477,7 @@ pub fn train(
     let _heap = KeepFreedMemory::new();
     let fz = Frozen::new(model, vocab, &dev)?;
     let net = Net::new(start, &dev)?;
-    let mut opt = AdamW::new(net.vars.clone(), ParamsAdamW { lr: p.lr, weight_decay: 0.0, ..Default::default() })?;
+    let mut opt = Adam::new(net.vars.clone(), p.lr);
     let prep: Vec<Prepared> = data.iter().map(|s| prepare(model, &fz, s, &dev)).collect::<Result<_>>()?;
     let held_prep: Vec<Prepared> = held.iter().map(|s| prepare(model, &fz, s, &dev)).collect::<Result<_>>()?;
     // the model's choices on the held-out sequences, for every epoch's report
@@ -493,7 +492,7 @@ pub fn train(
         let mut sum = 0.0;
         for (i, &si) in order.iter().enumerate() {
             let loss = loss(&net, &fz, &prep[si], p.depth, p.reg, step)?;
-            opt.set_learning_rate(p.lr * lr_factor(step, steps));
+            opt.lr = p.lr * lr_factor(step, steps);
             opt.backward_step(&loss)?;
             sum += loss.to_scalar::<f32>()? as f64;
             step += 1;
