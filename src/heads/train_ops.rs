@@ -6,20 +6,19 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Shape, Storage, Tensor, Var};
 use rayon::prelude::*;
 
+/// The contiguous f32 values that layout `l` gives of storage `s`.
+fn values<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("mtp training: a tensor not contiguous") };
+    Ok(&s.as_slice::<f32>()?[a..b])
+}
+
 /// The contiguous f32 values of `t` (on the CPU), to `f`.
 fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (st, l) = t.storage_and_layout();
-    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("mtp training: a tensor not contiguous") };
     match &*st {
-        Storage::Cpu(cs) => Ok(f(&cs.as_slice::<f32>()?[a..b])),
+        Storage::Cpu(cs) => Ok(f(values(cs, l)?)),
         _ => candle_core::bail!("mtp training: a tensor not on the CPU"),
     }
-}
-
-/// The contiguous values of one of an op's arguments.
-fn values<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("mtp training: an argument not contiguous") };
-    Ok(&s.as_slice::<f32>()?[a..b])
 }
 
 /// Rows (T x d) times the frozen output rows (K x d) transposed, as an
@@ -38,7 +37,7 @@ impl CustomOp1 for FrozenProj {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (t, d) = l.shape().dims2()?;
         let y = Tensor::from_slice(values(s, l)?, (t, d), &Device::Cpu)?.matmul(&self.0.t()?)?;
-        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), Shape::from((t, self.0.dim(0)?))))
+        Ok((CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), y.shape().clone()))
     }
 
     fn bwd(&self, _rows: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
