@@ -127,6 +127,21 @@ impl KvCache {
         self.lens[layer] = pos + n;
     }
 
+    /// Keys and values (f16 bits) of positions `pos..pos + n` of `layer`.
+    pub fn rows_f16(&self, layer: usize, pos: usize, n: usize) -> (&[u16], &[u16]) {
+        let (kd, vd) = (self.k_dim, self.v_dim);
+        (&self.k[layer][pos * kd..(pos + n) * kd], &self.v[layer][pos * vd..(pos + n) * vd])
+    }
+
+    /// `store` of keys and values already f16 (`rows_f16`'s, e.g. of another
+    /// cache of the same dimensions).
+    pub fn store_f16(&mut self, layer: usize, pos: usize, n: usize, k: &[u16], v: &[u16]) {
+        let (kd, vd) = (self.k_dim, self.v_dim);
+        self.k[layer][pos * kd..(pos + n) * kd].copy_from_slice(&k[..n * kd]);
+        self.v[layer][pos * vd..(pos + n) * vd].copy_from_slice(&v[..n * vd]);
+        self.lens[layer] = pos + n;
+    }
+
     pub fn k_layer(&self, layer: usize) -> &[u16] {
         &self.k[layer]
     }
@@ -158,6 +173,22 @@ mod tests {
         assert_eq!((kv.len(0), kv.len(3)), (4, 3));
         kv.truncate(1);
         assert_eq!((0..4).map(|l| kv.len(l)).collect::<Vec<_>>(), vec![1; 4]);
+    }
+
+    #[test]
+    fn f16_rows_copy_between_caches() {
+        let mut a = KvCache::new(2, 8, 2, 3).unwrap();
+        let (k, v): (Vec<f32>, Vec<f32>) = ((0..8).map(|i| i as f32 * 0.3).collect(), (0..12).map(|i| -(i as f32) * 0.7).collect());
+        a.store(1, 0, 4, &k, &v);
+        let mut b = KvCache::new(2, 8, 2, 3).unwrap();
+        b.store(1, 0, 4, &[9.0; 8], &[9.0; 12]);
+        // positions 1..3 of a into b, which then holds 0..3
+        let (kb, vb) = a.rows_f16(1, 1, 2);
+        let (kb, vb) = (kb.to_vec(), vb.to_vec());
+        b.store_f16(1, 1, 2, &kb, &vb);
+        assert_eq!(b.len(1), 3);
+        assert_eq!(b.rows_f16(1, 1, 2), a.rows_f16(1, 1, 2));
+        assert_eq!(b.rows_f16(1, 0, 1).0, &[f16::from_f32(9.0).to_bits(); 2]);
     }
 }
 

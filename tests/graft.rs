@@ -287,7 +287,12 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     // the prior's replay of drafting's rounds on that text counts what drafting met
     // (up to the last rounds, which the replay leaves out)
     let held = rllama::heads::mtp::HeldOut::new(&m, &all).unwrap().scored_from(20);
-    let c = rllama::heads::mtp::agreement(&m, h.mtp.as_ref().unwrap(), &held).unwrap();
+    let c = rllama::heads::mtp::agreement(&m, h.mtp.as_ref().unwrap(), &held, None).unwrap();
+    // over a draft vocabulary of every token, in another order, the head picks the same
+    let ids: Vec<u32> = (0..m.cfg.n_vocab as u32).rev().collect();
+    let every = (rllama::heads::output_rows(&m, &ids).unwrap(), ids);
+    let c_every = rllama::heads::mtp::agreement(&m, h.mtp.as_ref().unwrap(), &held, Some(&every)).unwrap();
+    assert_eq!((&c_every.hits, &c_every.chain_hits), (&c.hits, &c.chain_hits));
     let by_pos = &ds.entries()[0].by_pos;
     let near = |a: usize, b: usize| a.abs_diff(b) <= 2;
     assert!(near(c.chain_tried[0], by_pos[0].0), "rounds: replayed {:?}, drafting {by_pos:?}", c.chain_tried);

@@ -89,6 +89,19 @@ pub fn vocab_order(tokens: &[u32], n_vocab: usize, max: usize) -> Vec<u32> {
     seen
 }
 
+/// The rows of the model's output matrix for tokens `ids` (in range), in
+/// that order, as a matrix of their own: a draft vocabulary's logits.
+pub fn output_rows(model: &Model, ids: &[u32]) -> Result<Linear> {
+    let out = &model.output().w;
+    let mut bytes = Vec::with_capacity(ids.len() * out.row_bytes);
+    for &t in ids {
+        bytes.extend_from_slice(out.row(t as usize));
+    }
+    let mut m = QMatrix::from_bytes("draft_output", out.ty, out.cols, ids.len(), &bytes)?;
+    m.pack();
+    Ok(Linear::new(m))
+}
+
 /// Bytes of the token embedding hashed into the fingerprint.
 const FINGERPRINT_BYTES: usize = 1 << 16;
 
@@ -315,14 +328,7 @@ impl Heads {
             return Ok(None);
         }
         let ids: Vec<u32> = self.vocab.iter().copied().filter(|&t| (t as usize) < model.cfg.n_vocab).take(k).collect();
-        let out = &model.output().w;
-        let mut bytes = Vec::with_capacity(k * out.row_bytes);
-        for &t in &ids {
-            bytes.extend_from_slice(out.row(t as usize));
-        }
-        let mut m = QMatrix::from_bytes("draft_output", out.ty, out.cols, k, &bytes)?;
-        m.pack();
-        Ok(Some((Linear::new(m), ids)))
+        Ok(Some((output_rows(model, &ids)?, ids)))
     }
 
     /// The exit head after `layer` blocks (no tail), if the file has one.

@@ -11,7 +11,8 @@
 //! until training gives it something to add; shared_head_norm is the
 //! model's output norm. Held-out agreement with the full model's next
 //! choice is measured with the head as drafting runs it, per draft position
-//! (position k chains on the head's own output row k - 1 times).
+//! (position k chains on the head's own output row k - 1 times), its
+//! choices over the draft vocabulary.
 
 use super::*;
 use crate::gguf::{GgmlType, GgufWriter};
@@ -381,13 +382,15 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         held.push(HeldOut::new(model, &tokens[o..o + p.n_ctx])?);
         prog.chunk(fit + n_distill + hi + 1, total);
     }
+    // the head's choices over the vocabulary it drafts from (and trains on)
+    let vocab = draft_output(model, tokens, p.train_vocab)?;
     let evaluate = |h: &HeadWeights, held: &[HeldOut]| -> Result<Counts> {
         let mut tmp = GgufWriter::new();
         h.write(model, &mut tmp, p.ty)?;
         let head = load_written(model, &tmp)?;
         let mut all = Counts::default();
         for chunk in held {
-            all.add(&agreement(model, &head, chunk)?);
+            all.add(&agreement(model, &head, chunk, vocab.as_ref())?);
         }
         Ok(all)
     };
@@ -478,18 +481,34 @@ pub fn load_written(model: &Model, w: &GgufWriter) -> Result<Nextn> {
     Nextn::load(&g, &model.cfg, model.cfg.n_layer)
 }
 
-/// Top-1 of the model's output on normed rows.
-fn top1_normed(model: &Model, x: &[f32]) -> Vec<usize> {
+/// Top-1 of the model's output on normed rows: over the whole vocabulary,
+/// or over a draft vocabulary (`out`: its rows of the output matrix and
+/// their token ids), as drafting picks.
+fn top1_normed(model: &Model, x: &[f32], out: Option<&DraftOutput>) -> Vec<usize> {
     let d = model.cfg.n_embd;
     let mut s = Scratch::default();
     let mut logits = Vec::new();
-    let mut out = Vec::new();
+    let mut top = Vec::new();
     for rows in x.chunks(32 * d) {
         s.set_hidden(rows, rows.len() / d);
-        model.head_normed(model.output(), &mut s, Rounding::Batch, &mut logits);
-        out.extend(logits.chunks_exact(logits.len() / (rows.len() / d)).map(crate::decode::speculative::argmax));
+        model.head_normed(out.map_or(model.output(), |o| &o.0), &mut s, Rounding::Batch, &mut logits);
+        let best = logits.chunks_exact(logits.len() / (rows.len() / d)).map(crate::decode::speculative::argmax);
+        top.extend(best.map(|i| out.map_or(i, |o| o.1[i] as usize)));
     }
-    out
+    top
+}
+
+/// A draft vocabulary's rows of the output matrix and their token ids.
+pub type DraftOutput = (Linear, Vec<u32>);
+
+/// The first `k` tokens of the calibration text's draft vocabulary as
+/// drafting cuts the output matrix (None: the whole vocabulary).
+pub fn draft_output(model: &Model, tokens: &[u32], k: usize) -> Result<Option<DraftOutput>> {
+    if k == 0 || k >= model.cfg.n_vocab {
+        return Ok(None);
+    }
+    let ids = vocab_order(tokens, model.cfg.n_vocab, k);
+    Ok(Some((output_rows(model, &ids)?, ids)))
 }
 
 /// A held-out chunk with what the model does on it, computed once.
@@ -520,7 +539,7 @@ impl HeldOut {
         }
         let mut normed = vec![0f32; n * d];
         rms_norm_rows(&f, model.output_norm(), model.cfg.eps, &mut normed);
-        let want = top1_normed(model, &normed);
+        let want = top1_normed(model, &normed, None);
         let mut hprev = vec![0f32; n * d];
         hprev[d..].copy_from_slice(&normed[..(n - 1) * d]);
         Ok(HeldOut { tokens: tokens.to_vec(), f, hprev, want, from: 0 })
@@ -563,22 +582,28 @@ fn rates(hits: &[usize], tried: &[usize]) -> Vec<f64> {
     hits.iter().zip(tried).map(|(&h, &t)| h as f64 / t.max(1) as f64).collect()
 }
 
-/// Hits per draft position on one chunk (see `Counts`).
-pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> {
+/// Hits per draft position on one chunk (see `Counts`): the head's choices
+/// over the draft vocabulary `out` (None: the whole vocabulary) against the
+/// model's over the whole vocabulary.
+pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut, out: Option<&DraftOutput>) -> Result<Counts> {
     let d = model.cfg.n_embd;
     let (chunk, hprev, want) = (&held.tokens[..], &held.hprev[..], &held.want[..]);
     let n = chunk.len();
     let mut s = Scratch::default();
     let mut kv = head.new_cache(model, n + REPORT_POSITIONS)?;
     head.forward(model, chunk, hprev, 0, &mut kv, &mut s)?;
+    let il = head.il;
+    let truth = {
+        let (k, v) = kv.rows_f16(il, 0, n);
+        (k.to_vec(), v.to_vec())
+    };
     let step1 = s.x.clone();
-    let got1 = top1_normed(model, &step1);
+    let got1 = top1_normed(model, &step1, out);
     let mut c = Counts { hits: vec![0; REPORT_POSITIONS], chain_hits: vec![0; REPORT_POSITIONS], chain_tried: vec![0; REPORT_POSITIONS], ..Counts::default() };
     let from = held.from;
     c.hits[0] = got1.iter().zip(want).skip(from).filter(|(a, b)| a == b).count();
     // chained positions: from each p (its true pairs 0..=p in the cache),
     // scored at p + 1 on
-    let il = head.il;
     c.tried = vec![n - from; REPORT_POSITIONS];
     let starts = n.saturating_sub(REPORT_POSITIONS);
     let first = from.saturating_sub(1).min(starts);
@@ -596,11 +621,15 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut) -> Result<Counts> 
             row = s.x.clone();
             rows.extend_from_slice(&row);
         }
-        // the true pair at p + 1 again, for the next p
-        kv.remove_from(p + 1, il..il + 1);
-        head.forward(model, &chunk[p + 1..p + 2], &hprev[(p + 1) * d..(p + 2) * d], p + 1, &mut kv, &mut s)?;
+        // the true pair at p + 1 again, for the next p: its keys and values
+        // depend on the pair alone (batch-invariant in fast mode), so the
+        // first pass's rows are put back rather than computed again
+        kv.check_write(il, p + 1, 1)?;
+        let kd = kv.k_dim;
+        let vd = kv.v_dim;
+        kv.store_f16(il, p + 1, 1, &truth.0[(p + 1) * kd..(p + 2) * kd], &truth.1[(p + 1) * vd..(p + 2) * vd]);
     }
-    let got: Vec<Vec<usize>> = chained.iter().map(|rows| top1_normed(model, rows)).collect();
+    let got: Vec<Vec<usize>> = chained.iter().map(|rows| top1_normed(model, rows, out)).collect();
     for (i, p) in (first..starts).enumerate() {
         for k in 1..REPORT_POSITIONS {
             c.hits[k] += (got[k][i] == want[p + k]) as usize;
