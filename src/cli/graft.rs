@@ -37,7 +37,11 @@ pub struct GraftArgs {
         help = "type of the MTP head's matrices (f32, f16, q8_0, q4_k, ...; q4_k_m: Q4_K with Q6_K for attn_v and ffn_down); rows a type's blocks do not divide are Q8_0"
     )]
     mtp_type: String,
-    #[arg(long = "mtp-ff", value_name = "N", help = "the MTP head's feed-forward width (default: the model's); a narrower head trains and drafts faster")]
+    #[arg(
+        long = "mtp-ff",
+        value_name = "N",
+        help = "the MTP head's feed-forward width (default: half the model's, rounded up to a multiple of 256); narrower trains and drafts faster"
+    )]
     mtp_ff: Option<usize>,
     #[arg(long = "epochs", value_name = "N", default_value_t = 3, help = "MTP head training epochs (0: the closed-form head)")]
     epochs: usize,

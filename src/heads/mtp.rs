@@ -49,8 +49,17 @@ pub struct MtpParams {
     pub distill_prompts: Vec<Vec<u32>>,
     /// Tokens that end a generation (end of turn).
     pub stop: Vec<u32>,
-    /// The head's feed-forward width (None: the model's).
+    /// The head's feed-forward width (None: `default_head_ff`).
     pub n_ff: Option<usize>,
+}
+
+/// The head's feed-forward width unless asked otherwise: half the model's,
+/// rounded up to whole super-blocks (so a Q4_K_M head's `ffn_down` rows stay
+/// Q6_K), at most the model's. On Qwen 1.5B (8,960 -> 4,608 units; 4,480
+/// measured) the held-out agreement equals the full width's while training
+/// takes 0.69x the time and a drafted token 0.75x (README, "MTP heads").
+pub fn default_head_ff(model_ff: usize) -> usize {
+    (model_ff / 2).next_multiple_of(crate::quant::kquants::QK_K).min(model_ff)
 }
 
 /// Draft positions the agreement is reported for.
@@ -225,7 +234,7 @@ pub struct HeadWeights {
 impl HeadWeights {
     /// The closed-form start: `eh_proj` (d rows of 2d), the model's last
     /// block with zero output projections (attn_output, ffn_down), its
-    /// feed-forward cut to the `n_ff` hidden units (all: None) where the
+    /// feed-forward cut to the `n_ff` hidden units (None: `default_head_ff`) where the
     /// last block's gate, up and down weights are largest (the product of
     /// their norms).
     pub fn start(model: &Model, eh_proj: Vec<f32>, n_ff: Option<usize>) -> HeadWeights {
@@ -233,7 +242,7 @@ impl HeadWeights {
         let d = c.n_embd;
         let last = model.layer(c.n_layer - 1);
         let [gate, up, down] = [&last.w_gate, &last.w_up, &last.w_down].map(|l| dequant(&l.w));
-        let keep = ffn_units(&gate, &up, &down, d, n_ff.unwrap_or(c.n_ff).clamp(1, c.n_ff));
+        let keep = ffn_units(&gate, &up, &down, d, n_ff.unwrap_or(default_head_ff(c.n_ff)).clamp(1, c.n_ff));
         let mut mats = Vec::new();
         for (name, lin) in [("attn_q", &last.wq), ("attn_k", &last.wk), ("attn_v", &last.wv), ("attn_output", &last.wo)] {
             let zero = name == "attn_output";
@@ -656,6 +665,15 @@ pub fn agreement(model: &Model, head: &Nextn, held: &HeldOut, out: Option<&Draft
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_head_ff_is_half_in_whole_super_blocks() {
+        // Qwen 1.5B, Qwen 0.5B, a width of whole blocks, a tiny model's
+        assert_eq!(default_head_ff(8960), 4608);
+        assert_eq!(default_head_ff(4864), 2560);
+        assert_eq!(default_head_ff(1024), 512);
+        assert_eq!(default_head_ff(64), 64);
+    }
 
     #[test]
     fn held_out_answers_are_spread_over_both_kinds() {
