@@ -89,6 +89,9 @@ pub fn vocab_order(tokens: &[u32], n_vocab: usize, max: usize) -> Vec<u32> {
     seen
 }
 
+/// A draft vocabulary's rows of the output matrix and their token ids.
+pub type DraftOutput = (Linear, Vec<u32>);
+
 /// The rows of the model's output matrix for tokens `ids` (in range), in
 /// that order, as a matrix of their own: a draft vocabulary's logits.
 pub fn output_rows(model: &Model, ids: &[u32]) -> Result<Linear> {
@@ -322,7 +325,7 @@ impl Heads {
     /// The model's output matrix cut to the first `k` tokens of the draft
     /// vocabulary (and their ids); None for the whole vocabulary (k 0, or
     /// not fewer than the model's).
-    pub fn draft_output(&self, model: &Model, k: usize) -> Result<Option<(Linear, Vec<u32>)>> {
+    pub fn draft_output(&self, model: &Model, k: usize) -> Result<Option<DraftOutput>> {
         let k = k.min(self.vocab.len());
         if k == 0 || k >= model.cfg.n_vocab {
             return Ok(None);

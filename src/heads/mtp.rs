@@ -507,9 +507,6 @@ fn top1_normed(model: &Model, x: &[f32], out: Option<&DraftOutput>) -> Vec<usize
     top
 }
 
-/// A draft vocabulary's rows of the output matrix and their token ids.
-pub type DraftOutput = (Linear, Vec<u32>);
-
 /// The first `k` tokens of the calibration text's draft vocabulary as
 /// drafting cuts the output matrix (None: the whole vocabulary).
 pub fn draft_output(model: &Model, tokens: &[u32], k: usize) -> Result<Option<DraftOutput>> {
