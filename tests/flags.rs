@@ -176,6 +176,57 @@ fn old_spellings_still_parse() {
     ]);
 }
 
+/// llama.cpp's common flags without a feature behind them in rllama: those
+/// that cannot change the output (devices, pinning, mapping, logging; the
+/// samplers rllama lacks at their neutral values) leave the text exactly as
+/// it was, single-dash spellings included; `-np 1` does not swallow the prompt.
+#[test]
+fn llama_flags_without_effect_leave_the_output() {
+    let Some(m) = common::model(common::SMOLLM2) else { return };
+    let m = m.to_str().unwrap();
+    let text = |extra: &[&str]| {
+        let out = run(&[&["cli", "-m", m, "-n", "6", "-p", "The capital of France", "--temp", "0", "-t", "2"][..], extra].concat());
+        assert!(out.status.success(), "{extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let plain = text(&[]);
+    let flags: &[&[&str]] = &[
+        &["-ctk", "f16", "-ctv", "f16", "--mlock", "--no-mmap", "-nkvo", "-ot", "exps=CPU", "--numa", "distribute", "-C", "ff", "--prio", "2"],
+        &["-np", "1", "-kvu", "--swa-full", "-nr", "-dio", "-dev", "none", "-sm", "none", "-ts", "1", "-fit", "off", "-lv", "1", "-v", "--no-perf"],
+        &["--typical", "1.0", "--mirostat", "0", "--mirostat-lr", "0.2", "--dry-multiplier", "0", "--xtc-probability", "0", "--top-nsigma", "-1"],
+        &["--dynatemp-range", "0", "--keep", "0", "--no-context-shift", "--log-file", "/dev/null", "--log-colors", "off", "-ctkd", "f16", "-ngld", "9"],
+    ];
+    for extra in flags {
+        assert_eq!(text(extra), plain, "{extra:?}");
+    }
+    let help = String::from_utf8_lossy(&run(&["cli", "--help"]).stdout).into_owned();
+    assert!(help.contains("--mirostat 0") && help.contains("--mlock"), "{help}");
+}
+
+/// The rest of them: one `error:` line naming the flag, before any model is
+/// read (no file needed), for each front-end that takes them.
+#[test]
+fn llama_flags_rllama_lacks_are_one_error_line() {
+    for (args, want) in [
+        (&["cli", "-ctk", "q8_0"][..], "--cache-type-k q8_0 is not supported"),
+        (&["cli", "-ctv", "q4_0", "-p", "x"][..], "--cache-type-v q4_0 is not supported"),
+        (&["cli", "--mirostat", "2"][..], "--mirostat 2 is not supported"),
+        (&["cli", "--typical", "0.9"][..], "--typical 0.9 is not supported"),
+        (&["cli", "--grammar", "root ::= \"a\""][..], "--grammar is not supported"),
+        (&["cli", "-j", "{}"][..], "--json-schema is not supported"),
+        (&["cli", "-hf", "org/model"][..], "--hf-repo is not supported"),
+        (&["cli", "--context-shift"][..], "--context-shift is not supported"),
+        (&["cli", "--rope-freq-base", "1e6"][..], "--rope-freq-base is not supported"),
+        (&["speculative", "-ctk", "q8_0"][..], "--cache-type-k q8_0 is not supported"),
+        (&["perplexity", "-ctk", "q8_0", "-f", "x.txt"][..], "--cache-type-k q8_0 is not supported"),
+    ] {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
+    }
+}
+
 /// A prompt that looks like a flag is still a prompt.
 #[test]
 fn prompt_values_are_never_flags() {

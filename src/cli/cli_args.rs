@@ -209,7 +209,7 @@ pub struct DraftArgs {
     #[arg(
         long = "spec-type",
         value_name = "TYPES",
-        help = "comma-separated speculative types: none, ngram-simple, ngram-map-k, ngram-mod, ngram-lookup (ngram: the best), early-exit (--spec-heads), draft-simple (-md)",
+        help = "comma-separated speculative types: none, ngram-simple, ngram-map-k, ngram-mod, ngram-lookup (ngram: the best), early-exit (--spec-heads), draft-mtp (--spec-heads with an MTP head), draft-simple (-md)",
         help_heading = "Speculative"
     )]
     spec_type: Vec<String>,
@@ -237,7 +237,12 @@ pub struct DraftArgs {
     ngram_lookup_n_max: u16,
     #[arg(long = "spec-ngram-lookup-draft-max", value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=64), help = "most tokens an ngram-lookup round drafts", help_heading = "Speculative")]
     ngram_lookup_draft_max: u16,
-    #[arg(long = "spec-heads", value_name = "HEADS.gguf", help = "exit heads for early-exit drafting (rllama graft)", help_heading = "Speculative")]
+    #[arg(
+        long = "spec-heads",
+        value_name = "HEADS.gguf",
+        help = "heads file (rllama graft): exit heads for early-exit, an MTP head for draft-mtp",
+        help_heading = "Speculative"
+    )]
     spec_heads: Option<PathBuf>,
     #[arg(
         long = "spec-exit-layer",

@@ -102,6 +102,20 @@ pub fn parse<T: CommandFactory + FromArgMatches>(prog: &str, args: Vec<OsString>
     parse_with(prog, args, |c| c)
 }
 
+/// `parse` for the front-ends that take llama.cpp's common flags: those
+/// without a field of `T` are accepted with no effect, at their neutral
+/// value, or refused in one line (`compat`).
+pub fn parse_llama<T: CommandFactory + FromArgMatches>(prog: &str, args: Vec<OsString>) -> Result<Option<(T, ArgMatches)>> {
+    let Some((t, m)) = parse_with(prog, args, llama_command)? else { return Ok(None) };
+    super::compat::check(&m, super::compat::LLAMA_FLAGS)?;
+    Ok(Some((t, m)))
+}
+
+/// A command with llama.cpp's common flags added (`parse_llama`).
+pub fn llama_command(cmd: Command) -> Command {
+    super::compat::add(cmd, super::compat::LLAMA_FLAGS)
+}
+
 /// `parse`, with the command adjusted first (e.g. a help text built at run time).
 pub fn parse_with<T: CommandFactory + FromArgMatches>(
     prog: &str,
@@ -226,7 +240,7 @@ mod tests {
     /// front-end's flags: release builds skip them.
     #[test]
     fn every_command_is_consistent() {
-        command::<crate::cli::cli_args::CliArgs>("rllama cli").debug_assert();
+        llama_command(command::<crate::cli::cli_args::CliArgs>("rllama cli")).debug_assert();
         for c in crate::cli::all_commands() {
             c.debug_assert();
         }

@@ -3,6 +3,7 @@ pub mod args;
 pub mod bench;
 pub mod chat;
 pub mod cli_args;
+pub mod compat;
 pub mod completion;
 pub mod export_lora;
 pub mod extract_lora;
@@ -23,9 +24,9 @@ const USAGE: &str = "usage: rllama <command> [flags]\n\ncommands:\n  cli        
 /// Every front-end's flags as clap commands (tests check their consistency).
 pub fn all_commands() -> Vec<clap::Command> {
     vec![
-        flags::command::<cli_args::CliArgs>("rllama cli"),
+        flags::llama_command(flags::command::<cli_args::CliArgs>("rllama cli")),
         flags::command::<bench::BenchArgs>("rllama bench"),
-        flags::command::<perplexity::PplArgs>("rllama perplexity"),
+        flags::llama_command(flags::command::<perplexity::PplArgs>("rllama perplexity")),
         flags::command::<tokenize::TokenizeArgs>("rllama tokenize"),
         flags::command::<quantize::QuantizeArgs>("rllama quantize"),
         flags::command::<export_lora::ExportLoraArgs>("rllama export-lora"),

@@ -103,7 +103,7 @@ impl Default for CliOpts {
 /// Parse the generation flags (clap, llama.cpp's spellings; see `cli_args`).
 /// None when help was printed.
 pub fn parse(prog: &str, args: Vec<std::ffi::OsString>, conversation_default: bool) -> Result<Option<CliOpts>> {
-    let Some((a, m)) = super::flags::parse::<super::cli_args::CliArgs>(prog, args)? else { return Ok(None) };
+    let Some((a, m)) = super::flags::parse_llama::<super::cli_args::CliArgs>(prog, args)? else { return Ok(None) };
     let mut o = a.into_opts(&m, conversation_default)?;
     if o.escape {
         o.prompt = process_escapes(&o.prompt);

@@ -95,7 +95,7 @@ struct Opts {
 }
 
 fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<Opts>> {
-    let Some((a, _)) = super::flags::parse::<PplArgs>(prog, args)? else { return Ok(None) };
+    let Some((a, _)) = super::flags::parse_llama::<PplArgs>(prog, args)? else { return Ok(None) };
     if a.exact {
         crate::quant::fast::set_exact(true);
     }
