@@ -48,6 +48,10 @@ trait Tile: Meta {
     /// could overflow i16). Else the weights are unsigned and small enough
     /// that a sub-block's products add up in i16.
     const SIGNED: bool;
+    /// Unsigned weights small enough that a sub-block's i16 sums of the two
+    /// halves still fit i16 when added pairwise (`vphaddw`): one `vpmaddwd`
+    /// scales both halves (bound: 2 * N * 2 * max weight * 127 < 2^15).
+    const FOLD: bool = false;
     /// Groups 2k and 2k+1 (elements 16k..16k+16) of the 8 rows as bytes.
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves);
     /// Sub-block s's scales of the 8 rows as i16 (row r at lane r).
@@ -104,6 +108,8 @@ pub(super) unsafe fn with_high(v: Halves, mask: *const u8, bit: i8) -> Halves {
 impl Tile for Q4K {
     const OFFSET_SHIFT: u32 = 0;
     const SIGNED: bool = false;
+    // 2 halves * 4 products of 2 * 15 * 127
+    const FOLD: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
         nibbles(load_halves(p.add(64 * k)))
@@ -140,6 +146,7 @@ unsafe fn plane2(p: *const u8, k: usize) -> (Halves, Halves) {
 impl Tile for Q2K {
     const OFFSET_SHIFT: u32 = 0;
     const SIGNED: bool = false;
+    const FOLD: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
         plane2(p, k)
@@ -154,6 +161,7 @@ impl Tile for Q2K {
 impl Tile for Q3K {
     const OFFSET_SHIFT: u32 = 2;
     const SIGNED: bool = false;
+    const FOLD: bool = true;
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
         let (lo, hi) = plane2(p, k);
@@ -210,6 +218,28 @@ unsafe fn scale_pairs(sc: __m128i) -> Halves {
     [_mm256_permutevar8x32_epi32(dup, spread), _mm256_permutevar8x32_epi32(dup_hi, spread)]
 }
 
+/// The scale pairs for `folded` sums: lanes 2i, 2i+1 of the 128-bit half
+/// k hold row (2k + i) for i < 2, row (4 + 2k + i - 2) for i >= 2.
+#[inline(always)]
+unsafe fn fold_pairs(sc: __m128i) -> __m256i {
+    let (lo, hi) = (_mm_unpacklo_epi16(sc, sc), _mm_unpackhi_epi16(sc, sc));
+    _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi))
+}
+
+/// Both halves' byte products summed in i16 per half, then adjacent lanes
+/// of the two added (`vphaddw`): rows 0 0 1 1 4 4 5 5 | 2 2 3 3 6 6 7 7.
+#[inline(always)]
+unsafe fn folded<const N: usize>(w: [Halves; N], a: [__m256i; N]) -> __m256i {
+    let half = |h: usize| {
+        let mut x = _mm256_maddubs_epi16(w[0][h], a[0]);
+        for i in 1..N {
+            x = _mm256_add_epi16(x, _mm256_maddubs_epi16(w[i][h], a[i]));
+        }
+        x
+    };
+    _mm256_hadd_epi16(half(0), half(1))
+}
+
 #[inline(always)]
 unsafe fn bcast8(p: *const i8) -> __m256i {
     _mm256_set1_epi64x(std::ptr::read_unaligned(p as *const i64))
@@ -251,9 +281,14 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
             for k in 0..16 {
                 let (g0, g1) = K::plane(p, k);
                 let sc = scale_pairs(K::scales(mt, k));
+                let scf = fold_pairs(K::scales(mt, k));
                 for (t, st) in s.iter_mut().enumerate() {
                     let q = (*acts[t].add(b)).qs.as_ptr().add(16 * k);
                     let a = [bcast8(q), bcast8(q.add(8))];
+                    if K::FOLD {
+                        st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1], a), scf));
+                        continue;
+                    }
                     for h in 0..2 {
                         st[h] = _mm256_add_epi32(st[h], scaled::<K, 2>([g0[h], g1[h]], a, sc[h]));
                     }
@@ -264,9 +299,14 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
                 let (g0, g1) = K::plane(p, 2 * j);
                 let (g2, g3) = K::plane(p, 2 * j + 1);
                 let sc = scale_pairs(K::scales(mt, j));
+                let scf = fold_pairs(K::scales(mt, j));
                 for (t, st) in s.iter_mut().enumerate() {
                     let q = (*acts[t].add(b)).qs.as_ptr().add(32 * j);
                     let a = [bcast8(q), bcast8(q.add(8)), bcast8(q.add(16)), bcast8(q.add(24))];
+                    if K::FOLD {
+                        st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1, g2, g3], a), scf));
+                        continue;
+                    }
                     for h in 0..2 {
                         st[h] = _mm256_add_epi32(st[h], scaled::<K, 4>([g0[h], g1[h], g2[h], g3[h]], a, sc[h]));
                     }
@@ -279,7 +319,8 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
         let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
         for t in 0..T {
             let a = &*acts[t].add(b);
-            let mut st = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(s[t][0], s[t][1]), order);
+            let rows = if K::FOLD { s[t][0] } else { _mm256_hadd_epi32(s[t][0], s[t][1]) };
+            let mut st = _mm256_permutevar8x32_epi32(rows, order);
             if K::OFFSET_SHIFT > 0 {
                 let bias = if K::SUB16 { coeff_sums16::<K>(mt, a) } else { coeff_sums32::<K>(mt, a) };
                 st = _mm256_sub_epi32(st, _mm256_sllv_epi32(bias, _mm256_set1_epi32(K::OFFSET_SHIFT as i32)));
