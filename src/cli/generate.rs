@@ -36,8 +36,7 @@ impl Setup {
     pub fn load(o: &CliOpts, model_path: &Path) -> Result<Self> {
         super::options::set_threads(o.threads);
         let t_start = Instant::now();
-        let model = Model::load(model_path)?;
-        let tok = Tokenizer::from_gguf(&model.g)?;
+        let (model, tok) = super::options::load_model(model_path)?;
         let draft = match &o.draft.model {
             Some(p) => {
                 let d = Model::load(p)?;

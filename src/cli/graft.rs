@@ -155,11 +155,10 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         },
         None => Vec::new(),
     };
-    let model = Model::load(&mp)?;
+    let (model, tok) = super::options::load_model(&mp)?;
     if let Some(n) = a.mtp_ff.filter(|&n| n == 0 || n > model.cfg.n_ff) {
         bail!("error: --mtp-ff {n}: the head's feed-forward width must be 1..={} (the model's)", model.cfg.n_ff);
     }
-    let tok = Tokenizer::from_gguf(&model.g)?;
     let mut tokens = tok.encode(&text, true, false)?;
     if let Some(n) = a.max_tokens {
         tokens.truncate(n);

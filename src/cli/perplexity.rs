@@ -144,8 +144,7 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
         _ => None,
     };
     set_threads(o.threads);
-    let model = Model::load(&model_path)?;
-    let tok = Tokenizer::from_gguf(&model.g)?;
+    let (model, tok) = super::options::load_model(&model_path)?;
     let bos = if tok.add_bos { tok.bos } else { None };
     let adapters = crate::lora::session_adapters(&model, &o.lora)?;
     let heads = match (&o.heads, o.threshold) {
