@@ -34,6 +34,9 @@ pub struct QMatrix {
     packed: Option<Arc<AlignedBytes>>,
     /// Fast mode: the rows in tiles for a batch-invariant kernel (see `pack`).
     fast: Option<(FastKernels, Arc<AlignedBytes>)>,
+    /// Exact mode: the rows in tiles for the tokens ggml rounds as its
+    /// repacked GEMV (`fast::exact_gemv`; see `pack`).
+    gemv: Option<(FastKernels, Arc<AlignedBytes>)>,
 }
 
 /// How the rows of a product are rounded. ggml's kernels round a row
@@ -58,7 +61,7 @@ impl QMatrix {
         let cols = dims[0] as usize;
         let rows = dims.get(1).copied().unwrap_or(1) as usize;
         let Some(row_bytes) = ty.row_bytes(cols) else { bail!("tensor {name}: {cols} columns do not fill whole {} blocks", ty.name()) };
-        Ok(QMatrix { name: name.to_string(), ty, rows, cols, row_bytes, bytes, kern, packed: None, fast: None })
+        Ok(QMatrix { name: name.to_string(), ty, rows, cols, row_bytes, bytes, kern, packed: None, fast: None, gemv: None })
     }
 
     /// The tensor `t` of file `g`, sharing the file's mapping.
@@ -96,6 +99,9 @@ impl QMatrix {
                 self.fast = Some((k, Arc::new((k.pack)(self.data(), self.rows, self.row_bytes))));
                 return;
             }
+        } else if let Some(k) = fast::exact_gemv(self.ty) {
+            // exact generation steps read these tiles, prompts the file's rows
+            self.gemv = Some((k, Arc::new((k.pack)(self.data(), self.rows, self.row_bytes))));
         }
         if self.kern.gemm_packed.is_none() {
             return;
@@ -202,6 +208,9 @@ pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch:
         return matmul_fast(w, k, tiles, q, out);
     }
     let batch = if n > 1 && round_as_steps() { Batch::Steps } else { batch };
+    if let Some((k, tiles)) = w.gemv.as_ref().filter(|_| gemv_rounding(n, batch)) {
+        return matmul_fast(w, k, tiles, q, out);
+    }
     let whole = matches!(batch, Batch::Whole);
     let data = w.data();
     let acts = q.buf.as_slice();
@@ -250,6 +259,17 @@ pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch:
             }
         }
     });
+}
+
+/// Whether ggml rounds every token of this product as its repacked GEMV:
+/// Q4_K's last n % 4 tokens of a batch of n (`quant::avx2_kgemm`), so every
+/// token of batches under 4 and of one-token steps.
+fn gemv_rounding(n: usize, batch: Batch) -> bool {
+    match batch {
+        Batch::Whole => n < 4,
+        Batch::Steps => true,
+        Batch::Rows(nb, ids) => ids[..n].iter().all(|&i| i >= nb - nb % 4),
+    }
 }
 
 /// RLLAMA_ROUND_AS_STEPS=1: exact kernels round every row as a one-token

@@ -270,57 +270,15 @@ unsafe fn scaled<K: Tile, const N: usize>(w: [__m256i; N], a: [__m256i; N], sc: 
 #[inline(always)]
 unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
-    let zero = _mm256_setzero_si256();
     let meta = w.add(nb * K::G.values);
     for b in 0..nb {
-        let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        prefetch_l2(w, b, K::G);
-        let mut s = [[zero; 2]; T];
-        if K::SUB16 {
-            for k in 0..16 {
-                let (g0, g1) = K::plane(p, k);
-                let sc = scale_pairs(K::scales(mt, k));
-                let scf = fold_pairs(K::scales(mt, k));
-                for (t, st) in s.iter_mut().enumerate() {
-                    let q = (*acts[t].add(b)).qs.as_ptr().add(16 * k);
-                    let a = [bcast8(q), bcast8(q.add(8))];
-                    if K::FOLD {
-                        st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1], a), scf));
-                        continue;
-                    }
-                    for h in 0..2 {
-                        st[h] = _mm256_add_epi32(st[h], scaled::<K, 2>([g0[h], g1[h]], a, sc[h]));
-                    }
-                }
-            }
-        } else {
-            for j in 0..8 {
-                let (g0, g1) = K::plane(p, 2 * j);
-                let (g2, g3) = K::plane(p, 2 * j + 1);
-                let sc = scale_pairs(K::scales(mt, j));
-                let scf = fold_pairs(K::scales(mt, j));
-                for (t, st) in s.iter_mut().enumerate() {
-                    let q = (*acts[t].add(b)).qs.as_ptr().add(32 * j);
-                    let a = [bcast8(q), bcast8(q.add(8)), bcast8(q.add(16)), bcast8(q.add(24))];
-                    if K::FOLD {
-                        st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1, g2, g3], a), scf));
-                        continue;
-                    }
-                    for h in 0..2 {
-                        st[h] = _mm256_add_epi32(st[h], scaled::<K, 4>([g0[h], g1[h], g2[h], g3[h]], a, sc[h]));
-                    }
-                }
-            }
-        }
+        let s = sb_sums::<K, T>(w, nb, acts, b);
         let d = K::d(mt);
         let dmin = K::dmin(mt);
-        // hadd gives rows 0 1 4 5 | 2 3 6 7
-        let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
         for t in 0..T {
             let a = &*acts[t].add(b);
-            let rows = if K::FOLD { s[t][0] } else { _mm256_hadd_epi32(s[t][0], s[t][1]) };
-            let mut st = _mm256_permutevar8x32_epi32(rows, order);
+            let mut st = s[t];
             if K::OFFSET_SHIFT > 0 {
                 let bias = if K::SUB16 { coeff_sums16::<K>(mt, a) } else { coeff_sums32::<K>(mt, a) };
                 st = _mm256_sub_epi32(st, _mm256_sllv_epi32(bias, _mm256_set1_epi32(K::OFFSET_SHIFT as i32)));
@@ -334,6 +292,61 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
         }
     }
     acc
+}
+
+/// Super-block b of one tile against T tokens: the 8 rows' scaled integer
+/// sums sum_s sc[s] * (q . a over sub-block s) per token (row r at lane r).
+#[inline(always)]
+unsafe fn sb_sums<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T], b: usize) -> [__m256i; T] {
+    let zero = _mm256_setzero_si256();
+    let p = w.add(b * K::G.values);
+    let mt = w.add(nb * K::G.values + b * K::G.meta);
+    prefetch_l2(w, b, K::G);
+    let mut s = [[zero; 2]; T];
+    if K::SUB16 {
+        for k in 0..16 {
+            let (g0, g1) = K::plane(p, k);
+            let sc = scale_pairs(K::scales(mt, k));
+            let scf = fold_pairs(K::scales(mt, k));
+            for (t, st) in s.iter_mut().enumerate() {
+                let q = (*acts[t].add(b)).qs.as_ptr().add(16 * k);
+                let a = [bcast8(q), bcast8(q.add(8))];
+                if K::FOLD {
+                    st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1], a), scf));
+                    continue;
+                }
+                for h in 0..2 {
+                    st[h] = _mm256_add_epi32(st[h], scaled::<K, 2>([g0[h], g1[h]], a, sc[h]));
+                }
+            }
+        }
+    } else {
+        for j in 0..8 {
+            let (g0, g1) = K::plane(p, 2 * j);
+            let (g2, g3) = K::plane(p, 2 * j + 1);
+            let sc = scale_pairs(K::scales(mt, j));
+            let scf = fold_pairs(K::scales(mt, j));
+            for (t, st) in s.iter_mut().enumerate() {
+                let q = (*acts[t].add(b)).qs.as_ptr().add(32 * j);
+                let a = [bcast8(q), bcast8(q.add(8)), bcast8(q.add(16)), bcast8(q.add(24))];
+                if K::FOLD {
+                    st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1, g2, g3], a), scf));
+                    continue;
+                }
+                for h in 0..2 {
+                    st[h] = _mm256_add_epi32(st[h], scaled::<K, 4>([g0[h], g1[h], g2[h], g3[h]], a, sc[h]));
+                }
+            }
+        }
+    }
+    // folded and hadd sums hold rows 0 1 4 5 | 2 3 6 7
+    let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    let mut out = [zero; T];
+    for t in 0..T {
+        let rows = if K::FOLD { s[t][0] } else { _mm256_hadd_epi32(s[t][0], s[t][1]) };
+        out[t] = _mm256_permutevar8x32_epi32(rows, order);
+    }
+    out
 }
 
 /// sum_g c[g] * bsum16[g] per row (lane r), c = `K::pairs` (16 per block).
@@ -383,6 +396,53 @@ impl<K: Tile> Kernel for Super<K> {
     }
 }
 
+/// Exact mode's Q4_K for tokens ggml rounds as its repacked GEMV does
+/// (batches of 1-3 tokens: `quant::avx2_kgemm`'s `Q4_GEMV`): per row and
+/// super-block, acc += isum * (d * a.d) and acc_min += msum * (dmin * a.d)
+/// (fused), the result acc - acc_min. The integer sums are exact in any
+/// layout, so the tiles' sums with these float steps give ggml's bits, 8
+/// rows at a time (the per-row kernel unpacked every super-block's scales
+/// for one token).
+struct Q4Gemv;
+impl Kernel for Q4Gemv {
+    type Act = *const BlockQ8K;
+    type Acc = [__m256; 2];
+    const ROWS: usize = TILE_ROWS;
+    const G: Geometry = Q4K::G;
+    #[inline(always)]
+    unsafe fn act(a: &[u8], arb: usize, _: usize, _: usize, t: usize) -> *const BlockQ8K {
+        a.as_ptr().add(t * arb) as *const BlockQ8K
+    }
+    #[inline(always)]
+    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [[__m256; 2]; T] {
+        let mut acc = [[_mm256_setzero_ps(); 2]; T];
+        let meta = w.add(nb * Q4K::G.values);
+        for b in 0..nb {
+            let mt = meta.add(b * Q4K::G.meta);
+            let s = sb_sums::<Q4K, T>(w, nb, acts, b);
+            let (d, dmin) = (Q4K::d(mt), Q4K::dmin(mt));
+            for t in 0..T {
+                let a = &*acts[t].add(b);
+                let ad = _mm256_set1_ps(a.d);
+                acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, ad), acc[t][0]);
+                let m = coeff_sums32::<Q4K>(mt, a);
+                acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, ad), acc[t][1]);
+            }
+        }
+        acc
+    }
+    #[inline(always)]
+    unsafe fn store(v: [__m256; 2], o: *mut f32, valid: usize) {
+        store8(_mm256_sub_ps(v[0], v[1]), o, valid)
+    }
+}
+
+/// Q4_K tiles for exact mode's GEMV-rounded tokens (see `Q4Gemv`).
+pub fn q4k_gemv() -> FastKernels {
+    FastKernels { ty: GgmlType::Q4_K, rows: TILE_ROWS, geometry: Q4K_GEOMETRY, pack: pack_q4k, gemm: gemm_q4k_gemv }
+}
+
+gemm_fn!(AVX2, gemm_q4k_gemv, Q4Gemv);
 gemm_fn!(AVX2, gemm_q2k, Super<Q2K>);
 gemm_fn!(AVX2, gemm_q3k, Super<Q3K>);
 gemm_fn!(AVX2, gemm_q4k, Super<Q4K>);
