@@ -34,9 +34,9 @@ pub struct QMatrix {
     packed: Option<Arc<AlignedBytes>>,
     /// Fast mode: the rows in tiles for a batch-invariant kernel (see `pack`).
     fast: Option<(FastKernels, Arc<AlignedBytes>)>,
-    /// Exact mode: the rows in tiles for the tokens ggml rounds as its
-    /// repacked GEMV (`fast::exact_gemv`; see `pack`).
-    gemv: Option<(FastKernels, Arc<AlignedBytes>)>,
+    /// Exact mode: the rows in tiles for kernels with ggml's rounding
+    /// (`fast::exact_tiles`; see `pack`).
+    exact_tiles: Option<(fast::ExactTiles, Arc<AlignedBytes>)>,
 }
 
 /// How the rows of a product are rounded. ggml's kernels round a row
@@ -61,7 +61,7 @@ impl QMatrix {
         let cols = dims[0] as usize;
         let rows = dims.get(1).copied().unwrap_or(1) as usize;
         let Some(row_bytes) = ty.row_bytes(cols) else { bail!("tensor {name}: {cols} columns do not fill whole {} blocks", ty.name()) };
-        Ok(QMatrix { name: name.to_string(), ty, rows, cols, row_bytes, bytes, kern, packed: None, fast: None, gemv: None })
+        Ok(QMatrix { name: name.to_string(), ty, rows, cols, row_bytes, bytes, kern, packed: None, fast: None, exact_tiles: None })
     }
 
     /// The tensor `t` of file `g`, sharing the file's mapping.
@@ -99,9 +99,9 @@ impl QMatrix {
                 self.fast = Some((k, Arc::new((k.pack)(self.data(), self.rows, self.row_bytes))));
                 return;
             }
-        } else if let Some(k) = fast::exact_gemv(self.ty) {
-            // exact generation steps read these tiles, prompts the file's rows
-            self.gemv = Some((k, Arc::new((k.pack)(self.data(), self.rows, self.row_bytes))));
+        } else if let Some(e) = fast::exact_tiles(self.ty) {
+            self.exact_tiles = Some((e, Arc::new((e.gemv.pack)(self.data(), self.rows, self.row_bytes))));
+            return;
         }
         if self.kern.gemm_packed.is_none() {
             return;
@@ -208,8 +208,21 @@ pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch:
         return matmul_fast(w, k, tiles, q, out);
     }
     let batch = if n > 1 && round_as_steps() { Batch::Steps } else { batch };
-    if let Some((k, tiles)) = w.gemv.as_ref().filter(|_| gemv_rounding(n, batch)) {
-        return matmul_fast(w, k, tiles, q, out);
+    if let Some((e, tiles)) = &w.exact_tiles {
+        // ggml's GEMM for a batch's first n - n % 4 tokens, its GEMV for the rest
+        let groups4 = |nb: usize, t: usize| t < nb - nb % 4;
+        let split = match batch {
+            Batch::Whole => Some(n - n % 4),
+            Batch::Steps => Some(0),
+            Batch::Rows(nb, ids) if ids[..n].iter().all(|&i| !groups4(nb, i)) => Some(0),
+            Batch::Rows(nb, ids) if ids[..n].iter().all(|&i| groups4(nb, i)) => Some(n),
+            Batch::Rows(..) => None,
+        };
+        if let Some(g) = split {
+            tiled(w, &e.gemv, e.groups4, tiles, q, 0..g, out);
+            tiled(w, &e.gemv, e.gemv.gemm, tiles, q, g..n, out);
+            return;
+        }
     }
     let whole = matches!(batch, Batch::Whole);
     let data = w.data();
@@ -261,17 +274,6 @@ pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch:
     });
 }
 
-/// Whether ggml rounds every token of this product as its repacked GEMV:
-/// Q4_K's last n % 4 tokens of a batch of n (`quant::avx2_kgemm`), so every
-/// token of batches under 4 and of one-token steps.
-fn gemv_rounding(n: usize, batch: Batch) -> bool {
-    match batch {
-        Batch::Whole => n < 4,
-        Batch::Steps => true,
-        Batch::Rows(nb, ids) => ids[..n].iter().all(|&i| i >= nb - nb % 4),
-    }
-}
-
 /// RLLAMA_ROUND_AS_STEPS=1: exact kernels round every row as a one-token
 /// step, i.e. what llama.cpp computes when it evaluates tokens one at a time.
 /// Its distance from batch rounding (KL divergence) is the scale for fast
@@ -299,17 +301,27 @@ const SMALL_BATCH_RANGES: usize = 4;
 /// dynamically (a chunk's weights stay in L2 while every token passes over
 /// them). Which thread runs a range never changes its results.
 fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &QuantizedActs, out: &mut [f32]) {
+    tiled(w, k, k.gemm, tiles, q, 0..q.n, out)
+}
+
+/// Tokens `toks` of `q` times the tiles (`k`'s layout) through `gemm`, into
+/// their rows of `out`.
+fn tiled(w: &QMatrix, k: &FastKernels, gemm: fast::FastGemmFn, tiles: &AlignedBytes, q: &QuantizedActs, toks: std::ops::Range<usize>, out: &mut [f32]) {
     const CHUNK_TILES: usize = 4;
-    let (n, rows) = (q.n, w.rows);
+    let (n, rows) = (toks.len(), w.rows);
+    if n == 0 {
+        return;
+    }
     let nb = w.cols / w.ty.block_elems();
     let ntiles = rows.div_ceil(k.rows);
     let tile_bytes = k.geometry.tile_bytes(nb);
     assert!(tiles.as_slice().len() >= ntiles * tile_bytes, "{}: tiles too short", w.name);
     let nt = parallel::n_threads();
     let chunk = if n <= 8 { ntiles.div_ceil(nt * SMALL_BATCH_RANGES) } else { CHUNK_TILES };
-    let (acts, rb, gemm) = (q.buf.as_slice(), q.row_bytes, k.gemm);
+    let rb = q.row_bytes;
+    let acts = &q.buf.as_slice()[toks.start * rb..toks.end * rb];
     let data = tiles.as_slice();
-    let ptr = SendPtr(out.as_mut_ptr());
+    let ptr = SendPtr(out[toks.start * rows..].as_mut_ptr());
     parallel::for_each(ntiles.div_ceil(chunk), |c| {
         let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(ntiles));
         let r0 = t0 * k.rows;

@@ -298,17 +298,25 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
 /// sums sum_s sc[s] * (q . a over sub-block s) per token (row r at lane r).
 #[inline(always)]
 unsafe fn sb_sums<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T], b: usize) -> [__m256i; T] {
+    let p = sb_partials::<K, T, 1>(w, nb, acts, b);
+    std::array::from_fn(|t| p[t][0])
+}
+
+/// `sb_sums` in P partial sums (P = 1, or 4 for the sums per 64 elements).
+#[inline(always)]
+unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T], b: usize) -> [[__m256i; P]; T] {
     let zero = _mm256_setzero_si256();
     let p = w.add(b * K::G.values);
     let mt = w.add(nb * K::G.values + b * K::G.meta);
     prefetch_l2(w, b, K::G);
-    let mut s = [[zero; 2]; T];
+    let mut s = [[[zero; 2]; P]; T];
     if K::SUB16 {
         for k in 0..16 {
             let (g0, g1) = K::plane(p, k);
             let sc = scale_pairs(K::scales(mt, k));
             let scf = fold_pairs(K::scales(mt, k));
-            for (t, st) in s.iter_mut().enumerate() {
+            for (t, sp) in s.iter_mut().enumerate() {
+                let st = &mut sp[k * P / 16];
                 let q = (*acts[t].add(b)).qs.as_ptr().add(16 * k);
                 let a = [bcast8(q), bcast8(q.add(8))];
                 if K::FOLD {
@@ -326,7 +334,8 @@ unsafe fn sb_sums<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*con
             let (g2, g3) = K::plane(p, 2 * j + 1);
             let sc = scale_pairs(K::scales(mt, j));
             let scf = fold_pairs(K::scales(mt, j));
-            for (t, st) in s.iter_mut().enumerate() {
+            for (t, sp) in s.iter_mut().enumerate() {
+                let st = &mut sp[j * P / 8];
                 let q = (*acts[t].add(b)).qs.as_ptr().add(32 * j);
                 let a = [bcast8(q), bcast8(q.add(8)), bcast8(q.add(16)), bcast8(q.add(24))];
                 if K::FOLD {
@@ -341,10 +350,12 @@ unsafe fn sb_sums<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*con
     }
     // folded and hadd sums hold rows 0 1 4 5 | 2 3 6 7
     let order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    let mut out = [zero; T];
+    let mut out = [[zero; P]; T];
     for t in 0..T {
-        let rows = if K::FOLD { s[t][0] } else { _mm256_hadd_epi32(s[t][0], s[t][1]) };
-        out[t] = _mm256_permutevar8x32_epi32(rows, order);
+        for i in 0..P {
+            let rows = if K::FOLD { s[t][i][0] } else { _mm256_hadd_epi32(s[t][i][0], s[t][i][1]) };
+            out[t][i] = _mm256_permutevar8x32_epi32(rows, order);
+        }
     }
     out
 }
@@ -363,14 +374,21 @@ unsafe fn coeff_sums16<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
 /// sum_s c[s] * bsum32[s] per row (lane r), c = `K::pairs` (8 per block).
 #[inline(always)]
 unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
+    let p = coeff_parts32::<K>(mt, a);
+    _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]))
+}
+
+/// `coeff_sums32` per 64 elements: part j = c[2j] * bsum32[2j] + c[2j+1] * bsum32[2j+1].
+#[inline(always)]
+unsafe fn coeff_parts32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> [__m256i; 4] {
     // sums of 32: adjacent pairs of the sums of 16, as i16 pairs (2j, 2j+1)
     let bs = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
     let b32 = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
     let pk = _mm256_packs_epi32(b32, b32);
-    let mut v = _mm256_setzero_si256();
+    let mut v = [_mm256_setzero_si256(); 4];
     for (j, idx) in [0, 1, 4, 5].into_iter().enumerate() {
         let bj = _mm256_permutevar8x32_epi32(pk, _mm256_set1_epi32(idx));
-        v = _mm256_add_epi32(v, _mm256_madd_epi16(K::pairs(mt, j), bj));
+        v[j] = _mm256_madd_epi16(K::pairs(mt, j), bj);
     }
     v
 }
@@ -396,15 +414,17 @@ impl<K: Tile> Kernel for Super<K> {
     }
 }
 
-/// Exact mode's Q4_K for tokens ggml rounds as its repacked GEMV does
-/// (batches of 1-3 tokens: `quant::avx2_kgemm`'s `Q4_GEMV`): per row and
-/// super-block, acc += isum * (d * a.d) and acc_min += msum * (dmin * a.d)
-/// (fused), the result acc - acc_min. The integer sums are exact in any
-/// layout, so the tiles' sums with these float steps give ggml's bits, 8
-/// rows at a time (the per-row kernel unpacked every super-block's scales
-/// for one token).
-struct Q4Gemv;
-impl Kernel for Q4Gemv {
+/// Exact mode's Q4_K on the tiles, in the rounding llama.cpp's repacked
+/// kernels give each token (`quant::avx2_kgemm`): a batch's first n - n % 4
+/// tokens as its GEMM (PER64: per row and super-block, for each 64
+/// elements k in order, acc += isum_k * (d * a.d) and acc_min += msum_k *
+/// (dmin * a.d)), the rest as its GEMV (the same over the whole
+/// super-block), each step fused; the result acc - acc_min. The integer
+/// sums are exact in any layout, so the tiles' sums with these float steps
+/// give ggml's bits, 8 rows at a time (the per-row kernel unpacked every
+/// super-block's scales per row).
+struct Q4Exact<const PER64: bool>;
+impl<const PER64: bool> Kernel for Q4Exact<PER64> {
     type Act = *const BlockQ8K;
     type Acc = [__m256; 2];
     const ROWS: usize = TILE_ROWS;
@@ -419,14 +439,28 @@ impl Kernel for Q4Gemv {
         let meta = w.add(nb * Q4K::G.values);
         for b in 0..nb {
             let mt = meta.add(b * Q4K::G.meta);
-            let s = sb_sums::<Q4K, T>(w, nb, acts, b);
             let (d, dmin) = (Q4K::d(mt), Q4K::dmin(mt));
-            for t in 0..T {
-                let a = &*acts[t].add(b);
-                let ad = _mm256_set1_ps(a.d);
-                acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, ad), acc[t][0]);
-                let m = coeff_sums32::<Q4K>(mt, a);
-                acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, ad), acc[t][1]);
+            if PER64 {
+                let s = sb_partials::<Q4K, T, 4>(w, nb, acts, b);
+                for t in 0..T {
+                    let a = &*acts[t].add(b);
+                    let ad = _mm256_set1_ps(a.d);
+                    let (dd, dm) = (_mm256_mul_ps(d, ad), _mm256_mul_ps(dmin, ad));
+                    let m = coeff_parts32::<Q4K>(mt, a);
+                    for k in 0..4 {
+                        acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t][k]), dd, acc[t][0]);
+                        acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m[k]), dm, acc[t][1]);
+                    }
+                }
+            } else {
+                let s = sb_sums::<Q4K, T>(w, nb, acts, b);
+                for t in 0..T {
+                    let a = &*acts[t].add(b);
+                    let ad = _mm256_set1_ps(a.d);
+                    acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, ad), acc[t][0]);
+                    let m = coeff_sums32::<Q4K>(mt, a);
+                    acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, ad), acc[t][1]);
+                }
             }
         }
         acc
@@ -437,12 +471,14 @@ impl Kernel for Q4Gemv {
     }
 }
 
-/// Q4_K tiles for exact mode's GEMV-rounded tokens (see `Q4Gemv`).
-pub fn q4k_gemv() -> FastKernels {
-    FastKernels { ty: GgmlType::Q4_K, rows: TILE_ROWS, geometry: Q4K_GEOMETRY, pack: pack_q4k, gemm: gemm_q4k_gemv }
+/// Exact mode's Q4_K tiles (see `Q4Exact`).
+pub fn q4k_exact() -> super::ExactTiles {
+    let gemv = FastKernels { ty: GgmlType::Q4_K, rows: TILE_ROWS, geometry: Q4K_GEOMETRY, pack: pack_q4k, gemm: gemm_q4k_gemv };
+    super::ExactTiles { gemv, groups4: gemm_q4k_per64 }
 }
 
-gemm_fn!(AVX2, gemm_q4k_gemv, Q4Gemv);
+gemm_fn!(AVX2, gemm_q4k_gemv, Q4Exact<false>);
+gemm_fn!(AVX2, gemm_q4k_per64, Q4Exact<true>);
 gemm_fn!(AVX2, gemm_q2k, Super<Q2K>);
 gemm_fn!(AVX2, gemm_q3k, Super<Q3K>);
 gemm_fn!(AVX2, gemm_q4k, Super<Q4K>);

@@ -104,13 +104,21 @@ pub fn kernels_with(ty: GgmlType, with_32: bool) -> Option<FastKernels> {
     kernel_variants(ty, with_32).into_iter().next().map(|(_, k)| k)
 }
 
-/// Exact mode's tiled kernel for the tokens llama.cpp rounds as its
-/// repacked GEMV (Q4_K in batches of 1-3 tokens, `Batch` permitting), on
-/// AVX2 machines: same bits as the per-row kernel (tests/quant.rs).
-pub fn exact_gemv(ty: GgmlType) -> Option<FastKernels> {
+/// Exact mode's tiled kernels (Q4_K on AVX2 machines): `gemv.gemm` rounds
+/// every token as llama.cpp's repacked GEMV (a batch's last n % 4 tokens),
+/// `groups4` as its GEMM (the first n - n % 4); same bits as the per-row
+/// kernels (unit test against `dot_for`).
+#[derive(Clone, Copy)]
+pub struct ExactTiles {
+    pub gemv: FastKernels,
+    pub groups4: FastGemmFn,
+}
+
+/// `ExactTiles` of `ty` on this CPU, if any.
+pub fn exact_tiles(ty: GgmlType) -> Option<ExactTiles> {
     #[cfg(target_arch = "x86_64")]
     if ty == GgmlType::Q4_K && super::simd::has_avx2() {
-        return Some(avx2::q4k_gemv());
+        return Some(avx2::q4k_exact());
     }
     let _ = ty;
     None
@@ -315,34 +323,38 @@ mod tests {
         every_batch(k, tiles.as_slice(), cols, rows, &a, ntok, &want, plain);
     }
 
-    /// Exact mode's Q4_K tiles for GEMV-rounded tokens give the per-row
-    /// exact kernel's bits (`dot_for(n, t)`, the GEMV for n < 4), the
-    /// activations' extremes included.
+    /// Exact mode's Q4_K tiles give the per-row exact kernels' bits
+    /// (`dot_for(n, t)`: the GEMM's per-64 steps for a batch's first n - n %
+    /// 4 tokens, the GEMV's for the rest), the activations' extremes
+    /// included.
     #[test]
-    fn q4k_gemv_tiles_equal_the_exact_kernel() {
-        let Some(k) = exact_gemv(GgmlType::Q4_K) else {
-            eprintln!("SKIPPED: no exact GEMV tiles on this CPU");
+    fn q4k_exact_tiles_equal_the_exact_kernel() {
+        let Some(e) = exact_tiles(GgmlType::Q4_K) else {
+            eprintln!("SKIPPED: no exact tiles on this CPU");
             return;
         };
         let exact = crate::quant::kernels(GgmlType::Q4_K).unwrap();
         let mut rng = Rng(0x9e3);
-        let (rows, cols, ntok) = (21, 3 * QK_K, 3);
+        let (rows, cols, ntok) = (21, 3 * QK_K, 11);
         let w = weights(GgmlType::Q4_K, rows, cols, &mut rng);
         let rb = GgmlType::Q4_K.row_bytes(cols).unwrap();
-        let tiles = (k.pack)(&w, rows, rb);
+        let tiles = (e.gemv.pack)(&w, rows, rb);
         let x: Vec<f32> = (0..ntok * cols).map(|i| if i < cols { [-1.0, 1.0][i % 2] } else { rng.f32() * 3.0 }).collect();
         let mut a = vec![BlockQ8K { d: 0.0, qs: [0; QK_K], bsums: [0; 16] }; ntok * cols / QK_K];
         quantize_q8_k(&x, &mut a);
         let nb = cols / QK_K;
         let act = |t: usize| plain(&a[t * nb..(t + 1) * nb], 0);
-        for n in 1..=ntok {
-            for t0 in 0..=ntok - n {
-                let got = run(&k, tiles.as_slice(), cols, rows, &a, t0, n, plain);
+        for (groups4, gemm) in [(false, e.gemv.gemm), (true, e.groups4)] {
+            let k = FastKernels { gemm, ..e.gemv };
+            for n in 1..=ntok {
+                let got = run(&k, tiles.as_slice(), cols, rows, &a, 0, n, plain);
                 for t in 0..n {
+                    // a token of a batch of 4 (the GEMM), of 1 (the GEMV)
+                    let dot = if groups4 { exact.dot_for(4, 0) } else { exact.dot_for(1, 0) };
                     for r in 0..rows {
-                        let e = (exact.dot_for(n, t))(&w[r * rb..(r + 1) * rb], &act(t0 + t));
+                        let want = dot(&w[r * rb..(r + 1) * rb], &act(t));
                         let g = got[t * rows + r];
-                        assert_eq!(g.to_bits(), e.to_bits(), "batch {n}, token {}, row {r}: {g} vs {e}", t0 + t);
+                        assert_eq!(g.to_bits(), want.to_bits(), "groups4 {groups4}, batch {n}, token {t}, row {r}: {g} vs {want}");
                     }
                 }
             }
