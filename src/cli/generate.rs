@@ -39,8 +39,8 @@ impl Setup {
         let (model, tok) = super::options::load_model(model_path)?;
         let draft = match &o.draft.model {
             Some(p) => {
-                let d = Model::load(p)?;
-                super::speculative::check_compatible(&tok, &Tokenizer::from_gguf(&d.g)?)?;
+                let (d, dtok) = super::options::load_model(p)?;
+                super::speculative::check_compatible(&tok, &dtok)?;
                 Some(d)
             }
             None => None,

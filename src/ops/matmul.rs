@@ -210,9 +210,9 @@ pub fn matmul_q_in_batch(w: &QMatrix, q: &QuantizedActs, out: &mut [f32], batch:
     let batch = if n > 1 && round_as_steps() { Batch::Steps } else { batch };
     if let Some((e, tiles)) = &w.exact_tiles {
         // ggml's GEMM for a batch's first n - n % 4 tokens, its GEMV for the rest
-        let groups4 = |nb: usize, t: usize| t < nb - nb % 4;
+        let groups4 = |nb: usize, t: usize| t < crate::quant::groups4_len(nb);
         let split = match batch {
-            Batch::Whole => Some(n - n % 4),
+            Batch::Whole => Some(crate::quant::groups4_len(n)),
             Batch::Steps => Some(0),
             Batch::Rows(nb, ids) if ids[..n].iter().all(|&i| !groups4(nb, i)) => Some(0),
             Batch::Rows(nb, ids) if ids[..n].iter().all(|&i| groups4(nb, i)) => Some(n),

@@ -200,7 +200,7 @@ unsafe fn body<B: UnpackK, const Q4: bool, const VNNI: bool>(
     ostride: usize,
 ) {
     if Q4 {
-        let g = ntok - ntok % 4;
+        let g = crate::quant::groups4_len(ntok);
         run::<B, Q4_PER64, VNNI>(w, wrb, nrows, a, arb, 0, g, out, ostride);
         run::<B, Q4_GEMV, VNNI>(w, wrb, nrows, a, arb, g, ntok, out, ostride);
     } else if ntok >= 8 {

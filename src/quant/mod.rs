@@ -92,11 +92,17 @@ pub enum BatchDot {
     Pairs(fn(&[u8], &[u8]) -> f32),
 }
 
+/// Tokens of a batch of `n` in whole groups of four (`BatchDot::Groups4`'s
+/// GEMM share: tokens 0..groups4_len(n)).
+pub fn groups4_len(n: usize) -> usize {
+    n - n % 4
+}
+
 impl TypeKernels {
     /// The dot to use for token `t` of a matmul over `n` tokens.
     pub fn dot_for(&self, n: usize, t: usize) -> fn(&[u8], &[u8]) -> f32 {
         match self.batch {
-            BatchDot::Groups4(f) if t < n - n % 4 => f,
+            BatchDot::Groups4(f) if t < groups4_len(n) => f,
             BatchDot::Wide(f) if n >= 8 => f,
             BatchDot::Pairs(f) if n >= 2 => f,
             _ => self.vec_dot,

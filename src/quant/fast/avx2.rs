@@ -374,7 +374,11 @@ unsafe fn coeff_sums16<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
 /// sum_s c[s] * bsum32[s] per row (lane r), c = `K::pairs` (8 per block).
 #[inline(always)]
 unsafe fn coeff_sums32<K: Tile>(mt: *const u8, a: &BlockQ8K) -> __m256i {
-    let p = coeff_parts32::<K>(mt, a);
+    sum_parts(coeff_parts32::<K>(mt, a))
+}
+
+#[inline(always)]
+unsafe fn sum_parts(p: [__m256i; 4]) -> __m256i {
     _mm256_add_epi32(_mm256_add_epi32(p[0], p[1]), _mm256_add_epi32(p[2], p[3]))
 }
 
@@ -416,23 +420,24 @@ impl<K: Tile> Kernel for Super<K> {
 
 /// Exact mode's Q4_K on the tiles, in the rounding llama.cpp's repacked
 /// kernels give each token (`quant::avx2_kgemm`): a batch's first n - n % 4
-/// tokens as its GEMM (PER64: per row and super-block, for each 64
+/// tokens as its GEMM (`Q4Exact<4>`: per row and super-block, for each 64
 /// elements k in order, acc += isum_k * (d * a.d) and acc_min += msum_k *
-/// (dmin * a.d)), the rest as its GEMV (the same over the whole
-/// super-block), each step fused; the result acc - acc_min. The integer
+/// (dmin * a.d)), the rest as its GEMV (`Q4Exact<1>`: the same over the
+/// whole super-block), each step fused; the result acc - acc_min. The integer
 /// sums are exact in any layout, so the tiles' sums with these float steps
 /// give ggml's bits, 8 rows at a time (the per-row kernel unpacked every
 /// super-block's scales per row).
-struct Q4Exact<const PER64: bool>;
-impl<const PER64: bool> Kernel for Q4Exact<PER64> {
+struct Q4Exact<const P: usize>;
+impl<const P: usize> Kernel for Q4Exact<P> {
     type Act = *const BlockQ8K;
     type Acc = [__m256; 2];
     const ROWS: usize = TILE_ROWS;
     const G: Geometry = Q4K::G;
     #[inline(always)]
-    unsafe fn act(a: &[u8], arb: usize, _: usize, _: usize, t: usize) -> *const BlockQ8K {
-        a.as_ptr().add(t * arb) as *const BlockQ8K
+    unsafe fn act(a: &[u8], arb: usize, n: usize, nb: usize, t: usize) -> *const BlockQ8K {
+        Super::<Q4K>::act(a, arb, n, nb, t)
     }
+    /// P float steps per super-block: 4 (per 64 elements, the GEMM) or 1 (the GEMV).
     #[inline(always)]
     unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [[__m256; 2]; T] {
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
@@ -440,26 +445,16 @@ impl<const PER64: bool> Kernel for Q4Exact<PER64> {
         for b in 0..nb {
             let mt = meta.add(b * Q4K::G.meta);
             let (d, dmin) = (Q4K::d(mt), Q4K::dmin(mt));
-            if PER64 {
-                let s = sb_partials::<Q4K, T, 4>(w, nb, acts, b);
-                for t in 0..T {
-                    let a = &*acts[t].add(b);
-                    let ad = _mm256_set1_ps(a.d);
-                    let (dd, dm) = (_mm256_mul_ps(d, ad), _mm256_mul_ps(dmin, ad));
-                    let m = coeff_parts32::<Q4K>(mt, a);
-                    for k in 0..4 {
-                        acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t][k]), dd, acc[t][0]);
-                        acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m[k]), dm, acc[t][1]);
-                    }
-                }
-            } else {
-                let s = sb_sums::<Q4K, T>(w, nb, acts, b);
-                for t in 0..T {
-                    let a = &*acts[t].add(b);
-                    let ad = _mm256_set1_ps(a.d);
-                    acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(d, ad), acc[t][0]);
-                    let m = coeff_sums32::<Q4K>(mt, a);
-                    acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, ad), acc[t][1]);
+            let s = sb_partials::<Q4K, T, P>(w, nb, acts, b);
+            for t in 0..T {
+                let a = &*acts[t].add(b);
+                let ad = _mm256_set1_ps(a.d);
+                let (dd, dm) = (_mm256_mul_ps(d, ad), _mm256_mul_ps(dmin, ad));
+                let parts = coeff_parts32::<Q4K>(mt, a);
+                let m: [__m256i; P] = if P == 1 { [sum_parts(parts); P] } else { std::array::from_fn(|k| parts[k]) };
+                for k in 0..P {
+                    acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t][k]), dd, acc[t][0]);
+                    acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(m[k]), dm, acc[t][1]);
                 }
             }
         }
@@ -477,8 +472,8 @@ pub fn q4k_exact() -> super::ExactTiles {
     super::ExactTiles { gemv, groups4: gemm_q4k_per64 }
 }
 
-gemm_fn!(AVX2, gemm_q4k_gemv, Q4Exact<false>);
-gemm_fn!(AVX2, gemm_q4k_per64, Q4Exact<true>);
+gemm_fn!(AVX2, gemm_q4k_gemv, Q4Exact<1>);
+gemm_fn!(AVX2, gemm_q4k_per64, Q4Exact<4>);
 gemm_fn!(AVX2, gemm_q2k, Super<Q2K>);
 gemm_fn!(AVX2, gemm_q3k, Super<Q3K>);
 gemm_fn!(AVX2, gemm_q4k, Super<Q4K>);

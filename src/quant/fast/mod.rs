@@ -346,11 +346,11 @@ mod tests {
         let act = |t: usize| plain(&a[t * nb..(t + 1) * nb], 0);
         for (groups4, gemm) in [(false, e.gemv.gemm), (true, e.groups4)] {
             let k = FastKernels { gemm, ..e.gemv };
+            // a token of a batch of 4 (the GEMM), of 1 (the GEMV)
+            let dot = if groups4 { exact.dot_for(4, 0) } else { exact.dot_for(1, 0) };
             for n in 1..=ntok {
                 let got = run(&k, tiles.as_slice(), cols, rows, &a, 0, n, plain);
                 for t in 0..n {
-                    // a token of a batch of 4 (the GEMM), of 1 (the GEMV)
-                    let dot = if groups4 { exact.dot_for(4, 0) } else { exact.dot_for(1, 0) };
                     for r in 0..rows {
                         let want = dot(&w[r * rb..(r + 1) * rb], &act(t));
                         let g = got[t * rows + r];
