@@ -1,15 +1,16 @@
-//! GPT-2 style byte-level BPE (`tokenizer.ggml.model = gpt2`) on the
-//! `tokenizers` crate, with the pre-tokenizer regexes llama.cpp uses for each
-//! `tokenizer.ggml.pre` value.
+//! GPT-2 style byte-level BPE (`tokenizer.ggml.model = gpt2`): the
+//! pre-tokenizer regexes llama.cpp uses for each `tokenizer.ggml.pre` value
+//! (run by the `tokenizers` crate's `Split`), then the merges.
 
+use super::text_index::{hash_bytes, TextIndex};
 use anyhow::{anyhow, Result};
-use std::collections::HashMap;
-use tokenizers::models::bpe::BPE;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::{SplitDelimiterBehavior, Tokenizer};
+use tokenizers::{OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, SplitDelimiterBehavior};
 
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 const LLAMA3: &str =
@@ -31,10 +32,6 @@ pub fn pre_regexes(pre: &str) -> Vec<&'static str> {
         // llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEFAULT
         _ => vec![r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", r"[0-9][0-9][0-9]"],
     }
-}
-
-pub struct Bpe {
-    tok: Tokenizer,
 }
 
 /// GPT-2's byte <-> printable-char table.
@@ -74,32 +71,173 @@ pub fn decode_byte_level(text: &str) -> Vec<u8> {
     out
 }
 
+/// Byte-level BPE: the text is split by the pre-tokenizer's regexes, each
+/// piece starts as one symbol per byte (GPT-2's byte tokens) and the adjacent
+/// pair of lowest merge rank is merged, leftmost first, over and over (as
+/// llama.cpp's `llm_tokenizer_bpe_session` does). A queue holds the candidate
+/// pairs, so a piece of n bytes takes O(n log n), however it is built.
+pub struct Bpe {
+    pre: Sequence,
+    /// `(left id, right id)` -> (rank, merged id).
+    merges: HashMap<u64, (u32, u32), BuildHasherDefault<PairHasher>>,
+    /// The token of each byte (GPT-2's printable character for it).
+    byte_ids: [Option<u32>; 256],
+}
+
+fn pair(a: u32, b: u32) -> u64 {
+    (a as u64) << 32 | b as u64
+}
+
+/// A multiplicative hash for the merge table's u64 pairs.
+#[derive(Default)]
+struct PairHasher(u64);
+
+impl Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash_bytes(bytes);
+    }
+    fn write_u64(&mut self, x: u64) {
+        let h = (x ^ x >> 29).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ h >> 32;
+    }
+}
+
+const NONE: usize = usize::MAX;
+/// The id of a symbol merged into its left neighbour.
+const DEAD: u32 = u32::MAX;
+
+#[derive(Clone, Copy)]
+struct Symbol {
+    id: u32,
+    prev: usize,
+    next: usize,
+}
+
 impl Bpe {
     pub fn new(tokens: &[String], merges: &[String], pre: &str) -> Result<Self> {
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let mut mv = Vec::with_capacity(merges.len());
-        for (i, m) in merges.iter().enumerate() {
-            let Some((a, b)) = m.split_once(' ') else {
-                return Err(anyhow!("tokenizer.ggml.merges[{i}]: {m:?} is not two tokens separated by a space"));
+        let ids = TextIndex::new(tokens.iter().map(|t| t.as_bytes()));
+        let mut table = HashMap::with_capacity_and_hasher(merges.len(), BuildHasherDefault::default());
+        let mut joined = Vec::new();
+        for (rank, m) in merges.iter().enumerate() {
+            // llama.cpp splits at the first space after the first character
+            let Some(at) = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i) else {
+                return Err(anyhow!("tokenizer.ggml.merges[{rank}]: {m:?} is not two tokens separated by a space"));
             };
-            mv.push((a.to_string(), b.to_string()));
+            let (a, b) = (&m[..at], &m[at + 1..]);
+            joined.clear();
+            joined.extend_from_slice(a.as_bytes());
+            joined.extend_from_slice(b.as_bytes());
+            // A merge of texts that are not tokens can never apply to
+            // symbols that are; the first of repeated merges keeps its rank.
+            if let (Some(l), Some(r), Some(to)) = (ids.get(a.as_bytes()), ids.get(b.as_bytes()), ids.get(&joined)) {
+                table.entry(pair(l, r)).or_insert((rank as u32, to));
+            }
         }
-        let model = BPE::builder().vocab_and_merges(vocab, mv).ignore_merges(false).build().map_err(|e| anyhow!("building BPE vocabulary: {e}"))?;
+        let chars = byte_chars();
+        let byte_ids = std::array::from_fn(|b| ids.get(chars[b].encode_utf8(&mut [0; 4]).as_bytes()));
         let mut pts: Vec<PreTokenizerWrapper> = Vec::new();
         for re in pre_regexes(pre) {
             let pat = SplitPattern::Regex(re.to_string());
             let s = Split::new(pat, SplitDelimiterBehavior::Isolated, false).map_err(|e| anyhow!("pre-tokenizer regex: {e}"))?;
             pts.push(s.into());
         }
-        pts.push(ByteLevel::new(false, false, false).into());
-        let mut tok = Tokenizer::new(model);
-        tok.with_pre_tokenizer(Some(Sequence::new(pts)));
-        Ok(Bpe { tok })
+        Ok(Bpe { pre: Sequence::new(pts), merges: table, byte_ids })
     }
 
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        let enc = self.tok.encode_fast(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?;
-        out.extend_from_slice(enc.get_ids());
+        let mut pieces = PreTokenizedString::from(text);
+        self.pre.pre_tokenize(&mut pieces).map_err(|e| anyhow!("tokenizing: {e}"))?;
+        let mut syms = Vec::new();
+        let mut queue = BinaryHeap::new();
+        for (piece, _, _) in pieces.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            self.encode_piece(piece.as_bytes(), &mut syms, &mut queue, out);
+        }
         Ok(())
+    }
+
+    fn encode_piece(&self, piece: &[u8], syms: &mut Vec<Symbol>, queue: &mut BinaryHeap<Reverse<(u32, usize, u32)>>, out: &mut Vec<u32>) {
+        syms.clear();
+        queue.clear();
+        // a byte without a token is left out, as the `tokenizers` crate did
+        for id in piece.iter().filter_map(|&b| self.byte_ids[b as usize]) {
+            let i = syms.len();
+            syms.push(Symbol { id, prev: i.wrapping_sub(1), next: i + 1 });
+        }
+        let Some(last) = syms.last_mut() else { return };
+        last.next = NONE;
+        let candidate = |syms: &[Symbol], queue: &mut BinaryHeap<_>, l: usize| {
+            if l == NONE || syms[l].next == NONE {
+                return;
+            }
+            if let Some(&(rank, to)) = self.merges.get(&pair(syms[l].id, syms[syms[l].next].id)) {
+                queue.push(Reverse((rank, l, to)));
+            }
+        };
+        for l in 0..syms.len() - 1 {
+            candidate(syms, queue, l);
+        }
+        while let Some(Reverse((_, l, to))) = queue.pop() {
+            let r = syms[l].next;
+            // stale: the left symbol was merged away, or is now another pair
+            if syms[l].id == DEAD || r == NONE || self.merges.get(&pair(syms[l].id, syms[r].id)).is_none_or(|m| m.1 != to) {
+                continue;
+            }
+            let after = syms[r].next;
+            syms[l].id = to;
+            syms[l].next = after;
+            syms[r].id = DEAD;
+            if after != NONE {
+                syms[after].prev = l;
+            }
+            candidate(syms, queue, syms[l].prev);
+            candidate(syms, queue, l);
+        }
+        out.extend(syms.iter().map(|s| s.id).filter(|&id| id != DEAD));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bpe(tokens: &[&str], merges: &[&str]) -> Bpe {
+        let t: Vec<String> = tokens.iter().map(|s| s.to_string()).collect();
+        let m: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
+        Bpe::new(&t, &m, "gpt-2").unwrap()
+    }
+
+    fn ids(b: &Bpe, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        b.encode(text, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn lowest_rank_first_then_leftmost() {
+        let b = bpe(&["a", "b", "c", "ab", "bc", "abc", "aa"], &["b c", "a b", "a bc", "a a"]);
+        assert_eq!(ids(&b, "abc"), [5], "b+c (rank 0) before a+b (rank 1), then a+bc");
+        assert_eq!(ids(&b, "ab"), [3]);
+        assert_eq!(ids(&b, "aaa"), [6, 0], "equal ranks merge leftmost first");
+        assert_eq!(ids(&b, "cab"), [2, 3]);
+    }
+
+    #[test]
+    fn a_long_piece_is_merged_in_one_pass() {
+        let b = bpe(&["a", "aa", "aaaa"], &["a a", "aa aa"]);
+        // (merging by scanning for the best pair each time would take minutes)
+        let got = ids(&b, &"a".repeat(200_001));
+        assert_eq!(got.len(), 50_001);
+        assert!(got[..50_000].iter().all(|&i| i == 2) && got[50_000] == 0);
+    }
+
+    #[test]
+    fn merges_of_unknown_texts_are_ignored_and_bad_lines_refused() {
+        let b = bpe(&["a", "b"], &["a b", "x y"]);
+        assert_eq!(ids(&b, "ab"), [0, 1]);
+        let t = vec!["a".to_string()];
+        assert!(Bpe::new(&t, &["ab".to_string()], "gpt-2").is_err());
     }
 }

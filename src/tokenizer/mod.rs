@@ -4,6 +4,7 @@
 
 mod bpe;
 mod spm;
+mod text_index;
 
 use crate::gguf::GgufFile;
 use anyhow::{bail, Result};

@@ -5,12 +5,13 @@
 //! token with the highest score is merged, over and over; symbols that are not
 //! tokens fall back to `<0xXX>` byte tokens.
 
+use super::text_index::TextIndex;
 use anyhow::{bail, Result};
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 pub struct Spm {
-    ids: HashMap<Vec<u8>, u32>,
+    ids: TextIndex,
     scores: Vec<f32>,
     /// Token for each byte value (`<0xXX>`, else the byte itself as text).
     byte_tokens: Vec<Option<u32>>,
@@ -54,16 +55,13 @@ impl Spm {
         if scores.len() != tokens.len() {
             bail!("tokenizer.ggml.scores has {} entries for {} tokens", scores.len(), tokens.len());
         }
-        let mut ids = HashMap::with_capacity(tokens.len());
-        for (i, t) in tokens.iter().enumerate() {
-            // a repeated text maps to its last id, as in llama.cpp
-            ids.insert(t.as_bytes().to_vec(), i as u32);
-        }
+        // a repeated text maps to its last id, as in llama.cpp
+        let ids = TextIndex::new(tokens.iter().map(|t| t.as_bytes()));
         let byte_tokens = (0..=255u8)
             .map(|b| {
-                ids.get(format!("<0x{b:02X}>").as_bytes()).copied().or_else(|| {
+                ids.get(format!("<0x{b:02X}>").as_bytes()).or_else(|| {
                     let s = [b];
-                    std::str::from_utf8(&s).ok().and_then(|s| ids.get(s.as_bytes()).copied())
+                    std::str::from_utf8(&s).ok().and_then(|s| ids.get(s.as_bytes()))
                 })
             })
             .collect();
@@ -88,7 +86,7 @@ impl Spm {
             }
             let (a, b) = (syms[l as usize], syms[r as usize]);
             let s = &text[a.start..a.start + a.len + b.len];
-            if let Some(&id) = self.ids.get(s) {
+            if let Some(id) = self.ids.get(s) {
                 heap.push(Bigram { left: l as usize, right: r as usize, score: self.scores[id as usize], size: s.len() });
             }
         };
@@ -116,7 +114,7 @@ impl Spm {
         while i >= 0 {
             let s = syms[i as usize];
             let piece = &text[s.start..s.start + s.len];
-            if let Some(&id) = self.ids.get(piece) {
+            if let Some(id) = self.ids.get(piece) {
                 out.push(id);
             } else {
                 for &b in piece {
