@@ -25,9 +25,9 @@ pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
     let (geometry, pack, gemm): (Geometry, Pack, super::FastGemmFn) = match ty {
         GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
         GgmlType::Q6_K => (Q6K_GEOMETRY, pack_q6k, gemm_q6k),
-        GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k, gemm_q5k),
+        GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k::<Planes>, gemm_q5k),
         GgmlType::Q2_K => (Q2K_GEOMETRY, pack_q2k, gemm_q2k),
-        GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k, gemm_q3k),
+        GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k::<Masks>, gemm_q3k),
         GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
         _ => return None,
     };
@@ -97,12 +97,46 @@ unsafe fn mask_bytes(p: *const u8) -> Halves {
     })
 }
 
-/// `v | bit` where the mask bytes at `mask` are set.
+/// `v | bit` where the mask bytes at `mask` are set (`HighBits::Masks`).
 #[inline(always)]
-pub(super) unsafe fn with_high(v: Halves, mask: *const u8, bit: i8) -> Halves {
+unsafe fn with_mask_bit(v: Halves, mask: *const u8, bit: i8) -> Halves {
     let m = mask_bytes(mask);
     let b = _mm256_set1_epi8(bit);
     [_mm256_or_si256(v[0], _mm256_and_si256(m[0], b)), _mm256_or_si256(v[1], _mm256_and_si256(m[1], b))]
+}
+
+/// Bit `j % 8` of each byte of `v` moved to bit `to` (the rest cleared).
+/// 16-bit shifts: the bit stays in its byte whichever way it moves. The
+/// `match` folds away where the loop over j is unrolled; where it is not
+/// it costs branches (shifts by counts in registers were slower still).
+#[inline(always)]
+unsafe fn bit_to(v: __m256i, j: usize, to: usize) -> __m256i {
+    let v = match (j % 8) as isize - to as isize {
+        -7 => _mm256_slli_epi16(v, 7),
+        -6 => _mm256_slli_epi16(v, 6),
+        -5 => _mm256_slli_epi16(v, 5),
+        -4 => _mm256_slli_epi16(v, 4),
+        -3 => _mm256_slli_epi16(v, 3),
+        -2 => _mm256_slli_epi16(v, 2),
+        -1 => _mm256_slli_epi16(v, 1),
+        0 => v,
+        1 => _mm256_srli_epi16(v, 1),
+        2 => _mm256_srli_epi16(v, 2),
+        3 => _mm256_srli_epi16(v, 3),
+        4 => _mm256_srli_epi16(v, 4),
+        5 => _mm256_srli_epi16(v, 5),
+        6 => _mm256_srli_epi16(v, 6),
+        _ => _mm256_srli_epi16(v, 7),
+    };
+    _mm256_and_si256(v, _mm256_set1_epi8(1 << to))
+}
+
+/// `v` with bit `to` set where vector j's bit is set in the one-bit planes at
+/// `planes` (`HighBits::Planes`: bit j % 8 of the 64 bytes at planes + 64 (j / 8)).
+#[inline(always)]
+pub(super) unsafe fn with_plane_bit(v: Halves, planes: *const u8, j: usize, to: usize) -> Halves {
+    let h = load_halves(planes.add(64 * (j / 8)));
+    [_mm256_or_si256(v[0], bit_to(h[0], j, to)), _mm256_or_si256(v[1], bit_to(h[1], j, to))]
 }
 
 impl Tile for Q4K {
@@ -126,7 +160,8 @@ impl Tile for Q5K {
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
         let (lo, hi) = Q4K::plane(p, k);
-        (with_high(lo, p.add(Q5K_HIGH + 16 * k), 16), with_high(hi, p.add(Q5K_HIGH + 16 * k + 8), 16))
+        let h = p.add(Q5K_HIGH);
+        (with_plane_bit(lo, h, 2 * k, 4), with_plane_bit(hi, h, 2 * k + 1, 4))
     }
     #[inline(always)]
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {
@@ -165,7 +200,7 @@ impl Tile for Q3K {
     #[inline(always)]
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
         let (lo, hi) = plane2(p, k);
-        (with_high(lo, p.add(Q3K_HIGH + 16 * k), 4), with_high(hi, p.add(Q3K_HIGH + 16 * k + 8), 4))
+        (with_mask_bit(lo, p.add(Q3K_HIGH + 16 * k), 4), with_mask_bit(hi, p.add(Q3K_HIGH + 16 * k + 8), 4))
     }
     #[inline(always)]
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {

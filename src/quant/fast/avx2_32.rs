@@ -26,14 +26,15 @@
 //! kernels) bit for bit, in any batch.
 
 use super::acts32::ActPtrs;
-use super::avx2::{load_halves, nibbles, with_high, Halves};
+use super::avx2::{load_halves, nibbles, with_plane_bit, Halves};
 use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
-use super::layout::Geometry;
+use super::layout::{Geometry, Planes};
 use super::layout32::*;
 use crate::quant::blocks::KVALUES_IQ4NL;
 use std::arch::x86_64::*;
 
 impl Plane32 for Halves {
+    type Bits = Planes;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Self {
         load_halves(p)
@@ -49,8 +50,8 @@ impl Plane32 for Halves {
         [_mm256_shuffle_epi8(lut, self[0]), _mm256_shuffle_epi8(lut, self[1])]
     }
     #[inline(always)]
-    unsafe fn add_high(self, mask: *const u8) -> Self {
-        with_high(self, mask, 16)
+    unsafe fn add_high(self, high: *const u8, j: usize) -> Self {
+        with_plane_bit(self, high, j, 4)
     }
 }
 
@@ -158,4 +159,4 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[Act
     acc
 }
 
-kernels32!(AVX2, Small);
+kernels32!(AVX2, Small, Halves);

@@ -20,9 +20,9 @@ pub fn kernels(ty: GgmlType) -> Option<FastKernels> {
     let (geometry, pack, gemm): (Geometry, Pack, super::FastGemmFn) = match ty {
         GgmlType::Q4_K => (Q4K_GEOMETRY, pack_q4k, gemm_q4k),
         GgmlType::Q6_K => (Q6K_GEOMETRY, pack_q6k, gemm_q6k),
-        GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k, gemm_q5k),
+        GgmlType::Q5_K => (Q5K_GEOMETRY, pack_q5k::<Masks>, gemm_q5k),
         GgmlType::Q2_K => (Q2K_GEOMETRY, pack_q2k, gemm_q2k),
-        GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k, gemm_q3k),
+        GgmlType::Q3_K => (Q3K_GEOMETRY, pack_q3k::<Masks>, gemm_q3k),
         GgmlType::IQ4_XS => (IQ4XS_GEOMETRY, pack_iq4xs, gemm_iq4xs),
         _ => return None,
     };

@@ -10,11 +10,12 @@
 use super::acts32::ActPtrs;
 use super::avx512::{load64, nibbles, IQ4_GRID_U8};
 use super::driver::{gemm, gemm_fn, prefetch_l2, Kernel};
-use super::layout::Geometry;
+use super::layout::{Geometry, Masks};
 use super::layout32::*;
 use std::arch::x86_64::*;
 
 impl Plane32 for __m512i {
+    type Bits = Masks;
     #[inline(always)]
     unsafe fn load(p: *const u8) -> Self {
         load64(p)
@@ -28,9 +29,9 @@ impl Plane32 for __m512i {
         _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128(IQ4_GRID_U8.as_ptr() as *const __m128i)), self)
     }
     #[inline(always)]
-    unsafe fn add_high(self, mask: *const u8) -> Self {
-        let high: __mmask64 = std::ptr::read_unaligned(mask as *const u64);
-        _mm512_mask_add_epi8(self, high, self, _mm512_set1_epi8(16))
+    unsafe fn add_high(self, high: *const u8, j: usize) -> Self {
+        let mask: __mmask64 = std::ptr::read_unaligned(high.add(8 * j) as *const u64);
+        _mm512_mask_add_epi8(self, mask, self, _mm512_set1_epi8(16))
     }
 }
 
@@ -96,4 +97,4 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[Act
     acc
 }
 
-kernels32!(AVX512_VNNI, Small);
+kernels32!(AVX512_VNNI, Small, __m512i);

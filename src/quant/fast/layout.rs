@@ -14,14 +14,13 @@
 //!   meta 160:    scale of sub-block s (32 elements) of row r at 8s+r (6 bits),
 //!                64.. mins likewise, 128.. d (f16) per row, 144.. dmin per row
 //! Q5_K (8 x 180 bytes; ggml's 8 x 176): Q4_K's 16 planes of the low 4 bits,
-//!   then 32 masks of 8 bytes (bit e of byte 8g+r = bit 4 of q(r, 8g+e)), Q4_K's meta
+//!   then the fifth bits of the 32 groups g in 256 bytes (`HighBits`), Q4_K's meta
 //! Q2_K (8 x 84 as ggml's): 8 planes m of 64 bytes: byte 8r+e holds q(r,
 //!   32m+8i+e) (2 bits) at bits 2i..2i+2, i = 0..4; meta 160: ggml's scale
 //!   byte (scale | min << 4) of sub-block s (16 elements) of row r at 8s+r,
 //!   128.. d, 144.. dmin (f16) per row
 //! Q3_K (8 x 114; ggml's 8 x 110), u = q + 4 in 0..8: Q2_K's planes of the low
-//!   2 bits of u, then 32 masks of 8 bytes of the third bits (bit e of byte
-//!   8g+r = bit 2 of u(r, 8g+e)); meta 144: the scale (i8, -32..31) of
+//!   2 bits of u, then the third bits likewise; meta 144: the scale (i8, -32..31) of
 //!   sub-block s of row r at 8s+r, 128.. d per row
 //! IQ4_XS (8 x 138 bytes; ggml's 8 x 136): Q4_K's planes of the grid indices;
 //!   meta 80: the scale (i8, -32..31) of sub-block s (32 elements) of row r at
@@ -32,6 +31,16 @@
 //!                u(r, 32m+8i+e) at bits 2i..2i+2, i = 0..4
 //!   meta 144:    scale (i8) of sub-block s (16 elements) of row r at 8s+r,
 //!                128.. d (f16) per row
+
+//! One-bit planes (Q5_K's fifth bits, Q3_K's third, the 32-element 5-bit
+//! types' fifth), in the layout the ISA's kernel decodes with fewest steps:
+//!   masks (AVX-512): one 64-bit mask per vector of 64 values (a k-mask);
+//!   planes (AVX2's Q5_K and 5-bit 32-element types): per 8 vectors, one
+//!   vector of 64 bytes whose byte i holds bit j for byte i of vector j, so
+//!   one shift and one AND move vector j's bits into place (expanding a
+//!   mask's bits to bytes takes four operations more; but AVX2's Q3_K loop
+//!   over 16 planes is not unrolled, and there the shift by a distance known
+//!   only at run time lost to the masks).
 
 use super::TILE_ROWS;
 use crate::parallel::{self, SendPtr};
@@ -75,6 +84,38 @@ pub const Q4K_D: usize = 128;
 pub const Q4K_DMIN: usize = 144;
 pub const Q6K_SCALES: usize = 0;
 pub const Q6K_D: usize = 128;
+
+/// How a tile stores a one-bit plane of its values (see the module notes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum HighBits {
+    Masks,
+    Planes,
+}
+
+/// A one-bit layout as a type, for the packers' type parameter.
+pub trait BitLayout {
+    const HIGH: HighBits;
+}
+pub struct Masks;
+pub struct Planes;
+impl BitLayout for Masks {
+    const HIGH: HighBits = HighBits::Masks;
+}
+impl BitLayout for Planes {
+    const HIGH: HighBits = HighBits::Planes;
+}
+
+/// Bit `bit` of value i of vector j (64 bytes each, `n` vectors) into `o`.
+pub(super) fn put_bits(n: usize, high: HighBits, o: &mut [u8], bit: impl Fn(usize, usize) -> u8) {
+    for j in 0..n {
+        for i in 0..64 {
+            match high {
+                HighBits::Masks => o[8 * j + i / 8] |= bit(j, i) << (i % 8),
+                HighBits::Planes => o[64 * (j / 8) + i] |= bit(j, i) << (j % 8),
+            }
+        }
+    }
+}
 
 /// Tiles of `rows` rows: rows past the end are zero (scale 0: they add 0).
 /// `put(blocks, values, meta)` writes one super-block. The tiles are
@@ -152,14 +193,13 @@ pub fn pack_q4k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     })
 }
 
-/// Q5_K: Q4_K's planes of the low 4 bits, then the fifth bits as 64-bit
-/// masks, one per group g of 8 elements: bit e of byte 8g+r = bit 4 of
-/// q(r, 8g+e); Q4_K's meta.
-pub fn pack_q5k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+/// Q5_K: Q4_K's planes of the low 4 bits, then the fifth bits of each
+/// group g of 8 elements (byte 8r+e of vector g: q(r, 8g+e)); Q4_K's meta.
+pub fn pack_q5k<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ5K, TILE_ROWS>(data, rows, row_bytes, Q5K_GEOMETRY, |blocks, o, mt| {
         let u = values(blocks, 0);
         put_planes(&u, o);
-        put_masks(&u, 4, &mut o[Q5K_HIGH..]);
+        put_group_bits(&u, 4, L::HIGH, &mut o[Q5K_HIGH..]);
         put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
     })
 }
@@ -175,13 +215,10 @@ fn put_planes2(u: &[[u8; QK_K]; TILE_ROWS], o: &mut [u8]) {
     }
 }
 
-/// One 64-bit mask per group g of 8 elements: bit e of byte 8g+r = bit `bit` of u(r, 8g+e).
-fn put_masks(u: &[[u8; QK_K]; TILE_ROWS], bit: u32, o: &mut [u8]) {
-    for g in 0..32 {
-        for (r, ur) in u.iter().enumerate() {
-            o[8 * g + r] = (0..8).map(|e| ((ur[8 * g + e] >> bit) & 1) << e).sum();
-        }
-    }
+/// Bit `bit` of u(r, 8g+e) for each group g of 8 elements, as value 8r+e of
+/// vector g.
+fn put_group_bits(u: &[[u8; QK_K]; TILE_ROWS], bit: u32, high: HighBits, o: &mut [u8]) {
+    put_bits(QK_K / 8, high, o, |g, i| (u[i / 8][8 * g + i % 8] >> bit) & 1);
 }
 
 pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
@@ -198,11 +235,11 @@ pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     })
 }
 
-pub fn pack_q3k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+pub fn pack_q3k<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ3K, TILE_ROWS>(data, rows, row_bytes, Q3K_GEOMETRY, |blocks, o, mt| {
         let u = values(blocks, 4);
         put_planes2(&u, o);
-        put_masks(&u, 2, &mut o[Q3K_HIGH..]);
+        put_group_bits(&u, 2, L::HIGH, &mut o[Q3K_HIGH..]);
         for (r, b) in blocks.iter().enumerate() {
             let Some(b) = b else { continue };
             let s = b.scales();

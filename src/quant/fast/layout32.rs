@@ -13,11 +13,12 @@
 //!   Q8_0:  8 vectors j of 64 bytes: byte 4r+e = u(r, 4j+e)
 //!   4-bit: 4 vectors k of 64 bytes: byte 4r+e = u(r, 4k+e) | u(r, 16+4k+e) << 4
 //!          (vector j = k in the low nibbles, j = 4+k in the high ones)
-//!   5-bit: the 4-bit vectors of the low 4 bits, then 8 masks of 8 bytes:
-//!          bit 4r+e of mask j = bit 4 of u(r, 4j+e)
+//!   5-bit: the 4-bit vectors of the low 4 bits, then 64 bytes of the fifth
+//!          bits (value 4r+e of vector j: bit 4 of u(r, 4j+e)) as the ISA
+//!          reads them (`layout::HighBits`)
 //!   meta:  d (f16) per row at 2r; with a min, m (f16) per row at 32 + 2r
 
-use super::layout::{grid_index, tiles, Geometry};
+use super::layout::{grid_index, put_bits, tiles, BitLayout, Geometry, HighBits};
 use crate::quant::blocks::{f32_to_f16, BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use crate::quant::legacy::Block32;
 use crate::quant::AlignedBytes;
@@ -42,19 +43,20 @@ enum Store {
     Bytes,
     /// Nibbles of q + offset (or of the IQ4_NL grid index when `iq4`).
     Nibbles { offset: i8, iq4: bool },
-    /// The low 4 bits of q + offset as nibbles, the fifth bits as masks.
-    Five { offset: i8 },
+    /// The low 4 bits of q + offset as nibbles, the fifth bits apart.
+    Five { offset: i8, high: HighBits },
 }
 
 fn pack<B: Block32 + Sync>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store) -> AlignedBytes {
     tiles::<B, TILE32_ROWS>(data, rows, row_bytes, g, |blocks, v, mt| {
+        let mut fifth = [[0u8; 32]; TILE32_ROWS];
         for (r, blk) in blocks.iter().enumerate() {
             let Some(blk) = blk else { continue };
             let q = blk.unpack();
             let u: [u8; 32] = match store {
                 Store::Bytes => q.map(|x| (x as i16 + 128) as u8),
                 Store::Nibbles { iq4: true, .. } => q.map(grid_index),
-                Store::Nibbles { offset, .. } | Store::Five { offset } => q.map(|x| (x + offset) as u8),
+                Store::Nibbles { offset, .. } | Store::Five { offset, .. } => q.map(|x| (x + offset) as u8),
             };
             for e in 0..4 {
                 if store == Store::Bytes {
@@ -66,17 +68,16 @@ fn pack<B: Block32 + Sync>(data: &[u8], rows: usize, row_bytes: usize, g: Geomet
                 for k in 0..4 {
                     v[64 * k + 4 * r + e] = (u[4 * k + e] & 0xF) | (u[16 + 4 * k + e] & 0xF) << 4;
                 }
-                if matches!(store, Store::Five { .. }) {
-                    for j in 0..8 {
-                        let bit = 4 * r + e;
-                        v[B32_HIGH + 8 * j + bit / 8] |= ((u[4 * j + e] >> 4) & 1) << (bit % 8);
-                    }
-                }
             }
+            fifth[r] = u.map(|x| (x >> 4) & 1);
             mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&f32_to_f16(blk.d()).to_le_bytes());
             if let Some(m) = blk.m() {
                 mt[B32_M + 2 * r..B32_M + 2 * r + 2].copy_from_slice(&f32_to_f16(m).to_le_bytes());
             }
+        }
+        if let Store::Five { high, .. } = store {
+            // value 4r+e of vector j: u(r, 4j+e)
+            put_bits(8, high, &mut v[B32_HIGH..], |j, i| fifth[i / 4][4 * j + i % 4]);
         }
     })
 }
@@ -93,11 +94,11 @@ pub fn pack_iq4_nl(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 pub fn pack_q4_1(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     pack::<BlockQ4_1>(data, rows, row_bytes, Q4_1_GEOMETRY, Store::Nibbles { offset: 0, iq4: false })
 }
-pub fn pack_q5_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    pack::<BlockQ5_0>(data, rows, row_bytes, Q5_0_GEOMETRY, Store::Five { offset: 16 })
+pub fn pack_q5_0<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockQ5_0>(data, rows, row_bytes, Q5_0_GEOMETRY, Store::Five { offset: 16, high: L::HIGH })
 }
-pub fn pack_q5_1(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    pack::<BlockQ5_1>(data, rows, row_bytes, Q5_1_GEOMETRY, Store::Five { offset: 0 })
+pub fn pack_q5_1<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
+    pack::<BlockQ5_1>(data, rows, row_bytes, Q5_1_GEOMETRY, Store::Five { offset: 0, high: L::HIGH })
 }
 
 /// How a format's tile block holds its values, as the kernels decode them
@@ -129,9 +130,11 @@ pub trait Format32 {
 ///
 /// # Safety
 /// Every method needs the ISA's features; `load` reads 64 aligned bytes at
-/// `p`, `add_high` 8 bytes at `mask`.
+/// `p`, `add_high` the 64 bytes of fifth bits at `high`.
 #[allow(clippy::missing_safety_doc)]
 pub trait Plane32: Copy {
+    /// How this ISA's tiles store the fifth bits.
+    type Bits: BitLayout;
     /// 64 bytes (64-byte aligned).
     unsafe fn load(p: *const u8) -> Self;
     /// The low and high nibbles of every byte.
@@ -140,8 +143,9 @@ pub trait Plane32: Copy {
     /// ISA's kernel multiplies it: + 128 (unsigned) for AVX-512's
     /// `vpdpbusd`, the value itself (signed) for AVX2's sign trick.
     unsafe fn iq4(self) -> Self;
-    /// + 16 in the bytes whose bit is set in the 64 mask bits at `mask`.
-    unsafe fn add_high(self, mask: *const u8) -> Self;
+    /// Vector j with 16 added where its fifth bit is set (the block's
+    /// fifth bits are at `high`).
+    unsafe fn add_high(self, high: *const u8, j: usize) -> Self;
 }
 
 /// The 8 vectors j of unsigned weights u of the tile block at `p` (elements
@@ -166,7 +170,7 @@ pub unsafe fn planes<F: Format32, V: Plane32>(p: *const u8) -> [V; 8] {
     for (j, o) in out.iter_mut().enumerate() {
         match F::VALUES {
             Values::Iq4 => *o = o.iq4(),
-            Values::Five => *o = o.add_high(p.add(B32_HIGH + 8 * j)),
+            Values::Five => *o = o.add_high(p.add(B32_HIGH), j),
             _ => {}
         }
     }
@@ -196,7 +200,7 @@ format32!(FQ5_1, Q5_1_GEOMETRY, Q8_1_ACT, None, Values::Five);
 /// functions compiled from kernel `$k<Format>` with `gemm_fn!($isa, ...)`:
 /// the one table of formats, packers and kernels.
 macro_rules! kernels32 {
-    ($isa:ident, $k:ident) => {
+    ($isa:ident, $k:ident, $plane:ty) => {
         gemm_fn!($isa, gemm_q8_0, $k<FQ8_0>);
         gemm_fn!($isa, gemm_q4_0, $k<FQ4_0>);
         gemm_fn!($isa, gemm_iq4_nl, $k<FIq4Nl>);
@@ -213,8 +217,8 @@ macro_rules! kernels32 {
                 T::Q4_0 => (FQ4_0::G, pack_q4_0, gemm_q4_0),
                 T::IQ4_NL => (FIq4Nl::G, pack_iq4_nl, gemm_iq4_nl),
                 T::Q4_1 => (FQ4_1::G, pack_q4_1, gemm_q4_1),
-                T::Q5_0 => (FQ5_0::G, pack_q5_0, gemm_q5_0),
-                T::Q5_1 => (FQ5_1::G, pack_q5_1, gemm_q5_1),
+                T::Q5_0 => (FQ5_0::G, pack_q5_0::<<$plane as Plane32>::Bits>, gemm_q5_0),
+                T::Q5_1 => (FQ5_1::G, pack_q5_1::<<$plane as Plane32>::Bits>, gemm_q5_1),
                 _ => return None,
             };
             Some(super::FastKernels { ty, rows: TILE32_ROWS, geometry, pack, gemm })
