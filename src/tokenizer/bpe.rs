@@ -2,7 +2,7 @@
 //! pre-tokenizer regexes llama.cpp uses for each `tokenizer.ggml.pre` value
 //! (run by the `tokenizers` crate's `Split`), then the merges.
 
-use super::text_index::{hash_bytes, TextIndex};
+use super::text_index::{hash_bytes, TextIndex, HASH_MUL};
 use anyhow::{anyhow, Result};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -100,7 +100,7 @@ impl Hasher for PairHasher {
         self.0 = hash_bytes(bytes);
     }
     fn write_u64(&mut self, x: u64) {
-        let h = (x ^ x >> 29).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let h = (x ^ x >> 29).wrapping_mul(HASH_MUL);
         self.0 = h ^ h >> 32;
     }
 }

@@ -13,10 +13,13 @@ pub struct TextIndex {
     mask: usize,
 }
 
+/// The multiplier of the token tables' hashes (2^64 / the golden ratio).
+pub const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// A word-at-a-time multiplicative hash (good high and low bits, as the
 /// table masks the low ones).
 pub fn hash_bytes(b: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    const K: u64 = HASH_MUL;
     let mut h = (b.len() as u64).wrapping_mul(K);
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {

@@ -105,38 +105,33 @@ unsafe fn with_mask_bit(v: Halves, mask: *const u8, bit: i8) -> Halves {
     [_mm256_or_si256(v[0], _mm256_and_si256(m[0], b)), _mm256_or_si256(v[1], _mm256_and_si256(m[1], b))]
 }
 
-/// Bit `j % 8` of each byte of `v` moved to bit `to` (the rest cleared).
-/// 16-bit shifts: the bit stays in its byte whichever way it moves. The
-/// `match` folds away where the loop over j is unrolled; where it is not
-/// it costs branches (shifts by counts in registers were slower still).
+/// Bit `j % 8` of each byte of `x` moved to bit 4, the rest cleared. 16-bit
+/// shifts: the bit stays in its byte either way. The `match` folds away
+/// where the loop over j is unrolled; where it is not it costs branches
+/// (shifts by counts in registers were slower still). A function, not a
+/// closure: closures do not inherit target features, and one compiled to
+/// calls made a kernel 6x slower.
 #[inline(always)]
-unsafe fn bit_to(v: __m256i, j: usize, to: usize) -> __m256i {
-    let v = match (j % 8) as isize - to as isize {
-        -7 => _mm256_slli_epi16(v, 7),
-        -6 => _mm256_slli_epi16(v, 6),
-        -5 => _mm256_slli_epi16(v, 5),
-        -4 => _mm256_slli_epi16(v, 4),
-        -3 => _mm256_slli_epi16(v, 3),
-        -2 => _mm256_slli_epi16(v, 2),
-        -1 => _mm256_slli_epi16(v, 1),
-        0 => v,
-        1 => _mm256_srli_epi16(v, 1),
-        2 => _mm256_srli_epi16(v, 2),
-        3 => _mm256_srli_epi16(v, 3),
-        4 => _mm256_srli_epi16(v, 4),
-        5 => _mm256_srli_epi16(v, 5),
-        6 => _mm256_srli_epi16(v, 6),
-        _ => _mm256_srli_epi16(v, 7),
+unsafe fn fifth_at4(x: __m256i, j: usize) -> __m256i {
+    let x = match j % 8 {
+        0 => _mm256_slli_epi16(x, 4),
+        1 => _mm256_slli_epi16(x, 3),
+        2 => _mm256_slli_epi16(x, 2),
+        3 => _mm256_slli_epi16(x, 1),
+        4 => x,
+        5 => _mm256_srli_epi16(x, 1),
+        6 => _mm256_srli_epi16(x, 2),
+        _ => _mm256_srli_epi16(x, 3),
     };
-    _mm256_and_si256(v, _mm256_set1_epi8(1 << to))
+    _mm256_and_si256(x, _mm256_set1_epi8(16))
 }
 
-/// `v` with bit `to` set where vector j's bit is set in the one-bit planes at
+/// `v` + 16 where vector j's fifth bit is set in the one-bit planes at
 /// `planes` (`HighBits::Planes`: bit j % 8 of the 64 bytes at planes + 64 (j / 8)).
 #[inline(always)]
-pub(super) unsafe fn with_plane_bit(v: Halves, planes: *const u8, j: usize, to: usize) -> Halves {
+pub(super) unsafe fn with_fifth_bit(v: Halves, planes: *const u8, j: usize) -> Halves {
     let h = load_halves(planes.add(64 * (j / 8)));
-    [_mm256_or_si256(v[0], bit_to(h[0], j, to)), _mm256_or_si256(v[1], bit_to(h[1], j, to))]
+    [_mm256_or_si256(v[0], fifth_at4(h[0], j)), _mm256_or_si256(v[1], fifth_at4(h[1], j))]
 }
 
 impl Tile for Q4K {
@@ -161,7 +156,7 @@ impl Tile for Q5K {
     unsafe fn plane(p: *const u8, k: usize) -> (Halves, Halves) {
         let (lo, hi) = Q4K::plane(p, k);
         let h = p.add(Q5K_HIGH);
-        (with_plane_bit(lo, h, 2 * k, 4), with_plane_bit(hi, h, 2 * k + 1, 4))
+        (with_fifth_bit(lo, h, 2 * k), with_fifth_bit(hi, h, 2 * k + 1))
     }
     #[inline(always)]
     unsafe fn scales(p: *const u8, s: usize) -> __m128i {

@@ -26,7 +26,7 @@
 //! kernels) bit for bit, in any batch.
 
 use super::acts32::ActPtrs;
-use super::avx2::{load_halves, nibbles, with_plane_bit, Halves};
+use super::avx2::{load_halves, nibbles, with_fifth_bit, Halves};
 use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
 use super::layout::{Geometry, Planes};
 use super::layout32::*;
@@ -51,7 +51,7 @@ impl Plane32 for Halves {
     }
     #[inline(always)]
     unsafe fn add_high(self, high: *const u8, j: usize) -> Self {
-        with_plane_bit(self, high, j, 4)
+        with_fifth_bit(self, high, j)
     }
 }
 

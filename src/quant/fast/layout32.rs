@@ -69,7 +69,9 @@ fn pack<B: Block32 + Sync>(data: &[u8], rows: usize, row_bytes: usize, g: Geomet
                     v[64 * k + 4 * r + e] = (u[4 * k + e] & 0xF) | (u[16 + 4 * k + e] & 0xF) << 4;
                 }
             }
-            fifth[r] = u.map(|x| (x >> 4) & 1);
+            if matches!(store, Store::Five { .. }) {
+                fifth[r] = u.map(|x| (x >> 4) & 1);
+            }
             mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&f32_to_f16(blk.d()).to_le_bytes());
             if let Some(m) = blk.m() {
                 mt[B32_M + 2 * r..B32_M + 2 * r + 2].copy_from_slice(&f32_to_f16(m).to_le_bytes());
