@@ -44,7 +44,7 @@
 
 use super::TILE_ROWS;
 use crate::parallel::{self, SendPtr};
-use crate::quant::blocks::{cast_blocks, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, KVALUES_IQ4NL};
+use crate::quant::blocks::{cast_blocks, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K};
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
 use crate::quant::AlignedBytes;
 
@@ -105,18 +105,6 @@ impl BitLayout for Planes {
     const HIGH: HighBits = HighBits::Planes;
 }
 
-/// Bit `bit` of value i of vector j (64 bytes each, `n` vectors) into `o`.
-pub(super) fn put_bits(n: usize, high: HighBits, o: &mut [u8], bit: impl Fn(usize, usize) -> u8) {
-    for j in 0..n {
-        for i in 0..64 {
-            match high {
-                HighBits::Masks => o[8 * j + i / 8] |= bit(j, i) << (i % 8),
-                HighBits::Planes => o[64 * (j / 8) + i] |= bit(j, i) << (j % 8),
-            }
-        }
-    }
-}
-
 /// Tiles of `rows` rows: rows past the end are zero (scale 0: they add 0).
 /// `put(blocks, values, meta)` writes one super-block. The tiles are
 /// written in parallel (time to one token, Qwen 0.5B Q4_K_M on 2 cores:
@@ -146,28 +134,73 @@ pub(super) fn tiles<B: Copy + Sync, const R: usize>(
     out
 }
 
-/// The 256 unsigned values of each row (q + offset), zeros for padding.
-fn values<B: BlockK>(blocks: &[Option<&B>; TILE_ROWS], offset: i16) -> [[u8; QK_K]; TILE_ROWS] {
-    let mut u = [[0u8; QK_K]; TILE_ROWS];
-    for (r, b) in blocks.iter().enumerate() {
-        if let Some(b) = b {
-            let mut q = [0i8; QK_K];
-            b.quants(&mut q);
-            for i in 0..QK_K {
-                u[r][i] = (q[i] as i16 + offset) as u8;
-            }
-        }
-    }
-    u
+/// Bytes 8i..8i+8 of `b` as a little-endian word: the packers move 8
+/// elements of a row (one row's 8 bytes of a tile vector) at once.
+#[inline(always)]
+fn word(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().expect("8 bytes"))
 }
 
-fn put_planes(u: &[[u8; QK_K]; TILE_ROWS], o: &mut [u8]) {
-    for k in 0..16 {
-        for r in 0..TILE_ROWS {
-            for e in 0..8 {
-                o[64 * k + 8 * r + e] = (u[r][16 * k + e] & 0xF) | (u[r][16 * k + 8 + e] & 0xF) << 4;
-            }
+#[inline(always)]
+fn put_word(o: &mut [u8], at: usize, v: u64) {
+    o[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Bit 0 of every byte; the low 2 bits; the low nibble.
+const BYTE_BIT0: u64 = 0x0101_0101_0101_0101;
+const BYTE_LOW2: u64 = 0x0303_0303_0303_0303;
+const BYTE_LOW4: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+
+/// A nibble plane row (byte e: element e | element 8 + e << 4) from the
+/// bytes holding elements e and 8 + e, in their low or high nibbles.
+#[inline(always)]
+fn nibble_plane(lo: u64, hi: u64, high: bool) -> u64 {
+    if high {
+        ((lo >> 4) & BYTE_LOW4) | (hi & !BYTE_LOW4)
+    } else {
+        (lo & BYTE_LOW4) | ((hi & BYTE_LOW4) << 4)
+    }
+}
+
+/// ggml's 2-bit packing (Q2_K's qs, Q6_K's qh: element 128n + 32j + l at
+/// bits 2j of byte 32n + l) as the tiles' 2-bit plane m (byte e: elements
+/// 32m + 8i + e at bits 2i, i = 0..4) of one row.
+#[inline(always)]
+fn crumb_plane(b: &[u8], m: usize) -> u64 {
+    let (n, j) = (m / 4, m % 4);
+    (0..4).fold(0, |p, i| p | ((word(b, 4 * n + i) >> (2 * j)) & BYTE_LOW2) << (2 * i))
+}
+
+/// ggml's one-bit array of Q5_K (qh) and Q3_K (hmask), element 8g + e at
+/// bit g / 4 of byte 8(g % 4) + e, as group g's word (bit 0 of byte e).
+#[inline(always)]
+fn group_bits(h: &[u8; 32], g: usize) -> u64 {
+    (word(h, g % 4) >> (g / 4)) & BYTE_BIT0
+}
+
+/// The bits (bit 0 of each byte) of a row's 8 values in vector j into the
+/// tile's one-bit region, as the ISA reads it (`HighBits`).
+#[inline(always)]
+pub(super) fn put_bit_word(o: &mut [u8], high: HighBits, j: usize, row: usize, bits: u64) {
+    match high {
+        // byte j * 8 + row: bit e = value e (gathered by a carry-free multiply)
+        HighBits::Masks => o[8 * j + row] = (bits.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8,
+        HighBits::Planes => {
+            let at = 64 * (j / 8) + 8 * row;
+            let v = word(o, at / 8) | bits << (j % 8);
+            put_word(o, at, v);
         }
+    }
+}
+
+/// Q4_K's (and Q5_K's, IQ4_XS's) 16 nibble planes of one row: element
+/// 64c + l in the low nibble of byte 32c + l and 64c + 32 + l in the high
+/// one (Q4_K, Q5_K), or 32i + l and 32i + 16 + l at byte 16i + l (IQ4_XS).
+#[inline(always)]
+fn put_nibble_planes(qs: &[u8; 128], o: &mut [u8], r: usize, iq4: bool) {
+    for k in 0..16 {
+        let (w, high) = if iq4 { (k & !1, k % 2 == 1) } else { (4 * (k / 4) + 2 * (k % 2), k % 4 >= 2) };
+        put_word(o, 64 * k + 8 * r, nibble_plane(word(qs, w), word(qs, w + 1), high));
     }
 }
 
@@ -186,9 +219,14 @@ fn put_meta_k4<B>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], fields: impl 
     }
 }
 
+/// The present rows of a tile super-block with their index.
+fn present<'a, B>(blocks: &'a [Option<&'a B>; TILE_ROWS]) -> impl Iterator<Item = (usize, &'a B)> {
+    blocks.iter().enumerate().filter_map(|(r, b)| b.map(|b| (r, b)))
+}
+
 pub fn pack_q4k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ4K, TILE_ROWS>(data, rows, row_bytes, Q4K_GEOMETRY, |blocks, o, mt| {
-        put_planes(&values(blocks, 0), o);
+        present(blocks).for_each(|(r, b)| put_nibble_planes(&b.qs, o, r, false));
         put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
     })
 }
@@ -197,35 +235,18 @@ pub fn pack_q4k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
 /// group g of 8 elements (byte 8r+e of vector g: q(r, 8g+e)); Q4_K's meta.
 pub fn pack_q5k<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ5K, TILE_ROWS>(data, rows, row_bytes, Q5K_GEOMETRY, |blocks, o, mt| {
-        let u = values(blocks, 0);
-        put_planes(&u, o);
-        put_group_bits(&u, 4, L::HIGH, &mut o[Q5K_HIGH..]);
+        for (r, b) in present(blocks) {
+            put_nibble_planes(&b.qs, o, r, false);
+            (0..QK_K / 8).for_each(|g| put_bit_word(&mut o[Q5K_HIGH..], L::HIGH, g, r, group_bits(&b.qh, g)));
+        }
         put_meta_k4(blocks, mt, |b| (&b.scales, b.d, b.dmin));
     })
 }
 
-/// 2-bit planes: byte 8r+e of plane m holds u(r, 32m+8i+e) & 3 at bits 2i.
-fn put_planes2(u: &[[u8; QK_K]; TILE_ROWS], o: &mut [u8]) {
-    for m in 0..8 {
-        for r in 0..TILE_ROWS {
-            for e in 0..8 {
-                o[64 * m + 8 * r + e] = (0..4).map(|i| (u[r][32 * m + 8 * i + e] & 3) << (2 * i)).sum();
-            }
-        }
-    }
-}
-
-/// Bit `bit` of u(r, 8g+e) for each group g of 8 elements, as value 8r+e of
-/// vector g.
-fn put_group_bits(u: &[[u8; QK_K]; TILE_ROWS], bit: u32, high: HighBits, o: &mut [u8]) {
-    put_bits(QK_K / 8, high, o, |g, i| (u[i / 8][8 * g + i % 8] >> bit) & 1);
-}
-
 pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ2K, TILE_ROWS>(data, rows, row_bytes, Q2K_GEOMETRY, |blocks, o, mt| {
-        put_planes2(&values(blocks, 0), o);
-        for (r, b) in blocks.iter().enumerate() {
-            let Some(b) = b else { continue };
+        for (r, b) in present(blocks) {
+            (0..8).for_each(|m| put_word(o, 64 * m + 8 * r, crumb_plane(&b.qs, m)));
             for sb in 0..16 {
                 mt[K16_SCALES + 8 * sb + r] = b.scales[sb];
             }
@@ -235,13 +256,12 @@ pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     })
 }
 
+/// Q3_K, u = q + 4: the low 2 bits are ggml's qs, the third bit its hmask.
 pub fn pack_q3k<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ3K, TILE_ROWS>(data, rows, row_bytes, Q3K_GEOMETRY, |blocks, o, mt| {
-        let u = values(blocks, 4);
-        put_planes2(&u, o);
-        put_group_bits(&u, 2, L::HIGH, &mut o[Q3K_HIGH..]);
-        for (r, b) in blocks.iter().enumerate() {
-            let Some(b) = b else { continue };
+        for (r, b) in present(blocks) {
+            (0..8).for_each(|m| put_word(o, 64 * m + 8 * r, crumb_plane(&b.qs, m)));
+            (0..QK_K / 8).for_each(|g| put_bit_word(&mut o[Q3K_HIGH..], L::HIGH, g, r, group_bits(&b.hmask, g)));
             let s = b.scales();
             for sb in 0..16 {
                 mt[K16_SCALES + 8 * sb + r] = s.sc[sb] as i8 as u8;
@@ -251,43 +271,32 @@ pub fn pack_q3k<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> Ali
     })
 }
 
+/// IQ4_XS: the grid indices are ggml's nibbles.
 pub fn pack_iq4xs(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockIQ4XS, TILE_ROWS>(data, rows, row_bytes, IQ4XS_GEOMETRY, |blocks, o, mt| {
-        let mut u = [[0u8; QK_K]; TILE_ROWS];
-        for (r, b) in blocks.iter().enumerate() {
-            let Some(b) = b else { continue };
-            let mut q = [0i8; QK_K];
-            b.quants(&mut q);
-            for i in 0..QK_K {
-                u[r][i] = grid_index(q[i]);
-            }
+        for (r, b) in present(blocks) {
+            put_nibble_planes(&b.qs, o, r, true);
             let s = b.scales();
             for sb in 0..8 {
                 mt[IQ4XS_SCALES + 8 * sb + r] = s.sc[2 * sb] as i8 as u8;
             }
             mt[IQ4XS_D + 2 * r..IQ4XS_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
         }
-        put_planes(&u, o);
     })
 }
 
+/// Q6_K, u = q + 32: ggml's ql nibbles (element 128n + 32j + l in the low
+/// nibble of byte 64n + 32(j % 2) + l for j < 2, the high one for j >= 2)
+/// and its qh as 2-bit planes.
 pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     tiles::<BlockQ6K, TILE_ROWS>(data, rows, row_bytes, Q6K_GEOMETRY, |blocks, o, mt| {
-        let u = values(blocks, 32);
-        put_planes(&u, o);
-        for m in 0..8 {
-            for r in 0..TILE_ROWS {
-                for e in 0..8 {
-                    let mut h = 0u8;
-                    for i in 0..4 {
-                        h |= (u[r][32 * m + 8 * i + e] >> 4) << (2 * i);
-                    }
-                    o[Q6K_HIGH + 64 * m + 8 * r + e] = h;
-                }
+        for (r, b) in present(blocks) {
+            for k in 0..16 {
+                let (n, kk) = (k / 8, k % 8);
+                let w = 8 * n + 4 * ((kk / 2) % 2) + 2 * (kk % 2);
+                put_word(o, 64 * k + 8 * r, nibble_plane(word(&b.ql, w), word(&b.ql, w + 1), kk >= 4));
             }
-        }
-        for (r, b) in blocks.iter().enumerate() {
-            let Some(b) = b else { continue };
+            (0..8).for_each(|m| put_word(o, Q6K_HIGH + 64 * m + 8 * r, crumb_plane(&b.qh, m)));
             for s in 0..16 {
                 mt[Q6K_SCALES + 8 * s + r] = b.scales[s] as u8;
             }
@@ -295,23 +304,3 @@ pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
         }
     })
 }
-
-/// The index (0..16) of a value of the IQ4 grid (IQ4_NL, IQ4_XS).
-#[inline]
-pub(super) fn grid_index(v: i8) -> u8 {
-    let i = GRID_INDEX[v as u8 as usize];
-    assert!(i < 16, "{v} is not an IQ4 grid value");
-    i
-}
-
-/// `grid_index` by table (a search per weight made loading Qwen 0.5B
-/// IQ4_XS, mostly IQ4_NL, take 9 s): 16 for values off the grid.
-const GRID_INDEX: [u8; 256] = {
-    let mut t = [16u8; 256];
-    let mut i = 0;
-    while i < 16 {
-        t[KVALUES_IQ4NL[i] as u8 as usize] = i as u8;
-        i += 1;
-    }
-    t
-};

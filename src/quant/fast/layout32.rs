@@ -18,9 +18,8 @@
 //!          reads them (`layout::HighBits`)
 //!   meta:  d (f16) per row at 2r; with a min, m (f16) per row at 32 + 2r
 
-use super::layout::{grid_index, put_bits, tiles, BitLayout, Geometry, HighBits};
-use crate::quant::blocks::{f32_to_f16, BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
-use crate::quant::legacy::Block32;
+use super::layout::{tiles, BitLayout, Geometry, HighBits};
+use crate::quant::blocks::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use crate::quant::AlignedBytes;
 
 /// Rows per tile of the 32-element layout.
@@ -41,45 +40,125 @@ pub const B32_M: usize = 32;
 enum Store {
     /// Bytes of q + 128.
     Bytes,
-    /// Nibbles of q + offset (or of the IQ4_NL grid index when `iq4`).
-    Nibbles { offset: i8, iq4: bool },
-    /// The low 4 bits of q + offset as nibbles, the fifth bits apart.
-    Five { offset: i8, high: HighBits },
+    /// Nibbles: ggml's own (q + offset, or the IQ4_NL grid index).
+    Nibbles,
+    /// ggml's nibbles as the low 4 bits, its fifth bits apart.
+    Five(HighBits),
 }
 
-fn pack<B: Block32 + Sync>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store) -> AlignedBytes {
+/// A 32-element block's fields as the tiles copy them: u is ggml's stored
+/// value (the nibble, with the fifth bit; Q8_0's byte + 128).
+pub trait Raw32: Copy + Sync {
+    /// Q8_0's 32 bytes, or 16 nibble bytes (byte l: element l | element 16 + l << 4).
+    fn low(&self) -> &[u8];
+    /// The fifth bits: element i at bit i.
+    fn qh(&self) -> u32 {
+        0
+    }
+    /// The f16 bits of d and (with a min) m.
+    fn d_m(&self) -> (u16, Option<u16>);
+}
+
+impl Raw32 for BlockQ8_0 {
+    fn low(&self) -> &[u8] {
+        bytes_of_i8(&self.qs)
+    }
+    fn d_m(&self) -> (u16, Option<u16>) {
+        (self.d, None)
+    }
+}
+impl Raw32 for BlockQ4_0 {
+    fn low(&self) -> &[u8] {
+        &self.qs
+    }
+    fn d_m(&self) -> (u16, Option<u16>) {
+        (self.d, None)
+    }
+}
+impl Raw32 for BlockIQ4NL {
+    fn low(&self) -> &[u8] {
+        &self.qs
+    }
+    fn d_m(&self) -> (u16, Option<u16>) {
+        (self.d, None)
+    }
+}
+impl Raw32 for BlockQ4_1 {
+    fn low(&self) -> &[u8] {
+        &self.qs
+    }
+    fn d_m(&self) -> (u16, Option<u16>) {
+        (self.d, Some(self.m))
+    }
+}
+impl Raw32 for BlockQ5_0 {
+    fn low(&self) -> &[u8] {
+        &self.qs
+    }
+    fn qh(&self) -> u32 {
+        u32::from_le_bytes(self.qh)
+    }
+    fn d_m(&self) -> (u16, Option<u16>) {
+        (self.d, None)
+    }
+}
+impl Raw32 for BlockQ5_1 {
+    fn low(&self) -> &[u8] {
+        &self.qs
+    }
+    fn qh(&self) -> u32 {
+        u32::from_le_bytes(self.qh)
+    }
+    fn d_m(&self) -> (u16, Option<u16>) {
+        (self.d, Some(self.m))
+    }
+}
+
+fn bytes_of_i8(q: &[i8; 32]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment, every bit pattern valid.
+    unsafe { std::slice::from_raw_parts(q.as_ptr() as *const u8, 32) }
+}
+
+/// Bits 0..4 of `x` to bit 0 of bytes 0..4 (shifted copies 7 bits apart
+/// cannot carry into each other).
+#[inline(always)]
+fn spread4(x: u32) -> u32 {
+    (x & 0xF).wrapping_mul(0x0020_4081) & 0x0101_0101
+}
+
+fn pack<B: Raw32>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store: Store) -> AlignedBytes {
     tiles::<B, TILE32_ROWS>(data, rows, row_bytes, g, |blocks, v, mt| {
-        let mut fifth = [[0u8; 32]; TILE32_ROWS];
         for (r, blk) in blocks.iter().enumerate() {
             let Some(blk) = blk else { continue };
-            let q = blk.unpack();
-            let u: [u8; 32] = match store {
-                Store::Bytes => q.map(|x| (x as i16 + 128) as u8),
-                Store::Nibbles { iq4: true, .. } => q.map(grid_index),
-                Store::Nibbles { offset, .. } | Store::Five { offset, .. } => q.map(|x| (x + offset) as u8),
-            };
-            for e in 0..4 {
-                if store == Store::Bytes {
-                    for j in 0..8 {
-                        v[64 * j + 4 * r + e] = u[4 * j + e];
+            let low = blk.low();
+            // vector j's dword r: elements 4j..4j+4 (Q8_0), or the nibble
+            // bytes 4k..4k+4 (elements 4k + e and 16 + 4k + e)
+            let dword = |i: usize| u32::from_le_bytes(low[4 * i..4 * i + 4].try_into().expect("4 bytes"));
+            let put = |v: &mut [u8], j: usize, x: u32| v[64 * j + 4 * r..64 * j + 4 * r + 4].copy_from_slice(&x.to_le_bytes());
+            match store {
+                Store::Bytes => (0..8).for_each(|j| put(v, j, dword(j) ^ 0x8080_8080)),
+                _ => (0..4).for_each(|k| put(v, k, dword(k))),
+            }
+            if let Store::Five(high) = store {
+                let h = &mut v[B32_HIGH..];
+                for j in 0..8 {
+                    // value 4r + e of vector j: the fifth bit of element 4j + e
+                    let bits = blk.qh() >> (4 * j);
+                    match high {
+                        HighBits::Masks => h[8 * j + r / 2] |= ((bits & 0xF) as u8) << (4 * (r % 2)),
+                        HighBits::Planes => {
+                            let at = 4 * r;
+                            let x = u32::from_le_bytes(h[at..at + 4].try_into().expect("4 bytes")) | spread4(bits) << j;
+                            h[at..at + 4].copy_from_slice(&x.to_le_bytes());
+                        }
                     }
-                    continue;
-                }
-                for k in 0..4 {
-                    v[64 * k + 4 * r + e] = (u[4 * k + e] & 0xF) | (u[16 + 4 * k + e] & 0xF) << 4;
                 }
             }
-            if matches!(store, Store::Five { .. }) {
-                fifth[r] = u.map(|x| (x >> 4) & 1);
+            let (d, m) = blk.d_m();
+            mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&d.to_le_bytes());
+            if let Some(m) = m {
+                mt[B32_M + 2 * r..B32_M + 2 * r + 2].copy_from_slice(&m.to_le_bytes());
             }
-            mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&f32_to_f16(blk.d()).to_le_bytes());
-            if let Some(m) = blk.m() {
-                mt[B32_M + 2 * r..B32_M + 2 * r + 2].copy_from_slice(&f32_to_f16(m).to_le_bytes());
-            }
-        }
-        if let Store::Five { high, .. } = store {
-            // value 4r+e of vector j: u(r, 4j+e)
-            put_bits(8, high, &mut v[B32_HIGH..], |j, i| fifth[i / 4][4 * j + i % 4]);
         }
     })
 }
@@ -88,19 +167,19 @@ pub fn pack_q8_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
     pack::<BlockQ8_0>(data, rows, row_bytes, Q8_0_GEOMETRY, Store::Bytes)
 }
 pub fn pack_q4_0(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    pack::<BlockQ4_0>(data, rows, row_bytes, Q4_0_GEOMETRY, Store::Nibbles { offset: 8, iq4: false })
+    pack::<BlockQ4_0>(data, rows, row_bytes, Q4_0_GEOMETRY, Store::Nibbles)
 }
 pub fn pack_iq4_nl(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    pack::<BlockIQ4NL>(data, rows, row_bytes, Q4_0_GEOMETRY, Store::Nibbles { offset: 0, iq4: true })
+    pack::<BlockIQ4NL>(data, rows, row_bytes, Q4_0_GEOMETRY, Store::Nibbles)
 }
 pub fn pack_q4_1(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    pack::<BlockQ4_1>(data, rows, row_bytes, Q4_1_GEOMETRY, Store::Nibbles { offset: 0, iq4: false })
+    pack::<BlockQ4_1>(data, rows, row_bytes, Q4_1_GEOMETRY, Store::Nibbles)
 }
 pub fn pack_q5_0<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    pack::<BlockQ5_0>(data, rows, row_bytes, Q5_0_GEOMETRY, Store::Five { offset: 16, high: L::HIGH })
+    pack::<BlockQ5_0>(data, rows, row_bytes, Q5_0_GEOMETRY, Store::Five(L::HIGH))
 }
 pub fn pack_q5_1<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
-    pack::<BlockQ5_1>(data, rows, row_bytes, Q5_1_GEOMETRY, Store::Five { offset: 0, high: L::HIGH })
+    pack::<BlockQ5_1>(data, rows, row_bytes, Q5_1_GEOMETRY, Store::Five(L::HIGH))
 }
 
 /// How a format's tile block holds its values, as the kernels decode them

@@ -29,6 +29,8 @@ mod avx512_32;
 mod driver;
 pub mod layout;
 pub mod layout32;
+#[cfg(test)]
+mod layout_ref;
 #[cfg(target_arch = "x86_64")]
 mod meta;
 
