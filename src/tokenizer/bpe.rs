@@ -117,7 +117,7 @@ struct Symbol {
 }
 
 impl Bpe {
-    pub fn new(tokens: &[String], merges: &[String], pre: &str) -> Result<Self> {
+    pub fn new(tokens: &[String], merges: &[&str], pre: &str) -> Result<Self> {
         let ids = TextIndex::new(tokens.iter().map(|t| t.as_bytes()));
         let mut table = HashMap::with_capacity_and_hasher(merges.len(), BuildHasherDefault::default());
         let mut joined = Vec::new();
@@ -205,8 +205,7 @@ mod tests {
 
     fn bpe(tokens: &[&str], merges: &[&str]) -> Bpe {
         let t: Vec<String> = tokens.iter().map(|s| s.to_string()).collect();
-        let m: Vec<String> = merges.iter().map(|s| s.to_string()).collect();
-        Bpe::new(&t, &m, "gpt-2").unwrap()
+        Bpe::new(&t, merges, "gpt-2").unwrap()
     }
 
     fn ids(b: &Bpe, text: &str) -> Vec<u32> {
@@ -238,6 +237,6 @@ mod tests {
         let b = bpe(&["a", "b"], &["a b", "x y"]);
         assert_eq!(ids(&b, "ab"), [0, 1]);
         let t = vec!["a".to_string()];
-        assert!(Bpe::new(&t, &["ab".to_string()], "gpt-2").is_err());
+        assert!(Bpe::new(&t, &["ab"], "gpt-2").is_err());
     }
 }

@@ -41,17 +41,18 @@ pub struct Tokenizer {
     algo: Algo,
 }
 
-fn str_array(g: &GgufFile, key: &str) -> Result<Vec<String>> {
+/// A string array of the metadata, borrowed.
+fn str_array<'a>(g: &'a GgufFile, key: &str) -> Result<Vec<&'a str>> {
     let Some(v) = g.get(key) else { bail!("missing metadata {key}") };
     let Some(a) = v.as_array() else { bail!("metadata {key} is not an array") };
-    a.iter().map(|x| x.as_str().map(|s| s.to_string()).ok_or_else(|| anyhow::anyhow!("metadata {key}: not all elements are strings"))).collect()
+    a.iter().map(|x| x.as_str().ok_or_else(|| anyhow::anyhow!("metadata {key}: not all elements are strings"))).collect()
 }
 
 impl Tokenizer {
     pub fn from_gguf(g: &GgufFile) -> Result<Self> {
         let model = g.get_str("tokenizer.ggml.model").unwrap_or("").to_string();
         let pre = g.get_str("tokenizer.ggml.pre").unwrap_or("default").to_string();
-        let tokens = str_array(g, "tokenizer.ggml.tokens")?;
+        let tokens: Vec<String> = str_array(g, "tokenizer.ggml.tokens")?.into_iter().map(String::from).collect();
         let n = tokens.len();
         let types: Vec<i32> = match g.get("tokenizer.ggml.token_type").and_then(|v| v.as_array()) {
             Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1) as i32).collect(),
