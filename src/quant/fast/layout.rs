@@ -181,7 +181,7 @@ fn group_bits(h: &[u8; 32], g: usize) -> u64 {
 /// The bits (bit 0 of each byte) of a row's 8 values in vector j into the
 /// tile's one-bit region, as the ISA reads it (`HighBits`).
 #[inline(always)]
-pub(super) fn put_bit_word(o: &mut [u8], high: HighBits, j: usize, row: usize, bits: u64) {
+fn put_bit_word(o: &mut [u8], high: HighBits, j: usize, row: usize, bits: u64) {
     match high {
         // byte j * 8 + row: bit e = value e (gathered by a carry-free multiply)
         HighBits::Masks => o[8 * j + row] = (bits.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8,
