@@ -6,19 +6,15 @@
 //! Most matrices stay in L2/L3 between iterations (compute-bound); Qwen
 //! 1.5B's output matrix (Q6_K, 191 MB) streams from memory, as generation does.
 use criterion::{criterion_group, criterion_main, Criterion};
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::models_dir;
 use rllama::gguf::GgufFile;
 use rllama::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
 
-fn models_dir() -> std::path::PathBuf {
-    std::env::var_os("RLLAMA_MODELS")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/rllama/models"))
-}
-
 fn bench(c: &mut Criterion) {
-    let default_files =
-        "SmolLM2-135M-Instruct.Q4_1.gguf,qwen2.5-coder-0.5b-instruct-q4_k_m.gguf,gemma-3-270m-q4_k_m.gguf,qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
-    let files_var = std::env::var("MM_FILES").unwrap_or(default_files.into());
+    let default_files = [common::SMOLLM2, common::QWEN, common::GEMMA, common::QWEN15].join(",");
+    let files_var = std::env::var("MM_FILES").unwrap_or(default_files);
     let files: Vec<&str> = files_var.split(',').collect();
     let tokens: Vec<usize> = std::env::var("MM_TOKENS").ok().map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect()).unwrap_or(vec![1, 4, 64]);
     for f in files {

@@ -4,18 +4,14 @@
 //! `cargo bench --bench pack` (RLLAMA_MODELS overrides the cache, MM_FILES
 //! the files; RLLAMA_EXACT=1 packs what exact mode packs).
 use criterion::{criterion_group, criterion_main, Criterion};
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::models_dir;
 use rllama::gguf::GgufFile;
 use rllama::ops::matmul::QMatrix;
 
-fn models_dir() -> std::path::PathBuf {
-    std::env::var_os("RLLAMA_MODELS")
-        .map(Into::into)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/rllama/models"))
-}
-
 fn bench(c: &mut Criterion) {
-    let default_files = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf,qwen2.5-coder-1.5b-instruct-q4_k_m.gguf";
-    let files_var = std::env::var("MM_FILES").unwrap_or(default_files.into());
+    let files_var = std::env::var("MM_FILES").unwrap_or(format!("{},{}", common::QWEN, common::QWEN15));
     for f in files_var.split(',') {
         let path = models_dir().join(f);
         let Ok(g) = GgufFile::open(&path).map(std::sync::Arc::new) else {

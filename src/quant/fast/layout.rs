@@ -204,8 +204,14 @@ fn put_nibble_planes(qs: &[u8; 128], o: &mut [u8], r: usize, iq4: bool) {
     }
 }
 
+/// Row r's f16 field (d, dmin, m) of a tile meta region whose per-row f16s start at `at`.
+#[inline(always)]
+pub(super) fn put_f16(mt: &mut [u8], at: usize, r: usize, bits: u16) {
+    mt[at + 2 * r..at + 2 * r + 2].copy_from_slice(&bits.to_le_bytes());
+}
+
 /// Q4_K's and Q5_K's meta: 6-bit scales and mins per 32, d and dmin per row.
-fn put_meta_k4<B>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], fields: impl Fn(&B) -> (&[u8; 12], u16, u16)) {
+pub(super) fn put_meta_k4<B>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], fields: impl Fn(&B) -> (&[u8; 12], u16, u16)) {
     for (r, b) in blocks.iter().enumerate() {
         let Some(b) = b else { continue };
         let (scales, d, dmin) = fields(b);
@@ -214,8 +220,8 @@ fn put_meta_k4<B>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], fields: impl 
             mt[Q4K_SCALES + 8 * s + r] = sc;
             mt[Q4K_MINS + 8 * s + r] = m;
         }
-        mt[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&d.to_le_bytes());
-        mt[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&dmin.to_le_bytes());
+        put_f16(mt, Q4K_D, r, d);
+        put_f16(mt, Q4K_DMIN, r, dmin);
     }
 }
 
@@ -250,8 +256,8 @@ pub fn pack_q2k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
             for sb in 0..16 {
                 mt[K16_SCALES + 8 * sb + r] = b.scales[sb];
             }
-            mt[K16_D + 2 * r..K16_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
-            mt[K16_DMIN + 2 * r..K16_DMIN + 2 * r + 2].copy_from_slice(&b.dmin.to_le_bytes());
+            put_f16(mt, K16_D, r, b.d);
+            put_f16(mt, K16_DMIN, r, b.dmin);
         }
     })
 }
@@ -266,7 +272,7 @@ pub fn pack_q3k<L: BitLayout>(data: &[u8], rows: usize, row_bytes: usize) -> Ali
             for sb in 0..16 {
                 mt[K16_SCALES + 8 * sb + r] = s.sc[sb] as i8 as u8;
             }
-            mt[K16_D + 2 * r..K16_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+            put_f16(mt, K16_D, r, b.d);
         }
     })
 }
@@ -280,7 +286,7 @@ pub fn pack_iq4xs(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
             for sb in 0..8 {
                 mt[IQ4XS_SCALES + 8 * sb + r] = s.sc[2 * sb] as i8 as u8;
             }
-            mt[IQ4XS_D + 2 * r..IQ4XS_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+            put_f16(mt, IQ4XS_D, r, b.d);
         }
     })
 }
@@ -300,7 +306,7 @@ pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
             for s in 0..16 {
                 mt[Q6K_SCALES + 8 * s + r] = b.scales[s] as u8;
             }
-            mt[Q6K_D + 2 * r..Q6K_D + 2 * r + 2].copy_from_slice(&b.d.to_le_bytes());
+            put_f16(mt, Q6K_D, r, b.d);
         }
     })
 }

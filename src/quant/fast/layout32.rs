@@ -18,7 +18,7 @@
 //!          reads them (`layout::HighBits`)
 //!   meta:  d (f16) per row at 2r; with a min, m (f16) per row at 32 + 2r
 
-use super::layout::{tiles, BitLayout, Geometry, HighBits};
+use super::layout::{put_f16, tiles, BitLayout, Geometry, HighBits};
 use crate::quant::blocks::{BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 use crate::quant::AlignedBytes;
 
@@ -155,9 +155,9 @@ fn pack<B: Raw32>(data: &[u8], rows: usize, row_bytes: usize, g: Geometry, store
                 }
             }
             let (d, m) = blk.d_m();
-            mt[B32_D + 2 * r..B32_D + 2 * r + 2].copy_from_slice(&d.to_le_bytes());
+            put_f16(mt, B32_D, r, d);
             if let Some(m) = m {
-                mt[B32_M + 2 * r..B32_M + 2 * r + 2].copy_from_slice(&m.to_le_bytes());
+                put_f16(mt, B32_M, r, m);
             }
         }
     })

@@ -7,7 +7,7 @@ use super::layout32::*;
 use super::TILE_ROWS;
 use crate::gguf::GgmlType;
 use crate::quant::blocks::*;
-use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
+use crate::quant::kquants::{BlockK, QK_K};
 use crate::quant::legacy::Block32;
 use crate::quant::AlignedBytes;
 
@@ -63,20 +63,6 @@ fn put_group_bits(u: &[[u8; QK_K]; TILE_ROWS], bit: u32, high: HighBits, o: &mut
     put_bits(QK_K / 8, high, o, |g, i| (u[i / 8][8 * g + i % 8] >> bit) & 1);
 }
 
-fn put_meta_k4<B>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], fields: impl Fn(&B) -> (&[u8; 12], u16, u16)) {
-    for (r, b) in blocks.iter().enumerate() {
-        let Some(b) = b else { continue };
-        let (scales, d, dmin) = fields(b);
-        for s in 0..8 {
-            let (sc, m) = scale_min_k4(s, scales);
-            mt[Q4K_SCALES + 8 * s + r] = sc;
-            mt[Q4K_MINS + 8 * s + r] = m;
-        }
-        mt[Q4K_D + 2 * r..Q4K_D + 2 * r + 2].copy_from_slice(&d.to_le_bytes());
-        mt[Q4K_DMIN + 2 * r..Q4K_DMIN + 2 * r + 2].copy_from_slice(&dmin.to_le_bytes());
-    }
-}
-
 /// Per-row scales of the 16-scale types (Q2_K, Q3_K, Q6_K, IQ4_XS's 8 at 8s + r).
 fn put_sc16<B: BlockK>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], step: usize) {
     for (r, b) in blocks.iter().enumerate() {
@@ -86,10 +72,6 @@ fn put_sc16<B: BlockK>(blocks: &[Option<&B>; TILE_ROWS], mt: &mut [u8], step: us
             mt[8 * sb + r] = s.sc[step * sb] as i8 as u8;
         }
     }
-}
-
-fn put_d(mt: &mut [u8], at: usize, r: usize, d: u16) {
-    mt[at + 2 * r..at + 2 * r + 2].copy_from_slice(&d.to_le_bytes());
 }
 
 /// The reference tiles of a super-block type.
@@ -111,8 +93,8 @@ pub fn pack_k(ty: GgmlType, high: HighBits, data: &[u8], rows: usize, rb: usize)
             for (r, b) in blocks.iter().enumerate() {
                 let Some(b) = b else { continue };
                 (0..16).for_each(|sb| mt[K16_SCALES + 8 * sb + r] = b.scales[sb]);
-                put_d(mt, K16_D, r, b.d);
-                put_d(mt, K16_DMIN, r, b.dmin);
+                put_f16(mt, K16_D, r, b.d);
+                put_f16(mt, K16_DMIN, r, b.dmin);
             }
         }),
         Q3_K => tiles::<BlockQ3K, TILE_ROWS>(data, rows, rb, Q3K_GEOMETRY, |blocks, o, mt| {
@@ -120,7 +102,7 @@ pub fn pack_k(ty: GgmlType, high: HighBits, data: &[u8], rows: usize, rb: usize)
             put_planes2(&u, 0, o);
             put_group_bits(&u, 2, high, &mut o[Q3K_HIGH..]);
             put_sc16(blocks, &mut mt[K16_SCALES..], 1);
-            blocks.iter().enumerate().for_each(|(r, b)| b.iter().for_each(|b| put_d(mt, K16_D, r, b.d)));
+            blocks.iter().enumerate().for_each(|(r, b)| b.iter().for_each(|b| put_f16(mt, K16_D, r, b.d)));
         }),
         IQ4_XS => tiles::<BlockIQ4XS, TILE_ROWS>(data, rows, rb, IQ4XS_GEOMETRY, |blocks, o, mt| {
             let mut u = [[0u8; QK_K]; TILE_ROWS];
@@ -129,7 +111,7 @@ pub fn pack_k(ty: GgmlType, high: HighBits, data: &[u8], rows: usize, rb: usize)
                 let mut q = [0i8; QK_K];
                 b.quants(&mut q);
                 u[r] = q.map(grid_index);
-                put_d(mt, IQ4XS_D, r, b.d);
+                put_f16(mt, IQ4XS_D, r, b.d);
             }
             put_planes(&u, o);
             put_sc16(blocks, &mut mt[IQ4XS_SCALES..], 2);
@@ -139,7 +121,7 @@ pub fn pack_k(ty: GgmlType, high: HighBits, data: &[u8], rows: usize, rb: usize)
             put_planes(&u, o);
             put_planes2(&u, 4, &mut o[Q6K_HIGH..]);
             put_sc16(blocks, &mut mt[Q6K_SCALES..], 1);
-            blocks.iter().enumerate().for_each(|(r, b)| b.iter().for_each(|b| put_d(mt, Q6K_D, r, b.d)));
+            blocks.iter().enumerate().for_each(|(r, b)| b.iter().for_each(|b| put_f16(mt, Q6K_D, r, b.d)));
         }),
         _ => panic!("{} is not a super-block type", ty.name()),
     }
@@ -180,9 +162,9 @@ fn pack32<B: Block32 + Sync>(data: &[u8], rows: usize, rb: usize, g: Geometry, h
                 }
             }
             fifth[r] = u.map(|x| (x >> 4) & 1);
-            put_d(mt, B32_D, r, f32_to_f16(blk.d()));
+            put_f16(mt, B32_D, r, f32_to_f16(blk.d()));
             if let Some(m) = blk.m() {
-                put_d(mt, B32_M, r, f32_to_f16(m));
+                put_f16(mt, B32_M, r, f32_to_f16(m));
             }
         }
         if five {
