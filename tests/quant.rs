@@ -186,6 +186,54 @@ fn gemm_kernels_equal_vec_dot_bit_for_bit() {
     }
 }
 
+/// Exact mode rounds Q4_0 and IQ4_NL matrices as llama.cpp's x86 build
+/// does: with a multiple of 8 rows it repacks them (`q4_0_8x8`,
+/// `iq4_nl_8x8`), and its GEMV and GEMM give every token, in any batch, per
+/// block acc = fma(S, d_w * d_a, acc) (`fast::dot_ref32`); other shapes go
+/// through `vec_dot`. The whole path is checked: load-time packing, the
+/// matmul's choice of kernel, batches of 1, 4 and 7 tokens.
+#[test]
+fn exact_mode_rounds_q4_0_and_iq4_nl_as_llama_cpp_repacks_them() {
+    use rllama::ops::matmul::{matmul_q, quantize_acts, QMatrix, QuantizedActs};
+    use rllama::quant::blocks::{cast_blocks, BlockIQ4NL, BlockQ4_0, BlockQ8_0};
+    use rllama::quant::fast::{dot_ref32, exact_as_fast};
+    rllama::quant::fast::set_exact(true);
+    let mut rng = Rng(0x40_8808);
+    let cols = 160;
+    for ty in [GgmlType::Q4_0, GgmlType::IQ4_NL] {
+        for rows in [24, 40, 21] {
+            let repacked = exact_as_fast(ty, rows).is_some();
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("avx2") && std::env::var_os("RLLAMA_NO_SIMD").is_none() {
+                assert_eq!(repacked, rows % 8 == 0, "{ty:?}, {rows} rows: llama.cpp repacks exactly the multiples of 8");
+            }
+            let w: Vec<u8> = (0..rows).flat_map(|_| random_row(ty, cols, &mut rng, 0)).collect();
+            let mut m = QMatrix::from_bytes("w", ty, cols, rows, &w).unwrap();
+            m.pack();
+            let x = acts(7 * cols, &mut rng, 0);
+            let mut q = QuantizedActs::default();
+            for n in [1, 4, 7] {
+                quantize_acts(&m, &x, n, &mut q);
+                let mut out = vec![f32::NAN; n * rows];
+                matmul_q(&m, &q, &mut out);
+                for t in 0..n {
+                    let a = &q.buf.as_slice()[t * q.row_bytes..(t + 1) * q.row_bytes];
+                    for r in 0..rows {
+                        let wr = m.row(r);
+                        let want = match (repacked, ty) {
+                            (false, _) => (m.kern.vec_dot)(wr, a),
+                            (true, GgmlType::Q4_0) => dot_ref32::<BlockQ4_0, BlockQ8_0>(cast_blocks(wr).unwrap(), cast_blocks(a).unwrap()),
+                            (true, _) => dot_ref32::<BlockIQ4NL, BlockQ8_0>(cast_blocks(wr).unwrap(), cast_blocks(a).unwrap()),
+                        };
+                        let got = out[t * rows + r];
+                        assert_eq!(got.to_bits(), want.to_bits(), "{ty:?} {rows} rows, batch {n}, token {t}, row {r}: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Q8_1 stores s = d * sum(q) rounded to f16, and the min term of Q4_1/Q5_1
 /// uses that s: the part of m * s that q * d does not carry.
 fn q81_min_correction(t: GgmlType, w: &[u8], a: &[u8]) -> f64 {

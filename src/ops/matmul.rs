@@ -32,7 +32,9 @@ pub struct QMatrix {
     pub kern: TypeKernels,
     /// The rows repacked for `kern.gemm_packed` (see `pack`).
     packed: Option<Arc<AlignedBytes>>,
-    /// Fast mode: the rows in tiles for a batch-invariant kernel (see `pack`).
+    /// The rows in tiles for a batch-invariant kernel (see `pack`): fast
+    /// mode's, or in exact mode where llama.cpp rounds as one does
+    /// (`fast::exact_as_fast`).
     fast: Option<(FastKernels, Arc<AlignedBytes>)>,
     /// Exact mode: the rows in tiles for kernels with ggml's rounding
     /// (`fast::exact_tiles`; see `pack`).
@@ -86,10 +88,13 @@ impl QMatrix {
 
     /// Copy the rows into a layout made for this machine's kernels: in fast
     /// mode (`crate::quant::fast`) tiles of 8 or 16 rows for a batch-invariant
-    /// kernel, where the type has one; in exact mode (or without one) the
-    /// packed layout of `crate::quant::pack_rows` for the 32-element block
-    /// types (a 4-row tile then reads one sequential stream). Costs a copy
-    /// of the matrix at load; RLLAMA_NO_REPACK=1 keeps the zero-copy mmap.
+    /// kernel, where the type has one; in exact mode the tiles of the kernel
+    /// that rounds as llama.cpp's repacked matrices (`fast::exact_tiles`,
+    /// `fast::exact_as_fast`), else (or without one) the packed layout of
+    /// `crate::quant::pack_rows` for the 32-element block types (a 4-row
+    /// tile then reads one sequential stream). Costs a copy of the matrix at
+    /// load; RLLAMA_NO_REPACK=1 keeps the zero-copy mmap (and rounds Q4_0
+    /// and IQ4_NL as ggml's `vec_dot`, as llama.cpp's `--no-repack`).
     pub fn pack(&mut self) {
         if std::env::var_os("RLLAMA_NO_REPACK").is_some() {
             return;
@@ -101,6 +106,9 @@ impl QMatrix {
             }
         } else if let Some(e) = fast::exact_tiles(self.ty) {
             self.exact_tiles = Some((e, Arc::new((e.gemv.pack)(self.data(), self.rows, self.row_bytes))));
+            return;
+        } else if let Some(k) = fast::exact_as_fast(self.ty, self.rows) {
+            self.fast = Some((k, Arc::new((k.pack)(self.data(), self.rows, self.row_bytes))));
             return;
         }
         if self.kern.gemm_packed.is_none() {

@@ -126,6 +126,21 @@ pub fn exact_tiles(ty: GgmlType) -> Option<ExactTiles> {
     None
 }
 
+/// Exact mode's kernel for a matrix of `ty` with `rows` rows, where
+/// llama.cpp's x86 build rounds it as a fast kernel does: on AVX2 machines it
+/// repacks Q4_0 and IQ4_NL matrices whose row count is a multiple of 8
+/// (`q4_0_8x8`, `iq4_nl_8x8`), and their GEMV and GEMM round every token as
+/// `dot_ref32` (per block acc = fma(S, d_w * d_a, acc), S the block's exact
+/// integer sum), the formula of the fast 32-element kernels in any batch.
+/// Other shapes keep ggml's `vec_dot`.
+pub fn exact_as_fast(ty: GgmlType, rows: usize) -> Option<FastKernels> {
+    const GGML_REPACK_ROWS: usize = 8;
+    if !matches!(ty, GgmlType::Q4_0 | GgmlType::IQ4_NL) || !rows.is_multiple_of(GGML_REPACK_ROWS) {
+        return None;
+    }
+    kernels_with(ty, true)
+}
+
 /// Every fast kernel set of `ty` this CPU can run, fastest first, by name
 /// (the tests check each against `dot_ref`).
 pub fn kernel_variants(ty: GgmlType, with_32: bool) -> Vec<(&'static str, FastKernels)> {
