@@ -107,7 +107,8 @@ impl QMatrix {
         } else if let Some(e) = fast::exact_tiles(self.ty) {
             self.exact_tiles = Some((e, Arc::new((e.gemv.pack)(self.data(), self.rows, self.row_bytes))));
             return;
-        } else if let Some(k) = fast::exact_as_fast(self.ty, self.rows) {
+        } else if let Some(k) = fast::exact_as_fast(self.ty, self.rows).or_else(|| fast::exact_lanes(self.ty)) {
+            // both batch-invariant, as llama.cpp's kernels for these types
             self.fast = Some((k, Arc::new((k.pack)(self.data(), self.rows, self.row_bytes))));
             return;
         }

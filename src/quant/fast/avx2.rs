@@ -112,7 +112,7 @@ unsafe fn with_mask_bit(v: Halves, mask: *const u8, bit: i8) -> Halves {
 /// closure: closures do not inherit target features, and one compiled to
 /// calls made a kernel 6x slower.
 #[inline(always)]
-unsafe fn fifth_at4(x: __m256i, j: usize) -> __m256i {
+pub(super) unsafe fn fifth_at4(x: __m256i, j: usize) -> __m256i {
     let x = match j % 8 {
         0 => _mm256_slli_epi16(x, 4),
         1 => _mm256_slli_epi16(x, 3),

@@ -22,6 +22,8 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_32;
 #[cfg(target_arch = "x86_64")]
+mod avx2_exact32;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_32;
@@ -139,6 +141,24 @@ pub fn exact_as_fast(ty: GgmlType, rows: usize) -> Option<FastKernels> {
         return None;
     }
     kernels_with(ty, true)
+}
+
+/// Exact mode's tiled kernel for the other 32-element matrices on AVX2
+/// machines without AVX-512 VNNI (which keep their VNNI kernels): ggml's
+/// `vec_dot` rounding on the fast tiles (`avx2_exact32`).
+pub fn exact_lanes(ty: GgmlType) -> Option<FastKernels> {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2() && !has_avx512_vnni() {
+        return exact_lanes_avx2(ty);
+    }
+    let _ = ty;
+    None
+}
+
+/// `exact_lanes` on any AVX2 machine (the tests run it on AVX-512 ones too).
+#[cfg(target_arch = "x86_64")]
+pub fn exact_lanes_avx2(ty: GgmlType) -> Option<FastKernels> {
+    super::simd::has_avx2().then(|| avx2_exact32::kernels(ty)).flatten()
 }
 
 /// Every fast kernel set of `ty` this CPU can run, fastest first, by name
@@ -402,49 +422,63 @@ mod tests {
         zero: A,
         set: fn(&mut A, usize, i8),
     ) {
+        let mut rng = Rng(0x32 ^ ty as u64);
+        // 37 rows: two whole tiles of 16 and a part
+        let (rows, cols, ntok) = (37, 160, 19);
+        let w = weights(ty, rows, cols, &mut rng);
+        let rb = ty.row_bytes(cols).unwrap();
+        let x: Vec<f32> = (0..ntok * cols).map(|_| rng.f32() * 3.0).collect();
+        let mut a = vec![zero; ntok * cols / 32];
+        quantize(&x, &mut a);
+        // the activations' extremes: mixed in the first token, all the
+        // lowest in the second (the most an i16 sum of products meets),
+        // all 127 in the third. The lowest is -128 but for the types of
+        // 8-bit weights, whose AVX2 kernel's sign trick (as ggml's)
+        // needs activations of at least -127, all that quantization
+        // gives (tests/quant.rs checks it)
+        let lowest = if matches!(ty, GgmlType::Q8_0 | GgmlType::IQ4_NL) { -127 } else { -128 };
+        for (bi, b) in a[..3 * cols / 32].iter_mut().enumerate() {
+            let v = |i: usize| match bi / (cols / 32) {
+                0 if i.is_multiple_of(3) => lowest,
+                1 => lowest,
+                _ => 127,
+            };
+            (0..32).for_each(|i| set(b, i, v(i)));
+        }
+        let nb = cols / 32;
+        let row = |r: usize| -> &[B] { cast_blocks(&w[r * rb..(r + 1) * rb]).unwrap() };
+        let pairs = || (0..ntok).flat_map(|t| (0..rows).map(move |r| (t, r)));
+        let want: Vec<f32> = pairs().map(|(t, r)| dot_ref32(row(r), &a[t * nb..(t + 1) * nb])).collect();
+        for t in 0..ntok {
+            for r in 0..rows {
+                let e = exact(row(r), &a[t * nb..(t + 1) * nb]);
+                let f = want[t * rows + r];
+                // float order only: relative to the min terms' size too
+                let mins: f32 = row(r).iter().zip(&a[t * nb..(t + 1) * nb]).map(|(w, a)| w.m().map_or(0.0, |m| (m * a.ds()).abs())).sum();
+                assert!((e - f).abs() <= 1e-5 * (e.abs() + mins).max(1.0), "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
+            }
+        }
         let variants = kernel_variants(ty, true);
         if variants.is_empty() {
             eprintln!("SKIPPED: no fast kernel for {} on this CPU", ty.name());
         }
         for (isa, k) in variants {
             eprintln!("{}: {isa}", ty.name());
-            let mut rng = Rng(0x32 ^ ty as u64);
-            // 37 rows: two whole tiles of 16 and a part
-            let (rows, cols, ntok) = (37, 160, 19);
-            let w = weights(ty, rows, cols, &mut rng);
-            let rb = ty.row_bytes(cols).unwrap();
             let tiles = (k.pack)(&w, rows, rb);
-            let x: Vec<f32> = (0..ntok * cols).map(|_| rng.f32() * 3.0).collect();
-            let mut a = vec![zero; ntok * cols / 32];
-            quantize(&x, &mut a);
-            // the activations' extremes: mixed in the first token, all the
-            // lowest in the second (the most an i16 sum of products meets),
-            // all 127 in the third. The lowest is -128 but for the types of
-            // 8-bit weights, whose AVX2 kernel's sign trick (as ggml's)
-            // needs activations of at least -127, all that quantization
-            // gives (tests/quant.rs checks it)
-            let lowest = if matches!(ty, GgmlType::Q8_0 | GgmlType::IQ4_NL) { -127 } else { -128 };
-            for (bi, b) in a[..3 * cols / 32].iter_mut().enumerate() {
-                let v = |i: usize| match bi / (cols / 32) {
-                    0 if i.is_multiple_of(3) => lowest,
-                    1 => lowest,
-                    _ => 127,
-                };
-                (0..32).for_each(|i| set(b, i, v(i)));
-            }
-            let nb = cols / 32;
-            let row = |r: usize| -> &[B] { cast_blocks(&w[r * rb..(r + 1) * rb]).unwrap() };
-            let want: Vec<f32> = (0..ntok).flat_map(|t| (0..rows).map(move |r| (t, r))).map(|(t, r)| dot_ref32(row(r), &a[t * nb..(t + 1) * nb])).collect();
-            for t in 0..ntok {
-                for r in 0..rows {
-                    let e = exact(row(r), &a[t * nb..(t + 1) * nb]);
-                    let f = want[t * rows + r];
-                    // float order only: relative to the min terms' size too
-                    let mins: f32 = row(r).iter().zip(&a[t * nb..(t + 1) * nb]).map(|(w, a)| w.m().map_or(0.0, |m| (m * a.ds()).abs())).sum();
-                    assert!((e - f).abs() <= 1e-5 * (e.abs() + mins).max(1.0), "{}: row {r} token {t}: exact {e} fast {f}", ty.name());
-                }
-            }
             every_batch(&k, tiles.as_slice(), cols, rows, &a, ntok, &want, acts32::with_sides);
+        }
+        // exact mode's tiled kernel: ggml's vec_dot (this CPU's SIMD twin,
+        // which tests/quant.rs checks) bit for bit, in any batch
+        #[cfg(target_arch = "x86_64")]
+        match exact_lanes_avx2(ty) {
+            Some(k) => {
+                let vec_dot = crate::quant::kernels(ty).unwrap().vec_dot;
+                let bytes = |x: &[A]| acts32::with_sides(x, 1)[..std::mem::size_of_val(x)].to_vec();
+                let want: Vec<f32> = pairs().map(|(t, r)| vec_dot(&w[r * rb..(r + 1) * rb], &bytes(&a[t * nb..(t + 1) * nb]))).collect();
+                let tiles = (k.pack)(&w, rows, rb);
+                every_batch(&k, tiles.as_slice(), cols, rows, &a, ntok, &want, acts32::with_sides);
+            }
+            None => eprintln!("SKIPPED: no AVX2 for exact mode's tiled {} kernel", ty.name()),
         }
     }
 
