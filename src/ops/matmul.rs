@@ -33,8 +33,8 @@ pub struct QMatrix {
     /// The rows repacked for `kern.gemm_packed` (see `pack`).
     packed: Option<Arc<AlignedBytes>>,
     /// The rows in tiles for a batch-invariant kernel (see `pack`): fast
-    /// mode's, or in exact mode where llama.cpp rounds as one does
-    /// (`fast::exact_as_fast`).
+    /// mode's, or exact mode's where ggml's rounding does not depend on the
+    /// batch either (`fast::exact_as_fast`, `fast::exact_lanes`).
     fast: Option<(FastKernels, Arc<AlignedBytes>)>,
     /// Exact mode: the rows in tiles for kernels with ggml's rounding
     /// (`fast::exact_tiles`; see `pack`).

@@ -20,7 +20,7 @@
 
 use super::acts32::ActPtrs;
 use super::avx2::fifth_at4;
-use super::driver::{gemm, gemm_fn, prefetch_l2, store8, Kernel};
+use super::driver::{gemm, gemm_fn, prefetch_l2, store16, Kernel};
 use super::layout::{Geometry, Planes};
 use super::layout32::*;
 use crate::quant::blocks::KVALUES_IQ4NL;
@@ -77,10 +77,7 @@ impl<F: Format32> Kernel for Lanes<F> {
     }
     #[inline(always)]
     unsafe fn store(v: [__m256; 2], o: *mut f32, valid: usize) {
-        store8(v[0], o, valid.min(8));
-        if valid > 8 {
-            store8(v[1], o.add(8), valid - 8);
-        }
+        store16(v, o, valid)
     }
 }
 

@@ -92,6 +92,16 @@ pub unsafe fn store8(v: __m256, o: *mut f32, valid: usize) {
     }
 }
 
+/// 16 lanes as two halves to `o`, the first `valid` of them (the AVX2
+/// kernels of 16-row tiles).
+#[inline(always)]
+pub unsafe fn store16(v: [__m256; 2], o: *mut f32, valid: usize) {
+    store8(v[0], o, valid.min(8));
+    if valid > 8 {
+        store8(v[1], o.add(8), valid - 8);
+    }
+}
+
 /// Tokens in groups of 8 (the last group smaller); each token's results are
 /// the same in any group.
 #[inline(always)]

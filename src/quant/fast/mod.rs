@@ -148,7 +148,7 @@ pub fn exact_as_fast(ty: GgmlType, rows: usize) -> Option<FastKernels> {
 /// `vec_dot` rounding on the fast tiles (`avx2_exact32`).
 pub fn exact_lanes(ty: GgmlType) -> Option<FastKernels> {
     #[cfg(target_arch = "x86_64")]
-    if super::simd::has_avx2() && !has_avx512_vnni() {
+    if !has_avx512_vnni() {
         return exact_lanes_avx2(ty);
     }
     let _ = ty;
@@ -473,8 +473,7 @@ mod tests {
         match exact_lanes_avx2(ty) {
             Some(k) => {
                 let vec_dot = crate::quant::kernels(ty).unwrap().vec_dot;
-                let bytes = |x: &[A]| acts32::with_sides(x, 1)[..std::mem::size_of_val(x)].to_vec();
-                let want: Vec<f32> = pairs().map(|(t, r)| vec_dot(&w[r * rb..(r + 1) * rb], &bytes(&a[t * nb..(t + 1) * nb]))).collect();
+                let want: Vec<f32> = pairs().map(|(t, r)| vec_dot(&w[r * rb..(r + 1) * rb], &plain(&a[t * nb..(t + 1) * nb], 1))).collect();
                 let tiles = (k.pack)(&w, rows, rb);
                 every_batch(&k, tiles.as_slice(), cols, rows, &a, ntok, &want, acts32::with_sides);
             }
