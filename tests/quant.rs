@@ -399,58 +399,66 @@ fn assert_bits_equal(t: &str, ours: &[f32], theirs: &[f32]) {
     }
 }
 
+/// numpy's dequantization of each job's whole blocks, in one Python process.
+fn numpy_dequantize(jobs: &[(GgmlType, &[u8])]) -> Vec<Vec<f32>> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/dequant.py");
+    let mut args = Vec::new();
+    let mut outs = Vec::new();
+    for (i, (t, bytes)) in jobs.iter().enumerate() {
+        let (inp, out) = (tmp(&format!("{i}-{}.bin", t.name())), tmp(&format!("{i}-{}.f32", t.name())));
+        std::fs::write(&inp, bytes).unwrap();
+        args.extend([t.name().to_string(), inp.display().to_string(), out.display().to_string()]);
+        outs.push(out);
+    }
+    let st = std::process::Command::new("python3").arg(script).args(&args).status().unwrap();
+    assert!(st.success(), "python dequant failed");
+    outs.iter().map(|o| read_f32(o)).collect()
+}
+
 #[test]
 fn dequantize_equals_numpy_on_random_blocks() {
     if !python_gguf() {
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/dequant.py");
     let mut rng = Rng(7);
-    for &t in WEIGHT_TYPES {
-        let n = 256 * 8;
-        let mut bytes = random_row(t, n, &mut rng, 0);
-        bytes.extend(random_row(t, 256, &mut rng, 1));
-        bytes.extend(random_row(t, 256, &mut rng, 2));
-        let n = n + 512;
-        let (inp, out) = (tmp(&format!("{}.bin", t.name())), tmp(&format!("{}.f32", t.name())));
-        std::fs::write(&inp, &bytes).unwrap();
-        let st = std::process::Command::new("python3").args([script, "blocks", t.name(), inp.to_str().unwrap(), out.to_str().unwrap()]).status().unwrap();
-        assert!(st.success(), "python dequant failed for {t:?}");
-        let w = aligned(&bytes);
+    let n = 256 * 8 + 512;
+    let rows: Vec<(GgmlType, Vec<u8>)> = WEIGHT_TYPES
+        .iter()
+        .map(|&t| {
+            let mut bytes = random_row(t, 256 * 8, &mut rng, 0);
+            bytes.extend(random_row(t, 256, &mut rng, 1));
+            bytes.extend(random_row(t, 256, &mut rng, 2));
+            (t, bytes)
+        })
+        .collect();
+    let jobs: Vec<(GgmlType, &[u8])> = rows.iter().map(|(t, b)| (*t, b.as_slice())).collect();
+    for ((t, bytes), theirs) in rows.iter().zip(numpy_dequantize(&jobs)) {
+        let w = aligned(bytes);
         let mut ours = vec![0f32; n];
-        dequantize_row(t, w.as_slice(), &mut ours);
-        assert_bits_equal(t.name(), &ours, &read_f32(&out));
+        dequantize_row(*t, w.as_slice(), &mut ours);
+        assert_bits_equal(t.name(), &ours, &theirs);
     }
 }
 
+/// The first rows of one tensor of each type found in the models, as the
+/// models store them.
 #[test]
 fn dequantize_equals_numpy_on_real_tensors() {
     if !python_gguf() {
         return;
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/dequant.py");
     let mut seen = std::collections::HashSet::new();
     for m in [common::SMOLLM2, common::QWEN, common::GEMMA] {
         let Some(path) = common::model(m) else {
             continue;
         };
         let g = GgufFile::open(&path).unwrap();
-        for t in &g.tensors {
-            if !seen.insert(t.ty) || t.dims.len() < 2 {
-                continue;
-            }
-            let rows = 4.min(t.n_rows());
-            let out = tmp(&format!("real-{}.f32", t.ty.name()));
-            let st = std::process::Command::new("python3")
-                .args([script, "tensor", path.to_str().unwrap(), &t.name, &rows.to_string(), out.to_str().unwrap()])
-                .status()
-                .unwrap();
-            assert!(st.success());
-            let cols = t.row_len();
-            let rb = t.ty.row_bytes(cols).unwrap();
-            let mut ours = vec![0f32; rows * cols];
-            dequantize_row(t.ty, &g.tensor_data(t)[..rows * rb], &mut ours);
-            assert_bits_equal(&format!("{} ({})", t.name, t.ty.name()), &ours, &read_f32(&out));
+        let picked: Vec<_> = g.tensors.iter().filter(|t| t.dims.len() >= 2 && seen.insert(t.ty)).map(|t| (t, 4.min(t.n_rows()))).collect();
+        let jobs: Vec<(GgmlType, &[u8])> = picked.iter().map(|(t, rows)| (t.ty, &g.tensor_data(t)[..rows * t.ty.row_bytes(t.row_len()).unwrap()])).collect();
+        for (((t, rows), (_, bytes)), theirs) in picked.iter().zip(&jobs).zip(numpy_dequantize(&jobs)) {
+            let mut ours = vec![0f32; rows * t.row_len()];
+            dequantize_row(t.ty, bytes, &mut ours);
+            assert_bits_equal(&format!("{} ({})", t.name, t.ty.name()), &ours, &theirs);
             eprintln!("{}: {} ({}) equal to numpy on {rows} rows", m, t.name, t.ty.name());
         }
     }
