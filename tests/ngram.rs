@@ -95,8 +95,11 @@ fn check(target_file: &str, draft_file: Option<&str>, every_type: bool) {
     let tok = Tokenizer::from_gguf(&model.g).unwrap();
     let n_prompts = common::scaled(3, usize::MAX);
     let prompts: Vec<Vec<u32>> = prompts().iter().take(n_prompts).map(|p| tok.encode_bytes(p, true, true).unwrap()).collect();
+    let t0 = std::time::Instant::now();
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| generate(&model, p, &tok, None).0).collect();
+    let t1 = std::time::Instant::now();
     let heads = heads(&model, &tok);
+    eprintln!("{target_file}: plain {:.1} s, heads {:.1} s", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());
     let all =
         [SpecType::NgramSimple, SpecType::NgramMapK, SpecType::NgramMod, SpecType::NgramLookup, SpecType::EarlyExit, SpecType::DraftMtp, SpecType::DraftSimple];
     let configs: Vec<(&str, Vec<SpecType>, Option<ExitSpec>)> = vec![
@@ -112,6 +115,7 @@ fn check(target_file: &str, draft_file: Option<&str>, every_type: bool) {
     let configs = configs.into_iter().filter(|c| every_type || own_check.contains(&c.0));
     let mut rejected_somewhere = false;
     for (name, types, exit) in configs {
+        let t0 = std::time::Instant::now();
         let (mut drafted, mut accepted) = (0, 0);
         for (i, p) in prompts.iter().enumerate() {
             let dm = draft.as_ref().map(|d| (DraftModel::new(d, 2048, 512, 0.0).unwrap(), K, 0));
@@ -121,7 +125,7 @@ fn check(target_file: &str, draft_file: Option<&str>, every_type: bool) {
             drafted += d;
             accepted += a;
         }
-        eprintln!("{target_file} {name}: {drafted} drafted, {accepted} accepted");
+        eprintln!("{target_file} {name}: {drafted} drafted, {accepted} accepted ({:.1} s)", t0.elapsed().as_secs_f64());
         // every type's drafts reach the accepting path; rejections are the
         // verification's, shared by all (a type may be right on every draft
         // here: ngram-mod on Qwen 0.5B, 264 of 264)
