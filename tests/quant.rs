@@ -386,12 +386,6 @@ fn read_f32(p: &std::path::Path) -> Vec<f32> {
     std::fs::read(p).unwrap().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("rllama-quant-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
 fn assert_bits_equal(t: &str, ours: &[f32], theirs: &[f32]) {
     assert_eq!(ours.len(), theirs.len(), "{t}: length");
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
@@ -399,13 +393,15 @@ fn assert_bits_equal(t: &str, ours: &[f32], theirs: &[f32]) {
     }
 }
 
-/// numpy's dequantization of each job's whole blocks, in one Python process.
+/// numpy's dequantization of each job's whole blocks, in one Python process
+/// (its files in a directory of the call's own: the tests run in parallel).
 fn numpy_dequantize(jobs: &[(GgmlType, &[u8])]) -> Vec<Vec<f32>> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/dequant.py");
+    let dir = tempfile::tempdir().unwrap();
     let mut args = Vec::new();
     let mut outs = Vec::new();
     for (i, (t, bytes)) in jobs.iter().enumerate() {
-        let (inp, out) = (tmp(&format!("{i}-{}.bin", t.name())), tmp(&format!("{i}-{}.f32", t.name())));
+        let (inp, out) = (dir.path().join(format!("{i}.bin")), dir.path().join(format!("{i}.f32")));
         std::fs::write(&inp, bytes).unwrap();
         args.extend([t.name().to_string(), inp.display().to_string(), out.display().to_string()]);
         outs.push(out);
