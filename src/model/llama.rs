@@ -11,7 +11,7 @@ use super::weights::{Layer, Weights};
 use super::{Config, Outputs};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
-use crate::ops::attention::{attend_f16, attend_tiled_stats, merge_segments, FA_TILE, KEY_SEGMENT};
+use crate::ops::attention::{attend_f16, attend_f16_split, attend_tiled_stats, merge_segments, LlamaCells, FA_TILE, KEY_SEGMENT, LLAMA_KV_PAD, SPLIT_KV_MIN};
 use crate::ops::linear::{Linear, MatCtx};
 use crate::ops::matmul::Batch;
 use crate::ops::norm::rms_norm_rows;
@@ -493,6 +493,13 @@ impl Model {
                 });
             }
         } else {
+            // keys in llama.cpp's cell order (a sliding-window cache is a
+            // ring past its size); a one-token step (or a row rounded as
+            // one) whose KV view holds SPLIT_KV_MIN cells or more splits the
+            // keys over llama.cpp's threads (rllama's -t stands for its -t)
+            let one_token = n == 1 || steps;
+            let nth = parallel::n_threads();
+            let cells = llama_kv_cells(kv.n_ctx, swa.then_some(c.swa_window));
             parallel::for_each(nr * nh, |i| {
                 thread_local! {
                     static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
@@ -502,7 +509,18 @@ impl Model {
                 let qv = &q[(t * nh + h) * hk..(t * nh + h + 1) * hk];
                 // SAFETY: slot i of s.att, disjoint across items.
                 let out = unsafe { std::slice::from_raw_parts_mut(att.get().add(i * hv), hv) };
-                SCRATCH.with_borrow_mut(|(qh, acc)| attend_f16(qv, first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group), scale, 0.0, out, qh, acc));
+                // the newest position in the cache: the row's own for a step,
+                // else the batch's last (all its cells are written first)
+                let last = if one_token { pos0 + t } else { pos0 + n - 1 };
+                let lc = LlamaCells { cells, last };
+                let (visible, ka, va) = (first_pos(t)..pos0 + t + 1, k_at(h / group), v_at(h / group));
+                SCRATCH.with_borrow_mut(|(qh, acc)| {
+                    if one_token && lc.n_kv() >= SPLIT_KV_MIN {
+                        attend_f16_split(qv, lc, visible, nth, ka, va, scale, 0.0, out, qh, acc)
+                    } else {
+                        attend_f16(qv, lc.keys(0..lc.n_kv(), visible), ka, va, scale, 0.0, out, qh, acc)
+                    }
+                });
             });
         }
     }
@@ -605,3 +623,17 @@ fn norm_in_place(x: &mut [f32], w: &[f32], eps: f32, tmp: &mut Vec<f32>) {
     tmp.extend_from_slice(x);
     rms_norm_rows(tmp, w, eps, x);
 }
+
+/// Cells of llama.cpp's KV cache for a context of `n_ctx` (padded to
+/// `LLAMA_KV_PAD`); a sliding-window layer's cache holds the window plus one
+/// ubatch (llama.cpp's default `LLAMA_N_UBATCH`), padded, at most that.
+fn llama_kv_cells(n_ctx: usize, swa_window: Option<usize>) -> usize {
+    let cells = n_ctx.next_multiple_of(LLAMA_KV_PAD);
+    match swa_window {
+        Some(w) => (w + LLAMA_N_UBATCH).min(cells).next_multiple_of(LLAMA_KV_PAD),
+        None => cells,
+    }
+}
+
+/// llama.cpp's default ubatch (`-ub`), which sizes its sliding-window cache.
+const LLAMA_N_UBATCH: usize = 512;

@@ -108,6 +108,33 @@ pub fn dot_f32_batch(a: &[f32], b: &[f32]) -> f32 {
 pub fn dot_f16(a: &[u16], b: &[u16]) -> f32 {
     dot_ggml(a.len().min(b.len()), |i| (h(a[i]), h(b[i])), true)
 }
+/// The f16 row product as ggml_vec_dot_f16 rounds it on an AVX2 build
+/// (without AVX-512): four 8-lane fused accumulators over 32-element steps,
+/// the accumulators added (0 + 2, 1 + 3, then the two), the two 128-bit
+/// halves added and the four lanes summed by two `hadd`s, the tail in f64.
+/// Only for comparing with such a build (`RLLAMA_F16_DOT=avx2`).
+pub fn dot_f16_avx2_build(a: &[u16], b: &[u16]) -> f32 {
+    const STEP: usize = 32;
+    const EPR: usize = 8;
+    let n = a.len().min(b.len());
+    let np = n / STEP * STEP;
+    let mut acc = [[0f32; EPR]; 4];
+    for i in (0..np).step_by(STEP) {
+        for (j, accj) in acc.iter_mut().enumerate() {
+            for (l, x) in accj.iter_mut().enumerate() {
+                *x = h(a[i + EPR * j + l]).mul_add(h(b[i + EPR * j + l]), *x);
+            }
+        }
+    }
+    let x: [f32; EPR] = std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let t: [f32; 4] = std::array::from_fn(|l| x[l] + x[l + 4]);
+    let mut sum = ((t[0] + t[1]) + (t[2] + t[3])) as f64;
+    for i in np..n {
+        sum += (h(a[i]) * h(b[i])) as f64;
+    }
+    sum as f32
+}
+
 pub fn dot_f16_batch(a: &[u16], b: &[u16]) -> f32 {
     dot_batch(a.len().min(b.len()), |i| (h(a[i]), h(b[i])), true)
 }

@@ -25,8 +25,14 @@ pub mod f16v {
     /// f16 dot product in ggml's AVX-512 summation order: four 16-lane fused
     /// multiply-add accumulators over 64-element steps, reduced pairwise, the
     /// tail added in f64. Matching that order keeps the f16 value accumulator
-    /// of the attention on the same roundings as llama.cpp.
+    /// of the attention on the same roundings as llama.cpp. With
+    /// `RLLAMA_F16_DOT=avx2`, an AVX2 build's order instead (to compare the
+    /// attention with a llama.cpp built without AVX-512, `scripts/tensor-diff`).
     pub fn dot(a: &[u16], b: &[u16]) -> f32 {
+        static AVX2_BUILD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *AVX2_BUILD.get_or_init(|| std::env::var("RLLAMA_F16_DOT").is_ok_and(|v| v == "avx2")) {
+            return crate::quant::float::dot_f16_avx2_build(a, b);
+        }
         #[cfg(target_arch = "x86_64")]
         if has_avx2() {
             // SAFETY: avx2/fma/f16c detected at run time.
@@ -61,9 +67,10 @@ pub mod f16v {
 /// One query head against the cached positions `kv` (a sliding window starts
 /// past 0). `k_at(i)` / `v_at(i)` give the f16 key/value head vectors of
 /// position i.
+#[allow(clippy::too_many_arguments)]
 pub fn attend_f16<'a>(
     q: &[f32],
-    kv: std::ops::Range<usize>,
+    kv: impl IntoIterator<Item = usize>,
     k_at: impl Fn(usize) -> &'a [u16],
     v_at: impl Fn(usize) -> &'a [u16],
     scale: f32,
@@ -72,10 +79,32 @@ pub fn attend_f16<'a>(
     qh: &mut Vec<u16>,
     acc: &mut Vec<u16>,
 ) {
-    let dk = q.len();
     let dv = out.len();
     qh.clear();
     qh.extend(q.iter().map(|&x| f2h(x)));
+    let (_, s_sum) = attend_f16_partial(qh, kv, &k_at, &v_at, scale, softcap, dv, acc);
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    for d in 0..dv {
+        out[d] = h2f(acc[d]) * inv;
+    }
+}
+
+/// The online softmax of `attend_f16` over the positions `kv`, in that
+/// order (the f16 query `qh`): the f16 value accumulator in `acc` (`dv`
+/// lanes), and the running maximum and sum of weights (-inf and 0 when `kv`
+/// is empty).
+#[allow(clippy::too_many_arguments)]
+fn attend_f16_partial<'a>(
+    qh: &[u16],
+    kv: impl IntoIterator<Item = usize>,
+    k_at: &impl Fn(usize) -> &'a [u16],
+    v_at: &impl Fn(usize) -> &'a [u16],
+    scale: f32,
+    softcap: f32,
+    dv: usize,
+    acc: &mut Vec<u16>,
+) -> (f32, f32) {
+    let dk = qh.len();
     acc.clear();
     acc.resize(dv, 0);
     let mut m = f32::NEG_INFINITY;
@@ -99,9 +128,101 @@ pub fn attend_f16<'a>(
         f16v::mad(acc, &v[..dv], vs);
         s_sum = s_sum.mul_add(ms, vs); // fused, as ggml's compiled `S = S*ms + vs`
     }
-    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    for d in 0..dv {
-        out[d] = h2f(acc[d]) * inv;
+    (m, s_sum)
+}
+
+/// Cells of llama.cpp's KV view from which a one-token step splits the keys
+/// over its threads (`use_split_kv_path` in ggml's flash attention).
+pub const SPLIT_KV_MIN: usize = 512;
+/// llama.cpp pads its context and its KV view to multiples of this.
+pub const LLAMA_KV_PAD: usize = 256;
+
+/// Where llama.cpp keeps one sequence's positions, written in order from
+/// position 0: cell c of its cache of `cells` holds the newest position
+/// congruent to c (mod `cells`) up to `last`, the newest one written (a
+/// sliding-window cache reuses its cells as a ring once `last` reaches
+/// `cells`; a full-context one never does). Its attention visits the keys in
+/// cell order, over a view of `n_kv` cells.
+#[derive(Clone, Copy, Debug)]
+pub struct LlamaCells {
+    pub cells: usize,
+    pub last: usize,
+}
+
+impl LlamaCells {
+    /// The position cell `c` holds, if any.
+    fn pos(&self, c: usize) -> Option<usize> {
+        let r = self.last % self.cells;
+        let base = self.last - r;
+        if c <= r {
+            Some(base + c)
+        } else {
+            (base + c).checked_sub(self.cells)
+        }
+    }
+
+    /// The positions of the cells `range` that `visible` holds, in cell order.
+    pub fn keys(&self, range: std::ops::Range<usize>, visible: std::ops::Range<usize>) -> impl Iterator<Item = usize> {
+        let me = *self;
+        range.filter_map(move |c| me.pos(c)).filter(move |p| visible.contains(p))
+    }
+
+    /// The cells of llama.cpp's KV view (`llama_kv_cache::get_n_kv`): the
+    /// used ones padded to `LLAMA_KV_PAD`, at least that, at most the cache.
+    pub fn n_kv(&self) -> usize {
+        (self.last + 1).min(self.cells).next_multiple_of(LLAMA_KV_PAD).max(LLAMA_KV_PAD).min(self.cells)
+    }
+}
+
+/// `attend_f16` as llama.cpp computes a one-token step once its KV view
+/// holds `n_kv` >= `SPLIT_KV_MIN` cells: the view's cells split into `nth`
+/// (its thread count) chunks of ceil(n_kv / nth), each chunk's online
+/// softmax alone (`attend_f16_partial` over the `visible` positions its
+/// cells hold, in cell order; its f16 accumulator widened), then the chunks
+/// merged in order as
+/// `ggml_flash_attn_ext_reduce_partials` does (libm `expf`, GCC's fused
+/// `acc * scale_old + part * scale_new`), and the result scaled by 1 / sum.
+/// With one chunk this equals `attend_f16`; with more the f16 accumulators
+/// round differently, so a result depends on the thread count, as
+/// llama.cpp's does.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16_split<'a>(
+    q: &[f32],
+    cells: LlamaCells,
+    visible: std::ops::Range<usize>,
+    nth: usize,
+    k_at: impl Fn(usize) -> &'a [u16],
+    v_at: impl Fn(usize) -> &'a [u16],
+    scale: f32,
+    softcap: f32,
+    out: &mut [f32],
+    qh: &mut Vec<u16>,
+    acc: &mut Vec<u16>,
+) {
+    let dv = out.len();
+    qh.clear();
+    qh.extend(q.iter().map(|&x| f2h(x)));
+    let n_kv = cells.n_kv();
+    let chunk = n_kv.div_ceil(nth.max(1)).max(1);
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    out.iter_mut().for_each(|x| *x = 0.0);
+    for lo in (0..n_kv).step_by(chunk) {
+        let keys = cells.keys(lo..(lo + chunk).min(n_kv), visible.clone());
+        let (mc, sc) = attend_f16_partial(qh, keys, &k_at, &v_at, scale, softcap, dv, acc);
+        if sc == 0.0 {
+            continue;
+        }
+        let m_new = m.max(mc);
+        let (s_old, s_new) = ((m - m_new).exp(), (mc - m_new).exp());
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = o.mul_add(s_old, h2f(a) * s_new);
+        }
+        s_sum = s_sum.mul_add(s_old, sc * s_new);
+        m = m_new;
+    }
+    if s_sum != 0.0 {
+        let inv = 1.0 / s_sum;
+        out.iter_mut().for_each(|x| *x *= inv);
     }
 }
 
@@ -671,5 +792,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// llama.cpp's cells: positions in order from cell 0 until the cache is
+    /// full, then a ring; its KV view padded to 256 cells within the cache.
+    #[test]
+    fn llama_cells_follow_llama_cpp() {
+        let flat = LlamaCells { cells: 2048, last: 299 };
+        assert_eq!((flat.pos(0), flat.pos(299), flat.pos(300)), (Some(0), Some(299), None));
+        assert_eq!(flat.n_kv(), 512);
+        assert_eq!(LlamaCells { cells: 2048, last: 10 }.n_kv(), 256);
+        assert_eq!(LlamaCells { cells: 256, last: 100 }.n_kv(), 256);
+        let ring = LlamaCells { cells: 1024, last: 1150 };
+        assert_eq!((ring.pos(0), ring.pos(126), ring.pos(127), ring.pos(1023)), (Some(1024), Some(1150), Some(127), Some(1023)));
+        assert_eq!(ring.n_kv(), 1024);
+        // a window of 512: the newest cells first, then the older ones in it
+        let keys: Vec<usize> = ring.keys(0..1024, 639..1151).collect();
+        assert_eq!(keys.len(), 512);
+        assert_eq!((keys[0], keys[126], keys[127], keys[511]), (1024, 1150, 639, 1023));
+    }
+
+    /// One chunk (one thread) is `attend_f16`; keys all in the first chunk
+    /// too; keys across chunks are not (each chunk's f16 accumulator starts
+    /// afresh), and more threads make more chunks.
+    #[test]
+    fn split_attention_is_one_chunk_per_thread() {
+        let (n, d) = (600, 64);
+        let (k, v, q) = setup(n, d, 1);
+        let (ka, va) = (|p: usize| k[p].as_slice(), |p: usize| v[p].as_slice());
+        let plain = |cells: LlamaCells, visible: std::ops::Range<usize>| {
+            let mut out = vec![0f32; d];
+            attend_f16(&q[0], cells.keys(0..cells.n_kv(), visible), ka, va, 0.125, 0.0, &mut out, &mut Vec::new(), &mut Vec::new());
+            out
+        };
+        let split = |cells: LlamaCells, visible: std::ops::Range<usize>, nth: usize| {
+            let mut out = vec![0f32; d];
+            attend_f16_split(&q[0], cells, visible, nth, ka, va, 0.125, 0.0, &mut out, &mut Vec::new(), &mut Vec::new());
+            out
+        };
+        let cells = LlamaCells { cells: 2048, last: n - 1 };
+        assert_eq!(cells.n_kv(), 768);
+        assert_eq!(split(cells, 0..n, 1), plain(cells, 0..n));
+        // chunks of 384: a window inside the first
+        assert_eq!(split(cells, 100..300, 2), plain(cells, 100..300));
+        let (two, three) = (split(cells, 0..n, 2), split(cells, 0..n, 3));
+        let base = plain(cells, 0..n);
+        for other in [&two, &three] {
+            assert!(other.iter().zip(&base).any(|(a, b)| a != b), "the chunks were not split");
+            assert!(other.iter().zip(&base).all(|(a, b)| (a - b).abs() <= 2e-3), "split results far from the plain ones");
+        }
+        assert_ne!(two, three);
     }
 }
