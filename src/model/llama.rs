@@ -628,7 +628,7 @@ fn norm_in_place(x: &mut [f32], w: &[f32], eps: f32, tmp: &mut Vec<f32>) {
 /// `LLAMA_KV_PAD`); a sliding-window layer's cache holds the window plus one
 /// ubatch (llama.cpp's default `LLAMA_N_UBATCH`), padded, at most that.
 fn llama_kv_cells(n_ctx: usize, swa_window: Option<usize>) -> usize {
-    let cells = n_ctx.next_multiple_of(LLAMA_KV_PAD);
+    let cells = n_ctx.next_multiple_of(LLAMA_KV_PAD).max(LLAMA_KV_PAD);
     match swa_window {
         Some(w) => (w + LLAMA_N_UBATCH).min(cells).next_multiple_of(LLAMA_KV_PAD),
         None => cells,

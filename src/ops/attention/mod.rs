@@ -64,9 +64,9 @@ pub mod f16v {
     }
 }
 
-/// One query head against the cached positions `kv` (a sliding window starts
-/// past 0). `k_at(i)` / `v_at(i)` give the f16 key/value head vectors of
-/// position i.
+/// One query head against the cached positions `kv`, visited in that order
+/// (llama.cpp's cell order, `LlamaCells::keys`). `k_at(i)` / `v_at(i)` give
+/// the f16 key/value head vectors of position i.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_f16<'a>(
     q: &[f32],
