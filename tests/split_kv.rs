@@ -1,13 +1,14 @@
-//! Exact mode's one-token step past 256 positions against llama.cpp, layer
-//! 0's attention output bit for bit: llama.cpp's flash attention splits the
-//! keys over its threads once its KV view holds 512+ cells, and on Gemma 3
-//! past 1024 positions its sliding-window cache is a ring that orders the
-//! keys by cell. Fixtures from `scripts/split-kv-fixtures.sh` (llama.cpp
-//! built without AVX-512, 2 threads); rllama runs `cli` in exact mode with 2
-//! threads and the f16 dot product in that build's order
-//! (`RLLAMA_F16_DOT=avx2`), dumping its tensors (`RLLAMA_DUMP_DIR`): the last
-//! forward pass, the step, leaves its own. Layer 0's queries, keys and values
-//! are the same bits on every build, so this holds on any x86 machine.
+//! Exact mode's one-token step past 256 positions against llama.cpp, bit for
+//! bit: layer 0's attention output, and the whole step's logits (by hash)
+//! where the prompt is. llama.cpp's flash attention splits the keys over its
+//! threads once its KV view holds 512+ cells, and on Gemma 3 past 1024
+//! positions its sliding-window cache is a ring that orders the keys by
+//! cell. Fixtures from `scripts/split-kv-fixtures.sh` (llama.cpp built
+//! without AVX-512, 2 threads); rllama runs `cli` in exact mode with 2
+//! threads, rounding as that build does (`RLLAMA_GGML_BUILD=avx2`), and
+//! dumps its tensors (`RLLAMA_DUMP_DIR`): the last forward pass, the step,
+//! leaves its own. Exact mode's kernels give the same bits on every x86
+//! machine, so this holds on any.
 mod common;
 
 /// The step after the first `bytes` bytes of the book fixture (as the shell
@@ -23,7 +24,7 @@ fn check(model: &str, bytes: usize) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rllama"))
         .args(["cli", "-m", path.to_str().unwrap(), "-p", prompt, "-n", "2", "-t", "2", "--temp", "0", "-no-cnv"])
         .env("RLLAMA_EXACT", "1")
-        .env("RLLAMA_F16_DOT", "avx2")
+        .env("RLLAMA_GGML_BUILD", "avx2")
         .env("RLLAMA_DUMP_DIR", dir.path())
         .output()
         .unwrap();
@@ -35,6 +36,14 @@ fn check(model: &str, bytes: usize) {
     let same = got.iter().zip(&want).filter(|(a, b)| a.to_bits() == b.to_bits()).count();
     let maxdiff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     assert_eq!(same, want.len(), "{model}: {same} of {} elements bit-identical to llama.cpp's, largest difference {maxdiff}", want.len());
+    let Ok(hash) = std::fs::read_to_string(common::fixture(&format!("split-kv/{}", name.replace(".f32", ".logits.fnv")))) else { return };
+    let logits = std::fs::read(dir.path().join("result_output.bin")).unwrap();
+    assert_eq!(format!("{:016x}", fnv1a(&logits)), hash.trim(), "{model}: the step's logits differ from llama.cpp's");
+}
+
+/// 64-bit FNV-1a, as the fixtures script hashes llama.cpp's logits.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 /// 296 positions: a KV view of 512 cells in two chunks of 256.
@@ -49,7 +58,8 @@ fn qwen_step_splits_the_keys_as_llama_cpp() {
     check(common::QWEN, 4000);
 }
 
-/// 1118 positions: the sliding-window layers' cache of 1024 cells is a ring.
+/// 1118 positions: the sliding-window layers' cache of 1024 cells is a ring
+/// (layer 0 only: the prompt's batch past the ring is not followed yet).
 #[test]
 fn gemma_step_follows_the_sliding_window_ring() {
     check(common::GEMMA, 5600);

@@ -5,7 +5,8 @@
 #   scripts/tensor-diff/run.sh MODEL.gguf "prompt text" [max_layer]
 # STEP=1: the one-token step after the prompt (its greedy token) instead of
 # the prompt's batch. Both programs run 2 threads.
-# RLLAMA_BIN: the rllama binary (default: the release build).
+# RLLAMA_BIN: the rllama binary (default: the release build). With a llama.cpp
+# built without AVX-512, set RLLAMA_EXACT=1 RLLAMA_GGML_BUILD=avx2.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."

@@ -112,7 +112,7 @@ pub fn dot_f16(a: &[u16], b: &[u16]) -> f32 {
 /// (without AVX-512): four 8-lane fused accumulators over 32-element steps,
 /// the accumulators added (0 + 2, 1 + 3, then the two), the two 128-bit
 /// halves added and the four lanes summed by two `hadd`s, the tail in f64.
-/// Only for comparing with such a build (`RLLAMA_F16_DOT=avx2`).
+/// Only for comparing with such a build (`RLLAMA_GGML_BUILD=avx2`).
 pub fn dot_f16_avx2_build(a: &[u16], b: &[u16]) -> f32 {
     const STEP: usize = 32;
     const EPR: usize = 8;

@@ -25,12 +25,10 @@ pub mod f16v {
     /// f16 dot product in ggml's AVX-512 summation order: four 16-lane fused
     /// multiply-add accumulators over 64-element steps, reduced pairwise, the
     /// tail added in f64. Matching that order keeps the f16 value accumulator
-    /// of the attention on the same roundings as llama.cpp. With
-    /// `RLLAMA_F16_DOT=avx2`, an AVX2 build's order instead (to compare the
-    /// attention with a llama.cpp built without AVX-512, `scripts/tensor-diff`).
+    /// of the attention on the same roundings as llama.cpp. An AVX2 build's
+    /// order with `RLLAMA_GGML_BUILD=avx2` (`ops::ggml_avx2_build`).
     pub fn dot(a: &[u16], b: &[u16]) -> f32 {
-        static AVX2_BUILD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        if *AVX2_BUILD.get_or_init(|| std::env::var("RLLAMA_F16_DOT").is_ok_and(|v| v == "avx2")) {
+        if crate::ops::ggml_avx2_build() {
             return crate::quant::float::dot_f16_avx2_build(a, b);
         }
         #[cfg(target_arch = "x86_64")]
@@ -507,10 +505,20 @@ fn tile_softmax(
     }
     *m = m_new;
     w.iter_mut().for_each(|x| *x -= m_new);
-    exp(w);
     let mut sum = 0.0f64;
-    for g in w.chunks(16) {
-        sum += crate::quant::float::reduce16(g.try_into().unwrap()) as f64;
+    if crate::ops::ggml_avx2_build() {
+        // an AVX2 build's ggml_vec_soft_max_f32: its expf, 8 lanes summed
+        // as halves, then pairs (movehl), then the two (movehdup)
+        for g in w.chunks_mut(8) {
+            g.iter_mut().for_each(|x| *x = crate::ops::expf_ggml_avx2(*x));
+            let t: [f32; 4] = std::array::from_fn(|l| g[l + 4] + g[l]);
+            sum += ((t[0] + t[2]) + (t[1] + t[3])) as f64;
+        }
+    } else {
+        exp(w);
+        for g in w.chunks(16) {
+            sum += crate::quant::float::reduce16(g.try_into().unwrap()) as f64;
+        }
     }
     *s_sum = (*s_sum as f64 + sum) as f32;
     true
