@@ -82,8 +82,11 @@ fn check(target_file: &str, drafts: &[&str]) {
     let tok = Tokenizer::from_gguf(&target.g).unwrap();
     let prompts: Vec<Vec<u32>> = PROMPTS.iter().map(|p| tok.encode(p, true, true).unwrap()).collect();
     let want: Vec<Vec<u32>> = prompts.iter().map(|p| plain(&target, p, &tok)).collect();
+    // a directory of this call's own: the tests run in parallel and draft
+    // the same types (one file name per process raced between them)
+    let dir = tempfile::tempdir().unwrap();
     for ty in drafts {
-        let path = std::env::temp_dir().join(format!("rllama-draft-{}-{ty}.gguf", std::process::id()));
+        let path = dir.path().join(format!("draft-{ty}.gguf"));
         let p = Params { allow_requantize: true, quantize_output: true, ..Default::default() };
         quantize_file(&src, &path, Ftype::parse(ty).unwrap().0, &p, &mut Quiet).unwrap();
         let draft = Model::load(&path).unwrap();
@@ -94,7 +97,6 @@ fn check(target_file: &str, drafts: &[&str]) {
         }
         eprintln!("{target_file} + {ty} draft: {} drafted, {} accepted", stats.n_drafted, stats.n_accept);
         assert!(stats.n_accept > 0 && stats.n_accept < stats.n_drafted, "verification was not exercised both ways");
-        std::fs::remove_file(&path).ok();
     }
 }
 
