@@ -11,7 +11,9 @@ use super::weights::{Layer, Weights};
 use super::{Config, Outputs};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
-use crate::ops::attention::{attend_f16, attend_f16_split, attend_tiled_stats, merge_segments, LlamaCells, FA_TILE, KEY_SEGMENT, LLAMA_KV_PAD, SPLIT_KV_MIN};
+use crate::ops::attention::{
+    attend_f16, attend_f16_split, attend_tiled_cells, attend_tiled_stats, merge_segments, LlamaCells, FA_TILE, KEY_SEGMENT, LLAMA_KV_PAD, SPLIT_KV_MIN,
+};
 use crate::ops::linear::{Linear, MatCtx};
 use crate::ops::matmul::Batch;
 use crate::ops::norm::rms_norm_rows;
@@ -434,6 +436,13 @@ impl Model {
             let split = fast && seg1 - seg0 > 1;
             let nseg = if split { seg1 - seg0 } else { 1 };
             let keys = |sg: usize| if split { (seg0 + sg) * KEY_SEGMENT..(seg0 + sg + 1) * KEY_SEGMENT } else { 0..usize::MAX };
+            // exact mode's batch once llama.cpp's sliding-window cache has
+            // turned into a ring (its cells then hold positions out of order)
+            let lc = LlamaCells { cells: llama_kv_cells(kv.n_ctx, swa.then_some(c.swa_window)), last: pos0 + n - 1 };
+            // (every row's window still in the cells: a batch no longer than
+            // llama.cpp's ubatch, as its cache is sized for)
+            let held = (min_start + lc.cells > lc.last).then_some(lc);
+            let ring = held.filter(|_| !fast && swa && lc.last >= lc.cells);
             // work items: a KV head, its query heads (the K/V tiles are
             // widened once for them all), a block of FA_TILE rows, a key
             // segment; the heads split only when there would be fewer items
@@ -469,7 +478,16 @@ impl Model {
                 }
                 let mut o = vec![0f32; qs.len() * hv];
                 let mut st = vec![(0f32, 0f32); if split { qs.len() } else { 0 }];
-                attend_tiled_stats(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o, split.then_some(&mut st[..]));
+                if let Some(lc) = ring {
+                    // exact mode past a sliding-window cache's size: keys by
+                    // llama.cpp's cells, the ring's newest positions first
+                    let vis: Vec<_> = ranges.iter().map(|r| lc.cell_ranges(r)).collect();
+                    let (ka, va) = (k_at(g), v_at(g));
+                    let cell = |c: usize| lc.pos(c).expect("a turned ring has every cell written");
+                    attend_tiled_cells(&qs, &vis, |c| ka(cell(c)), |c| va(cell(c)), scale, hv, &mut o);
+                } else {
+                    attend_tiled_stats(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o, split.then_some(&mut st[..]));
+                }
                 for (k, &slot) in slots.iter().enumerate() {
                     // SAFETY: (segment, row, head) slots are disjoint across
                     // items and inside s.att, or s.seg_o / s.seg_st.

@@ -149,7 +149,7 @@ pub struct LlamaCells {
 
 impl LlamaCells {
     /// The position cell `c` holds, if any.
-    fn pos(&self, c: usize) -> Option<usize> {
+    pub fn pos(&self, c: usize) -> Option<usize> {
         let r = self.last % self.cells;
         let base = self.last - r;
         if c <= r {
@@ -165,10 +165,86 @@ impl LlamaCells {
         range.filter_map(move |c| me.pos(c)).filter(move |p| visible.contains(p))
     }
 
+    /// The cells holding the positions `visible` (at most `cells` of them,
+    /// all written): one range, or past the ring's turn two, in cell order.
+    pub fn cell_ranges(&self, visible: &std::ops::Range<usize>) -> [std::ops::Range<usize>; 2] {
+        let r = self.last % self.cells;
+        let base = self.last - r;
+        // positions base..=last in cells 0..=r, base-cells+r+1..base in r+1..cells
+        let cells_of = |lo: usize, hi: usize, first: usize| if lo < hi { lo - first..hi - first } else { 0..0 };
+        let newest = cells_of(visible.start.max(base), visible.end, base);
+        let older = match base.checked_sub(self.cells) {
+            Some(first) => cells_of(visible.start.max(first + r + 1), visible.end.min(base), first),
+            None => 0..0,
+        };
+        [newest, older]
+    }
+
     /// The cells of llama.cpp's KV view (`llama_kv_cache::get_n_kv`): the
     /// used ones padded to `LLAMA_KV_PAD`, at least that, at most the cache.
     pub fn n_kv(&self) -> usize {
         (self.last + 1).min(self.cells).next_multiple_of(LLAMA_KV_PAD).max(LLAMA_KV_PAD).min(self.cells)
+    }
+}
+
+/// The keys a query sees, as the tiled kernels ask: a range of key
+/// indices, or (llama.cpp's sliding-window ring in cell space) two, the
+/// second starting at least a tile past the first's end, so a tile holds
+/// a contiguous part of at most one of them.
+pub trait Visible {
+    /// The first key index seen (or past the last, if none).
+    fn lo(&self) -> usize;
+    /// One past the last key index seen.
+    fn hi(&self) -> usize;
+    fn sees(&self, p: usize) -> bool;
+    /// The seen keys of the tile at t0 (`FA_TILE` keys), relative to t0.
+    fn span(&self, t0: usize) -> std::ops::Range<usize>;
+}
+
+impl Visible for std::ops::Range<usize> {
+    #[inline(always)]
+    fn lo(&self) -> usize {
+        self.start
+    }
+    #[inline(always)]
+    fn hi(&self) -> usize {
+        self.end
+    }
+    #[inline(always)]
+    fn sees(&self, p: usize) -> bool {
+        p >= self.start && p < self.end
+    }
+    #[inline(always)]
+    fn span(&self, t0: usize) -> std::ops::Range<usize> {
+        self.start.max(t0) - t0..self.end.min(t0 + FA_TILE).max(t0) - t0
+    }
+}
+
+impl Visible for [std::ops::Range<usize>; 2] {
+    fn lo(&self) -> usize {
+        if self[0].is_empty() {
+            self[1].start
+        } else {
+            self[0].start
+        }
+    }
+    fn hi(&self) -> usize {
+        if self[1].is_empty() {
+            self[0].end
+        } else {
+            self[1].end
+        }
+    }
+    fn sees(&self, p: usize) -> bool {
+        self[0].sees(p) || self[1].sees(p)
+    }
+    fn span(&self, t0: usize) -> std::ops::Range<usize> {
+        let a = self[0].span(t0);
+        if a.is_empty() {
+            self[1].span(t0)
+        } else {
+            a
+        }
     }
 }
 
@@ -286,6 +362,34 @@ pub fn attend_tiled_stats<'a>(
         }
     }
     tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar, stats)
+}
+
+/// `attend_tiled` over llama.cpp's cells instead of positions (`k_at(c)` /
+/// `v_at(c)`: the rows cell c holds), each query seeing up to two ranges of
+/// cells: a sliding-window cache past its size, where the ring puts the
+/// newest positions in its first cells (`LlamaCells`). The same kernel as
+/// `attend_tiled`'s generic body, the same bits where one range is given.
+pub fn attend_tiled_cells<'a>(
+    qs: &[&[f32]],
+    visible: &[[std::ops::Range<usize>; 2]],
+    k_at: impl Fn(usize) -> &'a [u16],
+    v_at: impl Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if crate::quant::simd::has_avx512() {
+            // SAFETY: avx512f/avx2/fma/f16c detected at run time; the body is plain Rust.
+            return unsafe { tiled_avx512(qs, visible, &k_at, &v_at, scale, dv, out, None) };
+        }
+        if crate::quant::simd::has_avx2() {
+            // SAFETY: avx2/fma/f16c detected at run time; the body is plain Rust.
+            return unsafe { tiled_fma(qs, visible, &k_at, &v_at, scale, dv, out, None) };
+        }
+    }
+    tiled_body(qs, visible, &k_at, &v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar, None)
 }
 
 /// Key positions per segment when fast mode splits a long context over
@@ -431,9 +535,9 @@ fn widen_f16c(src: &[u16], dst: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiled_fma<'a>(
+unsafe fn tiled_fma<'a, V: Visible>(
     qs: &[&[f32]],
-    ranges: &[std::ops::Range<usize>],
+    ranges: &[V],
     k_at: &dyn Fn(usize) -> &'a [u16],
     v_at: &dyn Fn(usize) -> &'a [u16],
     scale: f32,
@@ -449,9 +553,9 @@ unsafe fn tiled_fma<'a>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tiled_avx512<'a>(
+unsafe fn tiled_avx512<'a, V: Visible>(
     qs: &[&[f32]],
-    ranges: &[std::ops::Range<usize>],
+    ranges: &[V],
     k_at: &dyn Fn(usize) -> &'a [u16],
     v_at: &dyn Fn(usize) -> &'a [u16],
     scale: f32,
@@ -470,9 +574,9 @@ unsafe fn tiled_avx512<'a>(
 /// when no key of the tile counts (the query skips the tile).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tile_softmax(
+fn tile_softmax<V: Visible>(
     sc: &[f32; FA_TILE],
-    r: &std::ops::Range<usize>,
+    r: &V,
     t0: usize,
     scale: f32,
     m: &mut f32,
@@ -483,7 +587,7 @@ fn tile_softmax(
 ) -> bool {
     for j in 0..FA_TILE {
         let p = t0 + j;
-        w[j] = if p >= r.start && p < r.end { sc[j] * scale } else { f32::NEG_INFINITY };
+        w[j] = if r.sees(p) { sc[j] * scale } else { f32::NEG_INFINITY };
     }
     // the maximum by 16 lanes (the same value in any order: vectorized,
     // where a sequential fold was 2x the score work of a 64-dim head)
@@ -563,9 +667,9 @@ fn finish(acc: &mut [f32], dv: usize, m: &[f32], s_sum: &[f32], stats: Option<&m
 /// fused chain as in ggml's simd_gemm.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn tiled_body<'a>(
+fn tiled_body<'a, V: Visible>(
     qs: &[&[f32]],
-    ranges: &[std::ops::Range<usize>],
+    ranges: &[V],
     k_at: &dyn Fn(usize) -> &'a [u16],
     v_at: &dyn Fn(usize) -> &'a [u16],
     scale: f32,
@@ -582,8 +686,8 @@ fn tiled_body<'a>(
         return;
     }
     let dk = qs[0].len();
-    let lo = ranges.iter().map(|r| r.start).min().unwrap_or(0) / T * T;
-    let hi = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+    let lo = ranges.iter().map(|r| r.lo()).min().unwrap_or(0) / T * T;
+    let hi = ranges.iter().map(|r| r.hi()).max().unwrap_or(0);
     let mut kt = vec![0f32; dk * T]; // [d][key]
     let mut vt = vec![0f32; T * dv]; // [key][d]
     let mut m = vec![f32::NEG_INFINITY; nq];
@@ -607,7 +711,7 @@ fn tiled_body<'a>(
         widen_kt(&krows[..n_in], dk, &mut kt);
         for (i, q) in qs.iter().enumerate() {
             let r = &ranges[i];
-            if r.end <= t0 || r.start >= t0 + T {
+            if r.span(t0).is_empty() {
                 continue;
             }
             let mut sc = [0f32; T];
@@ -626,7 +730,7 @@ fn tiled_body<'a>(
             // changes nothing, so only the range's keys are added; each value
             // lane is one fused chain over the keys, held in registers by
             // blocks of VBLOCK lanes
-            let (j0, j1) = (r.start.max(t0) - t0, r.end.min(t0 + T) - t0);
+            let (j0, j1) = (r.span(t0).start, r.span(t0).end);
             if dv.is_multiple_of(VBLOCK) {
                 for c in (0..dv).step_by(VBLOCK) {
                     let mut loc = [0f32; VBLOCK];
@@ -818,6 +922,16 @@ mod tests {
         let keys: Vec<usize> = ring.keys(0..1024, 639..1151).collect();
         assert_eq!(keys.len(), 512);
         assert_eq!((keys[0], keys[126], keys[127], keys[511]), (1024, 1150, 639, 1023));
+        // the same keys as cell ranges: cells 0..127 (1024..1151), 639..1024
+        assert_eq!(ring.cell_ranges(&(639..1151)), [0..127, 639..1024]);
+        assert_eq!(ring.cell_ranges(&(1030..1100)), [6..76, 0..0]);
+        assert_eq!(flat.cell_ranges(&(10..200)), [10..200, 0..0]);
+        for q in [1024, 1060, 1150] {
+            let visible = (q + 1 - 512)..q + 1;
+            let [a, b] = ring.cell_ranges(&visible);
+            let via: Vec<usize> = a.chain(b).map(|c| ring.pos(c).unwrap()).collect();
+            assert_eq!(via, ring.keys(0..1024, visible).collect::<Vec<_>>());
+        }
     }
 
     /// One chunk (one thread) is `attend_f16`; keys all in the first chunk
