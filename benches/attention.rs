@@ -8,7 +8,7 @@
 //! `cargo bench --bench attention` (AT_DEPTH, AT_QUERIES override).
 use criterion::{criterion_group, criterion_main, Criterion};
 use rllama::ops::attention::{attend_tiled_stats, KEY_SEGMENT};
-use rllama::parallel;
+use rllama::parallel::{self, SendPtr};
 
 const LAYERS: usize = 24;
 const KV_HEADS: usize = 2;
@@ -52,23 +52,6 @@ fn bench(c: &mut Criterion) {
         })
     });
 }
-
-/// A pointer the work items share (each writes its own element).
-struct SendPtr<T>(*mut T);
-impl<T> Clone for SendPtr<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for SendPtr<T> {}
-impl<T> SendPtr<T> {
-    /// Through a method, so closures capture the wrapper, not the raw field.
-    fn get(self) -> *mut T {
-        self.0
-    }
-}
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

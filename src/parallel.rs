@@ -232,8 +232,14 @@ pub fn for_each(n_items: usize, f: impl Fn(usize) + Sync) {
 }
 
 /// A raw pointer that parallel items use to write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
 pub struct SendPtr<T>(pub *mut T);
+// Copy for any T (a derive would ask T: Copy; the pointer is copied, not T).
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
 // SAFETY: users write only disjoint elements from different items.
 unsafe impl<T> Send for SendPtr<T> {}
 unsafe impl<T> Sync for SendPtr<T> {}

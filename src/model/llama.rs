@@ -429,6 +429,8 @@ impl Model {
         // KEY_SEGMENT at fixed key positions (flash-decoding: more work items
         // for one token), merging the segments in order.
         let fast = !crate::quant::fast::exact();
+        // llama.cpp's cache for this layer (exact mode follows its cell order)
+        let cells = llama_kv_cells(kv.n_ctx, swa.then_some(c.swa_window));
         if fast || (n >= FA_TILE && !steps) {
             let max_end = rows.iter().map(|&t| pos0 + t + 1).max().unwrap_or(0);
             let min_start = rows.iter().map(|&t| first_pos(t)).min().unwrap_or(0);
@@ -437,12 +439,11 @@ impl Model {
             let nseg = if split { seg1 - seg0 } else { 1 };
             let keys = |sg: usize| if split { (seg0 + sg) * KEY_SEGMENT..(seg0 + sg + 1) * KEY_SEGMENT } else { 0..usize::MAX };
             // exact mode's batch once llama.cpp's sliding-window cache has
-            // turned into a ring (its cells then hold positions out of order)
-            let lc = LlamaCells { cells: llama_kv_cells(kv.n_ctx, swa.then_some(c.swa_window)), last: pos0 + n - 1 };
-            // (every row's window still in the cells: a batch no longer than
-            // llama.cpp's ubatch, as its cache is sized for)
-            let held = (min_start + lc.cells > lc.last).then_some(lc);
-            let ring = held.filter(|_| !fast && swa && lc.last >= lc.cells);
+            // turned into a ring (its cells then hold positions out of
+            // order), every row's window still in the cells (a batch no
+            // longer than llama.cpp's ubatch, as its cache is sized for)
+            let lc = LlamaCells { cells, last: pos0 + n - 1 };
+            let ring = (!fast && swa && lc.last >= cells && min_start + cells > lc.last).then_some(lc);
             // work items: a KV head, its query heads (the K/V tiles are
             // widened once for them all), a block of FA_TILE rows, a key
             // segment; the heads split only when there would be fewer items
@@ -517,7 +518,6 @@ impl Model {
             // keys over llama.cpp's threads (rllama's -t stands for its -t)
             let one_token = n == 1 || steps;
             let nth = parallel::n_threads();
-            let cells = llama_kv_cells(kv.n_ctx, swa.then_some(c.swa_window));
             parallel::for_each(nr * nh, |i| {
                 thread_local! {
                     static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };

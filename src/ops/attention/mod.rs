@@ -711,7 +711,8 @@ fn tiled_body<'a, V: Visible>(
         widen_kt(&krows[..n_in], dk, &mut kt);
         for (i, q) in qs.iter().enumerate() {
             let r = &ranges[i];
-            if r.span(t0).is_empty() {
+            let span = r.span(t0);
+            if span.is_empty() {
                 continue;
             }
             let mut sc = [0f32; T];
@@ -730,7 +731,7 @@ fn tiled_body<'a, V: Visible>(
             // changes nothing, so only the range's keys are added; each value
             // lane is one fused chain over the keys, held in registers by
             // blocks of VBLOCK lanes
-            let (j0, j1) = (r.span(t0).start, r.span(t0).end);
+            let (j0, j1) = (span.start, span.end);
             if dv.is_multiple_of(VBLOCK) {
                 for c in (0..dv).step_by(VBLOCK) {
                     let mut loc = [0f32; VBLOCK];
