@@ -352,16 +352,8 @@ pub fn attend_tiled_stats<'a>(
             // SAFETY: avx2/fma/f16c detected at run time; sizes checked.
             return unsafe { regs::tiled_regs_avx2(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
         }
-        if crate::quant::simd::has_avx512() {
-            // SAFETY: avx512f/avx2/fma/f16c detected at run time; the body is plain Rust.
-            return unsafe { tiled_avx512(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
-        }
-        if crate::quant::simd::has_avx2() {
-            // SAFETY: avx2/fma/f16c detected at run time; the body is plain Rust.
-            return unsafe { tiled_fma(qs, ranges, &k_at, &v_at, scale, dv, out, stats) };
-        }
     }
-    tiled_body(qs, ranges, &k_at, &v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar, stats)
+    tiled_generic(qs, ranges, &k_at, &v_at, scale, dv, out, stats)
 }
 
 /// `attend_tiled` over llama.cpp's cells instead of positions (`k_at(c)` /
@@ -378,18 +370,35 @@ pub fn attend_tiled_cells<'a>(
     dv: usize,
     out: &mut [f32],
 ) {
+    tiled_generic(qs, visible, &k_at, &v_at, scale, dv, out, None)
+}
+
+/// The generic tiled body (any `Visible`) compiled for the best ISA the CPU
+/// has: `attend_tiled_stats` where the register kernels do not apply, and
+/// `attend_tiled_cells`.
+#[allow(clippy::too_many_arguments)]
+fn tiled_generic<'a, V: Visible>(
+    qs: &[&[f32]],
+    ranges: &[V],
+    k_at: &dyn Fn(usize) -> &'a [u16],
+    v_at: &dyn Fn(usize) -> &'a [u16],
+    scale: f32,
+    dv: usize,
+    out: &mut [f32],
+    stats: Option<&mut [(f32, f32)]>,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if crate::quant::simd::has_avx512() {
             // SAFETY: avx512f/avx2/fma/f16c detected at run time; the body is plain Rust.
-            return unsafe { tiled_avx512(qs, visible, &k_at, &v_at, scale, dv, out, None) };
+            return unsafe { tiled_avx512(qs, ranges, k_at, v_at, scale, dv, out, stats) };
         }
         if crate::quant::simd::has_avx2() {
             // SAFETY: avx2/fma/f16c detected at run time; the body is plain Rust.
-            return unsafe { tiled_fma(qs, visible, &k_at, &v_at, scale, dv, out, None) };
+            return unsafe { tiled_fma(qs, ranges, k_at, v_at, scale, dv, out, stats) };
         }
     }
-    tiled_body(qs, visible, &k_at, &v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar, None)
+    tiled_body(qs, ranges, k_at, v_at, scale, dv, out, widen_scalar, widen_kt_scalar, exp_scalar, stats)
 }
 
 /// Key positions per segment when fast mode splits a long context over
