@@ -341,22 +341,12 @@ unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(w: *const u8, nb:
     prefetch_l2(w, b, K::G);
     let mut s = [[[zero; 2]; P]; T];
     if K::SUB16 {
-        for k in 0..16 {
-            let (g0, g1) = K::plane(p, k);
-            let sc = scale_pairs(K::scales(mt, k));
-            let scf = fold_pairs(K::scales(mt, k));
-            for (t, sp) in s.iter_mut().enumerate() {
-                let st = &mut sp[k * P / 16];
-                let q = (*acts[t].add(b)).qs.as_ptr().add(16 * k);
-                let a = [bcast8(q), bcast8(q.add(8))];
-                if K::FOLD {
-                    st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1], a), scf));
-                    continue;
-                }
-                for h in 0..2 {
-                    st[h] = _mm256_add_epi32(st[h], scaled::<K, 2>([g0[h], g1[h]], a, sc[h]));
-                }
-            }
+        // planes by pairs, each of a pair inlined on its own: which half of
+        // a byte of the 2-bit planes (`k % 2`) is then known when compiling
+        // (a loop over k kept a branch and a shift per plane)
+        for m in 0..8 {
+            sub16_plane::<K, T, P>(p, mt, acts, b, 2 * m, &mut s);
+            sub16_plane::<K, T, P>(p, mt, acts, b, 2 * m + 1, &mut s);
         }
     } else {
         for j in 0..8 {
@@ -388,6 +378,34 @@ unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(w: *const u8, nb:
         }
     }
     out
+}
+
+/// Plane k (16 elements, one scale) of a 16-element-scale type's
+/// super-block b against T tokens, into `sb_partials`' sums.
+#[inline(always)]
+unsafe fn sub16_plane<K: Tile, const T: usize, const P: usize>(
+    p: *const u8,
+    mt: *const u8,
+    acts: &[*const BlockQ8K; T],
+    b: usize,
+    k: usize,
+    s: &mut [[Halves; P]; T],
+) {
+    let (g0, g1) = K::plane(p, k);
+    let sc = scale_pairs(K::scales(mt, k));
+    let scf = fold_pairs(K::scales(mt, k));
+    for (t, sp) in s.iter_mut().enumerate() {
+        let st = &mut sp[k * P / 16];
+        let q = (*acts[t].add(b)).qs.as_ptr().add(16 * k);
+        let a = [bcast8(q), bcast8(q.add(8))];
+        if K::FOLD {
+            st[0] = _mm256_add_epi32(st[0], _mm256_madd_epi16(folded([g0, g1], a), scf));
+            continue;
+        }
+        for h in 0..2 {
+            st[h] = _mm256_add_epi32(st[h], scaled::<K, 2>([g0[h], g1[h]], a, sc[h]));
+        }
+    }
 }
 
 /// sum_g c[g] * bsum16[g] per row (lane r), c = `K::pairs` (16 per block).
