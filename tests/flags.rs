@@ -276,8 +276,9 @@ fn huge_draft_length_is_capped() {
 }
 
 /// `bench --spec-type`: a tg row with drafting on, named as llama-bench
-/// would name a test (`tg8+ngram-lookup`), after the plain one; draft-mtp
-/// without a head is one error line.
+/// would name a test (`tg8+ngram-lookup`), after the plain one, and its
+/// speed-up over plain greedy runs on stderr; draft-mtp without a head is
+/// one error line.
 #[test]
 fn bench_spec_type_adds_a_drafting_tg_row() {
     let Some(m) = common::model(common::SMOLLM2) else { return };
@@ -288,6 +289,9 @@ fn bench_spec_type_adds_a_drafting_tg_row() {
     let rows: Vec<&str> = text.lines().filter(|l| l.contains(" tg8")).collect();
     assert_eq!(rows.len(), 2, "{text}");
     assert!(rows[1].contains("tg8+ngram-lookup"), "{text}");
+    // paired with plain greedy runs of the same request: their speed-up
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tg8+ngram-lookup: ") && err.contains("x the same greedy generation without drafting (median of 1 interleaved pairs"), "{err}");
     let out = run(&["bench", "-m", m, "-p", "0", "-n", "8", "-r", "1", "--spec-type", "draft-mtp"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

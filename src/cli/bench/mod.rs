@@ -543,15 +543,32 @@ fn run_gen(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<
 /// A speculative tg row: `o.reps` greedy generations of `inst.n_gen` tokens.
 fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option<&crate::heads::Heads>, inst: &Instance, o: &BenchOpts) -> Result<TestResult> {
     let prompt = spec::prompt_tokens(m, tok, &o.spec_prompt)?;
+    let err = |e: anyhow::Error| anyhow::anyhow!("error: {e:#}");
     if o.warmup {
-        spec::run(m, tok, heads, o, &prompt, 4)?;
+        spec::run(m, tok, heads, o, &prompt, 4, true).map_err(err)?;
     }
-    let runs =
-        (0..o.reps).map(|_| spec::run(m, tok, heads, o, &prompt, inst.n_gen)).collect::<Result<Vec<_>>>().map_err(|e| anyhow::anyhow!("error: {e:#}"))?;
+    // Each drafting run is paired with a plain greedy generation of the same
+    // request, in alternating order: the machine's speed drifts by tens of
+    // percent within minutes, and a pair sees the same drift. The plain
+    // run's text also checks that drafting is lossless.
+    let (mut runs, mut plain) = (Vec::new(), Vec::new());
+    for i in 0..o.reps {
+        let mut pair = [None, None];
+        for drafting in if i % 2 == 0 { [false, true] } else { [true, false] } {
+            pair[drafting as usize] = Some(spec::run(m, tok, heads, o, &prompt, inst.n_gen, drafting).map_err(err)?);
+        }
+        let [Some(p), Some(d)] = pair else { unreachable!("both runs of a pair ran") };
+        if p.tokens != d.tokens {
+            let at = p.tokens.iter().zip(&d.tokens).position(|(a, b)| a != b).unwrap_or(0);
+            bail!("error: tg{}+{}: drafting changed the greedy output (first at generated token {at})", inst.n_gen, spec::label(&o.spec));
+        }
+        plain.push(p.ns);
+        runs.push(d);
+    }
     // the counts of every repetition (the length policy follows measured
     // times, so repetitions of the same greedy text draft differently)
     let mut total: Vec<spec::Tally> = Vec::new();
-    for (_, tallies) in &runs {
+    for spec::Run { tallies, .. } in &runs {
         for (i, t) in tallies.iter().enumerate() {
             match total.get_mut(i) {
                 Some(s) => s.add(t),
@@ -562,7 +579,10 @@ fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option
     for t in &total {
         eprintln!("tg{}+{}: {} (over {} runs)", inst.n_gen, spec::label(&o.spec), t.line(), runs.len());
     }
-    let samples = runs.into_iter().map(|r| r.0).collect();
+    let samples: Vec<u64> = runs.into_iter().map(|r| r.ns).collect();
+    if !samples.is_empty() {
+        eprintln!("{}", spec::speedup_line(&format!("tg{}+{}", inst.n_gen, spec::label(&o.spec)), &plain, &samples, inst.n_gen));
+    }
     // spec instances have no prompt and no depth
     Ok(TestResult { spec: Some(spec::label(&o.spec)), ..TestResult::new(m, inst, samples) })
 }

@@ -6,7 +6,7 @@
 
 use crate::decode::drafters::{Drafters, NgramOpts, SpecType};
 use crate::decode::generator::Generator;
-use crate::decode::speculative::Drafter;
+use crate::decode::speculative::{DraftLength, Drafter};
 use crate::decode::Session;
 use crate::heads::Heads;
 use crate::model::Model;
@@ -67,15 +67,27 @@ impl Tally {
     }
 }
 
-/// Nanoseconds to generate `n` tokens greedily after `prompt` with `o.spec`
-/// drafting, and each drafter's counts.
-pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOpts, prompt: &[u32], n: usize) -> Result<(u64, Vec<Tally>)> {
+/// One greedy generation of the bench's request.
+pub struct Run {
+    /// Nanoseconds of the generation (the prompt excluded).
+    pub ns: u64,
+    /// Each drafter's counts (none without drafting).
+    pub tallies: Vec<Tally>,
+    /// The first n generated tokens.
+    pub tokens: Vec<u32>,
+}
+
+/// Generate `n` tokens greedily after `prompt`, with `o.spec` drafting or
+/// (`drafting` false) without: the same loop, sampler and banned tokens, so
+/// the two differ only by the drafting.
+pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOpts, prompt: &[u32], n: usize, drafting: bool) -> Result<Run> {
     let mtp = heads.and_then(|h| h.mtp.as_ref()).or(m.nextn().first());
     let opts = NgramOpts { mtp_p_min: o.draft_p_min, ..NgramOpts::default() };
     let mut ds = Drafters::from_types(&o.spec, &opts, None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?;
-    let len = ds.length();
+    let len = if drafting { ds.length() } else { DraftLength::new(0, 0) };
     let sess = Session::new(m, prompt.len() + n + DRAFT_CAP + 1, 512)?;
-    let mut gen = Generator::new(sess, Sampler::new(SamplerParams { temp: 0.0, ..Default::default() }), Some(&mut ds as &mut dyn Drafter), len);
+    let drafter = if drafting { Some(&mut ds as &mut dyn Drafter) } else { None };
+    let mut gen = Generator::new(sess, Sampler::new(SamplerParams { temp: 0.0, ..Default::default() }), drafter, len);
     gen.banned = (0..m.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect();
     gen.prompt(prompt)?;
     let t0 = Instant::now();
@@ -84,8 +96,28 @@ pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOp
         done += gen.next()?.len();
     }
     let ns = (t0.elapsed().as_nanos() as u64).max(1);
+    let tokens = gen.history()[prompt.len()..].iter().take(n).copied().collect();
     drop(gen);
-    let tallies =
-        ds.entries().iter().map(|e| Tally { name: e.d.name().to_string(), drafted: e.n_drafted, accepted: e.n_accept, by_pos: e.by_pos.clone() }).collect();
-    Ok((ns, tallies))
+    let tallies = if drafting {
+        ds.entries().iter().map(|e| Tally { name: e.d.name().to_string(), drafted: e.n_drafted, accepted: e.n_accept, by_pos: e.by_pos.clone() }).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Run { ns, tallies, tokens })
+}
+
+/// The drafting runs' speed against the plain runs' (paired, interleaved)
+/// as the stderr line: the median of the pairs' ratios and each pair's.
+pub fn speedup_line(test: &str, plain: &[u64], drafted: &[u64], n: usize) -> String {
+    let mut ratios: Vec<f64> = plain.iter().zip(drafted).map(|(&p, &d)| p as f64 / d as f64).collect();
+    let each = ratios.iter().map(|r| format!("{r:.2}x")).collect::<Vec<_>>().join(" ");
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let ts = |ns: &[u64]| ns.iter().map(|&x| n as f64 * 1e9 / x as f64).sum::<f64>() / ns.len() as f64;
+    format!(
+        "{test}: {median:.2}x the same greedy generation without drafting (median of {} interleaved pairs: {each}; {:.2} t/s plain, {:.2} t/s drafting)",
+        ratios.len(),
+        ts(plain),
+        ts(drafted)
+    )
 }
