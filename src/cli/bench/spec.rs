@@ -83,10 +83,10 @@ pub struct Run {
 pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOpts, prompt: &[u32], n: usize, drafting: bool) -> Result<Run> {
     let mtp = heads.and_then(|h| h.mtp.as_ref()).or(m.nextn().first());
     let opts = NgramOpts { mtp_p_min: o.draft_p_min, ..NgramOpts::default() };
-    let mut ds = Drafters::from_types(&o.spec, &opts, None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?;
-    let len = if drafting { ds.length() } else { DraftLength::new(0, 0) };
+    let mut ds = if drafting { Some(Drafters::from_types(&o.spec, &opts, None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?) } else { None };
+    let len = ds.as_ref().map_or_else(|| DraftLength::new(0, 0), |d| d.length());
     let sess = Session::new(m, prompt.len() + n + DRAFT_CAP + 1, 512)?;
-    let drafter = if drafting { Some(&mut ds as &mut dyn Drafter) } else { None };
+    let drafter = ds.as_mut().map(|d| d as &mut dyn Drafter);
     let mut gen = Generator::new(sess, Sampler::new(SamplerParams { temp: 0.0, ..Default::default() }), drafter, len);
     gen.banned = (0..m.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect();
     gen.prompt(prompt)?;
@@ -98,11 +98,9 @@ pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOp
     let ns = (t0.elapsed().as_nanos() as u64).max(1);
     let tokens = gen.history()[prompt.len()..].iter().take(n).copied().collect();
     drop(gen);
-    let tallies = if drafting {
+    let tallies = ds.map_or_else(Vec::new, |ds| {
         ds.entries().iter().map(|e| Tally { name: e.d.name().to_string(), drafted: e.n_drafted, accepted: e.n_accept, by_pos: e.by_pos.clone() }).collect()
-    } else {
-        Vec::new()
-    };
+    });
     Ok(Run { ns, tallies, tokens })
 }
 
