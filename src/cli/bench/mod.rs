@@ -544,6 +544,8 @@ fn run_gen(s: &mut Session, rng: &mut rand::rngs::StdRng, n: usize, bos: Option<
 fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option<&crate::heads::Heads>, inst: &Instance, o: &BenchOpts) -> Result<TestResult> {
     let prompt = spec::prompt_tokens(m, tok, &o.spec_prompt)?;
     let err = |e: anyhow::Error| anyhow::anyhow!("error: {e:#}");
+    // the test's name, as its row and stderr lines give it
+    let test = format!("tg{}+{}", inst.n_gen, spec::label(&o.spec));
     if o.warmup {
         spec::run(m, tok, heads, o, &prompt, 4, true).map_err(err)?;
     }
@@ -560,7 +562,7 @@ fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option
         let [Some(p), Some(d)] = pair else { unreachable!("both runs of a pair ran") };
         if p.tokens != d.tokens {
             let at = p.tokens.iter().zip(&d.tokens).position(|(a, b)| a != b).unwrap_or(0);
-            bail!("error: tg{}+{}: drafting changed the greedy output (first at generated token {at})", inst.n_gen, spec::label(&o.spec));
+            bail!("error: {test}: drafting changed the greedy output (first at generated token {at})");
         }
         plain.push(p.ns);
         runs.push(d);
@@ -577,11 +579,11 @@ fn run_spec_instance(m: &Model, tok: &crate::tokenizer::Tokenizer, heads: Option
         }
     }
     for t in &total {
-        eprintln!("tg{}+{}: {} (over {} runs)", inst.n_gen, spec::label(&o.spec), t.line(), runs.len());
+        eprintln!("{test}: {} (over {} runs)", t.line(), runs.len());
     }
     let samples: Vec<u64> = runs.into_iter().map(|r| r.ns).collect();
     if !samples.is_empty() {
-        eprintln!("{}", spec::speedup_line(&format!("tg{}+{}", inst.n_gen, spec::label(&o.spec)), &plain, &samples, inst.n_gen));
+        eprintln!("{}", spec::speedup_line(&test, &plain, &samples, inst.n_gen));
     }
     // spec instances have no prompt and no depth
     Ok(TestResult { spec: Some(spec::label(&o.spec)), ..TestResult::new(m, inst, samples) })
