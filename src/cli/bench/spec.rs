@@ -10,6 +10,7 @@ use crate::decode::speculative::{DraftLength, Drafter};
 use crate::decode::Session;
 use crate::heads::Heads;
 use crate::model::Model;
+use crate::perplexity::logprob::median;
 use crate::sampling::{Sampler, SamplerParams};
 use crate::tokenizer::Tokenizer;
 use anyhow::Result;
@@ -105,12 +106,13 @@ pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOp
 }
 
 /// The drafting runs' speed against the plain runs' (paired, interleaved)
-/// as the stderr line: the median of the pairs' ratios and each pair's.
+/// as the stderr line: the median of the pairs' ratios (the mean of the
+/// middle two for an even count) and each pair's.
 pub fn speedup_line(test: &str, plain: &[u64], drafted: &[u64], n: usize) -> String {
-    let mut ratios: Vec<f64> = plain.iter().zip(drafted).map(|(&p, &d)| p as f64 / d as f64).collect();
+    let mut ratios: Vec<f32> = plain.iter().zip(drafted).map(|(&p, &d)| (p as f64 / d as f64) as f32).collect();
     let each = ratios.iter().map(|r| format!("{r:.2}x")).collect::<Vec<_>>().join(" ");
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios[ratios.len() / 2];
+    ratios.sort_by(f32::total_cmp);
+    let median = median(&ratios);
     let ts = |ns: &[u64]| ns.iter().map(|&x| n as f64 * 1e9 / x as f64).sum::<f64>() / ns.len() as f64;
     format!(
         "{test}: {median:.2}x the same greedy generation without drafting (median of {} interleaved pairs: {each}; {:.2} t/s plain, {:.2} t/s drafting)",
@@ -118,4 +120,18 @@ pub fn speedup_line(test: &str, plain: &[u64], drafted: &[u64], n: usize) -> Str
         ts(plain),
         ts(drafted)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::speedup_line;
+
+    #[test]
+    fn speedup_median_of_even_pairs_is_mean_of_middle_two() {
+        // Ratios 1.0, 1.2, 1.4, 2.0: the median is 1.3, not 1.4.
+        let line = speedup_line("tg4+x", &[100, 120, 140, 200], &[100, 100, 100, 100], 4);
+        assert!(line.starts_with("tg4+x: 1.30x the same"), "{line}");
+        let odd = speedup_line("tg4+x", &[100, 300, 120], &[100, 100, 100], 4);
+        assert!(odd.starts_with("tg4+x: 1.20x the same"), "{odd}");
+    }
 }
