@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
                 continue;
             }
             for &n in &tokens {
-                let x: Vec<f32> = (0..n * w.cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+                let x = common::bench_acts(n * w.cols);
                 let mut q = QuantizedActs::default();
                 quantize_acts(&w, &x, n, &mut q);
                 let mut out = vec![0f32; n * w.rows];

@@ -54,7 +54,7 @@ fn main() {
     let calls = if ws.len() > 1 { 1 } else { CACHED_CALLS };
     print!("{name} ({} x {} {}, {} matrices):", w0.rows, w0.cols, w0.ty.name(), ws.len());
     for n in tokens.split(',').filter_map(|t| t.parse::<usize>().ok()) {
-        let x: Vec<f32> = (0..n * w0.cols).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        let x = common::bench_acts(n * w0.cols);
         let mut q = QuantizedActs::default();
         quantize_acts(w0, &x, n, &mut q);
         let mut out = vec![0f32; n * w0.rows];

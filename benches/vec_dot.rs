@@ -1,12 +1,14 @@
 //! vec_dot of every weight type (scalar reference and the runtime-selected
 //! kernel) on a 4096-element row: `cargo bench --bench vec_dot`.
 use criterion::{criterion_group, criterion_main, Criterion};
+#[path = "../tests/common/mod.rs"]
+mod common;
 use rllama::gguf::GgmlType;
 use rllama::quant::{kernels, scalar_kernels, AlignedBytes};
 
 fn bench(c: &mut Criterion) {
     let n = 4096;
-    let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    let x = common::bench_acts(n);
     for &(ty, ..) in rllama::gguf::TYPE_TABLE {
         let Some(sk) = scalar_kernels(ty) else { continue };
         let fk = kernels(ty).unwrap();

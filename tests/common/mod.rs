@@ -40,6 +40,11 @@ pub fn scaled<T>(short: T, long: T) -> T {
     }
 }
 
+/// `len` deterministic activations in [-1, 1) (the benches' input rows).
+pub fn bench_acts(len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()
+}
+
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("RLLAMA_MODELS") {
         Some(d) => PathBuf::from(d),
