@@ -395,3 +395,37 @@ fn training_chains_the_head_as_drafting_does() {
     }
     assert!(checked > 24, "{checked} rows checked");
 }
+
+/// The draft vocabulary ranks what drafting meets: tokens of the model's
+/// own (training) answers come before tokens seen nowhere, even when the
+/// calibration text never has them.
+#[test]
+fn mtp_draft_vocabulary_counts_the_models_answers() {
+    use rllama::heads::graft::heads_writer;
+    use rllama::heads::mtp::{graft_mtp, MtpParams, DISTILL_GEN};
+    let m = tiny_model(1);
+    // calibration text of tokens 0 and 1 only
+    let mut r = Rng(11);
+    let toks: Vec<u32> = (0..32 * 12).map(|_| (r.next() % 2) as u32).collect();
+    let prompts: Vec<Vec<u32>> = (0..8u32).map(|i| (0..24).map(|j| ((i >> (j % 3)) ^ j) & 1).collect()).collect();
+    let mut w = heads_writer(&m, &toks).unwrap();
+    let p = MtpParams { self_distill: 8 * DISTILL_GEN, distill_prompts: prompts.clone(), ..common::closed_form_mtp(32, None, 2, rllama::gguf::GgmlType::Q8_0) };
+    graft_mtp(&m, &toks, &p, &mut w, &mut Quiet).unwrap();
+    let path = tmp("vocab-heads.gguf");
+    w.write_file(&path).unwrap();
+    let h = Heads::load(&path, &m).unwrap();
+    std::fs::remove_file(&path).ok();
+    let answers = rllama::decode::batch::greedy_many(&m, &prompts, DISTILL_GEN, &[], 4, false, |_| {}).unwrap();
+    let nv = m.cfg.n_vocab as u32;
+    // in two answers or more: at least one of them trained (one in eight is held out)
+    let in_answers = |t: u32| answers.iter().zip(&prompts).filter(|(a, p)| a.tokens[p.len()..].contains(&t)).count();
+    let answered: Vec<u32> = (2..nv).filter(|&t| in_answers(t) >= 2).collect();
+    let nowhere: Vec<u32> = (2..nv).filter(|&t| in_answers(t) == 0).collect();
+    assert!(!answered.is_empty() && !nowhere.is_empty(), "the test needs both: answered {answered:?}, nowhere {nowhere:?}");
+    let rank = |t: u32| h.vocab.iter().position(|&v| v == t).unwrap();
+    for &a in &answered {
+        for &n in &nowhere {
+            assert!(rank(a) < rank(n), "token {a} of the answers ranks after token {n}, seen nowhere: {:?}", h.vocab);
+        }
+    }
+}

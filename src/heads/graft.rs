@@ -116,9 +116,14 @@ pub fn heads_writer(model: &Model, tokens: &[u32]) -> Result<GgufWriter> {
     w.set(KEY_N_VOCAB, Value::U32(c.n_vocab as u32));
     w.set_str(KEY_FINGERPRINT, &fingerprint(&model.g));
     w.set(KEY_PROBE, Value::f32_array(probe(model)?));
-    let order = vocab_order(tokens, c.n_vocab, DRAFT_VOCAB_MAX);
-    w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
+    set_draft_vocab(model, &mut w, tokens);
     Ok(w)
+}
+
+/// The draft vocabulary of `tokens` (the text drafting will meet) into `w`.
+pub fn set_draft_vocab(model: &Model, w: &mut GgufWriter, tokens: &[u32]) {
+    let order = vocab_order(tokens, model.cfg.n_vocab, DRAFT_VOCAB_MAX);
+    w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
 }
 
 /// Fit the heads on `tokens` (the calibration text) and write them.

@@ -366,6 +366,14 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         }
     }
     times.push(("self-distillation", t_distill.elapsed().as_secs_f64()));
+    // the draft vocabulary ranks what drafting meets: the calibration text
+    // and the model's own answers (code fences and a prompt's names that
+    // book text lacks); held-out answers stay out of it
+    let mut seen = tokens.to_vec();
+    for (chunk, _) in &samples[fit..] {
+        seen.extend_from_slice(chunk);
+    }
+    super::graft::set_draft_vocab(model, w, &seen);
     let t_fit = Instant::now();
     let (mut zz, mut zy) = (Mat::<f64>::zeros(2 * d, 2 * d), Mat::<f64>::zeros(2 * d, d));
     for (chunk, f) in &samples {
@@ -392,7 +400,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         prog.chunk(fit + n_distill + hi + 1, total);
     }
     // the head's choices over the vocabulary it drafts from (and trains on)
-    let vocab = draft_output(model, tokens, p.train_vocab)?;
+    let vocab = draft_output(model, &seen, p.train_vocab)?;
     let evaluate = |h: &HeadWeights, held: &[HeldOut]| -> Result<Counts> {
         let mut tmp = GgufWriter::new();
         h.write(model, &mut tmp, p.ty)?;
@@ -418,7 +426,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     let agree_start = report(&start)?;
     let mut t_report = t_eval.elapsed().as_secs_f64();
     let t_train = Instant::now();
-    let trained = if p.epochs > 0 { train_head(model, tokens, &start, samples, &held, p, prog)? } else { start };
+    let trained = if p.epochs > 0 { train_head(model, &seen, &start, samples, &held, p, prog)? } else { start };
     times.push(("training", t_train.elapsed().as_secs_f64()));
     trained.write(model, w, p.ty)?;
     let t_eval = Instant::now();
@@ -507,8 +515,8 @@ fn top1_normed(model: &Model, x: &[f32], out: Option<&DraftOutput>) -> Vec<usize
     top
 }
 
-/// The first `k` tokens of the calibration text's draft vocabulary as
-/// drafting cuts the output matrix (None: the whole vocabulary).
+/// The first `k` tokens of the draft vocabulary of `tokens` as drafting
+/// cuts the output matrix (None: the whole vocabulary).
 pub fn draft_output(model: &Model, tokens: &[u32], k: usize) -> Result<Option<DraftOutput>> {
     if k == 0 || k >= model.cfg.n_vocab {
         return Ok(None);
