@@ -283,7 +283,7 @@ fn huge_draft_length_is_capped() {
 fn bench_spec_type_adds_a_drafting_tg_row() {
     let Some(m) = common::model(common::SMOLLM2) else { return };
     let m = m.to_str().unwrap();
-    let out = run(&["bench", "-m", m, "-p", "0", "-n", "8", "-r", "1", "-t", "2", "--spec-type", "ngram-lookup"]);
+    let out = run(&["bench", "-m", m, "-p", "0", "-n", "8", "-r", "1", "-t", "2", "--spec-type", "ngram-lookup", "--spec-draft-vocab", "8192"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rows: Vec<&str> = text.lines().filter(|l| l.contains(" tg8")).collect();

@@ -69,6 +69,8 @@ pub struct BenchArgs {
         help = "draft-mtp rounds stop below this draft probability"
     )]
     draft_p_min: f32,
+    #[arg(long = "spec-draft-vocab", value_name = "K", help = "drafting over the K most frequent tokens of the heads file (0: all; default 16384)")]
+    spec_draft_vocab: Option<usize>,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
     verbose: bool,
     #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
@@ -180,6 +182,8 @@ pub struct BenchOpts {
     pub spec_prompt: String,
     /// Drafting's probability cut-off (`--draft-p-min`).
     pub draft_p_min: f32,
+    /// Rows of the heads' draft vocabulary drafted over (`--spec-draft-vocab`).
+    pub draft_vocab: Option<usize>,
 }
 
 fn default_threads() -> usize {
@@ -235,6 +239,7 @@ pub fn parse(prog: &str, args: Vec<std::ffi::OsString>) -> Result<Option<BenchOp
         spec_heads: a.spec_heads,
         spec_prompt: a.spec_prompt.unwrap_or_else(|| spec::DEFAULT_PROMPT.to_string()),
         draft_p_min: a.draft_p_min,
+        draft_vocab: a.spec_draft_vocab,
     };
     if o.models.is_empty() {
         bail!("error: a model is required (-m MODEL)");
