@@ -69,8 +69,13 @@ pub struct BenchArgs {
         help = "draft-mtp rounds stop below this draft probability"
     )]
     draft_p_min: f32,
-    #[arg(long = "spec-draft-vocab", value_name = "K", help = "drafting over the K most frequent tokens of the heads file (0: all; default 16384)")]
-    spec_draft_vocab: Option<usize>,
+    #[arg(
+        long = "spec-draft-vocab",
+        value_name = "K",
+        default_value_t = crate::decode::drafters::DEFAULT_DRAFT_VOCAB,
+        help = "drafting over the K most frequent tokens of the heads file (0: all)"
+    )]
+    spec_draft_vocab: usize,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
     verbose: bool,
     #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
@@ -183,7 +188,7 @@ pub struct BenchOpts {
     /// Drafting's probability cut-off (`--draft-p-min`).
     pub draft_p_min: f32,
     /// Rows of the heads' draft vocabulary drafted over (`--spec-draft-vocab`).
-    pub draft_vocab: Option<usize>,
+    pub draft_vocab: usize,
 }
 
 fn default_threads() -> usize {

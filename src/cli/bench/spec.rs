@@ -83,8 +83,7 @@ pub struct Run {
 /// the two differ only by the drafting.
 pub fn run(m: &Model, tok: &Tokenizer, heads: Option<&Heads>, o: &super::BenchOpts, prompt: &[u32], n: usize, drafting: bool) -> Result<Run> {
     let mtp = heads.and_then(|h| h.mtp.as_ref()).or(m.nextn().first());
-    let d = NgramOpts::default();
-    let opts = NgramOpts { mtp_p_min: o.draft_p_min, draft_vocab: o.draft_vocab.unwrap_or(d.draft_vocab), ..d };
+    let opts = NgramOpts { mtp_p_min: o.draft_p_min, draft_vocab: o.draft_vocab, ..NgramOpts::default() };
     let mut ds = if drafting { Some(Drafters::from_types(&o.spec, &opts, None, heads.map(|h| (m, h, None)), mtp, DRAFT_CAP)?) } else { None };
     let len = ds.as_ref().map_or_else(|| DraftLength::new(0, 0), |d| d.length());
     let sess = Session::new(m, prompt.len() + n + DRAFT_CAP + 1, 512)?;
