@@ -293,6 +293,33 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     let every = (rllama::heads::output_rows(&m, &ids).unwrap(), ids);
     let c_every = rllama::heads::mtp::agreement(&m, h.mtp.as_ref().unwrap(), &held, Some(&every)).unwrap();
     assert_eq!((&c_every.hits, &c_every.chain_hits), (&c.hits, &c.chain_hits));
+    // the default draft vocabulary: each size weighed agrees as drafting over
+    // that many rows does, and the graft keeps the best net of its cost
+    let head = h.mtp.as_ref().unwrap();
+    let (kept, weighed) = rllama::heads::draft_rows::weigh(&m, head, std::slice::from_ref(&held), &h.vocab).unwrap();
+    assert_eq!(weighed.iter().map(|w| w.rows).collect::<Vec<_>>(), [1, 2, 4]);
+    for wd in &weighed {
+        let ids = h.vocab[..wd.rows].to_vec();
+        let out = (rllama::heads::output_rows(&m, &ids).unwrap(), ids);
+        let ck = rllama::heads::mtp::agreement(&m, head, &held, Some(&out)).unwrap();
+        assert_eq!(wd.agree, ck.hits[0] as f64 / ck.tried[0] as f64, "{} rows", wd.rows);
+        assert!(wd.cost > 0.0 && wd.cost < 0.1, "{wd:?}");
+    }
+    let net = |w: &rllama::heads::draft_rows::Weighed| w.agree - w.cost;
+    let best = weighed.iter().fold(&weighed[0], |b, w| if net(w) > net(b) { w } else { b });
+    assert_eq!(kept, Some(best.rows), "{weighed:?}");
+    // the file's own size (weighed on its held-out answer) is the default, the flag wins
+    let k = r.draft_rows.expect("held-out answers: a default size is written");
+    assert_eq!(h.vocab_size, Some(k));
+    assert_eq!((h.draft_rows(None), h.draft_rows(Some(3)), h.draft_rows(Some(0))), (k, 3, 0));
+    for bad in [0u32, 9] {
+        w.set(rllama::heads::KEY_DRAFT_VOCAB_SIZE, rllama::gguf::Value::U32(bad));
+        let p = tmp("bad-size-heads.gguf");
+        w.write_file(&p).unwrap();
+        let e = Heads::load(&p, &m).err().map(|e| e.to_string());
+        std::fs::remove_file(&p).ok();
+        assert!(e.as_deref().is_some_and(|e| e.contains("heads.draft_vocab_size must be 1..=8")), "size {bad}: {e:?}");
+    }
     let by_pos = &ds.entries()[0].by_pos;
     let near = |a: usize, b: usize| a.abs_diff(b) <= 2;
     assert!(near(c.chain_tried[0], by_pos[0].0), "rounds: replayed {:?}, drafting {by_pos:?}", c.chain_tried);

@@ -254,7 +254,7 @@ pub struct DraftArgs {
     #[arg(
         long = "spec-draft-vocab",
         value_name = "K",
-        help = "drafts over the K most frequent tokens of the heads file (0: all; default 16384 for early-exit, all for -md)",
+        help = format!("drafts over the first K tokens of the heads file's draft vocabulary (0: all; default: the size its graft measured, else {}; all for -md)", crate::heads::DEFAULT_DRAFT_VOCAB),
         help_heading = "Speculative"
     )]
     spec_draft_vocab: Option<usize>,
@@ -304,8 +304,7 @@ impl TryFrom<DraftArgs> for DraftOpts {
             lookup_n_min: d.ngram_lookup_n_min.into(),
             lookup_n_max: d.ngram_lookup_n_max.into(),
             lookup_draft_max: d.ngram_lookup_draft_max.into(),
-            draft_vocab: d.spec_draft_vocab.unwrap_or(crate::decode::drafters::DEFAULT_DRAFT_VOCAB),
-            draft_vocab_for_model: d.spec_draft_vocab.is_some(),
+            draft_vocab: d.spec_draft_vocab,
             mtp_p_min: d.draft_p_min,
             ..Default::default()
         };

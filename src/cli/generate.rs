@@ -68,7 +68,7 @@ impl Setup {
                 // with heads and --spec-draft-vocab, the draft model drafts over
                 // their draft vocabulary too (not by default: on code it lost
                 // more acceptance than it saved time)
-                let k = if o.draft.ngram.draft_vocab_for_model { o.draft.ngram.draft_vocab } else { 0 };
+                let k = o.draft.ngram.draft_vocab.unwrap_or(0);
                 if let Some((out, ids)) = self.heads.as_ref().map(|h| h.draft_output(d, k)).transpose()?.flatten() {
                     dm = dm.with_vocab(out, ids);
                 }
@@ -94,7 +94,7 @@ impl Setup {
         sess.scratch.set_adapters(self.adapters.clone());
         if let (Some(h), Some(p)) = (&self.heads, o.draft.threshold) {
             eprintln!("note: --early-exit-threshold {p} is lossy: tokens may leave the model at an exit head");
-            sess.lossy = Some(crate::decode::early_exit::LossyExit::new(&self.model, h, p, o.draft.ngram.draft_vocab)?);
+            sess.lossy = Some(crate::decode::early_exit::LossyExit::new(&self.model, h, p, h.draft_rows(o.draft.ngram.draft_vocab))?);
         }
         let mut gen = Generator::new(sess, Sampler::new(o.sampling.clone()), drafters.map(|d| d as &mut dyn Drafter), len);
         if o.ignore_eos {

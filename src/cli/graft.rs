@@ -185,7 +185,7 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             lr: a.lr,
             self_distill: a.self_distill,
             depth: a.train_depth,
-            train_vocab: crate::decode::drafters::DEFAULT_DRAFT_VOCAB,
+            train_vocab: crate::heads::DEFAULT_DRAFT_VOCAB,
             distill_prompts: distill_prompts(&model, &tok, &text, &requests, a.self_distill.div_ceil(crate::heads::mtp::DISTILL_GEN)),
             stop: (0..model.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect(),
             n_ff: a.mtp_ff,
@@ -214,6 +214,10 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
         eprintln!("  acceptance in drafting's rounds replayed, given the drafts before stood (the drafting policy's prior): {}", pos(&m.agree.accept));
         if a.epochs > 0 {
             eprintln!("  (closed-form start: {})", show(&m.agree_start));
+        }
+        if let Some(k) = m.draft_rows {
+            let w: Vec<String> = m.rows_weighed.iter().map(|w| format!("{} rows {:.1}% ({:.1}% of a step)", w.rows, 100.0 * w.agree, 100.0 * w.cost)).collect();
+            eprintln!("  draft vocabulary: {k} rows by default (first drafts agreeing on the held-out answers: {})", w.join(", "));
         }
         let times: Vec<String> = m.times.iter().map(|(what, t)| format!("{what} {t:.1} s")).collect();
         eprintln!("  time: {}", times.join(", "));

@@ -89,10 +89,10 @@ pub struct NgramOpts {
     /// A draft-mtp round stops at a token the head gives less probability
     /// (`--draft-p-min`, as for a draft model).
     pub mtp_p_min: f32,
-    /// Draft vocabulary of early-exit heads (`--spec-draft-vocab`; 0: all).
-    pub draft_vocab: usize,
-    /// Whether the draft model drafts over it too (the flag was given).
-    pub draft_vocab_for_model: bool,
+    /// Draft vocabulary of heads (`--spec-draft-vocab`; 0: all; None: the
+    /// heads file's measured size, else `DEFAULT_DRAFT_VOCAB`); a draft
+    /// model drafts over it only when given.
+    pub draft_vocab: Option<usize>,
 }
 
 impl Default for NgramOpts {
@@ -111,14 +111,12 @@ impl Default for NgramOpts {
             early_exit_draft_max: 8,
             mtp_draft_max: 4,
             mtp_p_min: 0.0,
-            draft_vocab: DEFAULT_DRAFT_VOCAB,
-            draft_vocab_for_model: false,
+            draft_vocab: None,
         }
     }
 }
 
-/// Tokens early-exit heads draft from by default.
-pub const DEFAULT_DRAFT_VOCAB: usize = 16384;
+pub use crate::heads::DEFAULT_DRAFT_VOCAB;
 
 /// One drafter with its limits and counters.
 pub struct Entry<'d> {
@@ -187,7 +185,7 @@ impl<'d> Drafters<'d> {
                 SpecType::NgramMod => (Box::new(NgramMod::new(o.mod_n_match, o.mod_n_max, o.mod_n_min)), o.mod_n_max, 0),
                 SpecType::NgramLookup => (Box::new(NgramLookup::new(o.lookup_n_min, o.lookup_n_max)), o.lookup_draft_max, 0),
                 SpecType::EarlyExit => match heads {
-                    Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, o.draft_vocab)?), o.early_exit_draft_max, 0),
+                    Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, h.draft_rows(o.draft_vocab))?), o.early_exit_draft_max, 0),
                     None => bail!("--spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
                 },
                 SpecType::DraftMtp => match (mtp, heads) {
@@ -195,7 +193,7 @@ impl<'d> Drafters<'d> {
                         let (out, prior) = match h {
                             // the heads file's prior belongs to its own head
                             Some((m, hs, _)) => (
-                                hs.draft_output(m, o.draft_vocab)?,
+                                hs.draft_output(m, hs.draft_rows(o.draft_vocab))?,
                                 if hs.mtp.as_ref().is_some_and(|x| std::ptr::eq(x, head)) { hs.mtp_accept.clone() } else { Vec::new() },
                             ),
                             None => (None, Vec::new()),

@@ -120,10 +120,12 @@ pub fn heads_writer(model: &Model, tokens: &[u32]) -> Result<GgufWriter> {
     Ok(w)
 }
 
-/// The draft vocabulary of `tokens` (the text drafting will meet) into `w`.
-pub fn set_draft_vocab(model: &Model, w: &mut GgufWriter, tokens: &[u32]) {
+/// The draft vocabulary of `tokens` (the text drafting will meet) into
+/// `w`; returns it.
+pub fn set_draft_vocab(model: &Model, w: &mut GgufWriter, tokens: &[u32]) -> Vec<u32> {
     let order = vocab_order(tokens, model.cfg.n_vocab, DRAFT_VOCAB_MAX);
     w.set(KEY_DRAFT_VOCAB, Value::Array(crate::gguf::ValueType::U32, order.iter().map(|&t| Value::U32(t)).collect()));
+    order
 }
 
 /// Fit the heads on `tokens` (the calibration text) and write them.

@@ -32,6 +32,9 @@
 //!   calibration text's by frequency, then the rest by id, as BPE ids
 //!   roughly follow merge frequency); drafts use the first K
 //!   (`--spec-draft-vocab K`), so the output matrix they multiply is K rows
+//! - `heads.draft_vocab_size` (u32, optional): the K drafts use when no
+//!   `--spec-draft-vocab` is given, chosen by the MTP graft on its held-out
+//!   answers (see `draft_rows`); absent, drafts use `DEFAULT_DRAFT_VOCAB`
 //! - an MTP head (`rllama graft --mtp`): `{arch}.nextn_predict_layers` = 1
 //!   and block `n_layer` in llama.cpp's nextn layout (`blk.{n_layer}.nextn.*`
 //!   and the block's `attn_*`/`ffn_*` tensors; see `model::nextn`)
@@ -39,6 +42,7 @@
 //!   dimension j) and `exit.{S}.bias` (F32, {n_embd}), S = `L`, or `L+T`
 //!   for an exit with a tail
 
+pub mod draft_rows;
 pub mod graft;
 pub mod mtp;
 pub mod requests;
@@ -70,8 +74,11 @@ pub const KEY_MTP_ACCEPTANCE: &str = "heads.mtp_acceptance";
 pub const KEY_CALIB_TOKENS: &str = "heads.calibration_tokens";
 pub const KEY_RIDGE: &str = "heads.ridge";
 pub const KEY_DRAFT_VOCAB: &str = "heads.draft_vocab";
+pub const KEY_DRAFT_VOCAB_SIZE: &str = "heads.draft_vocab_size";
 /// Draft vocabulary kept in a heads file at most.
 pub const DRAFT_VOCAB_MAX: usize = 65536;
+/// Tokens drafts use without `--spec-draft-vocab` or `heads.draft_vocab_size`.
+pub const DEFAULT_DRAFT_VOCAB: usize = 16384;
 
 /// Token ids in drafting priority: those of `tokens` by descending count
 /// (ties by id), then the others by id; at most `max` of `n_vocab`.
@@ -235,6 +242,8 @@ pub struct Heads {
     pub exits: Vec<ExitHead>,
     /// Token ids in drafting priority (see `heads.draft_vocab`).
     pub vocab: Vec<u32>,
+    /// How many of them drafts use by default (`heads.draft_vocab_size`).
+    pub vocab_size: Option<usize>,
     /// A grafted multi-token-prediction head (`rllama graft --mtp`).
     pub mtp: Option<crate::model::nextn::Nextn>,
     /// The MTP head's held-out acceptance per draft position (see
@@ -306,6 +315,13 @@ impl Heads {
             Some(a) => a.iter().filter_map(|v| v.as_i64()).filter(|&t| t >= 0 && (t as usize) < c.n_vocab).map(|t| t as u32).collect(),
             None => Vec::new(),
         };
+        let vocab_size = match g.get(KEY_DRAFT_VOCAB_SIZE) {
+            None => None,
+            Some(v) => match v.as_i64() {
+                Some(k) if k > 0 && k as usize <= vocab.len() => Some(k as usize),
+                _ => bail!("{name}: {KEY_DRAFT_VOCAB_SIZE} must be 1..={} (the length of {KEY_DRAFT_VOCAB})", vocab.len()),
+            },
+        };
         exits.sort_by_key(|e| e.spec());
         let mtp_accept = match g.get(KEY_MTP_ACCEPTANCE).and_then(Value::as_array) {
             Some(a) if n_mtp == 1 => a.iter().map_while(|v| v.as_f64().filter(|x| (0.0..=1.0).contains(x))).collect(),
@@ -319,12 +335,18 @@ impl Heads {
             }
             k => bail!("{name}: {mtp_key} = {k}: one MTP head is supported"),
         };
-        Ok(Heads { exits, vocab, mtp, mtp_accept })
+        Ok(Heads { exits, vocab, vocab_size, mtp, mtp_accept })
     }
 
     /// The model's output matrix cut to the first `k` tokens of the draft
     /// vocabulary (and their ids); None for the whole vocabulary (k 0, or
     /// not fewer than the model's).
+    /// Rows drafts use: `flag` (`--spec-draft-vocab`) when given, else the
+    /// graft's measured size, else `DEFAULT_DRAFT_VOCAB`.
+    pub fn draft_rows(&self, flag: Option<usize>) -> usize {
+        flag.or(self.vocab_size).unwrap_or(DEFAULT_DRAFT_VOCAB)
+    }
+
     pub fn draft_output(&self, model: &Model, k: usize) -> Result<Option<DraftOutput>> {
         let k = k.min(self.vocab.len());
         if k == 0 || k >= model.cfg.n_vocab {

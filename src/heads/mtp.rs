@@ -87,6 +87,10 @@ pub struct MtpReport {
     pub held_answers: usize,
     /// Self-distilled tokens trained on.
     pub distilled: usize,
+    /// `heads.draft_vocab_size` written (None without held-out answers),
+    /// and the sizes weighed for it.
+    pub draft_rows: Option<usize>,
+    pub rows_weighed: Vec<super::draft_rows::Weighed>,
     /// Seconds each phase took.
     pub times: Vec<(&'static str, f64)>,
 }
@@ -373,7 +377,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     for (chunk, _) in &samples[fit..] {
         seen.extend_from_slice(chunk);
     }
-    super::graft::set_draft_vocab(model, w, &seen);
+    let order = super::graft::set_draft_vocab(model, w, &seen);
     let t_fit = Instant::now();
     let (mut zz, mut zy) = (Mat::<f64>::zeros(2 * d, 2 * d), Mat::<f64>::zeros(2 * d, d));
     for (chunk, f) in &samples {
@@ -431,11 +435,20 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     trained.write(model, w, p.ty)?;
     let t_eval = Instant::now();
     let agree = if p.epochs > 0 { report(&trained)? } else { agree_start.clone() };
+    // the rows drafts use by default, weighed on the held-out answers
+    let (draft_rows, rows_weighed) = {
+        let mut tmp = GgufWriter::new();
+        trained.write(model, &mut tmp, p.ty)?;
+        super::draft_rows::weigh(model, &load_written(model, &tmp)?, &held_answers, &order)?
+    };
+    if let Some(k) = draft_rows {
+        w.set(super::KEY_DRAFT_VOCAB_SIZE, Value::U32(k as u32));
+    }
     t_report += t_eval.elapsed().as_secs_f64();
     times.push(("held-out agreement", t_report));
     w.set(super::KEY_MTP_ACCEPTANCE, Value::f32_array(agree.accept.iter().map(|&a| a as f32)));
     let answer_positions = held_answers.iter().map(|h| h.tokens.len() - h.from).sum();
-    Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, held_answers: answer_positions, distilled, times })
+    Ok(MtpReport { agree, agree_start, held_out: held.len() * p.n_ctx, held_answers: answer_positions, distilled, draft_rows, rows_weighed, times })
 }
 
 /// One in this many self-distilled answers is held out for the agreement
@@ -532,11 +545,11 @@ pub struct HeldOut {
     pub f: Vec<f32>,
     /// Its rows after the output norm, one position later (as drafting
     /// pairs them; zeros at 0).
-    hprev: Vec<f32>,
+    pub(super) hprev: Vec<f32>,
     /// Its choice at each position.
-    want: Vec<usize>,
+    pub(super) want: Vec<usize>,
     /// Positions scored start here (a request's answer, after its prompt).
-    from: usize,
+    pub(super) from: usize,
 }
 
 impl HeldOut {

@@ -72,10 +72,9 @@ pub struct BenchArgs {
     #[arg(
         long = "spec-draft-vocab",
         value_name = "K",
-        default_value_t = crate::decode::drafters::DEFAULT_DRAFT_VOCAB,
-        help = "drafting over the K most frequent tokens of the heads file (0: all)"
+        help = format!("drafting over the first K tokens of the heads file's draft vocabulary (0: all; default: the size its graft measured, else {})", crate::heads::DEFAULT_DRAFT_VOCAB)
     )]
-    spec_draft_vocab: usize,
+    spec_draft_vocab: Option<usize>,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
     verbose: bool,
     #[arg(long = "cache-type-k", alias = "ctk", value_name = "TYPE", default_value = "f16", help = "(-ctk) only f16")]
@@ -188,7 +187,7 @@ pub struct BenchOpts {
     /// Drafting's probability cut-off (`--draft-p-min`).
     pub draft_p_min: f32,
     /// Rows of the heads' draft vocabulary drafted over (`--spec-draft-vocab`).
-    pub draft_vocab: usize,
+    pub draft_vocab: Option<usize>,
 }
 
 fn default_threads() -> usize {
