@@ -87,65 +87,19 @@ impl<F: Format32> Kernel for Small<F> {
 unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
     let mut acc = [[_mm256_setzero_ps(); 2]; T];
     let meta = w.add(nb * F::G.values);
-    let offset = _mm256_set1_epi8(-128);
-    let ones = _mm256_set1_epi16(1);
     for b in 0..nb {
         let p = w.add(b * F::G.values);
         let mt = meta.add(b * F::G.meta);
         prefetch_l2(w, b, F::G);
-        let v: [Halves; 8] = planes::<F, _>(p);
-        // the wide path's weights as signed bytes s and |s|
-        // (plain loops here and below: through `map`/`from_fn` closures the
-        // intrinsics were not always inlined)
-        let (mut sw, mut aw) = (v, v);
-        if wide::<F>() {
-            for j in 0..8 {
-                for h in 0..2 {
-                    if F::VALUES == Values::Bytes {
-                        sw[j][h] = _mm256_xor_si256(v[j][h], offset);
-                    }
-                    aw[j][h] = _mm256_abs_epi8(sw[j][h]);
-                }
-            }
-        }
         let half = |h: usize, at: usize| _mm256_cvtph_ps(_mm_loadu_si128(mt.add(at + 16 * h) as *const __m128i));
         let dw = [half(0, B32_D), half(1, B32_D)];
         // the min per row (types without an offset)
         let mw = if F::SHIFT.is_none() { [half(0, B32_M), half(1, B32_M)] } else { dw };
+        let x = if wide::<F>() { wide_sums::<F, T>(p, acts, b) } else { narrow_sums::<F, T>(p, acts, b) };
         for t in 0..T {
-            let q = acts[t].qs.add(b * F::ACT.0);
             let side = *acts[t].side.add(b);
-            let mut a = [_mm256_setzero_si256(); 8];
-            for (j, aj) in a.iter_mut().enumerate() {
-                *aj = _mm256_set1_epi32(std::ptr::read_unaligned(q.add(4 * j) as *const i32));
-            }
-            let x = if wide::<F>() {
-                // signed weights: no offset to take off
-                let mut x = [_mm256_setzero_si256(); 2];
-                for (h, xh) in x.iter_mut().enumerate() {
-                    for j in 0..8 {
-                        let y = _mm256_maddubs_epi16(aw[j][h], _mm256_sign_epi8(a[j], sw[j][h]));
-                        *xh = _mm256_add_epi32(*xh, _mm256_madd_epi16(y, ones));
-                    }
-                }
-                x
-            } else {
-                let mut x = [_mm256_set1_epi32(F::SHIFT.map_or(0, |s| -(side.sum << s))); 2];
-                // i16 pairs of at most 2 * 31 * 128 (5-bit) or 2 * 15 * 128
-                let per_sum = if F::VALUES == Values::Five { 4 } else { 8 };
-                for (h, xh) in x.iter_mut().enumerate() {
-                    for j0 in (0..8).step_by(per_sum) {
-                        let mut y = _mm256_maddubs_epi16(v[j0][h], a[j0]);
-                        for j in j0 + 1..j0 + per_sum {
-                            y = _mm256_add_epi16(y, _mm256_maddubs_epi16(v[j][h], a[j]));
-                        }
-                        *xh = _mm256_add_epi32(*xh, _mm256_madd_epi16(y, ones));
-                    }
-                }
-                x
-            };
             for h in 0..2 {
-                let s = _mm256_cvtepi32_ps(x[h]);
+                let s = _mm256_cvtepi32_ps(x[t][h]);
                 acc[t][h] = _mm256_fmadd_ps(_mm256_mul_ps(dw[h], _mm256_set1_ps(side.d)), s, acc[t][h]);
                 if F::SHIFT.is_none() {
                     acc[t][h] = _mm256_fmadd_ps(mw[h], _mm256_set1_ps(side.ds), acc[t][h]);
@@ -154,6 +108,90 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[Act
         }
     }
     acc
+}
+
+/// Activation dword j (elements 4j..4j+3) of block b, in every lane.
+#[inline(always)]
+unsafe fn dword<F: Format32>(a: &ActPtrs, b: usize, j: usize) -> __m256i {
+    _mm256_set1_epi32(std::ptr::read_unaligned(a.qs.add(b * F::ACT.0 + 4 * j) as *const i32))
+}
+
+/// The integer sums of one block (weights of up to 31) against T tokens:
+/// the block's 8 planes decoded once, then per token its 8 activation
+/// dwords against them, i16 pairs of 8 vectors (5-bit: of 4) added where
+/// they cannot overflow (even for activations of -128: at most 2 * 31 *
+/// 128 or 2 * 15 * 128 a pair). Taking the planes a vector at a time with
+/// every token inner, as `wide_sums` does, was slower here: two tokens of
+/// Qwen 0.5B's 4864 x 896 Q5_0 matrix in cache took 109 us against 92 (one
+/// token 55 against 58), the 2T i16 and 2T i32 sums live at once.
+#[inline(always)]
+unsafe fn narrow_sums<F: Format32, const T: usize>(p: *const u8, acts: &[ActPtrs; T], b: usize) -> [[__m256i; 2]; T] {
+    let ones = _mm256_set1_epi16(1);
+    // (plain loops: through `map`/`from_fn` closures the intrinsics were
+    // not always inlined)
+    let v: [Halves; 8] = planes::<F, _>(p);
+    let mut x = [[_mm256_setzero_si256(); 2]; T];
+    for (t, xt) in x.iter_mut().enumerate() {
+        let side = *acts[t].side.add(b);
+        let mut a = [_mm256_setzero_si256(); 8];
+        for (j, aj) in a.iter_mut().enumerate() {
+            *aj = dword::<F>(&acts[t], b, j);
+        }
+        *xt = [_mm256_set1_epi32(F::SHIFT.map_or(0, |s| -(side.sum << s))); 2];
+        let per_sum = if F::VALUES == Values::Five { 4 } else { 8 };
+        for (h, xh) in xt.iter_mut().enumerate() {
+            for j0 in (0..8).step_by(per_sum) {
+                let mut y = _mm256_maddubs_epi16(v[j0][h], a[j0]);
+                for j in j0 + 1..j0 + per_sum {
+                    y = _mm256_add_epi16(y, _mm256_maddubs_epi16(v[j][h], a[j]));
+                }
+                *xh = _mm256_add_epi32(*xh, _mm256_madd_epi16(y, ones));
+            }
+        }
+    }
+    x
+}
+
+/// The integer sums of one block (weights of up to 255: Q8_0, IQ4_NL)
+/// against T tokens, a plane at a time: its signed weights s and |s|
+/// (4 registers), then for every token `vpsignb` gives a * sign(s) and
+/// `vpmaddubsw` of |s| with it pairs of at most 2 * 128 * 127, `vpmaddwd`
+/// by ones into the row's dword. Decoding all 8 planes first and running
+/// the tokens outside (as `narrow_sums`) kept 48 registers of s and |s|
+/// live, spilled and reloaded for every token: Qwen 0.5B's 4864 x 896 Q8_0
+/// matrix in cache (`cargo bench --bench matmul_min`, two rounds
+/// interleaved) took 63 / 99 / 146 / 192 / 350 us for 1 / 2 / 3 / 4 / 8
+/// tokens, now 57 / 98 / 114 / 147 / 292 us.
+#[inline(always)]
+unsafe fn wide_sums<F: Format32, const T: usize>(p: *const u8, acts: &[ActPtrs; T], b: usize) -> [[__m256i; 2]; T] {
+    let ones = _mm256_set1_epi16(1);
+    let offset = _mm256_set1_epi8(-128);
+    let mut x = [[_mm256_setzero_si256(); 2]; T];
+    for k in 0..4 {
+        // planes k and 4 + k: Q8_0's vectors k and 4 + k, or the low and
+        // high nibbles of IQ4_NL's vector k as grid values (signed already)
+        let (lo, hi) = if F::VALUES == Values::Bytes {
+            (load_halves(p.add(64 * k)), load_halves(p.add(64 * (4 + k))))
+        } else {
+            let (lo, hi) = nibbles(load_halves(p.add(64 * k)));
+            (lo.iq4(), hi.iq4())
+        };
+        for (j, v) in [(k, lo), (4 + k, hi)] {
+            let mut sw = v;
+            if F::VALUES == Values::Bytes {
+                sw = [_mm256_xor_si256(v[0], offset), _mm256_xor_si256(v[1], offset)];
+            }
+            let aw = [_mm256_abs_epi8(sw[0]), _mm256_abs_epi8(sw[1])];
+            for (t, xt) in x.iter_mut().enumerate() {
+                let a = dword::<F>(&acts[t], b, j);
+                for h in 0..2 {
+                    let z = _mm256_maddubs_epi16(aw[h], _mm256_sign_epi8(a, sw[h]));
+                    xt[h] = _mm256_add_epi32(xt[h], _mm256_madd_epi16(z, ones));
+                }
+            }
+        }
+    }
+    x
 }
 
 kernels32!(AVX2, Small, Halves);
