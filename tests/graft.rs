@@ -311,7 +311,7 @@ fn mtp_head_round_trip_and_lossless_drafting() {
     // the file's own size (weighed on its held-out answer) is the default, the flag wins
     let k = r.draft_rows.expect("held-out answers: a default size is written");
     assert_eq!(h.vocab_size, Some(k));
-    assert_eq!((h.draft_rows(None), h.draft_rows(Some(3)), h.draft_rows(Some(0))), (k, 3, 0));
+    assert_eq!((h.mtp_draft_rows(None), h.mtp_draft_rows(Some(3)), h.mtp_draft_rows(Some(0))), (k, 3, 0));
     for bad in [0u32, 9] {
         w.set(rllama::heads::KEY_DRAFT_VOCAB_SIZE, rllama::gguf::Value::U32(bad));
         let p = tmp("bad-size-heads.gguf");

@@ -254,7 +254,7 @@ pub struct DraftArgs {
     #[arg(
         long = "spec-draft-vocab",
         value_name = "K",
-        help = format!("drafts over the first K tokens of the heads file's draft vocabulary (0: all; default: the size its graft measured, else {}; all for -md)", crate::heads::DEFAULT_DRAFT_VOCAB),
+        help = format!("drafts over the first K tokens of the heads file's draft vocabulary (0: all; default: for an MTP head the size its graft weighed, else {}; all for -md)", crate::heads::DEFAULT_DRAFT_VOCAB),
         help_heading = "Speculative"
     )]
     spec_draft_vocab: Option<usize>,

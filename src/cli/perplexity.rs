@@ -151,7 +151,8 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
         (Some(p), Some(_)) => Some(super::options::load_heads(p, &model)?),
         _ => None,
     };
-    let mut lossy = heads.as_ref().zip(o.threshold).map(|(h, p)| crate::decode::early_exit::LossyExit::new(&model, h, p, h.draft_rows(None))).transpose()?;
+    let mut lossy =
+        heads.as_ref().zip(o.threshold).map(|(h, p)| crate::decode::early_exit::LossyExit::new(&model, h, p, crate::heads::DEFAULT_DRAFT_VOCAB)).transpose()?;
     if lossy.is_some() {
         eprintln!("note: --early-exit-threshold is lossy: scored tokens may leave the model early");
     }

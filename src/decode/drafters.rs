@@ -89,9 +89,9 @@ pub struct NgramOpts {
     /// A draft-mtp round stops at a token the head gives less probability
     /// (`--draft-p-min`, as for a draft model).
     pub mtp_p_min: f32,
-    /// Draft vocabulary of heads (`--spec-draft-vocab`; 0: all; None: the
-    /// heads file's measured size, else `DEFAULT_DRAFT_VOCAB`); a draft
-    /// model drafts over it only when given.
+    /// Draft vocabulary of heads (`--spec-draft-vocab`; 0: all; None:
+    /// `DEFAULT_DRAFT_VOCAB`, or for an MTP head the size its graft
+    /// weighed); a draft model drafts over it only when given.
     pub draft_vocab: Option<usize>,
 }
 
@@ -185,7 +185,7 @@ impl<'d> Drafters<'d> {
                 SpecType::NgramMod => (Box::new(NgramMod::new(o.mod_n_match, o.mod_n_max, o.mod_n_min)), o.mod_n_max, 0),
                 SpecType::NgramLookup => (Box::new(NgramLookup::new(o.lookup_n_min, o.lookup_n_max)), o.lookup_draft_max, 0),
                 SpecType::EarlyExit => match heads {
-                    Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, h.draft_rows(o.draft_vocab))?), o.early_exit_draft_max, 0),
+                    Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, o.draft_vocab.unwrap_or(DEFAULT_DRAFT_VOCAB))?), o.early_exit_draft_max, 0),
                     None => bail!("--spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
                 },
                 SpecType::DraftMtp => match (mtp, heads) {
@@ -193,7 +193,7 @@ impl<'d> Drafters<'d> {
                         let (out, prior) = match h {
                             // the heads file's prior belongs to its own head
                             Some((m, hs, _)) => (
-                                hs.draft_output(m, hs.draft_rows(o.draft_vocab))?,
+                                hs.draft_output(m, hs.mtp_draft_rows(o.draft_vocab))?,
                                 if hs.mtp.as_ref().is_some_and(|x| std::ptr::eq(x, head)) { hs.mtp_accept.clone() } else { Vec::new() },
                             ),
                             None => (None, Vec::new()),

@@ -32,9 +32,10 @@
 //!   calibration text's by frequency, then the rest by id, as BPE ids
 //!   roughly follow merge frequency); drafts use the first K
 //!   (`--spec-draft-vocab K`), so the output matrix they multiply is K rows
-//! - `heads.draft_vocab_size` (u32, optional): the K drafts use when no
-//!   `--spec-draft-vocab` is given, chosen by the MTP graft on its held-out
-//!   answers (see `draft_rows`); absent, drafts use `DEFAULT_DRAFT_VOCAB`
+//! - `heads.draft_vocab_size` (u32, optional): the K the MTP head drafts
+//!   over when no `--spec-draft-vocab` is given, chosen by its graft on the
+//!   held-out answers (see `draft_rows`); absent (and for exit heads),
+//!   drafts use `DEFAULT_DRAFT_VOCAB`
 //! - an MTP head (`rllama graft --mtp`): `{arch}.nextn_predict_layers` = 1
 //!   and block `n_layer` in llama.cpp's nextn layout (`blk.{n_layer}.nextn.*`
 //!   and the block's `attn_*`/`ffn_*` tensors; see `model::nextn`)
@@ -341,9 +342,10 @@ impl Heads {
     /// The model's output matrix cut to the first `k` tokens of the draft
     /// vocabulary (and their ids); None for the whole vocabulary (k 0, or
     /// not fewer than the model's).
-    /// Rows drafts use: `flag` (`--spec-draft-vocab`) when given, else the
-    /// graft's measured size, else `DEFAULT_DRAFT_VOCAB`.
-    pub fn draft_rows(&self, flag: Option<usize>) -> usize {
+    /// Rows the MTP head drafts over: `flag` (`--spec-draft-vocab`) when
+    /// given, else the size its graft weighed, else `DEFAULT_DRAFT_VOCAB`
+    /// (exit heads: the flag, else the default).
+    pub fn mtp_draft_rows(&self, flag: Option<usize>) -> usize {
         flag.or(self.vocab_size).unwrap_or(DEFAULT_DRAFT_VOCAB)
     }
 

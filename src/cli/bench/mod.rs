@@ -72,7 +72,7 @@ pub struct BenchArgs {
     #[arg(
         long = "spec-draft-vocab",
         value_name = "K",
-        help = format!("drafting over the first K tokens of the heads file's draft vocabulary (0: all; default: the size its graft measured, else {})", crate::heads::DEFAULT_DRAFT_VOCAB)
+        help = format!("drafting over the first K tokens of the heads file's draft vocabulary (0: all; default: for an MTP head the size its graft weighed, else {})", crate::heads::DEFAULT_DRAFT_VOCAB)
     )]
     spec_draft_vocab: Option<usize>,
     #[arg(short = 'v', long = "verbose", help = "accepted, no effect")]
