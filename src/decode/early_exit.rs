@@ -71,7 +71,7 @@ impl<'m> EarlyExit<'m> {
         let n_layer = model.cfg.n_layer;
         let mat = |l: &crate::ops::linear::Linear| (l.w.rows * l.w.row_bytes) as f64;
         let blocks = |r: std::ops::Range<usize>| r.map(|il| model.block_bytes(il) as f64).sum::<f64>();
-        let step_bytes = blocks(0..n_layer) + mat(model.output());
+        let step_bytes = model.step_bytes() as f64;
         let out_bytes = mat(out.as_ref().map_or(model.output(), |(o, _)| o));
         let bytes = heads.exits.iter().map(|e| blocks(0..e.layer) + blocks(n_layer - e.tail..n_layer) + mat(&e.map) + out_bytes).collect();
         Ok(EarlyExit {

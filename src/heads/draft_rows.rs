@@ -48,7 +48,7 @@ pub fn weigh(model: &Model, head: &Nextn, held: &[HeldOut], order: &[u32]) -> Re
         return Ok((None, Vec::new()));
     }
     let out = &model.output().w;
-    let step = step_bytes(model) as f64;
+    let step = model.step_bytes() as f64;
     let weighed: Vec<Weighed> =
         sizes.iter().zip(&hits).map(|(&rows, &h)| Weighed { rows, agree: h as f64 / scored as f64, cost: (rows * out.row_bytes) as f64 / step }).collect();
     let mut best: Option<&Weighed> = None;
@@ -58,15 +58,6 @@ pub fn weigh(model: &Model, head: &Nextn, held: &[HeldOut], order: &[u32]) -> Re
         }
     }
     Ok((best.map(|b| b.rows), weighed))
-}
-
-/// Bytes of weights one step reads: the blocks' tensors and the output matrix.
-pub fn step_bytes(model: &Model) -> usize {
-    let n_layer = model.cfg.n_layer;
-    let in_blocks = |name: &str| name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| i < n_layer);
-    let blocks: usize = model.g.tensors.iter().filter(|t| in_blocks(&t.name)).map(|t| t.n_bytes).sum();
-    let out = &model.output().w;
-    blocks + out.rows * out.row_bytes
 }
 
 /// The head's first-draft hits on `held` (from each answer's first scored

@@ -339,9 +339,6 @@ impl Heads {
         Ok(Heads { exits, vocab, vocab_size, mtp, mtp_accept })
     }
 
-    /// The model's output matrix cut to the first `k` tokens of the draft
-    /// vocabulary (and their ids); None for the whole vocabulary (k 0, or
-    /// not fewer than the model's).
     /// Rows the MTP head drafts over: `flag` (`--spec-draft-vocab`) when
     /// given, else the size its graft weighed, else `DEFAULT_DRAFT_VOCAB`
     /// (exit heads: the flag, else the default).
@@ -349,6 +346,9 @@ impl Heads {
         flag.or(self.vocab_size).unwrap_or(DEFAULT_DRAFT_VOCAB)
     }
 
+    /// The model's output matrix cut to the first `k` tokens of the draft
+    /// vocabulary (and their ids); None for the whole vocabulary (k 0, or
+    /// not fewer than the model's).
     pub fn draft_output(&self, model: &Model, k: usize) -> Result<Option<DraftOutput>> {
         let k = k.min(self.vocab.len());
         if k == 0 || k >= model.cfg.n_vocab {

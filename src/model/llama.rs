@@ -142,6 +142,13 @@ impl Model {
         self.w.layers[il].bytes()
     }
 
+    /// Weight bytes one step reads: every block's projections and the
+    /// output matrix.
+    pub fn step_bytes(&self) -> usize {
+        let out = &self.w.output.w;
+        (0..self.cfg.n_layer).map(|il| self.block_bytes(il)).sum::<usize>() + out.rows * out.row_bytes
+    }
+
     /// The output projection (the head's matrix).
     pub fn output(&self) -> &Linear {
         &self.w.output
