@@ -405,17 +405,20 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     }
     // the head's choices over the vocabulary it drafts from (and trains on)
     let vocab = draft_output(model, &seen, p.train_vocab)?;
-    let evaluate = |h: &HeadWeights, held: &[HeldOut]| -> Result<Counts> {
+    // a head as drafting runs it: written at the file's type, loaded back
+    let as_head = |h: &HeadWeights| -> Result<Nextn> {
         let mut tmp = GgufWriter::new();
         h.write(model, &mut tmp, p.ty)?;
-        let head = load_written(model, &tmp)?;
+        load_written(model, &tmp)
+    };
+    let evaluate = |head: &Nextn, held: &[HeldOut]| -> Result<Counts> {
         let mut all = Counts::default();
         for chunk in held {
-            all.add(&agreement(model, &head, chunk, vocab.as_ref())?);
+            all.add(&agreement(model, head, chunk, vocab.as_ref())?);
         }
         Ok(all)
     };
-    let report = |h: &HeadWeights| -> Result<Agreement> {
+    let report = |h: &Nextn| -> Result<Agreement> {
         let text = evaluate(h, &held)?;
         let answers = if held_answers.is_empty() { None } else { Some(evaluate(h, &held_answers)?) };
         // drafting's prior: acceptance on answers (what drafting meets), else on text
@@ -427,20 +430,18 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
         })
     };
     let t_eval = Instant::now();
-    let agree_start = report(&start)?;
+    let start_head = as_head(&start)?;
+    let agree_start = report(&start_head)?;
     let mut t_report = t_eval.elapsed().as_secs_f64();
     let t_train = Instant::now();
     let trained = if p.epochs > 0 { train_head(model, &seen, &start, samples, &held, p, prog)? } else { start };
     times.push(("training", t_train.elapsed().as_secs_f64()));
     trained.write(model, w, p.ty)?;
     let t_eval = Instant::now();
-    let agree = if p.epochs > 0 { report(&trained)? } else { agree_start.clone() };
+    let trained_head = if p.epochs > 0 { as_head(&trained)? } else { start_head };
+    let agree = if p.epochs > 0 { report(&trained_head)? } else { agree_start.clone() };
     // the rows drafts use by default, weighed on the held-out answers
-    let (draft_rows, rows_weighed) = {
-        let mut tmp = GgufWriter::new();
-        trained.write(model, &mut tmp, p.ty)?;
-        super::draft_rows::weigh(model, &load_written(model, &tmp)?, &held_answers, &order)?
-    };
+    let (draft_rows, rows_weighed) = super::draft_rows::weigh(model, &trained_head, &held_answers, &order)?;
     if let Some(k) = draft_rows {
         w.set(super::KEY_DRAFT_VOCAB_SIZE, Value::U32(k as u32));
     }
