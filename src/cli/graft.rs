@@ -43,7 +43,7 @@ pub struct GraftArgs {
         help = "the MTP head's feed-forward width (default: half the model's, rounded up to a multiple of 256); narrower trains and drafts faster"
     )]
     mtp_ff: Option<usize>,
-    #[arg(long = "epochs", value_name = "N", default_value_t = 3, help = "MTP head training epochs (0: the closed-form head)")]
+    #[arg(long = "epochs", value_name = "N", default_value_t = 2, help = "MTP head training epochs (0: the closed-form head)")]
     epochs: usize,
     #[arg(long = "lr", value_name = "F", default_value_t = 3e-4, help = "MTP head learning rate (AdamW; cosine decay to a tenth over the run)")]
     lr: f64,
@@ -57,8 +57,8 @@ pub struct GraftArgs {
     #[arg(
         long = "self-distill",
         value_name = "N",
-        default_value_t = 0,
-        help = "also train the MTP head on ~N tokens the model generates answering requests (built-in, or --distill-prompts; 1 in 8 answers held out)"
+        default_value_t = crate::heads::mtp::DEFAULT_SELF_DISTILL,
+        help = "also train the MTP head on ~N tokens the model generates answering requests (built-in, or --distill-prompts; 1 in 8 answers held out; 0: the calibration text only)"
     )]
     self_distill: usize,
     #[arg(

@@ -468,6 +468,10 @@ fn held_answer(i: usize, n: usize) -> bool {
 const DISTILL_PROMPT: usize = 64;
 /// Tokens the model generates after each.
 pub const DISTILL_GEN: usize = 192;
+/// `graft --mtp`'s default `--self-distill`: 256 answers, the head's
+/// agreement limited by the tokens it sees (see README, "MTP heads"),
+/// the graft of Qwen 1.5B on 2 cores kept well under an hour.
+pub const DEFAULT_SELF_DISTILL: usize = 256 * DISTILL_GEN;
 
 #[cfg(feature = "train")]
 fn train_head(
