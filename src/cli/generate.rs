@@ -94,8 +94,7 @@ impl Setup {
         sess.scratch.set_adapters(self.adapters.clone());
         if let (Some(h), Some(p)) = (&self.heads, o.draft.threshold) {
             eprintln!("note: --early-exit-threshold {p} is lossy: tokens may leave the model at an exit head");
-            sess.lossy =
-                Some(crate::decode::early_exit::LossyExit::new(&self.model, h, p, o.draft.ngram.draft_vocab.unwrap_or(crate::heads::DEFAULT_DRAFT_VOCAB))?);
+            sess.lossy = Some(crate::decode::early_exit::LossyExit::new(&self.model, h, p, h.exit_draft_rows(o.draft.ngram.draft_vocab))?);
         }
         let mut gen = Generator::new(sess, Sampler::new(o.sampling.clone()), drafters.map(|d| d as &mut dyn Drafter), len);
         if o.ignore_eos {

@@ -152,7 +152,7 @@ pub fn run(prog: &str, args: Vec<std::ffi::OsString>) -> Result<()> {
         _ => None,
     };
     let mut lossy =
-        heads.as_ref().zip(o.threshold).map(|(h, p)| crate::decode::early_exit::LossyExit::new(&model, h, p, crate::heads::DEFAULT_DRAFT_VOCAB)).transpose()?;
+        heads.as_ref().zip(o.threshold).map(|(h, p)| crate::decode::early_exit::LossyExit::new(&model, h, p, h.exit_draft_rows(None))).transpose()?;
     if lossy.is_some() {
         eprintln!("note: --early-exit-threshold is lossy: scored tokens may leave the model early");
     }

@@ -185,7 +185,7 @@ impl<'d> Drafters<'d> {
                 SpecType::NgramMod => (Box::new(NgramMod::new(o.mod_n_match, o.mod_n_max, o.mod_n_min)), o.mod_n_max, 0),
                 SpecType::NgramLookup => (Box::new(NgramLookup::new(o.lookup_n_min, o.lookup_n_max)), o.lookup_draft_max, 0),
                 SpecType::EarlyExit => match heads {
-                    Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, o.draft_vocab.unwrap_or(DEFAULT_DRAFT_VOCAB))?), o.early_exit_draft_max, 0),
+                    Some((m, h, layer)) => (Box::new(EarlyExit::new(m, h, layer, h.exit_draft_rows(o.draft_vocab))?), o.early_exit_draft_max, 0),
                     None => bail!("--spec-type early-exit needs exit heads (--spec-heads HEADS.gguf, written by rllama graft)"),
                 },
                 SpecType::DraftMtp => match (mtp, heads) {

@@ -340,10 +340,15 @@ impl Heads {
     }
 
     /// Rows the MTP head drafts over: `flag` (`--spec-draft-vocab`) when
-    /// given, else the size its graft weighed, else `DEFAULT_DRAFT_VOCAB`
-    /// (exit heads: the flag, else the default).
+    /// given, else the size its graft weighed, else `DEFAULT_DRAFT_VOCAB`.
     pub fn mtp_draft_rows(&self, flag: Option<usize>) -> usize {
         flag.or(self.vocab_size).unwrap_or(DEFAULT_DRAFT_VOCAB)
+    }
+
+    /// Rows exit heads (early-exit drafts, lossy exits) use: `flag` when
+    /// given, else `DEFAULT_DRAFT_VOCAB` (the weighed size is the MTP head's).
+    pub fn exit_draft_rows(&self, flag: Option<usize>) -> usize {
+        flag.unwrap_or(DEFAULT_DRAFT_VOCAB)
     }
 
     /// The model's output matrix cut to the first `k` tokens of the draft
