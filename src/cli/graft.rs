@@ -186,7 +186,7 @@ pub fn run(prog: &str, args: Vec<OsString>) -> Result<()> {
             self_distill: a.self_distill,
             depth: a.train_depth,
             train_vocab: crate::heads::DEFAULT_DRAFT_VOCAB,
-            distill_prompts: distill_prompts(&model, &tok, &text, &requests, a.self_distill.div_ceil(crate::heads::mtp::DISTILL_GEN)),
+            distill_prompts: distill_prompts(&model, &tok, &text, &requests, crate::heads::mtp::distill_requests(a.self_distill)),
             stop: (0..model.cfg.n_vocab as u32).filter(|&t| tok.is_eog(t)).collect(),
             n_ff: a.mtp_ff,
         };

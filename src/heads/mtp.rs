@@ -324,7 +324,7 @@ pub fn graft_mtp(model: &Model, tokens: &[u32], p: &MtpParams, w: &mut GgufWrite
     }
     let fit = p.chunks.unwrap_or(usize::MAX).min(n_chunks - p.holdout);
     // each request once (a repeat's greedy answer is the same text)
-    let n_distill = p.self_distill.div_ceil(DISTILL_GEN);
+    let n_distill = distill_requests(p.self_distill);
     let n_distill = if p.distill_prompts.is_empty() { n_distill } else { n_distill.min(p.distill_prompts.len()) };
     let total = fit + n_distill + p.holdout;
     faer::set_global_parallelism(faer::Par::rayon(rayon::current_num_threads()));
@@ -472,6 +472,11 @@ pub const DISTILL_GEN: usize = 192;
 /// agreement limited by the tokens it sees (see README, "MTP heads"),
 /// the graft of Qwen 1.5B on 2 cores kept well under an hour.
 pub const DEFAULT_SELF_DISTILL: usize = 256 * DISTILL_GEN;
+
+/// Requests whose answers give `--self-distill N` tokens (each asked once).
+pub fn distill_requests(self_distill: usize) -> usize {
+    self_distill.div_ceil(DISTILL_GEN)
+}
 
 #[cfg(feature = "train")]
 fn train_head(
