@@ -231,6 +231,43 @@ pub fn for_each(n_items: usize, f: impl Fn(usize) + Sync) {
     });
 }
 
+/// An atomic counter on a cache line of its own (threads claim from their
+/// own counters without contending for one line).
+#[repr(align(128))]
+struct Padded(AtomicUsize);
+
+/// Call `f(chunk, owner_end)` over 0..n_items cut into one contiguous range
+/// per thread, each range cut into `chunks` chunks: a thread runs its own
+/// range's chunks in order (one stream through memory), then claims the
+/// chunks left in the others' ranges, one at a time from the front, so a
+/// slow thread's work is shared. `owner_end` is the end of the range the
+/// chunk belongs to.
+pub fn for_each_owned(n_items: usize, chunks: usize, f: impl Fn(std::ops::Range<usize>, usize) + Sync) {
+    let nt = n_threads().min(n_items);
+    if nt <= 1 {
+        if n_items > 0 {
+            f(0..n_items, n_items);
+        }
+        return;
+    }
+    let bound = |i: usize| i * n_items / nt;
+    let next: Vec<Padded> = (0..nt).map(|i| Padded(AtomicUsize::new(bound(i)))).collect();
+    run(nt, &|tid| {
+        for k in 0..nt {
+            let owner = (tid + k) % nt;
+            let end = bound(owner + 1);
+            let step = (end - bound(owner)).div_ceil(chunks.max(1)).max(1);
+            loop {
+                let s = next[owner].0.fetch_add(step, Relaxed);
+                if s >= end {
+                    break;
+                }
+                f(s..(s + step).min(end), end);
+            }
+        }
+    });
+}
+
 /// A raw pointer that parallel items use to write disjoint parts of one buffer.
 pub struct SendPtr<T>(pub *mut T);
 // Copy for any T (a derive would ask T: Copy; the pointer is copied, not T).
@@ -267,6 +304,45 @@ mod tests {
                 });
                 assert!(hits.iter().all(|h| h.load(Relaxed) == 1));
             }
+        });
+    }
+
+    /// Every item once, each chunk inside its owner's range, and a slow
+    /// thread's chunks taken by the others (thread 0 sleeps in each chunk:
+    /// its range must not all be run by thread 0).
+    #[test]
+    fn owned_ranges_cover_every_item_once_and_share_a_slow_range() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        pool.install(|| {
+            for (n, chunks) in [(0, 4), (1, 4), (2, 1), (7, 4), (1000, 4), (1000, 1), (10, 100)] {
+                let hits: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                for_each_owned(n, chunks, |r, end| {
+                    assert!(r.start < r.end && r.end <= end && end <= n, "{r:?} of a range ending at {end}, {n} items");
+                    r.for_each(|i| {
+                        hits[i].fetch_add(1, Relaxed);
+                    });
+                });
+                assert!(hits.iter().all(|h| h.load(Relaxed) == 1), "{n} items in {chunks} chunks per thread");
+            }
+            // the caller is thread 0 and owns the first range; a job runs
+            // inline when another test holds the team, so try a few times
+            let first_range = 300 / 3;
+            let by_others = AtomicUsize::new(0);
+            for _ in 0..20 {
+                for_each_owned(300, 10, |r, _| {
+                    if std::thread::current().name().is_some_and(|n| n.starts_with("rllama-worker")) {
+                        if r.start < first_range {
+                            by_others.fetch_add(r.len(), Relaxed);
+                        }
+                    } else {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                });
+                if by_others.load(Relaxed) > 0 {
+                    break;
+                }
+            }
+            assert!(by_others.load(Relaxed) > 0, "no chunk of the slow thread's range was taken");
         });
     }
 

@@ -292,21 +292,29 @@ fn round_as_steps() -> bool {
     *ON.get_or_init(|| std::env::var_os("RLLAMA_ROUND_AS_STEPS").is_some_and(|v| !v.is_empty() && v != "0"))
 }
 
-/// Up to 8 tokens, the tiles are cut into this many contiguous ranges per
-/// thread, claimed dynamically: a thread whose core is shared (a busy
-/// machine, a slower virtual CPU) takes fewer, where one range per thread
-/// made every matmul wait for the slowest. Qwen 1.5B Q4_K_M tg32 at -t 2 on
-/// a 2-core EPYC (Zen 1) with a busy loop on the second core: 5.5-5.7 t/s
-/// with one range per thread, 6.1 with 4, 6.0-6.2 with 16; on the idle
-/// machine 10.1-11.5 against 10.3-11.0 (its run-to-run noise); SmolLM2
-/// Q4_1 tg128 (many small matmuls, the most claims per token), six
-/// alternating pairs: 82-115 t/s (mean 98) with one range, 83-132 (mean 108)
-/// with 4.
+/// Up to 8 tokens, each thread owns one contiguous range of the tiles, cut
+/// into this many chunks: it runs its own chunks in order (one stream
+/// through memory, prefetched up to the range's end), then takes chunks
+/// left in the other ranges (`parallel::for_each_owned`), so a thread whose
+/// core is shared (a busy machine, a slower virtual CPU) hands over work
+/// rather than making every matmul wait for it.
+/// - Earlier, 4 ranges per thread claimed in turn from one counter: Qwen
+///   1.5B Q4_K_M tg32 at -t 2 on a 2-core EPYC (Zen 1) with a busy loop on
+///   the second core: 5.5-5.7 t/s with one range per thread, 6.1 with 4.
+/// - But then a thread's ranges lay apart: each a new stream whose first
+///   64 KB the software prefetch (`PREFETCH_L2_BYTES` ahead) missed, and
+///   whose last 64 KB of prefetches fetched the other thread's tiles. On a
+///   2-core Zen 4, tg128 -t 2, interleaved rounds: Qwen 0.5B Q8_0 41-46 t/s
+///   with 4 ranges claimed in turn, 42-53 with one range per thread, 45-57
+///   owned (ik_llama.cpp -rtr 1 in the same rounds: 45-61); SmolLM2 Q4_1
+///   200-232 -> 216-229; Qwen 1.5B Q4_K_M tg64 24-28 -> 27-34. With a busy
+///   loop on one core (Qwen 0.5B Q8_0 tg64): 21.8-22.0 t/s in turn, 22.2-24.4
+///   owned.
 const SMALL_BATCH_RANGES: usize = 4;
 
 /// The fast kernel: every row rounded the same in any batch, so `batch` is
-/// not needed. Up to 8 tokens (memory-bound) contiguous ranges of tiles
-/// (`SMALL_BATCH_RANGES` per thread); more, chunks of 4 tiles claimed
+/// not needed. Up to 8 tokens (memory-bound) a contiguous range of tiles
+/// per thread (`SMALL_BATCH_RANGES`); more, chunks of 4 tiles claimed
 /// dynamically (a chunk's weights stay in L2 while every token passes over
 /// them). Which thread runs a range never changes its results.
 fn matmul_fast(w: &QMatrix, k: &FastKernels, tiles: &AlignedBytes, q: &QuantizedActs, out: &mut [f32]) {
@@ -325,20 +333,26 @@ fn tiled(w: &QMatrix, k: &FastKernels, gemm: fast::FastGemmFn, tiles: &AlignedBy
     let ntiles = rows.div_ceil(k.rows);
     let tile_bytes = k.geometry.tile_bytes(nb);
     assert!(tiles.as_slice().len() >= ntiles * tile_bytes, "{}: tiles too short", w.name);
-    let nt = parallel::n_threads();
-    let chunk = if n <= 8 { ntiles.div_ceil(nt * SMALL_BATCH_RANGES) } else { CHUNK_TILES };
     let rb = q.row_bytes;
     let acts = &q.buf.as_slice()[toks.start * rb..toks.end * rb];
     let data = tiles.as_slice();
     let ptr = SendPtr(out[toks.start * rows..].as_mut_ptr());
-    parallel::for_each(ntiles.div_ceil(chunk), |c| {
-        let (t0, t1) = (c * chunk, ((c + 1) * chunk).min(ntiles));
+    // tiles t0..t1, prefetching up to tile `end`
+    let run = |t0: usize, t1: usize, end: usize| {
         let r0 = t0 * k.rows;
-        // SAFETY: tiles t0..t1 (checked above), all n activation rows (checked
-        // by the caller), outputs (t, r) for rows of these tiles only: disjoint
-        // across items and below `rows`.
-        unsafe { gemm(&data[t0 * tile_bytes..t1 * tile_bytes], nb, t1 - t0, acts, rb, n, ptr.get().add(r0), rows, rows - r0) };
-    });
+        // SAFETY: tiles t0..end (checked above), all n activation rows
+        // (checked by the caller), outputs (t, r) for rows of tiles t0..t1
+        // only: disjoint across items and below `rows`.
+        unsafe { gemm(&data[t0 * tile_bytes..end * tile_bytes], nb, t1 - t0, acts, rb, n, ptr.get().add(r0), rows, rows - r0) };
+    };
+    if n <= 8 {
+        parallel::for_each_owned(ntiles, SMALL_BATCH_RANGES, |r, end| run(r.start, r.end, end));
+    } else {
+        parallel::for_each(ntiles.div_ceil(CHUNK_TILES), |c| {
+            let (t0, t1) = (c * CHUNK_TILES, ((c + 1) * CHUNK_TILES).min(ntiles));
+            run(t0, t1, t1)
+        });
+    }
 }
 
 /// Quantize and multiply in one call.

@@ -298,12 +298,12 @@ unsafe fn scaled<K: Tile, const N: usize>(w: [__m256i; N], a: [__m256i; N], sc: 
 /// Tile super-blocks 0..nb of one tile against T tokens: the 8 rows'
 /// results per token (the AVX-512 module's `tile`, on halves).
 #[inline(always)]
-unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
+unsafe fn tile<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let meta = w.add(nb * K::G.values);
     for b in 0..nb {
         let mt = meta.add(b * K::G.meta);
-        let s = sb_sums::<K, T>(w, nb, acts, b);
+        let s = sb_sums::<K, T>(w, end, nb, acts, b);
         let d = K::d(mt);
         let dmin = K::dmin(mt);
         for t in 0..T {
@@ -327,18 +327,24 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const 
 /// Super-block b of one tile against T tokens: the 8 rows' scaled integer
 /// sums sum_s sc[s] * (q . a over sub-block s) per token (row r at lane r).
 #[inline(always)]
-unsafe fn sb_sums<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T], b: usize) -> [__m256i; T] {
-    let p = sb_partials::<K, T, 1>(w, nb, acts, b);
+unsafe fn sb_sums<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T], b: usize) -> [__m256i; T] {
+    let p = sb_partials::<K, T, 1>(w, end, nb, acts, b);
     std::array::from_fn(|t| p[t][0])
 }
 
 /// `sb_sums` in P partial sums (P = 1, or 4 for the sums per 64 elements).
 #[inline(always)]
-unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T], b: usize) -> [[__m256i; P]; T] {
+unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(
+    w: *const u8,
+    end: *const u8,
+    nb: usize,
+    acts: &[*const BlockQ8K; T],
+    b: usize,
+) -> [[__m256i; P]; T] {
     let zero = _mm256_setzero_si256();
     let p = w.add(b * K::G.values);
     let mt = w.add(nb * K::G.values + b * K::G.meta);
-    prefetch_l2(w, b, K::G);
+    prefetch_l2(w, end, b, K::G);
     let mut s = [[[zero; 2]; P]; T];
     if K::SUB16 {
         // planes by pairs, each of a pair inlined on its own: which half of
@@ -457,8 +463,8 @@ impl<K: Tile> Kernel for Super<K> {
         a.as_ptr().add(t * arb) as *const BlockQ8K
     }
     #[inline(always)]
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
-        tile::<K, T>(w, nb, acts)
+    unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
+        tile::<K, T>(w, end, nb, acts)
     }
     #[inline(always)]
     unsafe fn store(v: __m256, o: *mut f32, valid: usize) {
@@ -487,13 +493,13 @@ impl<const P: usize> Kernel for Q4Exact<P> {
     }
     /// P float steps per super-block: 4 (per 64 elements, the GEMM) or 1 (the GEMV).
     #[inline(always)]
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [[__m256; 2]; T] {
+    unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [[__m256; 2]; T] {
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
         let meta = w.add(nb * Q4K::G.values);
         for b in 0..nb {
             let mt = meta.add(b * Q4K::G.meta);
             let (d, dmin) = (Q4K::d(mt), Q4K::dmin(mt));
-            let s = sb_partials::<Q4K, T, P>(w, nb, acts, b);
+            let s = sb_partials::<Q4K, T, P>(w, end, nb, acts, b);
             for t in 0..T {
                 let a = &*acts[t].add(b);
                 let ad = _mm256_set1_ps(a.d);

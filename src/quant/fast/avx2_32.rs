@@ -72,8 +72,8 @@ impl<F: Format32> Kernel for Small<F> {
         ActPtrs::of(a, arb, n, nb, t, F::ACT)
     }
     #[inline(always)]
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
-        tile::<F, T>(w, nb, acts)
+    unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
+        tile::<F, T>(w, end, nb, acts)
     }
     #[inline(always)]
     unsafe fn store(v: [__m256; 2], o: *mut f32, valid: usize) {
@@ -84,13 +84,13 @@ impl<F: Format32> Kernel for Small<F> {
 /// Blocks 0..nb of one tile against T tokens: the 16 rows' results per
 /// token, by halves.
 #[inline(always)]
-unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
+unsafe fn tile<F: Format32, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
     let mut acc = [[_mm256_setzero_ps(); 2]; T];
     let meta = w.add(nb * F::G.values);
     for b in 0..nb {
         let p = w.add(b * F::G.values);
         let mt = meta.add(b * F::G.meta);
-        prefetch_l2(w, b, F::G);
+        prefetch_l2(w, end, b, F::G);
         let half = |h: usize, at: usize| _mm256_cvtph_ps(_mm_loadu_si128(mt.add(at + 16 * h) as *const __m128i));
         let dw = [half(0, B32_D), half(1, B32_D)];
         // the min per row (types without an offset)

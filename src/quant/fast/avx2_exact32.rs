@@ -66,11 +66,11 @@ impl<F: Format32> Kernel for Lanes<F> {
         ActPtrs::of(a, arb, n, nb, t, F::ACT)
     }
     #[inline(always)]
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
+    unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
         let mut out = [[_mm256_setzero_ps(); 2]; T];
         for (o, a) in out.iter_mut().zip(acts) {
             for (h, oh) in o.iter_mut().enumerate() {
-                *oh = half::<F>(w, nb, a, h);
+                *oh = half::<F>(w, end, nb, a, h);
             }
         }
         out
@@ -104,13 +104,13 @@ unsafe fn lane_sums<F: Format32>(w: __m256i, a: __m256i) -> __m256i {
 
 /// Rows 8h..8h+8 of the tile at `w` (`nb` blocks) against one token.
 #[inline(always)]
-unsafe fn half<F: Format32>(w: *const u8, nb: usize, act: &ActPtrs, h: usize) -> __m256 {
+unsafe fn half<F: Format32>(w: *const u8, end: *const u8, nb: usize, act: &ActPtrs, h: usize) -> __m256 {
     let meta = w.add(nb * F::G.values);
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut mins = _mm256_setzero_ps();
     for b in 0..nb {
         if h == 0 {
-            prefetch_l2(w, b, F::G);
+            prefetch_l2(w, end, b, F::G);
         }
         let mt = meta.add(b * F::G.meta);
         let q = act.qs.add(b * F::ACT.0);

@@ -182,14 +182,14 @@ unsafe fn bcast8(p: *const i8) -> __m512i {
 /// Tile super-blocks 0..nb of one tile (64-byte aligned) against T tokens:
 /// the 8 rows' results per token.
 #[inline(always)]
-unsafe fn tile<K: Tile, const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
+unsafe fn tile<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let zero = _mm512_setzero_si512();
     let meta = w.add(nb * K::G.values);
     for b in 0..nb {
         let p = w.add(b * K::G.values);
         let mt = meta.add(b * K::G.meta);
-        prefetch_l2(w, b, K::G);
+        prefetch_l2(w, end, b, K::G);
         let mut s = [zero; T];
         if K::SUB16 {
             for k in 0..16 {
@@ -274,8 +274,8 @@ impl<K: Tile> Kernel for Super<K> {
         a.as_ptr().add(t * arb) as *const BlockQ8K
     }
     #[inline(always)]
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
-        tile::<K, T>(w, nb, acts)
+    unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
+        tile::<K, T>(w, end, nb, acts)
     }
     #[inline(always)]
     unsafe fn store(v: __m256, o: *mut f32, valid: usize) {

@@ -47,8 +47,8 @@ impl<F: Format32> Kernel for Small<F> {
         ActPtrs::of(a, arb, n, nb, t, F::ACT)
     }
     #[inline(always)]
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [__m512; T] {
-        tile::<F, T>(w, nb, acts)
+    unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [__m512; T] {
+        tile::<F, T>(w, end, nb, acts)
     }
     #[inline(always)]
     unsafe fn store(v: __m512, o: *mut f32, valid: usize) {
@@ -58,14 +58,14 @@ impl<F: Format32> Kernel for Small<F> {
 
 /// Blocks 0..nb of one tile against T tokens: the 16 rows' results per token.
 #[inline(always)]
-unsafe fn tile<F: Format32, const T: usize>(w: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [__m512; T] {
+unsafe fn tile<F: Format32, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [__m512; T] {
     let mut acc = [_mm512_setzero_ps(); T];
     let zero = _mm512_setzero_si512();
     let meta = w.add(nb * F::G.values);
     for b in 0..nb {
         let p = w.add(b * F::G.values);
         let mt = meta.add(b * F::G.meta);
-        prefetch_l2(w, b, F::G);
+        prefetch_l2(w, end, b, F::G);
         let v: [__m512i; 8] = planes::<F, _>(p);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_D) as *const __m256i));
         // the min per row (types without an offset)

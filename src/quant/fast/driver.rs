@@ -27,11 +27,15 @@ pub const PREFETCH_L2_BYTES: usize = 64 << 10;
 /// the tile at `w` (`nb` blocks): one block's share (values + meta) of the
 /// tiles' byte stream per call, so the prefetches run on through the meta
 /// regions and across tiles (the hardware prefetcher does not run far
-/// enough ahead here).
+/// enough ahead here). Nothing at or past `end`, the end of the caller's
+/// range of tiles: past it lie another thread's tiles or another matrix.
 #[inline(always)]
-pub unsafe fn prefetch_l2(w: *const u8, b: usize, g: Geometry) {
+pub unsafe fn prefetch_l2(w: *const u8, end: *const u8, b: usize, g: Geometry) {
     let step = g.values + g.meta;
-    let f = w.add(PREFETCH_L2_BYTES + b * step);
+    let f = w.wrapping_add(PREFETCH_L2_BYTES + b * step);
+    if f >= end {
+        return;
+    }
     for l in (0..step).step_by(64) {
         _mm_prefetch::<_MM_HINT_T1>(f.add(l) as *const i8);
     }
@@ -48,8 +52,9 @@ pub trait Kernel {
     /// Token t of `n` in `a` (rows of `arb` bytes, then whatever the
     /// activation format appends, e.g. `acts32`'s sides).
     unsafe fn act(a: &[u8], arb: usize, n: usize, nb: usize, t: usize) -> Self::Act;
-    /// One tile (64-byte aligned, `nb` blocks) against T tokens.
-    unsafe fn tile<const T: usize>(w: *const u8, nb: usize, acts: &[Self::Act; T]) -> [Self::Acc; T];
+    /// One tile (64-byte aligned, `nb` blocks) against T tokens; `end` is
+    /// the end of the range of tiles (`prefetch_l2`'s limit).
+    unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[Self::Act; T]) -> [Self::Acc; T];
     /// The first `valid` lanes of `v` to `o`.
     unsafe fn store(v: Self::Acc, o: *mut f32, valid: usize);
 }
@@ -70,8 +75,9 @@ unsafe fn tokens<K: Kernel, const T: usize>(
     nrows: usize,
 ) {
     let acts: [K::Act; T] = std::array::from_fn(|t| K::act(a, arb, n, nb, t0 + t));
+    let end = w.as_ptr_range().end;
     for i in 0..ntiles {
-        let acc = K::tile::<T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), nb, &acts);
+        let acc = K::tile::<T>(w.as_ptr().add(i * K::G.tile_bytes(nb)), end, nb, &acts);
         let r0 = i * K::ROWS;
         let valid = (nrows - r0).min(K::ROWS);
         for (t, v) in acc.into_iter().enumerate() {

@@ -70,10 +70,12 @@ pub fn set_exact(e: bool) {
 
 /// `gemm(tiles, blocks_per_row, n_tiles, acts, act_row_bytes, n_tok, out,
 /// out_stride, n_rows)`: out[t * out_stride + r] for rows r < n_rows of the
-/// tiles (the last tile may be partly padding).
+/// tiles (the last tile may be partly padding). The kernel runs the first
+/// `n_tiles` tiles of `tiles` and prefetches no further than its end, so a
+/// caller passes the rest of its range of tiles beyond them.
 ///
 /// # Safety
-/// `tiles` holds `n_tiles` tiles of the kernel's type with `blocks_per_row`
+/// `tiles` holds at least `n_tiles` tiles of the kernel's type with `blocks_per_row`
 /// super-blocks each; `acts` holds `n_tok` rows of Q8_K blocks; `out` is valid
 /// for every index written; the CPU has the kernel's features.
 pub type FastGemmFn = unsafe fn(&[u8], usize, usize, &[u8], usize, usize, *mut f32, usize, usize);
