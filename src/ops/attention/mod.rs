@@ -637,20 +637,21 @@ fn tile_softmax<V: Visible>(
     true
 }
 
-/// Every cache line of one position's key and value rows (a hint: the
-/// next tile's, while this one is worked on).
+/// Every cache line of one position's key and value rows into L2 (a hint:
+/// a coming tile's, while this one is worked on; into L1 the 256 lines of
+/// a Qwen tile filled its miss buffers and stalled the loop).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefetch_rows(k: &[u16], v: &[u16]) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     for row in [k, v] {
         // SAFETY: prefetching is a hint; the addresses are inside the row.
         unsafe {
             for o in (0..row.len()).step_by(F16_PER_LINE) {
-                _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().add(o) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(row.as_ptr().add(o) as *const i8);
             }
             if let Some(last) = row.last() {
-                _mm_prefetch::<_MM_HINT_T0>(last as *const u16 as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(last as *const u16 as *const i8);
             }
         }
     }
