@@ -444,13 +444,30 @@ fn widen_kt_keys(rows: &[&[u16]], dk: usize, kt: &mut [f32], j0: usize) {
     }
 }
 
-/// Keys j0..j0 + 8 of `rows`, dims d0..d0 + 8, transposed as f16 (SSE2
-/// unpacks): element k holds dim d0 + k of the 8 keys.
+/// Keys j0..j0 + 8 of `rows` as pointers for `transpose8_f16`, each row
+/// checked to hold at least `dk` elements.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn transpose8_f16(rows: &[&[u16]], j0: usize, d0: usize) -> [std::arch::x86_64::__m128i; 8] {
+fn key_rows8(rows: &[&[u16]], j0: usize, dk: usize) -> [*const u16; 8] {
+    std::array::from_fn(|i| {
+        let r = rows[j0 + i];
+        assert!(r.len() >= dk, "a key row shorter than the head");
+        r.as_ptr()
+    })
+}
+
+/// Dims d0..d0 + 8 of 8 keys' rows, transposed as f16 (SSE2 unpacks):
+/// element k holds dim d0 + k of the 8 keys. The row pointers are taken
+/// once per 8 keys (`key_rows8`), not re-read and bounds-checked per block
+/// of dims.
+///
+/// # Safety
+/// Every row is valid for d0 + 8 elements; the CPU has SSE2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose8_f16(rows: &[*const u16; 8], d0: usize) -> [std::arch::x86_64::__m128i; 8] {
     use std::arch::x86_64::*;
-    let a: [__m128i; 8] = std::array::from_fn(|i| _mm_loadu_si128(rows[j0 + i][d0..d0 + 8].as_ptr() as *const __m128i));
+    let a: [__m128i; 8] = std::array::from_fn(|i| _mm_loadu_si128(rows[i].add(d0) as *const __m128i));
     let t: [__m128i; 8] = std::array::from_fn(|i| {
         let (x, y) = (a[i / 2 * 2], a[i / 2 * 2 + 1]);
         if i % 2 == 0 {
@@ -483,8 +500,9 @@ unsafe fn widen_kt_f16c_impl(rows: &[&[u16]], dk: usize, kt: &mut [f32]) {
     const T: usize = FA_TILE;
     let n8 = if dk.is_multiple_of(8) { rows.len() / 8 * 8 } else { 0 };
     for j0 in (0..n8).step_by(8) {
+        let p = key_rows8(rows, j0, dk);
         for d0 in (0..dk).step_by(8) {
-            let x = transpose8_f16(rows, j0, d0);
+            let x = transpose8_f16(&p, d0);
             for (k, &xk) in x.iter().enumerate() {
                 _mm256_storeu_ps(kt.as_mut_ptr().add((d0 + k) * T + j0), _mm256_cvtph_ps(xk));
             }

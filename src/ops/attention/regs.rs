@@ -8,7 +8,7 @@
 //! the f32 tiles of the generic kernel cost more in cache traffic than in
 //! arithmetic once a tile no longer fits in L1 (Gemma's 256-dimension head).
 
-use super::{exp_avx2, finish, prefetch_rows, tile_softmax, transpose8_f16, FA_TILE, VBLOCK};
+use super::{exp_avx2, finish, key_rows8, prefetch_rows, tile_softmax, transpose8_f16, FA_TILE, VBLOCK};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -221,8 +221,9 @@ unsafe fn transpose_tile(rows: &[&[u16]], dk: usize, kt: &mut [u16]) {
     const T: usize = FA_TILE;
     let n8 = rows.len() / 8 * 8;
     for j0 in (0..n8).step_by(8) {
+        let p = key_rows8(rows, j0, dk);
         for d0 in (0..dk).step_by(8) {
-            let x = transpose8_f16(rows, j0, d0);
+            let x = transpose8_f16(&p, d0);
             for (k, &xk) in x.iter().enumerate() {
                 _mm_storeu_si128(kt.as_mut_ptr().add((d0 + k) * T + j0) as *mut __m128i, xk);
             }
