@@ -307,7 +307,7 @@ fn round_as_steps() -> bool {
 ///   2-core Zen 4, tg128 -t 2, interleaved rounds: Qwen 0.5B Q8_0 41-46 t/s
 ///   with 4 ranges claimed in turn, 42-53 with one range per thread, 45-57
 ///   owned (ik_llama.cpp -rtr 1 in the same rounds: 45-61); SmolLM2 Q4_1
-///   200-232 -> 216-229; Qwen 1.5B Q4_K_M tg64 24-28 -> 27-34. With a busy
+///   200-232 -> 216-229; Qwen 1.5B Q4_K_M tg64 25.6-27.9 -> 26.8-33.5. With a busy
 ///   loop on one core (Qwen 0.5B Q8_0 tg64): 21.8-22.0 t/s in turn, 22.2-24.4
 ///   owned.
 const SMALL_BATCH_RANGES: usize = 4;
