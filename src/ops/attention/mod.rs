@@ -302,8 +302,8 @@ pub fn attend_f16_split<'a>(
 
 /// Key positions per tile of ggml's tiled flash attention.
 pub const FA_TILE: usize = 64;
-/// f16 values per 64-byte cache line.
-const F16_PER_LINE: usize = 32;
+/// Bytes per cache line.
+const LINE_BYTES: usize = 64;
 /// Value lanes accumulated in registers at a time.
 const VBLOCK: usize = 64;
 
@@ -663,14 +663,15 @@ fn tile_softmax<V: Visible>(
 fn prefetch_rows(k: &[u16], v: &[u16]) {
     use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
     for row in [k, v] {
-        // SAFETY: prefetching is a hint; the addresses are inside the row.
-        unsafe {
-            for o in (0..row.len()).step_by(F16_PER_LINE) {
-                _mm_prefetch::<_MM_HINT_T1>(row.as_ptr().add(o) as *const i8);
-            }
-            if let Some(last) = row.last() {
-                _mm_prefetch::<_MM_HINT_T1>(last as *const u16 as *const i8);
-            }
+        // each line the row touches once (a row of 64 dims is 2 lines; the
+        // row's first element and every 32nd, then its last, hinted 3)
+        let lines = row.as_ptr_range();
+        let (mut a, end) = ((lines.start as usize) & !(LINE_BYTES - 1), lines.end as usize);
+        while a < end {
+            // SAFETY: prefetching is a hint and does not fault; the line
+            // holds part of the row.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(a as *const i8) };
+            a += LINE_BYTES;
         }
     }
 }
