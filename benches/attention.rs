@@ -5,9 +5,9 @@
 //! keys and values stream from memory as in generation), work items of one
 //! KV head and one `KEY_SEGMENT` of keys on rllama's thread team, as
 //! `Model::attend` makes them (the segments' merge left out):
-//! `cargo bench --bench attention` (AT_DEPTH, AT_QUERIES, AT_kv_heads and
-//! AT_head_dim override: Gemma 3 270M's step is `AT_kv_heads=1
-//! AT_QUERIES=4 AT_head_dim=256`, 18 layers counted as 24).
+//! `cargo bench --bench attention` (AT_DEPTH, AT_QUERIES, AT_KV_HEADS and
+//! AT_HEAD_DIM override: Gemma 3 270M's step is `AT_KV_HEADS=1
+//! AT_QUERIES=4 AT_HEAD_DIM=256`, 18 layers counted as 24).
 use criterion::{criterion_group, criterion_main, Criterion};
 use rllama::ops::attention::{attend_tiled_stats, KEY_SEGMENT};
 use rllama::parallel::{self, SendPtr};
@@ -21,7 +21,7 @@ fn env(name: &str, default: usize) -> usize {
 fn bench(c: &mut Criterion) {
     let depth = env("AT_DEPTH", 2048);
     let group = env("AT_QUERIES", 7);
-    let (kv_heads, head_dim) = (env("AT_kv_heads", 2), env("AT_head_dim", 64));
+    let (kv_heads, head_dim) = (env("AT_KV_HEADS", 2), env("AT_HEAD_DIM", 64));
     let row = kv_heads * head_dim;
     // f16 values in [-1, 1): bit patterns of small normal numbers
     let f16s =

@@ -214,8 +214,9 @@ unsafe fn tiled_regs<'a, L: Lanes>(
 /// tile's rows (`tile_softmax` sets an unseen key's weight without reading
 /// its score). Zeroing them was a scalar loop over up to 63 x dk values in
 /// every range's last tile: Gemma 3 270M's step (`cargo bench --bench
-/// attention`, `AT_KV_HEADS=1 AT_QUERIES=4 AT_HEAD_DIM=256`, 24 layers)
-/// at depth 100 189 -> 131 µs, at 130 272 -> 220 µs.
+/// attention`, `AT_KV_HEADS=1 AT_QUERIES=4 AT_HEAD_DIM=256`, 24 layers,
+/// two interleaved pairs) at depth 100 354-357 -> 273-277 µs, at 130
+/// 472-519 -> 348-381 µs.
 #[inline(always)]
 unsafe fn transpose_tile(rows: &[&[u16]], dk: usize, kt: &mut [u16]) {
     const T: usize = FA_TILE;
