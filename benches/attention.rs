@@ -9,7 +9,7 @@
 //! AT_HEAD_DIM override: Gemma 3 270M's step is `AT_KV_HEADS=1
 //! AT_QUERIES=4 AT_HEAD_DIM=256`, 18 layers counted as 24).
 use criterion::{criterion_group, criterion_main, Criterion};
-use rllama::ops::attention::{attend_tiled_stats, KEY_SEGMENT};
+use rllama::ops::attention::{attend_tiled_stats, HeadRows, KEY_SEGMENT};
 use rllama::parallel::{self, SendPtr};
 
 const LAYERS: usize = 24;
@@ -43,8 +43,8 @@ fn bench(c: &mut Criterion) {
                     let keys = sg * KEY_SEGMENT..((sg + 1) * KEY_SEGMENT).min(depth);
                     let qs: Vec<&[f32]> = (0..group).map(|g| &q[(h * group + g) * head_dim..(h * group + g + 1) * head_dim]).collect();
                     let ranges = vec![keys; group];
-                    let k_at = |p: usize| &kl[p * row + h * head_dim..p * row + (h + 1) * head_dim];
-                    let v_at = |p: usize| &vl[p * row + h * head_dim..p * row + (h + 1) * head_dim];
+                    let k_at = HeadRows::new(kl, row, h * head_dim, head_dim);
+                    let v_at = HeadRows::new(vl, row, h * head_dim, head_dim);
                     // SAFETY: item it owns outs[it] and stats[it].
                     let (o, st) = unsafe { (&mut *po.get().add(it), &mut *ps.get().add(it)) };
                     attend_tiled_stats(&qs, &ranges, k_at, v_at, 0.125, head_dim, o, Some(st));

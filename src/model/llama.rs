@@ -12,7 +12,8 @@ use super::{Config, Outputs};
 use crate::gguf::GgufFile;
 use crate::kv_cache::KvCache;
 use crate::ops::attention::{
-    attend_f16, attend_f16_split, attend_tiled_cells, attend_tiled_stats, merge_segments, LlamaCells, FA_TILE, KEY_SEGMENT, LLAMA_KV_PAD, SPLIT_KV_MIN,
+    attend_f16, attend_f16_split, attend_tiled_cells, attend_tiled_stats, merge_segments, HeadRows, LlamaCells, FA_TILE, KEY_SEGMENT, LLAMA_KV_PAD,
+    SPLIT_KV_MIN,
 };
 use crate::ops::linear::{Linear, MatCtx};
 use crate::ops::matmul::Batch;
@@ -425,8 +426,10 @@ impl Model {
         let scale = if c.q_scale.is_some() { 1.0 } else { 1.0 / (hk as f32).sqrt() };
         let q = &s.q;
         let first_pos = |t: usize| if swa { (pos0 + t + 1).saturating_sub(c.swa_window) } else { 0 };
-        let k_at = |kvh: usize| move |p: usize| &kl[p * kdim + kvh * hk..p * kdim + (kvh + 1) * hk];
-        let v_at = |kvh: usize| move |p: usize| &vl[p * vdim + kvh * hv..p * vdim + (kvh + 1) * hv];
+        let k_rows = |kvh: usize| HeadRows::new(kl, kdim, kvh * hk, hk);
+        let v_rows = |kvh: usize| HeadRows::new(vl, vdim, kvh * hv, hv);
+        let k_at = |kvh: usize| move |p: usize| k_rows(kvh).row(p);
+        let v_at = |kvh: usize| move |p: usize| v_rows(kvh).row(p);
         let att = SendPtr(s.att.as_mut_ptr());
         // ggml's tiled kernel serves batches of FA_TILE tokens or more; rows
         // rounded as one-token steps take the one-token kernel. Fast mode
@@ -494,7 +497,7 @@ impl Model {
                     let cell = |c: usize| lc.pos(c).expect("a turned ring has every cell written");
                     attend_tiled_cells(&qs, &vis, |c| ka(cell(c)), |c| va(cell(c)), scale, hv, &mut o);
                 } else {
-                    attend_tiled_stats(&qs, &ranges, k_at(g), v_at(g), scale, hv, &mut o, split.then_some(&mut st[..]));
+                    attend_tiled_stats(&qs, &ranges, k_rows(g), v_rows(g), scale, hv, &mut o, split.then_some(&mut st[..]));
                 }
                 for (k, &slot) in slots.iter().enumerate() {
                     // SAFETY: (segment, row, head) slots are disjoint across

@@ -8,7 +8,7 @@
 //! the f32 tiles of the generic kernel cost more in cache traffic than in
 //! arithmetic once a tile no longer fits in L1 (Gemma's 256-dimension head).
 
-use super::{exp_avx2, finish, key_rows8, prefetch_rows, tile_softmax, transpose8_f16, FA_TILE, VBLOCK};
+use super::{exp_avx2, finish, prefetch_span, tile_softmax, transpose8_f16, HeadRows, FA_TILE, VBLOCK};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -114,14 +114,14 @@ pub(super) fn fits(dk: usize, dv: usize) -> bool {
 pub(super) unsafe fn tiled_regs_avx512<'a>(
     qs: &[&[f32]],
     ranges: &[Range<usize>],
-    k_at: &dyn Fn(usize) -> &'a [u16],
-    v_at: &dyn Fn(usize) -> &'a [u16],
+    k: HeadRows<'a>,
+    v: HeadRows<'a>,
     scale: f32,
     dv: usize,
     out: &mut [f32],
     stats: Option<&mut [(f32, f32)]>,
 ) {
-    tiled_regs::<__m512>(qs, ranges, k_at, v_at, scale, dv, out, stats)
+    tiled_regs::<__m512>(qs, ranges, k, v, scale, dv, out, stats)
 }
 
 /// The same with 8-lane vectors (16 registers: half the queries per group).
@@ -130,14 +130,14 @@ pub(super) unsafe fn tiled_regs_avx512<'a>(
 pub(super) unsafe fn tiled_regs_avx2<'a>(
     qs: &[&[f32]],
     ranges: &[Range<usize>],
-    k_at: &dyn Fn(usize) -> &'a [u16],
-    v_at: &dyn Fn(usize) -> &'a [u16],
+    k: HeadRows<'a>,
+    v: HeadRows<'a>,
     scale: f32,
     dv: usize,
     out: &mut [f32],
     stats: Option<&mut [(f32, f32)]>,
 ) {
-    tiled_regs::<__m256>(qs, ranges, k_at, v_at, scale, dv, out, stats)
+    tiled_regs::<__m256>(qs, ranges, k, v, scale, dv, out, stats)
 }
 
 #[inline(always)]
@@ -145,8 +145,8 @@ pub(super) unsafe fn tiled_regs_avx2<'a>(
 unsafe fn tiled_regs<'a, L: Lanes>(
     qs: &[&[f32]],
     ranges: &[Range<usize>],
-    k_at: &dyn Fn(usize) -> &'a [u16],
-    v_at: &dyn Fn(usize) -> &'a [u16],
+    k: HeadRows<'a>,
+    v: HeadRows<'a>,
     scale: f32,
     dv: usize,
     out: &mut [f32],
@@ -161,6 +161,7 @@ unsafe fn tiled_regs<'a, L: Lanes>(
     assert!(fits(dk, dv) && qs.iter().all(|q| q.len() == dk) && ranges.len() >= nq && out.len() >= nq * dv);
     let lo = ranges.iter().map(|r| r.start).min().unwrap_or(0) / T * T;
     let hi = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+    assert!(k.len >= dk && v.len >= dv && k.holds(hi) && v.holds(hi), "attention rows outside the cache");
     let mut kt = vec![0u16; dk * T]; // [d][key], f16
     let mut m = vec![f32::NEG_INFINITY; nq];
     let mut s_sum = vec![0f32; nq];
@@ -170,21 +171,22 @@ unsafe fn tiled_regs<'a, L: Lanes>(
     let mut sc = [[0f32; T]; MAX_GROUP];
     // the queries that see a key of the tile, and those with a weight in it
     let (mut active, mut live) = (Vec::with_capacity(nq), Vec::with_capacity(nq));
-    for p in lo..(lo + PREFETCH_TILES * T).min(hi) {
-        prefetch_rows(&k_at(p)[..dk], &v_at(p)[..dv]);
-    }
+    // SAFETY (every row pointer below): rows lo..hi checked above.
+    let prefetch = |p: usize| {
+        prefetch_span(k.ptr(p), dk);
+        prefetch_span(v.ptr(p), dv);
+    };
+    (lo..(lo + PREFETCH_TILES * T).min(hi)).for_each(prefetch);
     let mut t0 = lo;
     while t0 < hi {
         let n_in = (hi - t0).min(T);
-        let mut krows: [&[u16]; T] = [&[]; T];
-        let mut vrows: [&[u16]; T] = [&[]; T];
+        let mut krows = [std::ptr::null::<u16>(); T];
+        let mut vrows = [std::ptr::null::<u16>(); T];
         for j in 0..n_in {
-            krows[j] = &k_at(t0 + j)[..dk];
-            vrows[j] = &v_at(t0 + j)[..dv];
+            krows[j] = k.ptr(t0 + j);
+            vrows[j] = v.ptr(t0 + j);
         }
-        for p in (t0 + PREFETCH_TILES * T).min(hi)..(t0 + (PREFETCH_TILES + 1) * T).min(hi) {
-            prefetch_rows(&k_at(p)[..dk], &v_at(p)[..dv]);
-        }
+        ((t0 + PREFETCH_TILES * T).min(hi)..(t0 + (PREFETCH_TILES + 1) * T).min(hi)).for_each(prefetch);
         transpose_tile(&krows[..n_in], dk, &mut kt);
         active.clear();
         active.extend((0..nq).filter(|&i| ranges[i].end > t0 && ranges[i].start < t0 + T));
@@ -198,9 +200,10 @@ unsafe fn tiled_regs<'a, L: Lanes>(
             }
         }
         for grp in live.chunks(L::GROUP) {
-            let spans: Vec<Range<usize>> = grp.iter().map(|&i| ranges[i].start.max(t0) - t0..ranges[i].end.min(t0 + T) - t0).collect();
+            let spans: [Range<usize>; MAX_GROUP] =
+                std::array::from_fn(|g| grp.get(g).map_or(0..0, |&i| ranges[i].start.max(t0) - t0..ranges[i].end.min(t0 + T) - t0));
             for c in (0..dv).step_by(L::CHUNK) {
-                values::<L>(grp, &spans, &w, &vrows, c, dv, acc);
+                values::<L>(grp, &spans[..grp.len()], &w, &vrows, c, dv, acc);
             }
         }
         t0 += T;
@@ -217,12 +220,15 @@ unsafe fn tiled_regs<'a, L: Lanes>(
 /// attention`, `AT_KV_HEADS=1 AT_QUERIES=4 AT_HEAD_DIM=256`, 24 layers,
 /// two interleaved pairs) at depth 100 354-357 -> 273-277 µs, at 130
 /// 472-519 -> 348-381 µs.
+///
+/// # Safety
+/// Every row is valid for `dk` elements; `kt` holds `dk * FA_TILE`.
 #[inline(always)]
-unsafe fn transpose_tile(rows: &[&[u16]], dk: usize, kt: &mut [u16]) {
+unsafe fn transpose_tile(rows: &[*const u16], dk: usize, kt: &mut [u16]) {
     const T: usize = FA_TILE;
     let n8 = rows.len() / 8 * 8;
     for j0 in (0..n8).step_by(8) {
-        let p = key_rows8(rows, j0, dk);
+        let p: [*const u16; 8] = rows[j0..j0 + 8].try_into().unwrap();
         for d0 in (0..dk).step_by(8) {
             let x = transpose8_f16(&p, d0);
             for (k, &xk) in x.iter().enumerate() {
@@ -230,9 +236,9 @@ unsafe fn transpose_tile(rows: &[&[u16]], dk: usize, kt: &mut [u16]) {
             }
         }
     }
-    for (j, r) in rows.iter().enumerate().skip(n8) {
-        for (d, &x) in r[..dk].iter().enumerate() {
-            kt[d * T + j] = x;
+    for (j, &r) in rows.iter().enumerate().skip(n8) {
+        for d in 0..dk {
+            kt[d * T + j] = *r.add(d);
         }
     }
 }
@@ -276,7 +282,7 @@ unsafe fn scores_n<L: Lanes, const N: usize>(qs: &[&[f32]], grp: &[usize], kt: &
 /// Value lanes c..c + CHUNK of the queries `grp`: each lane one fused
 /// chain over the keys of the query's span, in key order.
 #[inline(always)]
-unsafe fn values<L: Lanes>(grp: &[usize], spans: &[Range<usize>], w: &[[f32; FA_TILE]], vrows: &[&[u16]; FA_TILE], c: usize, dv: usize, acc: &mut [f32]) {
+unsafe fn values<L: Lanes>(grp: &[usize], spans: &[Range<usize>], w: &[[f32; FA_TILE]], vrows: &[*const u16; FA_TILE], c: usize, dv: usize, acc: &mut [f32]) {
     match grp.len() {
         1 => values_n::<L, 1>(grp, spans, w, vrows, c, dv, acc),
         2 => values_n::<L, 2>(grp, spans, w, vrows, c, dv, acc),
@@ -290,7 +296,7 @@ unsafe fn values_n<L: Lanes, const N: usize>(
     grp: &[usize],
     spans: &[Range<usize>],
     w: &[[f32; FA_TILE]],
-    vrows: &[&[u16]; FA_TILE],
+    vrows: &[*const u16; FA_TILE],
     c: usize,
     dv: usize,
     acc: &mut [f32],
@@ -301,7 +307,7 @@ unsafe fn values_n<L: Lanes, const N: usize>(
     let j_hi = spans.iter().map(|s| s.end).max().unwrap_or(0);
     let uniform = spans.iter().all(|s| *s == spans[0]);
     for j in j_lo..j_hi {
-        let vp = vrows[j].as_ptr().add(c);
+        let vp = vrows[j].add(c);
         let v: [L; VECS] = std::array::from_fn(|k| L::load_f16(vp.add(L::WIDTH * k)));
         for g in 0..N {
             if uniform || spans[g].contains(&j) {
