@@ -300,9 +300,8 @@ unsafe fn scaled<K: Tile, const N: usize>(w: [__m256i; N], a: [__m256i; N], sc: 
 #[inline(always)]
 unsafe fn tile<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
-    let meta = w.add(nb * K::G.values);
     for b in 0..nb {
-        let mt = meta.add(b * K::G.meta);
+        let mt = w.add(K::G.meta_at(nb, b));
         let s = sb_sums::<K, T>(w, end, nb, acts, b);
         let d = K::d(mt);
         let dmin = K::dmin(mt);
@@ -342,8 +341,8 @@ unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(
     b: usize,
 ) -> [[__m256i; P]; T] {
     let zero = _mm256_setzero_si256();
-    let p = w.add(b * K::G.values);
-    let mt = w.add(nb * K::G.values + b * K::G.meta);
+    let p = w.add(K::G.values_at(b));
+    let mt = w.add(K::G.meta_at(nb, b));
     prefetch_l2(w, end, b, K::G);
     let mut s = [[[zero; 2]; P]; T];
     if K::SUB16 {
@@ -495,9 +494,8 @@ impl<const P: usize> Kernel for Q4Exact<P> {
     #[inline(always)]
     unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [[__m256; 2]; T] {
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
-        let meta = w.add(nb * Q4K::G.values);
         for b in 0..nb {
-            let mt = meta.add(b * Q4K::G.meta);
+            let mt = w.add(Q4K::G.meta_at(nb, b));
             let (d, dmin) = (Q4K::d(mt), Q4K::dmin(mt));
             let s = sb_partials::<Q4K, T, P>(w, end, nb, acts, b);
             for t in 0..T {

@@ -185,10 +185,9 @@ unsafe fn bcast8(p: *const i8) -> __m512i {
 unsafe fn tile<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let zero = _mm512_setzero_si512();
-    let meta = w.add(nb * K::G.values);
     for b in 0..nb {
-        let p = w.add(b * K::G.values);
-        let mt = meta.add(b * K::G.meta);
+        let p = w.add(K::G.values_at(b));
+        let mt = w.add(K::G.meta_at(nb, b));
         prefetch_l2(w, end, b, K::G);
         let mut s = [zero; T];
         if K::SUB16 {

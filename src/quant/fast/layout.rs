@@ -5,9 +5,13 @@
 //! at bytes 8r..8r+8), ready for a VNNI product with a broadcast 8 bytes of
 //! activations.
 //!
-//! A tile is two regions: the values of its super-blocks (64-byte aligned, so
-//! every 64-byte load is one cache line), then their scales ("meta"); the
-//! tile is padded to a whole number of cache lines.
+//! A tile is its super-blocks in groups (`Geometry::group`): a group's
+//! values, then its scales ("meta"), each group filling whole cache lines,
+//! so every super-block's values start on a line (every 64-byte load is one
+//! cache line) and a tile is read as one stream in address order; the tile
+//! is padded to a whole number of cache lines. (With all the values first
+//! and all the meta after them, each tile was two streams, which the
+//! hardware prefetchers do not follow: see `Geometry::group`.)
 //!
 //! Q4_K (8 x 148 bytes per super-block; ggml's 8 x 144):
 //!   values 1024: 16 planes k of 64 bytes: byte 8r+e = q(r, 16k+e) | q(r, 16k+8+e) << 4
@@ -48,32 +52,69 @@ use crate::quant::blocks::{cast_blocks, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4K
 use crate::quant::kquants::{scale_min_k4, BlockK, QK_K};
 use crate::quant::AlignedBytes;
 
-/// Bytes of one super-block's values and scales in a tile.
+/// Bytes of one super-block's values and scales in a tile, and how many
+/// super-blocks a group holds.
 #[derive(Clone, Copy, Debug)]
 pub struct Geometry {
     pub values: usize,
     pub meta: usize,
+    /// Super-blocks per group: the fewest whose meta fills whole cache
+    /// lines (values always do), so each group, and each super-block's
+    /// values, starts on a line. A tile read in address order is one
+    /// stream, which the hardware prefetchers follow: one thread streaming
+    /// a 178 MB Q8_0-shaped tile array in C (Zen 4) took 5.6-6.7 ms
+    /// grouped without software prefetches, 8.3-8.7 ms with the meta after
+    /// all the values and prefetches 64 KB ahead (the old layout), 13.5
+    /// ms without them.
+    pub group: usize,
 }
 
 impl Geometry {
+    pub const fn new(values: usize, meta: usize) -> Geometry {
+        let mut group = 1;
+        while !(group * meta).is_multiple_of(LINE) {
+            group += 1;
+        }
+        Geometry { values, meta, group }
+    }
+
     /// Bytes of a tile of `nb` super-blocks (whole cache lines).
     pub fn tile_bytes(&self, nb: usize) -> usize {
-        (nb * (self.values + self.meta)).next_multiple_of(64)
+        (nb * (self.values + self.meta)).next_multiple_of(LINE)
+    }
+
+    /// Offset of super-block b's values in a tile.
+    #[inline(always)]
+    pub fn values_at(&self, b: usize) -> usize {
+        let g0 = b / self.group * self.group;
+        g0 * (self.values + self.meta) + (b - g0) * self.values
+    }
+
+    /// Offset of super-block b's meta in a tile of `nb` super-blocks (the
+    /// last group may hold fewer than `group`).
+    #[inline(always)]
+    pub fn meta_at(&self, nb: usize, b: usize) -> usize {
+        let g0 = b / self.group * self.group;
+        let n = self.group.min(nb - g0);
+        g0 * (self.values + self.meta) + n * self.values + (b - g0) * self.meta
     }
 }
 
-pub const Q4K_GEOMETRY: Geometry = Geometry { values: 1024, meta: 160 };
-pub const Q6K_GEOMETRY: Geometry = Geometry { values: 1536, meta: 144 };
-pub const Q5K_GEOMETRY: Geometry = Geometry { values: 1280, meta: 160 };
+/// Bytes per cache line.
+const LINE: usize = 64;
+
+pub const Q4K_GEOMETRY: Geometry = Geometry::new(1024, 160);
+pub const Q6K_GEOMETRY: Geometry = Geometry::new(1536, 144);
+pub const Q5K_GEOMETRY: Geometry = Geometry::new(1280, 160);
 pub const Q5K_HIGH: usize = 1024;
-pub const Q2K_GEOMETRY: Geometry = Geometry { values: 512, meta: 160 };
-pub const Q3K_GEOMETRY: Geometry = Geometry { values: 768, meta: 144 };
+pub const Q2K_GEOMETRY: Geometry = Geometry::new(512, 160);
+pub const Q3K_GEOMETRY: Geometry = Geometry::new(768, 144);
 pub const Q3K_HIGH: usize = 512;
 /// Q2_K's and Q3_K's meta: per-16 scales at 8s+r, then d and (Q2_K) dmin per row.
 pub const K16_SCALES: usize = 0;
 pub const K16_D: usize = 128;
 pub const K16_DMIN: usize = 144;
-pub const IQ4XS_GEOMETRY: Geometry = Geometry { values: 1024, meta: 80 };
+pub const IQ4XS_GEOMETRY: Geometry = Geometry::new(1024, 80);
 pub const IQ4XS_SCALES: usize = 0;
 pub const IQ4XS_D: usize = 64;
 /// Offsets in a super-block's values and meta.
@@ -125,10 +166,12 @@ pub(super) fn tiles<B: Copy + Sync, const R: usize>(
     parallel::for_each(ntiles, |t| {
         // SAFETY: tile t's bytes of `out` (ntiles * tb long), disjoint per t.
         let tile = unsafe { std::slice::from_raw_parts_mut(o.get().add(t * tb), tb) };
-        let (values, meta) = tile.split_at_mut(nb * g.values);
         for b in 0..nb {
             let blocks: [Option<&B>; R] = std::array::from_fn(|i| (t * R + i < rows).then(|| &row(t * R + i)[b]));
-            put(&blocks, &mut values[b * g.values..(b + 1) * g.values], &mut meta[b * g.meta..(b + 1) * g.meta]);
+            let (v, m) = (g.values_at(b), g.meta_at(nb, b));
+            // meta after values in every group
+            let (values, meta) = tile.split_at_mut(m);
+            put(&blocks, &mut values[v..v + g.values], &mut meta[..g.meta]);
         }
     });
     out

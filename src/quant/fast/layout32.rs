@@ -25,11 +25,11 @@ use crate::quant::AlignedBytes;
 /// Rows per tile of the 32-element layout.
 pub const TILE32_ROWS: usize = 16;
 
-pub const Q8_0_GEOMETRY: Geometry = Geometry { values: 512, meta: 32 };
-pub const Q4_0_GEOMETRY: Geometry = Geometry { values: 256, meta: 32 };
-pub const Q4_1_GEOMETRY: Geometry = Geometry { values: 256, meta: 64 };
-pub const Q5_0_GEOMETRY: Geometry = Geometry { values: 320, meta: 32 };
-pub const Q5_1_GEOMETRY: Geometry = Geometry { values: 320, meta: 64 };
+pub const Q8_0_GEOMETRY: Geometry = Geometry::new(512, 32);
+pub const Q4_0_GEOMETRY: Geometry = Geometry::new(256, 32);
+pub const Q4_1_GEOMETRY: Geometry = Geometry::new(256, 64);
+pub const Q5_0_GEOMETRY: Geometry = Geometry::new(320, 32);
+pub const Q5_1_GEOMETRY: Geometry = Geometry::new(320, 64);
 /// Offsets in a block's values and meta.
 pub const B32_HIGH: usize = 256;
 pub const B32_D: usize = 0;
