@@ -65,11 +65,13 @@ pub struct Geometry {
     /// a 178 MB Q8_0-shaped tile array in C (Zen 4) took 5.6-6.7 ms
     /// grouped without software prefetches, 8.3-8.7 ms with the meta after
     /// all the values and prefetches 64 KB ahead (the old layout), 13.5
-    /// ms without them.
+    /// ms without them. The kernels keep their prefetch
+    /// (`driver::PREFETCH_L2_BYTES`), which still helps them.
     pub group: usize,
 }
 
 impl Geometry {
+    /// The geometry of super-blocks of `values` and `meta` bytes.
     pub const fn new(values: usize, meta: usize) -> Geometry {
         let mut group = 1;
         while !(group * meta).is_multiple_of(LINE) {
@@ -352,4 +354,57 @@ pub fn pack_q6k(data: &[u8], rows: usize, row_bytes: usize) -> AlignedBytes {
             put_f16(mt, Q6K_D, r, b.d);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout32::*;
+    use super::*;
+
+    /// Every geometry's groups: values and meta of each super-block inside
+    /// the tile, disjoint, covering the first nb * (values + meta) bytes, in
+    /// address order within a group (its values, then its meta), each
+    /// super-block's values on a cache line.
+    #[test]
+    fn groups_tile_the_tile_in_one_stream() {
+        let all = [
+            (Q4K_GEOMETRY, 2),
+            (Q6K_GEOMETRY, 4),
+            (Q5K_GEOMETRY, 2),
+            (Q2K_GEOMETRY, 2),
+            (Q3K_GEOMETRY, 4),
+            (IQ4XS_GEOMETRY, 4),
+            (Q8_0_GEOMETRY, 2),
+            (Q4_0_GEOMETRY, 2),
+            (Q4_1_GEOMETRY, 1),
+            (Q5_0_GEOMETRY, 2),
+            (Q5_1_GEOMETRY, 1),
+        ];
+        for (g, group) in all {
+            assert_eq!(g.group, group, "{g:?}");
+            for nb in 1..=9 {
+                let used = nb * (g.values + g.meta);
+                let mut owner = vec![usize::MAX; g.tile_bytes(nb)];
+                for b in 0..nb {
+                    let (v, m) = (g.values_at(b), g.meta_at(nb, b));
+                    assert!(v.is_multiple_of(LINE), "{g:?} nb {nb} block {b}: values at {v}");
+                    assert!(v + g.values <= m, "{g:?} nb {nb} block {b}: meta before values");
+                    for (at, len) in [(v, g.values), (m, g.meta)] {
+                        for o in &mut owner[at..at + len] {
+                            assert_eq!(*o, usize::MAX, "{g:?} nb {nb} block {b}: bytes shared");
+                            *o = b;
+                        }
+                    }
+                }
+                assert!(owner[..used].iter().all(|&o| o != usize::MAX), "{g:?} nb {nb}: a gap");
+                // blocks in order: the first byte of each block's values
+                // comes after every byte of the groups before it
+                for b in 1..nb {
+                    if b % g.group == 0 {
+                        assert!(owner[..g.values_at(b)].iter().all(|&o| o < b), "{g:?} nb {nb}: group at {b} out of order");
+                    }
+                }
+            }
+        }
+    }
 }
