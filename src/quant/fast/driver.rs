@@ -29,8 +29,8 @@ pub const PREFETCH_L2_BYTES: usize = 64 << 10;
 
 /// Fetch into L2 the bytes `PREFETCH_L2_BYTES` ahead of super-block `b` of
 /// the tile at `w` (`nb` blocks): one block's share (values + meta) of the
-/// tiles' byte stream per call, so the prefetches run on through the meta
-/// regions and across tiles (the hardware prefetcher does not run far
+/// tiles' byte stream per call, so the prefetches run on through the
+/// groups' meta and across tiles (the hardware prefetcher does not run far
 /// enough ahead here). Nothing at or past `end`, the end of the caller's
 /// range of tiles: past it lie another thread's tiles or another matrix.
 #[inline(always)]

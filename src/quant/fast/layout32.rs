@@ -3,7 +3,8 @@
 //! rows' values interleaved by groups of 4 elements, so a 64-byte vector holds
 //! elements 4j..4j+4 of all 16 rows (row r in dword r) as unsigned bytes u,
 //! ready for a `vpdpbusd` with one dword of activations broadcast. A tile is
-//! `layout::tiles`' two regions: every block's values, then every block's meta.
+//! `layout::tiles`' groups of blocks (`Geometry::group`): each group's
+//! values, then its blocks' meta.
 //!
 //! u = q + offset, offset = 2^shift (`Store::shift`; the kernel takes
 //! offset * sum(a) off): Q8_0 q + 128; Q4_0 q + 8; Q5_0 q + 16; IQ4_NL the
