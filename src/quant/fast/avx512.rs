@@ -41,11 +41,18 @@ trait Tile: Meta {
     unsafe fn scale(p: *const u8, s: usize) -> __m512i;
 }
 
-/// 64 aligned bytes as two 256-bit loads: streaming weights from memory,
-/// 512-bit loads ran slower here (Qwen 1.5B tg at -t 2, A/B: 28.3 -> 30.5 t/s).
+/// 64 aligned bytes of weights, loaded in program order: a volatile load,
+/// so the compiler cannot move it before the loads written ahead of it.
+/// Through plain loads LLVM issued a Q8_0 block's eight lines as 7, 6, 5,
+/// 0, 1, 2, 3, then 4, and a stream entered backwards at every block's
+/// start is one the prefetchers follow badly: Gemma's 262144 x 640 Q8_0
+/// output for one token, caches evicted between passes, one thread, 7.7-8.2
+/// -> 6.9-7.2 ms (a C loop of the same loads in order 6.0-6.3, in the
+/// compiler's order 6.8-7.4 with a wider spread).
 #[inline(always)]
 pub(super) unsafe fn load64(p: *const u8) -> __m512i {
-    _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_load_si256(p as *const __m256i)), _mm256_load_si256(p.add(32) as *const __m256i), 1)
+    debug_assert!(p as usize % 64 == 0);
+    std::ptr::read_volatile(p as *const __m512i)
 }
 
 #[inline(always)]
