@@ -51,7 +51,7 @@ trait Tile: Meta {
 /// compiler's order 6.8-7.4 with a wider spread).
 #[inline(always)]
 pub(super) unsafe fn load64(p: *const u8) -> __m512i {
-    debug_assert!(p as usize % 64 == 0);
+    debug_assert!((p as usize).is_multiple_of(64));
     std::ptr::read_volatile(p as *const __m512i)
 }
 

@@ -4,7 +4,8 @@
 //! elements 4j..4j+4 of all 16 rows (row r in dword r) as unsigned bytes u,
 //! ready for a `vpdpbusd` with one dword of activations broadcast. A tile is
 //! `layout::tiles`' groups of blocks (`Geometry::group`): each group's
-//! values, then its blocks' meta.
+//! values, then its blocks' meta. The kernels read these tiles without
+//! software prefetches (`Geometry::without_prefetch`).
 //!
 //! u = q + offset, offset = 2^shift (`Store::shift`; the kernel takes
 //! offset * sum(a) off): Q8_0 q + 128; Q4_0 q + 8; Q5_0 q + 16; IQ4_NL the
@@ -26,11 +27,11 @@ use crate::quant::AlignedBytes;
 /// Rows per tile of the 32-element layout.
 pub const TILE32_ROWS: usize = 16;
 
-pub const Q8_0_GEOMETRY: Geometry = Geometry::new(512, 32);
-pub const Q4_0_GEOMETRY: Geometry = Geometry::new(256, 32);
-pub const Q4_1_GEOMETRY: Geometry = Geometry::new(256, 64);
-pub const Q5_0_GEOMETRY: Geometry = Geometry::new(320, 32);
-pub const Q5_1_GEOMETRY: Geometry = Geometry::new(320, 64);
+pub const Q8_0_GEOMETRY: Geometry = Geometry::new(512, 32).without_prefetch();
+pub const Q4_0_GEOMETRY: Geometry = Geometry::new(256, 32).without_prefetch();
+pub const Q4_1_GEOMETRY: Geometry = Geometry::new(256, 64).without_prefetch();
+pub const Q5_0_GEOMETRY: Geometry = Geometry::new(320, 32).without_prefetch();
+pub const Q5_1_GEOMETRY: Geometry = Geometry::new(320, 64).without_prefetch();
 /// Offsets in a block's values and meta.
 pub const B32_HIGH: usize = 256;
 pub const B32_D: usize = 0;
