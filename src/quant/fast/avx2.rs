@@ -305,7 +305,7 @@ unsafe fn scaled<K: Tile, const N: usize>(w: [__m256i; N], a: [__m256i; N], sc: 
 unsafe fn tile<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     for b in 0..nb {
-        let mt = w.add(K::G.meta_at(nb, b));
+        let mt = w.add(K::G.meta_at(b));
         let s = sb_sums::<K, T>(w, end, nb, acts, b);
         let d = K::d(mt);
         let dmin = K::dmin(mt);
@@ -345,8 +345,8 @@ unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(
     b: usize,
 ) -> [[__m256i; P]; T] {
     let zero = _mm256_setzero_si256();
-    let p = w.add(K::G.values_at(b));
-    let mt = w.add(K::G.meta_at(nb, b));
+    let p = w.add(K::G.values_at(nb, b));
+    let mt = w.add(K::G.meta_at(b));
     prefetch_l2(w, end, b, K::G);
     let mut s = [[[zero; 2]; P]; T];
     if K::SUB16 {
@@ -499,7 +499,7 @@ impl<const P: usize> Kernel for Q4Exact<P> {
     unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[*const BlockQ8K; T]) -> [[__m256; 2]; T] {
         let mut acc = [[_mm256_setzero_ps(); 2]; T];
         for b in 0..nb {
-            let mt = w.add(Q4K::G.meta_at(nb, b));
+            let mt = w.add(Q4K::G.meta_at(b));
             let (d, dmin) = (Q4K::d(mt), Q4K::dmin(mt));
             let s = sb_partials::<Q4K, T, P>(w, end, nb, acts, b);
             for t in 0..T {

@@ -111,11 +111,11 @@ unsafe fn half<F: Format32>(w: *const u8, end: *const u8, nb: usize, act: &ActPt
         if h == 0 {
             prefetch_l2(w, end, b, F::G);
         }
-        let mt = w.add(F::G.meta_at(nb, b));
+        let mt = w.add(F::G.meta_at(b));
         let q = act.qs.add(b * F::ACT.0);
         let side = *act.side.add(b);
         let d = _mm256_mul_ps(f16x8(mt.add(B32_D + 16 * h)), _mm256_set1_ps(side.d));
-        let v: [Half; 8] = planes::<F, Half>(w.add(F::G.values_at(b) + 32 * h));
+        let v: [Half; 8] = planes::<F, Half>(w.add(F::G.values_at(nb, b) + 32 * h));
         for (j, (vj, acc)) in v.iter().zip(acc.iter_mut()).enumerate() {
             let a = _mm256_set1_epi32(std::ptr::read_unaligned(q.add(4 * j) as *const i32));
             *acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lane_sums::<F>(vj.0, a)), *acc);

@@ -193,8 +193,8 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize,
     let mut acc = [_mm256_setzero_ps(); T];
     let zero = _mm512_setzero_si512();
     for b in 0..nb {
-        let p = w.add(K::G.values_at(b));
-        let mt = w.add(K::G.meta_at(nb, b));
+        let p = w.add(K::G.values_at(nb, b));
+        let mt = w.add(K::G.meta_at(b));
         prefetch_l2(w, end, b, K::G);
         let mut s = [zero; T];
         if K::SUB16 {

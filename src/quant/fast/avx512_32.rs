@@ -62,8 +62,8 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, end: *const u8, nb: us
     let mut acc = [_mm512_setzero_ps(); T];
     let zero = _mm512_setzero_si512();
     for b in 0..nb {
-        let p = w.add(F::G.values_at(b));
-        let mt = w.add(F::G.meta_at(nb, b));
+        let p = w.add(F::G.values_at(nb, b));
+        let mt = w.add(F::G.meta_at(b));
         prefetch_l2(w, end, b, F::G);
         let v: [__m512i; 8] = planes::<F, _>(p);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_D) as *const __m256i));

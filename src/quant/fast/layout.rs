@@ -6,12 +6,12 @@
 //! activations.
 //!
 //! A tile is its super-blocks in groups (`Geometry::group`): a group's
-//! values, then its scales ("meta"), each group filling whole cache lines,
-//! so every super-block's values start on a line (every 64-byte load is one
-//! cache line) and a tile is read as one stream in address order; the tile
-//! is padded to a whole number of cache lines. (With all the values first
-//! and all the meta after them, each tile was two streams, which the
-//! hardware prefetchers do not follow: see `Geometry::group`.)
+//! scales ("meta", padded to a cache line in a last, partial group), then
+//! its values, so every super-block's values start on a line (every 64-byte
+//! load is one cache line) and a tile is read as one stream in address
+//! order; the tile is padded to a whole number of cache lines. (With all
+//! the values first and all the meta after them, each tile was two streams,
+//! which the hardware prefetchers do not follow: see `Geometry::group`.)
 //!
 //! Q4_K (8 x 148 bytes per super-block; ggml's 8 x 144):
 //!   values 1024: 16 planes k of 64 bytes: byte 8r+e = q(r, 16k+e) | q(r, 16k+8+e) << 4
@@ -65,7 +65,13 @@ pub struct Geometry {
     /// a 178 MB Q8_0-shaped tile array in C (Zen 4) took 5.6-6.7 ms
     /// grouped without software prefetches, 8.3-8.7 ms with the meta after
     /// all the values and prefetches 64 KB ahead (the old layout), 13.5
-    /// ms without them.
+    /// ms without them. The meta goes first: a kernel reads a super-block's
+    /// scales while or before it reads its values, and with the meta after
+    /// the group's values every scale load jumped ahead of the stream and
+    /// the next values came from behind it. Cold, one thread, meta after ->
+    /// first: Gemma's 262144 x 640 Q8_0 output 7.2-7.4 -> 6.5-6.7 ms (the C
+    /// read 6.2-6.9), Qwen 1.5B's 151936 x 1536 Q4_K embedding matrix
+    /// 6.1-6.3 -> 5.4-5.5 ms.
     pub group: usize,
     /// Whether the kernels prefetch this stream ahead in software
     /// (`driver::prefetch_l2`). The super-block types keep it: one thread
@@ -100,25 +106,40 @@ impl Geometry {
         Geometry { prefetch: false, ..self }
     }
 
-    /// Bytes of a tile of `nb` super-blocks (whole cache lines).
-    pub fn tile_bytes(&self, nb: usize) -> usize {
-        (nb * (self.values + self.meta)).next_multiple_of(LINE)
-    }
-
-    /// Offset of super-block b's values in a tile.
-    #[inline(always)]
-    pub fn values_at(&self, b: usize) -> usize {
-        let g0 = b / self.group * self.group;
-        g0 * (self.values + self.meta) + (b - g0) * self.values
-    }
-
-    /// Offset of super-block b's meta in a tile of `nb` super-blocks (the
+    /// Super-blocks in the group starting at super-block g0 of `nb` (the
     /// last group may hold fewer than `group`).
     #[inline(always)]
-    pub fn meta_at(&self, nb: usize, b: usize) -> usize {
+    fn group_len(&self, nb: usize, g0: usize) -> usize {
+        self.group.min(nb - g0)
+    }
+
+    /// Bytes of the meta of a group of n super-blocks, padded to whole
+    /// cache lines (only a last, partial group needs the padding).
+    #[inline(always)]
+    const fn meta_bytes(&self, n: usize) -> usize {
+        (n * self.meta).next_multiple_of(LINE)
+    }
+
+    /// Bytes of a tile of `nb` super-blocks (whole cache lines).
+    pub fn tile_bytes(&self, nb: usize) -> usize {
+        let g0 = nb / self.group * self.group;
+        let n = nb - g0;
+        let last = if n == 0 { 0 } else { self.meta_bytes(n) + n * self.values };
+        (g0 * (self.values + self.meta) + last).next_multiple_of(LINE)
+    }
+
+    /// Offset of super-block b's values in a tile of `nb` super-blocks.
+    #[inline(always)]
+    pub fn values_at(&self, nb: usize, b: usize) -> usize {
         let g0 = b / self.group * self.group;
-        let n = self.group.min(nb - g0);
-        g0 * (self.values + self.meta) + n * self.values + (b - g0) * self.meta
+        g0 * (self.values + self.meta) + self.meta_bytes(self.group_len(nb, g0)) + (b - g0) * self.values
+    }
+
+    /// Offset of super-block b's meta in a tile.
+    #[inline(always)]
+    pub fn meta_at(&self, b: usize) -> usize {
+        let g0 = b / self.group * self.group;
+        g0 * (self.values + self.meta) + (b - g0) * self.meta
     }
 }
 
@@ -190,10 +211,9 @@ pub(super) fn tiles<B: Copy + Sync, const R: usize>(
         let tile = unsafe { std::slice::from_raw_parts_mut(o.get().add(t * tb), tb) };
         for b in 0..nb {
             let blocks: [Option<&B>; R] = std::array::from_fn(|i| (t * R + i < rows).then(|| &row(t * R + i)[b]));
-            let (v, m) = (g.values_at(b), g.meta_at(nb, b));
-            // meta after values in every group
-            let (values, meta) = tile.split_at_mut(m);
-            put(&blocks, &mut values[v..v + g.values], &mut meta[..g.meta]);
+            let (v, m) = (g.values_at(nb, b), g.meta_at(b));
+            let (meta, values) = tile.split_at_mut(v);
+            put(&blocks, &mut values[..g.values], &mut meta[m..m + g.meta]);
         }
     });
     out
@@ -382,9 +402,10 @@ mod tests {
     use super::*;
 
     /// Every geometry's groups: values and meta of each super-block inside
-    /// the tile, disjoint, covering the first nb * (values + meta) bytes, in
-    /// address order within a group (its values, then its meta), each
-    /// super-block's values on a cache line.
+    /// the tile, disjoint, in address order (a group's meta, padded to a
+    /// cache line, then its values; groups in order), each super-block's
+    /// values on a cache line, no byte unused but the last partial group's
+    /// meta padding and the tile's own.
     #[test]
     fn groups_tile_the_tile_in_one_stream() {
         let all = [
@@ -403,12 +424,13 @@ mod tests {
         for (g, group) in all {
             assert_eq!(g.group, group, "{g:?}");
             for nb in 1..=9 {
-                let used = nb * (g.values + g.meta);
-                let mut owner = vec![usize::MAX; g.tile_bytes(nb)];
+                let tb = g.tile_bytes(nb);
+                assert!(tb.is_multiple_of(LINE), "{g:?} nb {nb}: tile of {tb} bytes");
+                let mut owner = vec![usize::MAX; tb];
                 for b in 0..nb {
-                    let (v, m) = (g.values_at(b), g.meta_at(nb, b));
+                    let (v, m) = (g.values_at(nb, b), g.meta_at(b));
                     assert!(v.is_multiple_of(LINE), "{g:?} nb {nb} block {b}: values at {v}");
-                    assert!(v + g.values <= m, "{g:?} nb {nb} block {b}: meta before values");
+                    assert!(m + g.meta <= v, "{g:?} nb {nb} block {b}: meta after values");
                     for (at, len) in [(v, g.values), (m, g.meta)] {
                         for o in &mut owner[at..at + len] {
                             assert_eq!(*o, usize::MAX, "{g:?} nb {nb} block {b}: bytes shared");
@@ -416,13 +438,15 @@ mod tests {
                         }
                     }
                 }
-                assert!(owner[..used].iter().all(|&o| o != usize::MAX), "{g:?} nb {nb}: a gap");
-                // blocks in order: the first byte of each block's values
-                // comes after every byte of the groups before it
-                for b in 1..nb {
-                    if b % g.group == 0 {
-                        assert!(owner[..g.values_at(b)].iter().all(|&o| o < b), "{g:?} nb {nb}: group at {b} out of order");
-                    }
+                let unused = owner.iter().filter(|&&o| o == usize::MAX).count();
+                let last = nb % g.group;
+                let padding = if last == 0 { 0 } else { (last * g.meta).next_multiple_of(LINE) - last * g.meta };
+                assert_eq!(unused, tb - nb * (g.values + g.meta), "{g:?} nb {nb}: bytes unused");
+                assert!(unused < padding + LINE, "{g:?} nb {nb}: {unused} bytes unused");
+                // groups in order: every byte before a group's first (its
+                // meta) belongs to the groups before it
+                for b in (g.group..nb).step_by(g.group) {
+                    assert!(owner[..g.meta_at(b)].iter().all(|&o| o < b || o == usize::MAX), "{g:?} nb {nb}: group at {b} out of order");
                 }
             }
         }

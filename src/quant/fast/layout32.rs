@@ -4,7 +4,7 @@
 //! elements 4j..4j+4 of all 16 rows (row r in dword r) as unsigned bytes u,
 //! ready for a `vpdpbusd` with one dword of activations broadcast. A tile is
 //! `layout::tiles`' groups of blocks (`Geometry::group`): each group's
-//! values, then its blocks' meta. The kernels read these tiles without
+//! blocks' meta, then their values. The kernels read these tiles without
 //! software prefetches (`Geometry::without_prefetch`).
 //!
 //! u = q + offset, offset = 2^shift (`Store::shift`; the kernel takes
