@@ -264,8 +264,10 @@ impl Heads {
         let c = &model.cfg;
         let want = [(KEY_N_EMBD, c.n_embd), (KEY_N_LAYER, c.n_layer), (KEY_N_VOCAB, c.n_vocab)];
         for (k, v) in want {
-            if g.get_i64(k) != Some(v as i64) {
-                bail!("{name}: heads for another model ({k} is {:?}, the model's is {v})", g.get_i64(k));
+            match g.get_i64(k) {
+                Some(h) if h == v as i64 => {}
+                Some(h) => bail!("{name}: heads for another model ({k} is {h}, the model's is {v})"),
+                None => bail!("{name}: heads for another model ({k} is missing, the model's is {v})"),
             }
         }
         let same_file = g.get_str(KEY_FINGERPRINT) == Some(fingerprint(&model.g).as_str());
