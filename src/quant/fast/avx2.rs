@@ -347,7 +347,7 @@ unsafe fn sb_partials<K: Tile, const T: usize, const P: usize>(
     let zero = _mm256_setzero_si256();
     let p = w.add(K::G.values_at(nb, b));
     let mt = w.add(K::G.meta_at(b));
-    prefetch_l2(w, end, b, K::G);
+    prefetch_l2(w, end, b, K::G, T);
     let mut s = [[[zero; 2]; P]; T];
     if K::SUB16 {
         // planes by pairs, each of a pair inlined on its own: which half of

@@ -89,7 +89,7 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, end: *const u8, nb: us
     for b in 0..nb {
         let p = w.add(F::G.values_at(nb, b));
         let mt = w.add(F::G.meta_at(b));
-        prefetch_l2(w, end, b, F::G);
+        prefetch_l2(w, end, b, F::G, T);
         let half = |h: usize, at: usize| _mm256_cvtph_ps(_mm_loadu_si128(mt.add(at + 16 * h) as *const __m128i));
         let dw = [half(0, B32_D), half(1, B32_D)];
         // the min per row (types without an offset)

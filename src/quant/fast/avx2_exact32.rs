@@ -109,7 +109,7 @@ unsafe fn half<F: Format32>(w: *const u8, end: *const u8, nb: usize, act: &ActPt
     let mut mins = _mm256_setzero_ps();
     for b in 0..nb {
         if h == 0 {
-            prefetch_l2(w, end, b, F::G);
+            prefetch_l2(w, end, b, F::G, 1);
         }
         let mt = w.add(F::G.meta_at(b));
         let q = act.qs.add(b * F::ACT.0);

@@ -195,7 +195,7 @@ unsafe fn tile<K: Tile, const T: usize>(w: *const u8, end: *const u8, nb: usize,
     for b in 0..nb {
         let p = w.add(K::G.values_at(nb, b));
         let mt = w.add(K::G.meta_at(b));
-        prefetch_l2(w, end, b, K::G);
+        prefetch_l2(w, end, b, K::G, T);
         let mut s = [zero; T];
         if K::SUB16 {
             for k in 0..16 {

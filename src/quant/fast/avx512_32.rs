@@ -64,7 +64,7 @@ unsafe fn tile<F: Format32, const T: usize>(w: *const u8, end: *const u8, nb: us
     for b in 0..nb {
         let p = w.add(F::G.values_at(nb, b));
         let mt = w.add(F::G.meta_at(b));
-        prefetch_l2(w, end, b, F::G);
+        prefetch_l2(w, end, b, F::G, T);
         let v: [__m512i; 8] = planes::<F, _>(p);
         let dw = _mm512_cvtph_ps(_mm256_load_si256(mt.add(B32_D) as *const __m256i));
         // the min per row (types without an offset)

@@ -25,7 +25,8 @@ use std::arch::x86_64::*;
 /// caches evicted between passes, -t 2, medians of alternating runs, 6.20 ms
 /// with it, 7.24 without; -t 1, 32 / 64 / 128 / 256 KB ahead 9.39 / 8.49 /
 /// 8.93 / 8.95 ms. Once the loads ran in address order (`avx512::load64`),
-/// the 32-element types streamed faster without it (`Geometry::prefetch`).
+/// the 32-element types streamed faster without it for one token
+/// (`Geometry::prefetch_tokens`).
 pub const PREFETCH_L2_BYTES: usize = 64 << 10;
 
 /// Fetch into L2 the bytes `PREFETCH_L2_BYTES` ahead of super-block `b` of
@@ -34,10 +35,10 @@ pub const PREFETCH_L2_BYTES: usize = 64 << 10;
 /// groups' meta and across tiles (the hardware prefetcher does not run far
 /// enough ahead here). Nothing at or past `end`, the end of the caller's
 /// range of tiles: past it lie another thread's tiles or another matrix.
-/// Nothing for a geometry read without software prefetches.
+/// Nothing for a call of fewer `tokens` than the geometry prefetches for.
 #[inline(always)]
-pub unsafe fn prefetch_l2(w: *const u8, end: *const u8, b: usize, g: Geometry) {
-    if !g.prefetch {
+pub unsafe fn prefetch_l2(w: *const u8, end: *const u8, b: usize, g: Geometry, tokens: usize) {
+    if tokens < g.prefetch_tokens {
         return;
     }
     let step = g.values + g.meta;

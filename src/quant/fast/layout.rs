@@ -73,14 +73,15 @@ pub struct Geometry {
     /// read 6.2-6.9), Qwen 1.5B's 151936 x 1536 Q4_K embedding matrix
     /// 6.1-6.3 -> 5.4-5.5 ms.
     pub group: usize,
-    /// Whether the kernels prefetch this stream ahead in software
-    /// (`driver::prefetch_l2`). The super-block types keep it: one thread
-    /// streaming Qwen 1.5B's 151936 x 1536 output requantized to each type,
-    /// caches evicted between passes (Zen 4, ms with / without): Q6_K 6.6
-    /// / 23.6, Q5_K 5.8 / 12.0, Q3_K 5.2 / 8.5, Q2_K 3.9 / 4.9, IQ4_XS 4.5
-    /// / 4.8, Q4_K 5.1 / 5.2 (the types with a second region of high bits
-    /// lose most). The 32-element types go without (`without_prefetch`).
-    pub prefetch: bool,
+    /// From how many tokens a kernel call prefetches this stream ahead in
+    /// software (`driver::prefetch_l2`). The super-block types always do:
+    /// one thread streaming Qwen 1.5B's 151936 x 1536 output requantized to
+    /// each type, caches evicted between passes (Zen 4, ms with / without):
+    /// Q6_K 6.6 / 23.6, Q5_K 5.8 / 12.0, Q3_K 5.2 / 8.5, Q2_K 3.9 / 4.9,
+    /// IQ4_XS 4.5 / 4.8, Q4_K 5.1 / 5.2 (the types with a second region of
+    /// high bits lose most). The 32-element types only for batches
+    /// (`prefetch_from`).
+    pub prefetch_tokens: usize,
 }
 
 impl Geometry {
@@ -90,20 +91,21 @@ impl Geometry {
         while !(group * meta).is_multiple_of(LINE) {
             group += 1;
         }
-        Geometry { values, meta, group, prefetch: true }
+        Geometry { values, meta, group, prefetch_tokens: 1 }
     }
 
-    /// The same layout, read without software prefetches: for the streams
-    /// the hardware prefetchers follow alone, where the prefetches only
-    /// compete with the loads. The 32-element types: Gemma's 262144 x 640
+    /// The same layout, prefetched in software only by kernel calls of
+    /// `tokens` or more tokens: for streams the hardware prefetchers follow
+    /// alone at one token's pace, where the prefetches only compete with the
+    /// loads. The 32-element types (`layout32::PREFETCH_FROM`): Gemma's 262144 x 640
     /// Q8_0 output for one token, cold, one thread, 7.8-7.9 -> 6.2-6.3 ms;
     /// tg64, two interleaved rounds each (Zen 4), -t 1 / -t 2, t/s: Qwen
     /// 0.5B Q8_0 41.6 -> 52.8 / 75.4 -> 83.3, Q4_0 63.7 -> 78.2 / 93.7 ->
     /// 95.9, Q4_K_M (Q5_0 and Q8_0 where rows are not whole super-blocks)
     /// 60.0 -> 67.6 / 78.1 -> 82.8, SmolLM2 Q4_1 235 -> 339 / 337 -> 377,
     /// Gemma 90.8 -> 108.5 / 131.2 -> 127.3.
-    pub const fn without_prefetch(self) -> Geometry {
-        Geometry { prefetch: false, ..self }
+    pub const fn prefetch_from(self, tokens: usize) -> Geometry {
+        Geometry { prefetch_tokens: tokens, ..self }
     }
 
     /// Super-blocks in the group starting at super-block g0 of `nb` (the

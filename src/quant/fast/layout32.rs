@@ -5,7 +5,7 @@
 //! ready for a `vpdpbusd` with one dword of activations broadcast. A tile is
 //! `layout::tiles`' groups of blocks (`Geometry::group`): each group's
 //! blocks' meta, then their values. The kernels read these tiles without
-//! software prefetches (`Geometry::without_prefetch`).
+//! software prefetches for fewer than `PREFETCH_FROM` tokens.
 //!
 //! u = q + offset, offset = 2^shift (`Store::shift`; the kernel takes
 //! offset * sum(a) off): Q8_0 q + 128; Q4_0 q + 8; Q5_0 q + 16; IQ4_NL the
@@ -27,11 +27,20 @@ use crate::quant::AlignedBytes;
 /// Rows per tile of the 32-element layout.
 pub const TILE32_ROWS: usize = 16;
 
-pub const Q8_0_GEOMETRY: Geometry = Geometry::new(512, 32).without_prefetch();
-pub const Q4_0_GEOMETRY: Geometry = Geometry::new(256, 32).without_prefetch();
-pub const Q4_1_GEOMETRY: Geometry = Geometry::new(256, 64).without_prefetch();
-pub const Q5_0_GEOMETRY: Geometry = Geometry::new(320, 32).without_prefetch();
-pub const Q5_1_GEOMETRY: Geometry = Geometry::new(320, 64).without_prefetch();
+/// Tokens from which a kernel call prefetches these tiles in software
+/// (`Geometry::prefetch_from`): one token's stream goes faster without (the
+/// loads in order, the hardware prefetchers follow it), eight tokens' with
+/// it (the arithmetic per line is eight times one token's, and the stream
+/// slows). Qwen 0.5B Q4_K_M (mostly Q5_0 and Q8_0), `bench -p 1,2,5,8 -n 0
+/// -r 5 -t 2`, three interleaved rounds, t/s, never / from 2 / from 3
+/// tokens: pp2 151-158 / 143-155 / 147-159, pp5 345-364 / 339-378 /
+/// 327-350, pp8 389-421 / 440-475 / 410-463; pp512 unchanged.
+pub const PREFETCH_FROM: usize = 6;
+pub const Q8_0_GEOMETRY: Geometry = Geometry::new(512, 32).prefetch_from(PREFETCH_FROM);
+pub const Q4_0_GEOMETRY: Geometry = Geometry::new(256, 32).prefetch_from(PREFETCH_FROM);
+pub const Q4_1_GEOMETRY: Geometry = Geometry::new(256, 64).prefetch_from(PREFETCH_FROM);
+pub const Q5_0_GEOMETRY: Geometry = Geometry::new(320, 32).prefetch_from(PREFETCH_FROM);
+pub const Q5_1_GEOMETRY: Geometry = Geometry::new(320, 64).prefetch_from(PREFETCH_FROM);
 /// Offsets in a block's values and meta.
 pub const B32_HIGH: usize = 256;
 pub const B32_D: usize = 0;
