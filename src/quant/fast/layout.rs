@@ -122,12 +122,10 @@ impl Geometry {
         (n * self.meta).next_multiple_of(LINE)
     }
 
-    /// Bytes of a tile of `nb` super-blocks (whole cache lines).
+    /// Bytes of a tile of `nb` super-blocks: to the end of the last one's
+    /// values, in whole cache lines.
     pub fn tile_bytes(&self, nb: usize) -> usize {
-        let g0 = nb / self.group * self.group;
-        let n = nb - g0;
-        let last = if n == 0 { 0 } else { self.meta_bytes(n) + n * self.values };
-        (g0 * (self.values + self.meta) + last).next_multiple_of(LINE)
+        nb.checked_sub(1).map_or(0, |last| self.values_at(nb, last) + self.values).next_multiple_of(LINE)
     }
 
     /// Offset of super-block b's values in a tile of `nb` super-blocks.
