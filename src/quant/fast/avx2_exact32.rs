@@ -68,9 +68,12 @@ impl<F: Format32> Kernel for Lanes<F> {
     #[inline(always)]
     unsafe fn tile<const T: usize>(w: *const u8, end: *const u8, nb: usize, acts: &[ActPtrs; T]) -> [[__m256; 2]; T] {
         let mut out = [[_mm256_setzero_ps(); 2]; T];
-        for (o, a) in out.iter_mut().zip(acts) {
+        for (t, (o, a)) in out.iter_mut().zip(acts).enumerate() {
+            // the first token's pass streams the tile for the call; the
+            // others find it in cache
+            let tokens = if t == 0 { T } else { 0 };
             for (h, oh) in o.iter_mut().enumerate() {
-                *oh = half::<F>(w, end, nb, a, h);
+                *oh = half::<F>(w, end, nb, a, h, tokens);
             }
         }
         out
@@ -102,14 +105,15 @@ unsafe fn lane_sums<F: Format32>(w: __m256i, a: __m256i) -> __m256i {
     _mm256_madd_epi16(pairs, ones)
 }
 
-/// Rows 8h..8h+8 of the tile at `w` (`nb` blocks) against one token.
+/// Rows 8h..8h+8 of the tile at `w` (`nb` blocks) against one token; the
+/// first half prefetches as a call of `tokens` tokens (`prefetch_l2`).
 #[inline(always)]
-unsafe fn half<F: Format32>(w: *const u8, end: *const u8, nb: usize, act: &ActPtrs, h: usize) -> __m256 {
+unsafe fn half<F: Format32>(w: *const u8, end: *const u8, nb: usize, act: &ActPtrs, h: usize, tokens: usize) -> __m256 {
     let mut acc = [_mm256_setzero_ps(); 8];
     let mut mins = _mm256_setzero_ps();
     for b in 0..nb {
         if h == 0 {
-            prefetch_l2(w, end, b, F::G, 1);
+            prefetch_l2(w, end, b, F::G, tokens);
         }
         let mt = w.add(F::G.meta_at(b));
         let q = act.qs.add(b * F::ACT.0);
